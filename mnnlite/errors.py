@@ -1,0 +1,33 @@
+"""One exception family for everything a user can get wrong.
+
+Each message is one line that names the file, key, op or tensor, what was expected and what was found;
+the CLI prints it as is and exits with code 2.
+"""
+
+
+class MnnliteError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class FormatError(MnnliteError):
+    """A .mnn (or .weight) file is not a valid model."""
+
+
+class UnsupportedOpError(MnnliteError):
+    """The model uses an op the runtime has no kernel for."""
+
+
+class ShapeError(MnnliteError):
+    """Inputs or intermediate shapes do not fit an op."""
+
+
+class ConfigError(MnnliteError):
+    """A quantizer config key is missing, unknown or out of range."""
+
+
+class DataError(MnnliteError):
+    """Calibration or validation data cannot be used."""
+
+
+class BuildError(ImportError):
+    """The compiled extensions are missing: the package was not built."""

@@ -1,0 +1,30 @@
+# distutils: sources = csrc/cpu_features.c
+"""Which SIMD paths the kernels may use on this machine."""
+
+cdef extern from "cpu_features.h":
+    int MNNLITE_CPU_AVX2
+    int MNNLITE_CPU_AVX512
+    int MNNLITE_CPU_VNNI
+    int mnnlite_cpu_features()
+    void mnnlite_cpu_set_limit(int mask)
+
+FEATURE_BITS = {"avx2": MNNLITE_CPU_AVX2, "avx512": MNNLITE_CPU_AVX512, "vnni": MNNLITE_CPU_VNNI}
+
+
+def features():
+    """Names of the SIMD paths enabled now, e.g. ``['avx2', 'avx512', 'vnni']``."""
+    cdef int f = mnnlite_cpu_features()
+    return [name for name, bit in FEATURE_BITS.items() if f & bit]
+
+
+def set_limit(names):
+    """Allow only the named paths (``[]`` forces the scalar path, ``None`` lifts the limit)."""
+    if names is None:
+        mnnlite_cpu_set_limit(-1)
+        return
+    cdef int mask = 0
+    for name in names:
+        if name not in FEATURE_BITS:
+            raise ValueError(f"unknown CPU feature {name!r}; known: {sorted(FEATURE_BITS)}")
+        mask |= FEATURE_BITS[name]
+    mnnlite_cpu_set_limit(mask)
