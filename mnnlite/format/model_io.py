@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import FormatError
 from ..graph import Model
 from .reader import decode_net
+from .validate import check_model
 from .tables import DataType
 from .writer import encode_net
 
@@ -25,6 +26,7 @@ def loads(data: bytes, source: str = "<bytes>", weight_path: str | None = None) 
     """A Model from the bytes of an ``.mnn`` file; ``weight_path`` is its external weight file."""
     net = decode_net(bytes(data), source)
     model = Model(net, path=source)
+    check_model(model)
     if _uses_external(model):
         _inline_external(model, weight_path or source + ".weight")
     return model

@@ -35,6 +35,14 @@ DataFormat = _make_enum("MNN_DATA_FORMAT")
 BinaryOpOperation = _make_enum("BinaryOpOperation")
 UnaryOpOperation = _make_enum("UnaryOpOperation")
 
+_ENUM_NAMES = {name: {v: k for k, v in reversed(list(values.items()))} for name, (_, values) in ENUMS.items()}
+
+
+def enum_name(enum: str, value) -> str:
+    """The schema name of ``value`` in enum ``enum`` (the number as text when it has none)."""
+    return _ENUM_NAMES[enum].get(int(value), str(int(value)))
+
+
 OP_PARAMETER_MEMBERS: tuple[str, ...] = UNIONS["OpParameter"]
 # union tag of each member table: tag 0 is NONE, members count from 1
 OP_PARAMETER_TAG: dict[str, int] = {name: i + 1 for i, name in enumerate(OP_PARAMETER_MEMBERS)}
@@ -93,5 +101,5 @@ def _make_table(name: str, fields) -> type:
 TABLE_CLASSES: dict[str, type] = {name: _make_table(name, fields) for name, fields in TABLES.items()}
 globals().update(TABLE_CLASSES)
 
-__all__ = ["OpType", "DataType", "DataFormat", "BinaryOpOperation", "UnaryOpOperation",
+__all__ = ["enum_name", "OpType", "DataType", "DataFormat", "BinaryOpOperation", "UnaryOpOperation",
            "OP_PARAMETER_MEMBERS", "OP_PARAMETER_TAG", "TABLE_CLASSES", "NUMPY_DTYPE", *TABLE_CLASSES]

@@ -1,0 +1,48 @@
+"""``python -m mnnlite`` / ``mnnlite``: parse, call the library, map errors to exit codes.
+
+Exit codes: 0 success, 1 a check failed (validate/regress thresholds), 2 bad input (file, config, data).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import MnnliteError
+
+# subcommand -> module exposing add_parser(subparsers) and main(args) -> int
+COMMANDS = {
+    "info": "mnnlite.cli.info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnnlite", description="Read, run, quantize and validate MNN models.")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"mnnlite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def run_guarded(fn, *args) -> int:
+    """Run a command; a user error becomes one line on stderr and exit code 2."""
+    try:
+        return fn(*args)
+    except MnnliteError as exc:
+        print(f"mnnlite: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mnnlite: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
