@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import MnnliteError
@@ -34,6 +35,10 @@ def run_guarded(fn, *args) -> int:
     except MnnliteError as exc:
         print(f"mnnlite: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("mnnlite: interrupted", file=sys.stderr)
         return 130
