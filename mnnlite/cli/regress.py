@@ -1,0 +1,57 @@
+"""``mnnlite regress CASES.toml [--jobs N] [--json OUT] [--junit OUT] [--update-golden]``."""
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("regress", help="quantize + validate declared cases and compare with golden metrics")
+    p.add_argument("cases", help="the case file (TOML)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="cases run in parallel processes (default 1)")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--junit", metavar="OUT", help="write JUnit XML")
+    p.add_argument("--update-golden", action="store_true",
+                   help="after showing the differences, record this run's metrics as the new goldens")
+    p.add_argument("--only", action="append", metavar="NAME", help="run only the named case(s)")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..errors import ConfigError
+    from ..regress import load_cases, run_cases
+    from ..regress.report import golden_diff, table, write_json, write_junit
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    cases = load_cases(args.cases)
+    if args.only:
+        unknown = set(args.only) - {c.name for c in cases}
+        if unknown:
+            raise ConfigError(f"{args.cases}: no case named {sorted(unknown)}; cases: {[c.name for c in cases]}")
+        cases = [c for c in cases if c.name in args.only]
+
+    def progress(done, total, result):
+        print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
+              + (f" - {result.message}" if result.message and not result.ok else ""), flush=True)
+
+    run = run_cases(cases, jobs=args.jobs, progress=progress)
+    if args.update_golden:
+        print("Golden changes:\n" + golden_diff(run))
+        run = _rejudge_with_update(cases, run)
+    print(table(run))
+    if args.json:
+        write_json(run, args.json)
+    if args.junit:
+        write_junit(run, args.junit)
+    return 0 if run.ok else 1
+
+
+def _rejudge_with_update(cases, run):
+    """Write goldens from the results already computed (no second quantization)."""
+    from ..regress.runner import RegressionRun, judge
+    results = []
+    for r in run.results:
+        if r.result is None or "error" in (r.result or {}) or r.verdict == "error":
+            results.append(r)
+            continue
+        results.append(judge(r.case, r.result, "", r.seconds, update_golden=True))
+    return RegressionRun(results)
+

@@ -1,0 +1,166 @@
+"""The case file (TOML): what to quantize, on which data, checked against which golden file.
+
+    [defaults]                    # optional; any case key, applied to every case
+    num = 6
+
+    [tolerances]                  # optional; metric pattern -> allowed slack against the golden value
+    "*.cosine" = 0.002
+
+    [[case]]
+    name = "cnn-kl"               # unique; names the golden file golden/<name>.json
+    model = "models/cnn.mnn"      # paths are relative to the case file
+    config = "configs/kl.json"    # a quantizer config file, or an inline table [case.config]
+    calibration = "data/calib"    # optional: overrides the config's "path"
+    heldout = "data/heldout"      # optional: held-out samples for validation (default: after calibration)
+    labels = "labels.txt"         # optional
+    num = 6                       # optional: held-out samples to use
+    golden = "golden/cnn-kl.json" # optional
+    [case.thresholds]             # optional absolute gates: min_cosine, min_agreement
+    min_cosine = 0.99
+    [case.tolerances]             # optional, per case, over the file-level ones
+    "out.cosine" = 0.001
+
+A problem in one case (missing file, bad key, unknown metric) is reported for that case only.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older interpreters only
+    import tomli as tomllib
+
+CASE_KEYS = {"name", "model", "config", "calibration", "heldout", "labels", "num", "golden", "thresholds",
+             "tolerances"}
+THRESHOLD_KEYS = {"min_cosine", "min_agreement"}
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass
+class Case:
+    name: str
+    model: str
+    config: dict
+    golden: str
+    calibration: str | None = None
+    heldout: str | None = None
+    labels: str | None = None
+    num: int | None = None
+    thresholds: dict = field(default_factory=dict)
+    tolerances: dict = field(default_factory=dict)
+    error: str | None = None  # set when the case cannot run; the others still do
+
+    def tolerance(self, metric: str) -> float:
+        """Slack for ``metric``: the most specific matching pattern wins (exact name first)."""
+        if metric in self.tolerances:
+            return float(self.tolerances[metric])
+        matches = [p for p in self.tolerances if fnmatch.fnmatchcase(metric, p)]
+        if not matches:
+            return DEFAULT_TOLERANCE
+        return float(self.tolerances[max(matches, key=len)])
+
+    def to_job(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "model", "config", "golden", "calibration", "heldout",
+                                               "labels", "num", "thresholds")}
+
+
+def load_cases(path: str) -> list[Case]:
+    """Parse a case file; a malformed file is a ConfigError, a malformed case an errored Case."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"defaults", "tolerances", "case"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: defaults, tolerances, case")
+    entries = doc.get("case", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no [[case]] entries")
+    base = os.path.dirname(os.path.abspath(path))
+    defaults, tolerances = doc.get("defaults", {}), doc.get("tolerances", {})
+    cases, seen = [], set()
+    for i, entry in enumerate(entries):
+        raw = {**defaults, **entry}
+        case = _parse_case(raw, i, base, tolerances)
+        if case.name in seen:
+            case.error = f"case name {case.name!r} is used twice"
+        seen.add(case.name)
+        cases.append(case)
+    return cases
+
+
+def _parse_case(raw: dict, i: int, base: str, file_tolerances: dict) -> Case:
+    name = str(raw.get("name") or f"case{i + 1}")
+    case = Case(name=name, model="", config={}, golden=os.path.join(base, "golden", f"{name}.json"))
+    try:
+        _fill_case(case, raw, base, file_tolerances)
+    except ConfigError as exc:
+        case.error = str(exc)
+    return case
+
+
+def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
+    def path_of(key, must_exist=True, kind="file"):
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"case {case.name!r}: {key} must be a path string, got {value!r}")
+        full = os.path.normpath(os.path.join(base, value))
+        exists = os.path.isdir(full) if kind == "folder" else os.path.isfile(full)
+        if must_exist and not exists:
+            raise ConfigError(f"case {case.name!r}: {key} {kind} {value!r} does not exist ({full})")
+        return full
+
+    unknown = set(raw) - CASE_KEYS
+    if unknown:
+        raise ConfigError(f"case {case.name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(CASE_KEYS)}")
+    if "model" not in raw or "config" not in raw:
+        raise ConfigError(f"case {case.name!r}: needs both 'model' and 'config'")
+    case.model = path_of("model")
+    case.config = _config_of(case, raw["config"], path_of)
+    case.calibration = path_of("calibration", kind="folder")
+    case.heldout = path_of("heldout", kind="folder")
+    case.labels = path_of("labels")
+    case.golden = path_of("golden", must_exist=False) or case.golden
+    if case.calibration:
+        case.config["path"] = case.calibration
+    num = raw.get("num")
+    if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num <= 0):
+        raise ConfigError(f"case {case.name!r}: num must be a positive integer, got {num!r}")
+    case.num = num
+    case.thresholds = dict(raw.get("thresholds", {}))
+    bad = set(case.thresholds) - THRESHOLD_KEYS
+    if bad:
+        raise ConfigError(f"case {case.name!r}: unknown threshold(s) {sorted(bad)}; allowed: {sorted(THRESHOLD_KEYS)}")
+    case.tolerances = {**file_tolerances, **raw.get("tolerances", {})}
+    for key, value in case.tolerances.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"case {case.name!r}: tolerance for {key!r} must be a number >= 0, got {value!r}")
+
+
+def _config_of(case: Case, value, path_of) -> dict:
+    if isinstance(value, dict):
+        return dict(value)
+    config_path = path_of("config")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"case {case.name!r}: config {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"case {case.name!r}: config {config_path} is not a JSON object")
+    # a relative calibration path in a config file is relative to that file, as the quantizer reads it
+    if isinstance(config.get("path"), str) and not os.path.isabs(config["path"]):
+        config["path"] = os.path.normpath(os.path.join(os.path.dirname(config_path), config["path"]))
+    return config

@@ -1,0 +1,122 @@
+"""Run cases in parallel child processes and judge each against its golden file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .cases import Case
+from .golden import compare, read_golden, unknown_metric_patterns, write_golden
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    verdict: str                   # "pass", "regressed", "failed" (threshold), "error", "new"
+    message: str = ""
+    checks: list = field(default_factory=list)
+    result: dict | None = None
+    golden: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("pass", "new")
+
+
+@dataclass
+class RegressionRun:
+    results: list[CaseResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+
+def run_cases(cases: list[Case], jobs: int = 1, update_golden: bool = False, progress=None,
+              timeout: float = 3600.0) -> RegressionRun:
+    """Every case in a child process, ``jobs`` at a time; results in case order, whatever the jobs."""
+    results: dict[int, CaseResult] = {}
+    runnable = [(i, c) for i, c in enumerate(cases) if c.error is None]
+    for i, c in enumerate(cases):
+        if c.error is not None:
+            results[i] = CaseResult(c, "error", c.error)
+    done = len(results)
+    if progress:
+        for r in results.values():
+            progress(done, len(cases), r)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(_run_child, c, timeout): i for i, c in runnable}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = judge(cases[i], *fut.result(), update_golden=update_golden)
+            done += 1
+            if progress:
+                progress(done, len(cases), results[i])
+    return RegressionRun([results[i] for i in range(len(cases))])
+
+
+def _run_child(case: Case, timeout: float) -> tuple[dict | None, str, float]:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mnnlite-case-") as tmp:
+        job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        with open(job_path, "w", encoding="utf-8") as f:
+            json.dump(case.to_job(), f)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "mnnlite.regress.worker", job_path, result_path],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout:.0f} s", time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        if not os.path.exists(result_path):
+            tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            return None, f"crashed (exit code {proc.returncode}): {tail}", elapsed
+        with open(result_path, encoding="utf-8") as f:
+            return json.load(f), "", elapsed
+
+
+def judge(case: Case, result: dict | None, crash: str, seconds: float, update_golden: bool) -> CaseResult:
+    if result is None:
+        return CaseResult(case, "error", crash, seconds=seconds)
+    if "error" in result:
+        return CaseResult(case, "error", result["error"], seconds=seconds)
+    bad = unknown_metric_patterns(case.tolerances, result["metrics"])
+    if bad:
+        return CaseResult(case, "error", f"tolerance names unknown metric(s) {bad}; this case produces "
+                                         f"{sorted(result['metrics'])}", result=result, seconds=seconds)
+    try:
+        golden = read_golden(case.golden)
+    except ConfigError as exc:
+        return CaseResult(case, "error", str(exc), result=result, seconds=seconds)
+    if golden is None:
+        if update_golden:
+            write_golden(case.golden, result)
+        return CaseResult(case, "new", "no golden file yet" + (" (written)" if update_golden else
+                                                              "; run with --update-golden to record one"),
+                          result=result, seconds=seconds)
+    checks = compare(result["metrics"], golden["metrics"], case.tolerance)
+    out = CaseResult(case, "pass", "", checks, result, golden, seconds)
+    regressed = [c for c in checks if c.failed]
+    if regressed:
+        worst = regressed[0]
+        out.verdict = "regressed"
+        out.message = (f"{len(regressed)} metric(s) regressed, e.g. {worst.name}: {_fmt(worst.value)} vs golden "
+                       f"{_fmt(worst.golden)} (tolerance {worst.tolerance:g})")
+    elif not result["thresholds_passed"]:
+        out.verdict = "failed"
+        out.message = "threshold missed: " + "; ".join(result["threshold_failures"] or ["see validate report"])
+    if update_golden:
+        write_golden(case.golden, result)
+        out.message = (out.message + "; " if out.message else "") + "golden updated"
+        out.verdict = "pass" if out.verdict == "regressed" else out.verdict
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.6g}"
