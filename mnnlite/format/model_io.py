@@ -1,6 +1,7 @@
 """Load and save whole models: the ``.mnn`` buffer plus the optional ``<model>.mnn.weight`` file."""
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 
@@ -22,9 +23,12 @@ _BLOB_FIELD = {
 }
 
 
-def loads(data: bytes, source: str = "<bytes>", weight_path: str | None = None) -> Model:
-    """A Model from the bytes of an ``.mnn`` file; ``weight_path`` is its external weight file."""
-    net = decode_net(bytes(data), source)
+def loads(data, source: str = "<bytes>", weight_path: str | None = None) -> Model:
+    """A Model from the bytes (or a read-only mmap) of an ``.mnn`` file; ``weight_path`` is its
+    external weight file."""
+    if not isinstance(data, (bytes, mmap.mmap)):
+        data = bytes(data)
+    net = decode_net(data, source)
     model = Model(net, path=source)
     check_model(model)
     if _uses_external(model):
@@ -37,9 +41,14 @@ def load_model(path: str | os.PathLike) -> Model:
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            # Mapped, not read: weights stay zero-copy views of the page cache, so loading a large
+            # model costs only its graph.  save_model replaces files by rename, which keeps the
+            # mapping of an already-loaded model valid.
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
     except OSError as exc:
         raise FormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not a regular file (a folder, a pipe)
+        raise FormatError(f"{path}: cannot map: {exc}") from None
     return loads(data, path, path + ".weight")
 
 
