@@ -1,0 +1,91 @@
+"""Activation (feature) calibration: one observer class per MNN method, all with the same interface.
+
+Collecting statistics is separate from choosing the range (as in onnxruntime's ``calibrate.py``)::
+
+    obs = FEATURE_METHODS["KL"](clamp_value=127)
+    for p in range(obs.passes):        # KL and ADMM stream the data twice, EMA once
+        obs.start_pass(p)
+        for x in batches_of_this_tensor():
+            obs.update(x)              # float32 array of any shape; samples are not kept
+    scale, zero = obs.compute()        # QuantParams: x ~ (q - zero) * scale
+
+* one observer per tensor; ``update`` may be called with one sample or a batch (KL/ADMM statistics do not
+  depend on how samples are grouped; EMA treats each call as one batch, as MNN does).
+* ``compute`` may be called when the passes are done; a tensor without a usable range (never seen, or
+  all |x| tiny) gives ``QuantParams(0.0, 0)`` — MNN writes scale 0 for such tensors on the KL path.
+* RAM per observer is bounded whatever the number of samples: a fixed histogram (KL), a few scalars
+  (EMA), or a temporary file of the values past a RAM limit (ADMM, whose float32 iterations need them).
+
+``DEVIATIONS`` lists where we follow the documented intent instead of an MNN 3.6.1 bug (doc §14).
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Iterable, NamedTuple
+
+import numpy as np
+
+FEATURE_METHODS: dict[str, type["FeatureObserver"]] = {}
+
+DEVIATIONS = (
+    "KL/ADMM/EMA: a tensor with no usable range gives scale 0, zero 0 — never NaN (MNN's EMA divides "
+    "0/0 on all-zero tensors, its ADMM starts from alpha 0).",
+    "ADMM: statistics come from the tensor's logical values; MNN reads raw backend memory (packed C4/C8 "
+    "channels incl. padding zeros, last elements skipped) and crashes on NCHW-input models (doc §14.7).",
+    "ADMM: samples are fed one at a time instead of one forward over all samples stacked in a batch; "
+    "values are kept in update order (spilled to a temporary file past a RAM limit), so the float32 "
+    "sums run in logical order, not MNN's packed-memory order (~1e-4 relative).",
+    "KL: `threshold='MAX'` exists so model inputs can use the MAX threshold MNN intends for them; MNN's "
+    "lookup fails and they get KL (doc §14.6).  The caller decides per tensor.",
+    "feature_clamp_value 0 is rejected by the config (MNN divides by zero, doc §14.20).",
+)
+
+
+class QuantParams(NamedTuple):
+    """Per-tensor affine parameters: ``x ~ (q - zero) * scale``."""
+
+    scale: float
+    zero: int
+
+
+class FeatureObserver:
+    """Base of every feature calibration method; subclasses register under ``method``."""
+
+    method: ClassVar[str] = ""
+    passes: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.method:
+            FEATURE_METHODS[cls.method] = cls
+
+    def __init__(self, clamp_value: int = 127):
+        if not 1 <= int(clamp_value) <= 127:
+            raise ValueError(f"clamp_value must be 1..127, got {clamp_value}")
+        self.clamp = int(clamp_value)
+        self.pass_index = 0
+
+    def start_pass(self, index: int) -> None:
+        """Called before streaming the data for pass ``index`` (0-based, < ``passes``)."""
+        if not 0 <= index < self.passes:
+            raise ValueError(f"{self.method} has {self.passes} pass(es), got pass {index}")
+        self.pass_index = index
+
+    def update(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> QuantParams:
+        raise NotImplementedError
+
+
+def calibrate(observer: FeatureObserver, data: Callable[[], Iterable[np.ndarray]]) -> QuantParams:
+    """Run every pass of ``observer`` over a fresh ``data()`` iterable and return its parameters."""
+    for p in range(observer.passes):
+        observer.start_pass(p)
+        for x in data():
+            observer.update(x)
+    return observer.compute()
+
+
+from . import admm, ema, kl  # noqa: E402,F401  (registers the methods)
+
+__all__ = ["FEATURE_METHODS", "DEVIATIONS", "FeatureObserver", "QuantParams", "calibrate"]

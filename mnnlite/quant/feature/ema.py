@@ -1,0 +1,84 @@
+"""EMA calibration (quantization doc §9; MNN ``NN.cpp``, ``ConvBNReluFusedModule``).
+
+Each batch is fake-quantized with its own range; the *nudged* range of that batch (the float values the
+int8 codes -127 and 127 map back to, widened to contain 0) feeds an exponential moving average with
+momentum 0.99; the first batch sets the average.  Scale and zero point follow from the averaged range:
+``s = (max - min) / 254``, ``z = round(-min / s - 127)``.  All float32, MNN's operation order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...format.idst import roundf
+from . import FeatureObserver, QuantParams
+
+MOMENTUM = np.float32(0.99)
+
+
+def scale_zero(lo, hi, clamp: int = 127) -> tuple[np.float32, np.float32]:
+    """``computeScaleAndZeroPoint``: range widened to contain 0, ``s = (hi - lo) / (2 * clamp)``.
+
+    The zero point comes back as a float (MNN rounds, then casts to int8 only when writing the model).
+    With ``hi == lo == 0`` the scale is 0 and the zero point NaN, as in MNN; observers guard that case.
+    """
+    c = np.float32(clamp)
+    lo = np.minimum(np.float32(0), np.float32(lo))
+    hi = np.maximum(np.float32(0), np.float32(hi))
+    s = (hi - lo) / (np.float32(2) * c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = roundf((np.float32(0) - lo) / s - c)
+    return np.float32(s), np.float32(z)
+
+
+def fake_quantize(x: np.ndarray, clamp: int = 127):
+    """``fakeQuantFeatureWithMinMax`` with the batch's own range.
+
+    Returns ``(x_hat, nudged_min, nudged_max)``: ``x_hat = s * (clamp(round(x / s + z)) - z)`` is what
+    feeds the next layer during EMA calibration; the nudged range is what the moving average sees.
+    """
+    x = np.asarray(x, np.float32)
+    s, z = scale_zero(x.min(), x.max(), clamp)
+    c = np.float32(clamp)
+    nudged_min = np.minimum(np.float32(0), (-c - z) * s)
+    nudged_max = np.maximum(np.float32(0), (c - z) * s)
+    if s == 0:                                     # all-zero batch: MNN would produce NaN
+        return np.zeros_like(x), np.float32(0), np.float32(0)
+    q = np.clip(roundf(x / s + z), -c, c)
+    return (s * (q - z)).astype(np.float32), nudged_min, nudged_max
+
+
+class EMAObserver(FeatureObserver):
+    """Moving average of each batch's nudged range; one ``update`` call = one batch."""
+
+    method = "EMA"
+    passes = 1
+
+    def __init__(self, clamp_value: int = 127, momentum: float = float(MOMENTUM)):
+        super().__init__(clamp_value)
+        self.momentum = np.float32(momentum)
+        self.lo = self.hi = None
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float32)
+        if x.size == 0:
+            return
+        _, lo, hi = fake_quantize(x, self.clamp)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+            return
+        keep, new = self.momentum, np.float32(1) - self.momentum   # MNN: _Scalar(1.0f - mMomentum)
+        self.lo = np.float32(self.lo * keep + lo * new)
+        self.hi = np.float32(self.hi * keep + hi * new)
+
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """The averaged ``(min, max)``, None before the first batch."""
+        return None if self.lo is None else (float(self.lo), float(self.hi))
+
+    def compute(self) -> QuantParams:
+        if self.lo is None:
+            return QuantParams(0.0, 0)
+        s, z = scale_zero(self.lo, self.hi, self.clamp)
+        if not s > 0:                                  # never saw a non-zero value (MNN: NaN zero point)
+            return QuantParams(0.0, 0)
+        return QuantParams(float(s), int(np.int8(np.clip(z, -128, 127))))
