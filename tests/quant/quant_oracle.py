@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 HAVE_ORACLE = all(importlib.util.find_spec(m) is not None for m in ("_tools", "MNN", "onnx"))
-needs_oracle = pytest.mark.skipif(not HAVE_ORACLE, reason="needs the mnn wheel (_tools, MNN) and onnx")
+# the oracle is a declared test dependency: a test that needs it fails without it, never skips
+needs_oracle = pytest.mark.oracle
 
 
 def run_py(code: str, cwd) -> str:

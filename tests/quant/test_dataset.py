@@ -10,6 +10,7 @@ from PIL import Image
 from quant_oracle import needs_oracle, oracle_preprocess
 from mnnlite.errors import ConfigError, DataError
 from mnnlite.quant import dataset
+from mnnlite.quant import image as mnn_image
 from mnnlite.quant.config import load_config
 from mnnlite.quant.dataset import CalibrationSet, InputSpec
 
@@ -53,7 +54,7 @@ def test_preprocessing_matches_cvimageprocess(tmp_path, image, patch, out_h, out
     raw = {"path": str(tmp_path), "width": out_w, "height": out_h, **patch}
     cfg = load_config(raw)
     ref = oracle_preprocess(path, raw, (1, cfg.channels, out_h, out_w))[0]
-    ours = dataset.preprocess_rgba(dataset.decode_rgba(path), cfg, out_h, out_w)
+    ours = mnn_image.preprocess_rgba(mnn_image.decode_rgba(path), cfg, out_h, out_w)
     _assert_close_to_oracle(ours, ref, cfg.normal4)
     # and through the public iterator, with the model input given by name and shape
     (batch,) = list(CalibrationSet(cfg, {"data": (1, cfg.channels, -1, -1)}))
@@ -66,8 +67,8 @@ def test_matrix_equals_mnn_cvmatrix():
     import MNN
     cases = [(23, 31, 16, 12, 1, 1), (480, 640, 224, 224, 0.875, 0.875), (7, 900, 300, 2, 1, 0.5)]
     for (h, w, oh, ow, ch, cw) in cases:
-        ours = dataset.calibration_matrix(h, w, oh, ow, ch, cw)
-        corners = dataset.crop_corners(h, w, ch, cw)
+        ours = mnn_image.calibration_matrix(h, w, oh, ow, ch, cw)
+        corners = mnn_image.crop_corners(h, w, ch, cw)
         m = MNN.CVMatrix()
         m.setPolyToPoly([0.0, 0.0, 0.0, oh - 1.0, ow - 1.0, 0.0, ow - 1.0, oh - 1.0],
                         [float(v) for p in corners for v in p])
@@ -78,17 +79,17 @@ def test_bilinear_reference_on_a_ramp():
     # a horizontal ramp resized 5 -> 9 columns: positions 0, .5, 1, ... give exact midpoints (trunc of .5)
     rgba = np.zeros((1, 5, 4), np.uint8)
     rgba[0, :, 0] = [0, 10, 20, 30, 41]
-    m = dataset.calibration_matrix(1, 5, 1, 9)
-    xs, ys = dataset.sample_positions(m, 1, 9)
+    m = mnn_image.calibration_matrix(1, 5, 1, 9)
+    xs, ys = mnn_image.sample_positions(m, 1, 9)
     assert np.allclose(xs, np.arange(9) / 2, atol=1e-5)
-    out = dataset.bilinear_rgba(rgba, xs, ys)[0, :, 0]
+    out = mnn_image.bilinear_rgba(rgba, xs, ys)[0, :, 0]
     assert out[0] == 0 and out[1] == 5 and out[-2] == 35 and out[-1] == 41
 
 
 def test_gray_formula():
     rgba = np.array([[[255, 0, 0, 9], [0, 255, 0, 9], [0, 0, 255, 9], [255, 255, 255, 0]]], np.uint8)
-    assert dataset.convert_format(rgba, "GRAY")[0, :, 0].tolist() == [75, 151, 27, 255]
-    assert dataset.convert_format(rgba, "BGRA")[0, 0].tolist() == [0, 0, 255, 9]
+    assert mnn_image.convert_format(rgba, "GRAY")[0, :, 0].tolist() == [75, 151, 27, 255]
+    assert mnn_image.convert_format(rgba, "BGRA")[0, 0].tolist() == [0, 0, 255, 9]
 
 
 # ------------------------------------------------------------------------------------- file selection
