@@ -9,7 +9,7 @@ from ..errors import FormatError
 from .tables import OpType
 
 T = OpType
-# op type -> the parameter table its kernels read (ops not listed accept any table or none)
+# op type -> the parameter table(s) MNN reads for it (ops not listed accept any table or none)
 EXPECTED_PARAM = {
     T.Input: "Input", T.Const: "Blob", T.TrainableParam: "Blob",
     T.Convolution: "Convolution2D", T.ConvolutionDepthwise: "Convolution2D",
@@ -20,11 +20,11 @@ EXPECTED_PARAM = {
     T.UnaryOp: "UnaryOp", T.Concat: "Axis", T.Softmax: "Axis", T.Interp: "Interp", T.Reshape: "Reshape",
     T.Permute: "Permute", T.Flatten: "Flatten", T.ConvertTensor: "TensorConvertInfo", T.Slice: "Slice",
     T.StridedSlice: "StridedSliceParam", T.Squeeze: "SqueezeParam", T.Unsqueeze: "SqueezeParam",
-    T.GatherV2: "GatherV2", T.Reduction: "ReductionParam", T.Pack: "PackParam", T.MatMul: "MatMul",
+    T.GatherV2: ("GatherV2", "Axis"), T.Reduction: "ReductionParam", T.Pack: "PackParam", T.MatMul: "MatMul",
     T.BatchMatMul: "BatchMatMulParam", T.LayerNorm: "LayerNorm", T.InnerProduct: "InnerProduct",
     T.Cast: "CastParam", T.TopKV2: "TopKV2", T.ArgMax: "ArgMax", T.ArgMin: "ArgMax",
     T.DepthToSpace: "DepthSpaceParam", T.SpaceToDepth: "DepthSpaceParam", T.Padding: "PadParam",
-    T.While: "WhileParam", T.If: "IfParam", T.GridSample: "GridSample", T.Extra: "Extra",
+    T.While: ("WhileParam", "LoopParam"), T.If: "IfParam", T.GridSample: "GridSample", T.Extra: "Extra",
 }
 
 
@@ -55,6 +55,8 @@ def _check_op(path, where, i, op, count):
     if op.type == T.Input and (op.outputIndexes is None or op.outputIndexes.size != 1):
         raise FormatError(f"{path}: {where}, op {i} ({op.name!r}): an Input op must have exactly one output")
     expected = EXPECTED_PARAM.get(op.type)
-    if expected is not None and op.main is not None and type(op.main).__name__ != expected:
+    if isinstance(expected, str):
+        expected = (expected,)
+    if expected is not None and op.main is not None and type(op.main).__name__ not in expected:
         raise FormatError(f"{path}: {where}, op {i} ({op.name!r}): a {op.type.name} op carries "
-                          f"{type(op.main).__name__} parameters, expected {expected}")
+                          f"{type(op.main).__name__} parameters, expected {' or '.join(expected)}")

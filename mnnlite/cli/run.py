@@ -1,0 +1,96 @@
+"""``mnnlite run MODEL.mnn [--input NAME=FILE.npy ...] [--output OUT.npz] [--threads N] [--repeat N]
+[--impl fast|ref]``: run a model in float, print output shapes and latency, optionally save the outputs."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="run a model in float on .npy inputs (random ones for fixed-shape inputs)")
+    p.add_argument("model", help="the .mnn file")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input array in NCHW order (repeat for each input; NAME= may be left out "
+                        "when the model has one input)")
+    p.add_argument("--output", "-o", metavar="OUT.npz", help="write every output to this .npz, keyed by name")
+    p.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+    p.add_argument("--repeat", type=int, default=1, help="run N times and report the median latency")
+    p.add_argument("--impl", choices=("fast", "ref"), default="fast",
+                   help="compiled kernels (fast, default) or the numpy references (ref)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..kernels.threads import set_num_threads
+    from ..runtime import Interpreter
+
+    if args.repeat < 1:
+        raise ShapeError(f"--repeat must be at least 1, got {args.repeat}")
+    try:
+        set_num_threads(args.threads)
+    except ValueError as exc:
+        raise ShapeError(f"--threads: {exc}") from None
+    interp = Interpreter(args.model, impl=args.impl)
+    if interp.model.is_quantized:
+        print("note: the model carries int8 quantization info; mnnlite runs it in float for now")
+    feeds = _feeds(interp, args.input, args.seed)
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        outputs = interp.run(feeds)
+        times.append(time.perf_counter() - start)
+    for name, value in outputs.items():
+        print(f"output {name}: shape {list(value.shape)} {value.dtype}")
+    ms = [t * 1000 for t in times]
+    spread = f" (min {min(ms):.2f}, max {max(ms):.2f})" if len(ms) > 1 else ""
+    print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
+          f"{args.threads} thread(s), impl {args.impl}")
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {len(outputs)} output(s) to {args.output}")
+    return 0
+
+
+def _feeds(interp, specs, seed) -> dict:
+    """Arrays from NAME=FILE.npy arguments; random values for the inputs not given, if their shape is fixed."""
+    names = interp.input_names
+    feeds = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise ShapeError(f"--input {spec!r}: write NAME=FILE.npy, the model has inputs {names}")
+            name, path = names[0], spec
+        if name not in names:
+            raise ShapeError(f"--input {spec!r}: the model has no input {name!r}; its inputs are {names}")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ShapeError(f"--input {spec!r}: cannot read {path} as a .npy array: {exc}") from None
+    rng = np.random.default_rng(seed)
+    for name, info in interp.input_info().items():
+        if name in feeds:
+            continue
+        shape = _caffe_shape(info)
+        if any(d < 0 for d in shape):
+            raise ShapeError(f"input {name!r} has dynamic dims {shape} (-1 = any): give it with "
+                             f"--input {name}=FILE.npy")
+        if info.dtype.kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(info.dtype)
+        else:
+            feeds[name] = rng.integers(0, 2, size=shape).astype(info.dtype)
+        print(f"input {name}: random {info.dtype} values of shape {shape} (no --input given)")
+    return feeds
+
+
+def _caffe_shape(info) -> list[int]:
+    """Declared dims in the NCHW order feeds use (an NHWC input's channel moves to axis 1)."""
+    dims = list(info.shape)
+    if info.layout == "NHWC" and len(dims) >= 3:
+        dims = [dims[0], dims[-1], *dims[1:-1]]
+    return dims

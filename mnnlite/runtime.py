@@ -1,0 +1,379 @@
+"""The float runtime: run a model's ops in file order with the kernels of ``mnnlite.ops``.
+
+``Interpreter(model_or_path, impl="fast"|"ref", trace=False)``; ``run(feeds)`` returns the graph outputs.
+
+Layouts (MNN's Session API in Caffe terms, verified against the official runtime):
+* feeds are given, and outputs returned, in NCHW ("Caffe") order whatever the tensor's MNN layout: an
+  NHWC tensor of rank >= 3 is exchanged as ``moveaxis(-1, 1)`` of it, which is what copying it to or
+  from an ``MNN.Tensor(t, Tensor_DimensionType_Caffe)`` host tensor does (Tensor.cpp, CPUTensorConvert.cpp);
+  NC4HW4 is NCHW with packed channels, so it is exchanged as is.
+* inside, each tensor keeps its MNN layout (NHWC arrays for NHWC tensors, NCHW arrays for NCHW and
+  NC4HW4 ones): the contract of ``mnnlite.ops.registry``.
+
+Intermediate tensors are dropped after their last consumer ran.  ``run(..., return_all=True)`` (or
+``trace=True``) keeps and returns all of them; ``run(..., observe=fn)`` calls ``fn(index, name, array)``
+for every main-graph tensor as it appears (inputs, constants, op outputs), without keeping them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import numpy as np
+
+from .errors import MnnliteError, ShapeError, UnsupportedOpError
+from .format.model_io import load_model
+from .format.tables import DataFormat, OpType
+from .graph import Graph, Model
+from .ops import registry
+from .ops.const import numpy_dtype
+from .ops.registry import OpCall
+
+# Every module that registers kernels.  A module that does not exist yet (work in progress) is skipped;
+# the ops it would register then raise UnsupportedOpError when a model uses them.
+OP_MODULES = ("const", "shape", "movement", "control", "nn", "elementwise", "reduce", "norm")
+_SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
+
+
+def load_op_modules() -> list[str]:
+    """Import the op modules (registration happens on import); return the names that are missing."""
+    missing = []
+    for name in OP_MODULES:
+        full = f"{__package__}.ops.{name}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+            missing.append(name)
+    return missing
+
+
+@dataclasses.dataclass(frozen=True)
+class InputInfo:
+    shape: tuple        # as the file declares it, in the tensor's own layout; -1 marks a dynamic dim
+    dtype: np.dtype     # element type of the runtime tensor (ONNX int64 inputs are int32)
+    layout: str         # "NCHW", "NHWC" or "NC4HW4"
+
+
+class Interpreter:
+    """Runs one model.  ``impl`` chooses the compiled kernels ("fast") or the numpy references ("ref")."""
+
+    def __init__(self, model_or_path, impl: str = "fast", trace: bool = False):
+        if impl not in ("fast", "ref"):
+            raise ValueError(f"impl must be 'fast' or 'ref', not {impl!r}")
+        load_op_modules()
+        self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
+        self.impl, self.trace = impl, trace
+        self.source = self.model.path or "model"
+        self._graphs: dict[str, Graph] = {"": self.model.graph, **self.model.subgraphs}
+        self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
+        graph = self.model.graph
+        self._inputs = {graph.tensors[int(op.outputIndexes[0])]: op for op in graph.ops if op.type == OpType.Input}
+
+    # ------------------------------------------------------------------------------------ inputs
+    @property
+    def input_names(self) -> list[str]:
+        return self.model.graph.input_names()
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.model.graph.output_names()
+
+    def input_info(self) -> dict[str, InputInfo]:
+        """Declared shape (own layout, -1 = dynamic; dim 0 accepts any batch), dtype and layout."""
+        info = {}
+        for name, op in self._inputs.items():
+            dims = op.main.dims if op.main is not None else None
+            shape = tuple(int(d) for d in dims) if dims is not None else ()
+            info[name] = InputInfo(shape, _input_dtype(op), _input_format(op).name)
+        return info
+
+    # --------------------------------------------------------------------------------------- run
+    def run(self, feeds: dict, *, return_all: bool = False, observe=None) -> dict:
+        """Outputs by name (NCHW order, see the module doc).
+
+        ``feeds``: every input by name, in NCHW order; float inputs take any float array, int inputs any
+        integer array whose values fit int32.  ``return_all`` (or ``trace=True``) adds every other tensor
+        of the main graph, in its MNN layout.  ``observe(index, name, array)`` sees each main-graph tensor
+        once, in its MNN layout, when it is produced; arrays are never written to afterwards, but keeping
+        references to them keeps them alive.
+        """
+        keep_all = return_all or self.trace
+        bound = self._bind_feeds(feeds)
+        graph = self.model.graph
+        with np.errstate(all="ignore"):   # NaN / inf inputs propagate like in MNN, without warnings
+            env = self._programs[""].run(bound, keep_all, observe)
+        result = {}
+        if keep_all:
+            result = {graph.tensors[i]: a for i, (a, _) in env.items()}
+        for i in graph.outputs:
+            if i not in env:
+                raise ShapeError(f"{self.source}: output {graph.tensors[i]!r} is produced by no op")
+            array, fmt = env[i]
+            result[graph.tensors[i]] = np.array(_to_caffe(array, fmt), order="C")
+        return result
+
+    def _bind_feeds(self, feeds: dict) -> dict:
+        names = list(self._inputs)
+        unknown = [n for n in feeds if n not in self._inputs]
+        if unknown:
+            raise ShapeError(f"{self.source}: unknown input {unknown[0]!r}; the model's inputs are {names}")
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise ShapeError(f"{self.source}: input {missing[0]!r} was not fed; the model's inputs are {names}")
+        return {int(op.outputIndexes[0]): self._check_feed(name, op, feeds[name])
+                for name, op in self._inputs.items()}
+
+    def _check_feed(self, name, op, value):
+        """Check a feed (NCHW order) against the Input op and bring it into the tensor's layout."""
+        fmt, dtype = _input_format(op), _input_dtype(op)
+        arr = np.asarray(value)
+        where = f"{self.source}: input {name!r}"
+        arr = _cast_feed(arr, dtype, where)
+        dims = op.main.dims if op.main is not None else None
+        if dims is not None:
+            declared = [int(d) if int(d) >= 0 else -1 for d in _reorder_dims(list(dims), fmt)]
+            if arr.ndim != len(declared):
+                raise ShapeError(f"{where} expects rank {len(declared)} (shape {_fmt_dims(declared)}), "
+                                 f"got shape {arr.shape}")
+            for axis, (want, got) in enumerate(zip(declared, arr.shape)):
+                # dim 0 is free: the converter writes 1 for a dynamic batch (InitNet.cpp resets -1 to 1)
+                if axis > 0 and want > 0 and want != got:
+                    raise ShapeError(f"{where} expects shape {_fmt_dims(declared)}, got {arr.shape} "
+                                     f"(dim {axis} must be {want})")
+        if any(d <= 0 for d in arr.shape):
+            raise ShapeError(f"{where}: every dimension must be > 0, got shape {arr.shape}")
+        return _from_caffe(arr, fmt), fmt
+
+    # ------------------------------------------------------------------------- for control flow
+    def run_graph(self, name: str, arrays, formats):
+        """Run subgraph ``name`` on positional inputs; returns (outputs, their layouts)."""
+        if name not in self._programs or name == "":
+            raise ShapeError(f"{self.source}: no subgraph named {name!r}")
+        graph = self._graphs[name]
+        if len(arrays) != len(graph.inputs):
+            raise ShapeError(f"{self.source}: subgraph {name!r} takes {len(graph.inputs)} inputs, "
+                             f"got {len(arrays)}")
+        bound = {int(i): (a, f) for i, a, f in zip(graph.inputs, arrays, formats)}
+        env = self._programs[name].run(bound, False, None)
+        missing = [graph.tensors[i] for i in graph.outputs if i not in env]
+        if missing:
+            raise ShapeError(f"{self.source}: subgraph {name!r} does not produce output {missing[0]!r}")
+        return [env[i][0] for i in graph.outputs], [env[i][1] for i in graph.outputs]
+
+    def graph_io(self, name: str):
+        graph = self._graphs[name]
+        return graph.input_names(), graph.output_names()
+
+
+class _Context:
+    """What a kernel sees as ``call.runtime``: the interpreter plus the graph it runs in."""
+
+    def __init__(self, interpreter: Interpreter, program: "_Program"):
+        self.interpreter, self.program = interpreter, program
+        self.run_graph, self.graph_io = interpreter.run_graph, interpreter.graph_io
+
+    def describe(self, tensor_index: int):
+        """The TensorDescribe of a tensor (static models: shape, layout, Raster regions), or None."""
+        return self.program.describes.get(int(tensor_index))
+
+
+@dataclasses.dataclass
+class _Step:
+    op: object
+    kernel: object
+    inputs: tuple
+    outputs: tuple
+    input_names: list
+    output_names: list
+    free: tuple = ()
+    const: list | None = None      # precomputed (array, layout) of Const / TrainableParam ops
+
+
+class _Program:
+    """One graph ready to run: kernels looked up, constants decoded once, tensor lifetimes known."""
+
+    def __init__(self, graph: Graph, interpreter: Interpreter, name: str):
+        self.graph, self.interpreter = graph, interpreter
+        self.where = interpreter.source + (f" subgraph {name!r}" if name else "")
+        self.describes = {int(d.index): d for d in graph.describe}
+        self.context = _Context(interpreter, self)
+        self.steps = [self._step(op) for op in graph.ops]
+        self.produced = {i for step in self.steps for i in step.outputs}
+        self._plan_frees()
+
+    def _step(self, op) -> _Step:
+        kernel = registry.KERNELS.get(_op_type(op))
+        if kernel is None:
+            raise UnsupportedOpError(
+                f"{self.where}: op {op.name!r} has type {_op_type_name(op)}, which mnnlite cannot run; "
+                f"supported types: {', '.join(registry.supported_op_types())}")
+        ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
+        tensors = self.graph.tensors
+        step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs])
+        if op.type in _SOURCE_OPS:
+            step.const = [(_frozen(a), f) for a, f in self._call(step, [])]
+        return step
+
+    def _plan_frees(self):
+        last = {}
+        for pos, step in enumerate(self.steps):
+            for i in step.inputs:
+                last[i] = pos
+            for i in step.outputs:
+                last.setdefault(i, pos)     # produced and never read: dropped right away
+        keep = set(self.graph.outputs)
+        frees: dict[int, list] = {}
+        for i, pos in last.items():
+            if i not in keep:
+                frees.setdefault(pos, []).append(i)
+        for pos, step in enumerate(self.steps):
+            step.free = tuple(frees.get(pos, ()))
+
+    def run(self, bound: dict, keep_all: bool, observe) -> dict:
+        env = dict(bound)
+        names = self.graph.tensors
+        if observe is not None:     # values bound without an Input op are seen here, the others below
+            for i, (a, _) in bound.items():
+                if i not in self.produced:
+                    observe(i, names[i], a)
+        for step in self.steps:
+            if step.const is not None:
+                results = step.const
+            elif step.op.type == OpType.Input:
+                if step.outputs[0] not in env:
+                    raise ShapeError(f"{self.where}: input {step.output_names[0]!r} is not bound")
+                results = self._call(step, [env[step.outputs[0]]])
+            else:
+                missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
+                if missing:
+                    raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
+                                     f"which no earlier op produced")
+                results = self._call(step, [env[i] for i in step.inputs])
+            for i, value in zip(step.outputs, results):
+                env[i] = value
+                if observe is not None:
+                    observe(i, names[i], value[0])
+            if not keep_all:
+                for i in step.free:
+                    env.pop(i, None)
+        return env
+
+    def _call(self, step: _Step, inputs: list) -> list:
+        """Run one kernel; returns [(array, layout)] for the op's outputs."""
+        call = OpCall(step.op, [a for a, _ in inputs], [DataFormat(f) for _, f in inputs],
+                      impl=self.interpreter.impl, runtime=self.context,
+                      input_names=step.input_names, output_names=step.output_names)
+        try:
+            arrays = step.kernel(call)
+        except MnnliteError:
+            raise
+        except NotImplementedError as exc:
+            raise UnsupportedOpError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
+        except (ValueError, IndexError, ZeroDivisionError) as exc:
+            raise ShapeError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
+        n = len(step.outputs)
+        if len(arrays) < n:
+            raise ShapeError(f"{self.where}: {self._describe(step, call)} gave {len(arrays)} outputs "
+                             f"for {n} output tensors")
+        default = call.formats[0] if call.formats else DataFormat.NCHW
+        formats = list(call.out_formats or []) or [default]
+        formats += [formats[-1]] * (n - len(formats))
+        arrays = [_normalize(a) for a in arrays[:n]]
+        self._check_outputs(step, call, arrays)
+        return list(zip(arrays, formats[:n]))
+
+    def _check_outputs(self, step, call, arrays):
+        """A float output with a zero-size dim from non-empty inputs means the input was too small."""
+        if not call.inputs or any(a.size == 0 for a in call.inputs if a.dtype.kind == "f"):
+            return
+        for name, a in zip(step.output_names, arrays):
+            if a.size == 0 and a.dtype.kind == "f":
+                raise ShapeError(f"{self.where}: op {step.op.name!r} ({_op_type_name(step.op)}) computes "
+                                 f"tensor {name!r} with shape {a.shape}: a dimension <= 0 (input too small?)")
+
+    @staticmethod
+    def _describe(step, call) -> str:
+        ins = ", ".join(f"{n!r} {a.shape} {a.dtype}" for n, a in zip(step.input_names, call.inputs))
+        return f"op {step.op.name!r} ({_op_type_name(step.op)}) on [{ins}]"
+
+
+# ----------------------------------------------------------------------------------- small helpers
+
+def _ints(v) -> list[int]:
+    return [] if v is None else [int(x) for x in v]
+
+
+def _op_type(op):
+    try:
+        return OpType(op.type)
+    except ValueError:
+        return op.type
+
+
+def _op_type_name(op) -> str:
+    t = _op_type(op)
+    return t.name if isinstance(t, OpType) else f"#{t}"
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    a.flags.writeable = False     # cached constants are shared by every run
+    return a
+
+
+def _normalize(a) -> np.ndarray:
+    """MNN has no int64, bool or float64 tensors (Tensor::setType): keep kernels' results in its types."""
+    a = np.asarray(a)
+    if a.dtype == np.float64 or a.dtype == np.float16:
+        return a.astype(np.float32)
+    if a.dtype == np.int64 or a.dtype == np.bool_ or a.dtype == np.uint32 or a.dtype == np.uint64:
+        return a.astype(np.int32)
+    return a
+
+
+def _input_format(op) -> DataFormat:
+    # Input.dformat defaults to NC4HW4 in the schema
+    return DataFormat(op.main.dformat if op.main is not None else DataFormat.NC4HW4)
+
+
+def _input_dtype(op) -> np.dtype:
+    return numpy_dtype(op.main.dtype if op.main is not None else 1)
+
+
+def _reorder_dims(dims: list, fmt) -> list:
+    """Declared dims of a tensor in Caffe (NCHW) order."""
+    if fmt == DataFormat.NHWC and len(dims) >= 3:
+        return [dims[0], dims[-1], *dims[1:-1]]
+    return dims
+
+
+def _fmt_dims(dims) -> str:
+    return "[" + ", ".join("?" if d < 0 else str(d) for d in dims) + "]"
+
+
+def _to_caffe(a: np.ndarray, fmt) -> np.ndarray:
+    return np.moveaxis(a, -1, 1) if fmt == DataFormat.NHWC and a.ndim >= 3 else a
+
+
+def _from_caffe(a: np.ndarray, fmt) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if fmt == DataFormat.NHWC and a.ndim >= 3 else a
+
+
+def _cast_feed(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """Float inputs take any float array; integer inputs any integer (or bool) array whose values fit."""
+    if dtype.kind == "f":
+        if arr.dtype.kind != "f":
+            raise ShapeError(f"{where} expects float values, got an array of {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype.kind not in "iub":
+        raise ShapeError(f"{where} expects {dtype} values, got an array of {arr.dtype}")
+    if arr.size and arr.dtype.kind != "b":
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise ShapeError(f"{where}: values [{arr.min()}, {arr.max()}] do not fit the model's {dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+__all__ = ["Interpreter", "InputInfo", "OP_MODULES", "load_op_modules"]
