@@ -17,7 +17,6 @@ for every main-graph tensor as it appears (inputs, constants, op outputs), witho
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import numpy as np
 
@@ -25,28 +24,12 @@ from .errors import MnnliteError, ShapeError, UnsupportedOpError
 from .format.model_io import load_model
 from .format.tables import DataFormat, OpType
 from .graph import Graph, Model
+from . import ops  # noqa: F401  (registers every kernel)
 from .ops import registry
 from .ops.const import numpy_dtype
 from .ops.registry import OpCall
 
-# Every module that registers kernels.  A module that does not exist yet (work in progress) is skipped;
-# the ops it would register then raise UnsupportedOpError when a model uses them.
-OP_MODULES = ("const", "shape", "movement", "control", "nn", "elementwise", "reduce", "norm")
 _SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
-
-
-def load_op_modules() -> list[str]:
-    """Import the op modules (registration happens on import); return the names that are missing."""
-    missing = []
-    for name in OP_MODULES:
-        full = f"{__package__}.ops.{name}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if exc.name != full:
-                raise
-            missing.append(name)
-    return missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +45,6 @@ class Interpreter:
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False):
         if impl not in ("fast", "ref"):
             raise ValueError(f"impl must be 'fast' or 'ref', not {impl!r}")
-        load_op_modules()
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
         self.source = self.model.path or "model"
@@ -376,4 +358,4 @@ def _cast_feed(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-__all__ = ["Interpreter", "InputInfo", "OP_MODULES", "load_op_modules"]
+__all__ = ["Interpreter", "InputInfo"]

@@ -3,10 +3,9 @@ Loop/If/LSTM as the converter emits them, and a TF-style While (cond graph + ali
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-pytest.importorskip("MNN", reason="the official mnn wheel (test oracle) is not installed")
-pytest.importorskip("onnx")
+import MNN  # noqa: F401,E402  (test oracle: a declared test dependency)
+import onnx  # noqa: F401,E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from mnnlite.format.tables import TABLE_CLASSES as T, OpType  # noqa: E402

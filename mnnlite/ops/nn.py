@@ -1,0 +1,570 @@
+"""Compute ops of the network family: convolution, deconvolution, pooling, inner product, matrix
+products, resize (Interp) and softmax, with MNN 3.6.1's CPU semantics.
+
+Each rule cites the MNN source it comes from (paths under MNN's ``source/``).  Convolutions and matrix
+products run on ``mnnlite.kernels`` when ``call.impl == "fast"`` and on the numpy references in
+``mnnlite.ref`` otherwise; everything else is numpy, which is both the reference and the fast path.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import ShapeError, UnsupportedOpError
+from ..format.tables import DataFormat, OpType
+from .registry import register
+from .weights import conv_weights
+
+NHWC = DataFormat.NHWC
+_CAFFE, _VALID, _SAME = 0, 1, 2            # PadMode / PoolPadType
+_MAXPOOL, _AVEPOOL = 0, 1                  # PoolType
+_DEFAULT, _INCLUDE, _EXCLUDE = 0, 1, 2     # AvgPoolCountType
+_DECONV = (OpType.Deconvolution, OpType.DeconvolutionDepthwise)
+_F32 = np.float32
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def to_nchw(x: np.ndarray, fmt) -> np.ndarray:
+    """Channel-second view of an image tensor (ops that MNN runs on NC4HW4 see NHWC data this way)."""
+    return np.moveaxis(x, -1, 1) if fmt == NHWC and x.ndim >= 3 else x
+
+
+def from_nchw(y: np.ndarray, fmt) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(y, 1, -1)) if fmt == NHWC and y.ndim >= 3 else y
+
+
+def channel_axis(fmt, ndim: int) -> int:
+    return ndim - 1 if fmt == NHWC else 1
+
+
+def _image(call, index: int = 0) -> np.ndarray:
+    x = to_nchw(call.inputs[index], call.formats[index])
+    if x.ndim != 4:
+        raise ShapeError(f"op {call.op.name!r} ({OpType(call.op.type).name}): expected a 4-D input, "
+                         f"got shape {call.inputs[index].shape}")
+    return x
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    return abs(a) // b * (1 if a >= 0 else -1)
+
+
+def _up_div(a: int, b: int) -> int:
+    """MNN's UP_DIV(a, b) = (a + b - 1) / b in C."""
+    return _cdiv(a + b - 1, b)
+
+
+def _fit(x: np.ndarray, axis: int, before: int, size: int, mode: str = "constant") -> np.ndarray:
+    """x along ``axis`` padded (or cropped, when negative) by ``before`` in front so that it then holds
+    exactly ``size`` entries: entry i is original entry i - before."""
+    n = x.shape[axis]
+    after = size - n - before
+    if before < 0:
+        x = x.take(np.arange(-before, n), axis=axis)
+        before = 0
+    if after < 0:
+        x = x.take(np.arange(0, x.shape[axis] + after), axis=axis)
+        after = 0
+    if before or after:
+        width = [(0, 0)] * x.ndim
+        width[axis] = (before, after)
+        x = np.pad(x, width, mode=mode)
+    return x
+
+
+def _span(x: np.ndarray, axis: int, lead: int, size: int):
+    """(x, lead, trail): the pads that make x span exactly ``size`` positions from -lead along ``axis``,
+    both >= 0 (x is cropped where MNN's pads are negative or its output stops short of the input end)."""
+    trail = size - x.shape[axis] - lead
+    if lead < 0 or trail < 0:
+        x = _fit(x, axis, min(lead, 0), x.shape[axis] + min(lead, 0) + min(trail, 0))
+    return x, max(lead, 0), max(trail, 0)
+
+
+def _conv_kernels(impl: str):
+    if impl == "fast":
+        try:
+            from ..kernels.conv import conv2d, deconv2d
+            return conv2d, deconv2d
+        except ImportError:
+            pass
+    from ..ref.conv import conv2d_ref, deconv2d_ref
+    return conv2d_ref, deconv2d_ref
+
+
+def _matmul_kernel(impl: str):
+    if impl == "fast":
+        try:
+            from ..kernels.matmul import matmul
+            return matmul
+        except ImportError:
+            pass
+    from ..ref.matmul import matmul_ref
+    return matmul_ref
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=_F32)
+
+
+# ------------------------------------------------------------------------------------- convolution
+
+def _activation(common) -> int:
+    """Fused activation of Convolution2DCommon: 1 relu, 2 relu6 (0..6)."""
+    return 2 if common.relu6 else 1 if common.relu else 0
+
+
+def _conv_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
+    """Output length along H (axis 0) or W (axis 1): shape/ShapeConvolution.cpp."""
+    ek = d * (k - 1) + 1
+    if common.padMode == _SAME:
+        return -(-n_in // s)
+    if common.padMode == _VALID:
+        return -(-(n_in - ek + 1) // s)
+    if common.pads is not None:
+        total = n_in + int(common.pads[axis]) + int(common.pads[axis + 2])
+        return 0 if total < ek else (total - ek) // s + 1
+    pad = common.padY if axis == 0 else common.padX
+    return _cdiv(n_in + 2 * pad - ek, s) + 1
+
+
+def _conv_pad(common, n_in: int, n_out: int, k: int, s: int, d: int, axis: int) -> int:
+    """Leading pad along H/W: core/ConvolutionCommon.cpp convolutionPad (SAME splits the need, the
+    remainder goes to the end; any other mode reads padX/padY or pads[top, left])."""
+    if common.padMode == _SAME:
+        return _cdiv((n_out - 1) * s + d * (k - 1) + 1 - n_in, 2)
+    if common.pads is not None and len(common.pads) >= 2:
+        return int(common.pads[axis])
+    return common.padY if axis == 0 else common.padX
+
+
+def _deconv_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
+    """shape/ShapeDeconvolution.cpp (without an output-shape input)."""
+    if common.padMode == _SAME:
+        return n_in * s
+    full = (n_in - 1) * s + d * (k - 1) + 1
+    if common.pads is not None:
+        size = full - int(common.pads[axis]) - int(common.pads[axis + 2])
+    else:
+        size = full - 2 * (common.padY if axis == 0 else common.padX)
+    if common.outPads is not None:
+        size += int(common.outPads[axis])
+    return size
+
+
+def _deconv_pad(common, n_in: int, n_out: int, k: int, s: int, axis: int) -> int:
+    """core/ConvolutionCommon.cpp convolutionTransposePad (SAME ignores dilation there)."""
+    if common.padMode == _SAME:
+        return _cdiv((n_in - 1) * s + k - n_out, 2)
+    if common.pads is not None and len(common.pads) >= 2:
+        return int(common.pads[axis])
+    return common.padY if axis == 0 else common.padX
+
+
+def _weights(call, deconv: bool):
+    """Weights from the op, or from inputs 1 (and 2: bias) for convolutions fed at run time."""
+    extra = call.inputs[1:]
+    if deconv and call.params.common.hasOutputShape:
+        extra = extra[:-1]
+    if not extra:
+        return conv_weights(call.op)
+    w = _f32(extra[0])
+    out_c = w.shape[1] * max(call.params.common.group, 1) if deconv else w.shape[0]
+    b = _f32(extra[1]).reshape(-1) if len(extra) > 1 else np.zeros(out_c, _F32)
+    return w, b
+
+
+def _groups(call, x, w, deconv: bool) -> int:
+    c = x.shape[1]
+    if deconv:
+        groups = c if call.op.type == OpType.DeconvolutionDepthwise else max(call.params.common.group, 1)
+        ok = w.shape[0] == c and c % groups == 0
+    else:
+        groups = c // w.shape[1] if w.shape[1] and c % w.shape[1] == 0 else 0
+        ok = groups > 0 and w.shape[0] % groups == 0
+    if not ok:
+        raise ShapeError(f"op {call.op.name!r} ({OpType(call.op.type).name}): input has {c} channels, "
+                         f"weights are {tuple(w.shape)}")
+    return groups
+
+
+@register(OpType.Convolution, OpType.ConvolutionDepthwise)
+def convolution(call):
+    common = call.params.common
+    x = _image(call)
+    w, b = _weights(call, deconv=False)
+    groups = _groups(call, x, w, deconv=False)
+    (kh, kw), (sy, sx), (dy, dx) = w.shape[2:], (common.strideY, common.strideX), (common.dilateY, common.dilateX)
+    h, wd = x.shape[2:]
+    oh, ow = _conv_size(common, h, kh, sy, dy, 0), _conv_size(common, wd, kw, sx, dx, 1)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Convolution): input {h}x{wd} gives an empty output {oh}x{ow}")
+    pt, pl = _conv_pad(common, h, oh, kh, sy, dy, 0), _conv_pad(common, wd, ow, kw, sx, dx, 1)
+    x, pt, pb = _span(x, 2, pt, (oh - 1) * sy + dy * (kh - 1) + 1)
+    x, pl, pr = _span(x, 3, pl, (ow - 1) * sx + dx * (kw - 1) + 1)
+    conv2d, _ = _conv_kernels(call.impl)
+    y = conv2d(_f32(x), w, b, (sy, sx), (pt, pl, pb, pr), (dy, dx), groups, _activation(common))
+    return [from_nchw(y, call.formats[0])]
+
+
+def _output_shape(call, h: int, w: int, kh: int, kw: int):
+    """Deconvolution output size; an output-shape input holds [?, H, W, ?] (ShapeDeconvolution.cpp)."""
+    common = call.params.common
+    sy, sx, dy, dx = common.strideY, common.strideX, common.dilateY, common.dilateX
+    if common.hasOutputShape:
+        shape = np.asarray(call.inputs[-1]).reshape(-1)
+        if int(shape[1]) > 0 and int(shape[2]) > 0:
+            return int(shape[1]), int(shape[2])
+    return _deconv_size(common, h, kh, sy, dy, 0), _deconv_size(common, w, kw, sx, dx, 1)
+
+
+@register(OpType.Deconvolution, OpType.DeconvolutionDepthwise)
+def deconvolution(call):
+    common = call.params.common
+    x = _image(call)
+    w, b = _weights(call, deconv=True)
+    groups = _groups(call, x, w, deconv=True)
+    (kh, kw), (sy, sx), (dy, dx) = w.shape[2:], (common.strideY, common.strideX), (common.dilateY, common.dilateX)
+    h, wd = x.shape[2:]
+    oh, ow = _output_shape(call, h, wd, kh, kw)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Deconvolution): input {h}x{wd} gives an empty output {oh}x{ow}")
+    pt, pl = _deconv_pad(common, h, oh, kh, sy, 0), _deconv_pad(common, wd, ow, kw, sx, 1)
+    _, deconv2d = _conv_kernels(call.impl)
+    act = _activation(common)
+    if pt >= 0 and pl >= 0:
+        y = deconv2d(_f32(x), w, b, (sy, sx), (pt, pl, 0, 0), (dy, dx), groups, output_size=(oh, ow), act=act)
+    else:   # a negative lead pad (SAME with stride > kernel): shift the bias-free result, then add bias
+        lead_h, lead_w = max(-pt, 0), max(-pl, 0)
+        core = deconv2d(_f32(x), w, None, (sy, sx), (max(pt, 0), max(pl, 0), 0, 0), (dy, dx), groups,
+                        output_size=(max(oh - lead_h, 1), max(ow - lead_w, 1)), act=0)
+        y = _fit(_fit(core, 2, lead_h, oh), 3, lead_w, ow) + b.reshape(1, -1, 1, 1)
+        y = np.clip(y, 0, 6 if act == 2 else None) if act else y
+    return [from_nchw(_f32(y), call.formats[0])]
+
+
+# ----------------------------------------------------------------------------------------- pooling
+
+def _pool_pad(pad_type: int, explicit: int, n_in: int, n_out: int, k: int, s: int) -> int:
+    """Leading pad: backend/cpu/CPUPool.cpp onResize (SAME: half the positive need, floor)."""
+    if pad_type == _SAME:
+        need = (n_out - 1) * s + k - n_in
+        return need // 2 if need > 0 else 0
+    return 0 if pad_type == _VALID else explicit
+
+
+def _window_view(x: np.ndarray, k, s, pad, out, mode: str) -> np.ndarray:
+    """[N, C, OH, OW, KH, KW] windows; window (i, j) starts at (i*sy - pt, j*sx - pl)."""
+    (kh, kw), (sy, sx), (pt, pl), (oh, ow) = k, s, pad, out
+    x = _fit(_fit(x, 2, pt, (oh - 1) * sy + kh, mode), 3, pl, (ow - 1) * sx + kw, mode)
+    return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sy, ::sx][:, :, :oh, :ow]
+
+
+def _avg_count(n_in: int, k: int, s: int, pad: int, n_out: int, include: bool) -> np.ndarray:
+    """Divisor per output position along one axis (CPUPool.hpp poolingAvgPad): INCLUDE counts the
+    window up to in + pad (the *leading* pad, also at the end); EXCLUDE counts input cells only."""
+    start = np.arange(n_out) * s - pad
+    if include:
+        return np.minimum(start + k, n_in + pad) - start
+    return np.minimum(k, n_in - start) - np.maximum(0, -start)
+
+
+def pool2d(x: np.ndarray, kind: int, k, s, pad, out, count_type: int) -> np.ndarray:
+    """MNN's pooling kernels (backend/cpu/CPUPool.hpp) on NCHW float data.
+
+    Max: out-of-range taps replicate the edge row/column.  Average: sum of the in-range taps times
+    1/count (count from ``_avg_count``), 0 where count <= 0.  ``count_type`` is INCLUDE or EXCLUDE."""
+    if kind == _MAXPOOL:
+        return _window_view(x, k, s, pad, out, "edge").max(axis=(-2, -1))
+    sums = _window_view(x.astype(_F32, copy=False), k, s, pad, out, "constant").sum(axis=(-2, -1), dtype=_F32)
+    include = count_type == _INCLUDE
+    rows = _avg_count(x.shape[2], k[0], s[0], pad[0], out[0], include)
+    cols = _avg_count(x.shape[3], k[1], s[1], pad[1], out[1], include)
+    count = (rows[:, None] * cols[None, :]).astype(_F32)
+    inv = np.divide(_F32(1), count, out=np.zeros_like(count), where=count > 0)
+    return (sums * inv).astype(_F32, copy=False)
+
+
+def _pool_size(p, h: int, w: int):
+    """Output size: shape/ShapePool.cpp (kernel clamped to the padded input there only)."""
+    if p.pads is not None and len(p.pads) == 2:
+        h, w = h + int(p.pads[0]) + int(p.pads[1]), w
+    elif p.pads is not None and len(p.pads) == 4:
+        h, w = h + int(p.pads[0]) + int(p.pads[2]), w + int(p.pads[1]) + int(p.pads[3])
+    elif p.pads is None:
+        h, w = h + 2 * p.padY, w + 2 * p.padX
+    kh, kw = min(p.kernelY, h), min(p.kernelX, w)
+    sy, sx = p.strideY, p.strideX
+    if p.padType == _SAME:
+        return -(-h // sy), -(-w // sx)
+    if p.padType == _VALID:
+        return -(-(h - kh + 1) // sy), -(-(w - kw + 1) // sx)
+    if p.ceilModel:
+        return _up_div(h - kh, sy) + 1, _up_div(w - kw, sx) + 1
+    return _cdiv(h - kh, sy) + 1, _cdiv(w - kw, sx) + 1
+
+
+def _pool_plan(call, h: int, w: int):
+    """(kernel, stride, lead pad, out size, count type) of a Pool table (CPUPool.cpp onResize)."""
+    p = call.params
+    if p.isGlobal:
+        return (h, w), (h, w), (0, 0), (1, 1), _INCLUDE
+    if p.strideX <= 0 or p.strideY <= 0 or p.kernelX <= 0 or p.kernelY <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Pooling): kernel {p.kernelY}x{p.kernelX} stride "
+                         f"{p.strideY}x{p.strideX} must be positive")
+    if p.padType in (_VALID, _SAME) and (p.padX or p.padY):
+        raise ShapeError(f"op {call.op.name!r} (Pooling): VALID/SAME pooling with explicit padX/padY")
+    oh, ow = _pool_size(p, h, w)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Pooling): input {h}x{w} gives an empty output {oh}x{ow}")
+    k, s, pad_type = (p.kernelY, p.kernelX), (p.strideY, p.strideX), p.padType
+    pad = (_pool_pad(pad_type, p.padY, h, oh, k[0], s[0]), _pool_pad(pad_type, p.padX, w, ow, k[1], s[1]))
+    if p.pads is not None and pad_type == _CAFFE:
+        if len(p.pads) == 4:
+            pad = (int(p.pads[0]), int(p.pads[1]))
+        pad_type = _VALID            # CPUPool.cpp: explicit pads then count as VALID (rule below)
+    count = p.countType
+    if count == _DEFAULT:            # CPUPool.hpp poolingAvgPad
+        count = _INCLUDE if pad_type == _CAFFE else _EXCLUDE
+    return k, s, pad, (oh, ow), count
+
+
+@register(OpType.Pooling)
+def pooling(call):
+    if call.op.outputIndexes is not None and len(call.op.outputIndexes) > 1:
+        raise UnsupportedOpError(f"op {call.op.name!r} (Pooling): the max-index output is not supported")
+    x = _image(call)
+    k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
+    y = pool2d(x, call.params.type, k, s, pad, out, count)
+    return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
+
+
+def _pool3d_size(pad_type: int, n_in: int, k: int, s: int, pad: int) -> int:
+    """shape/ShapePool3D.cpp."""
+    if pad_type == _SAME:
+        return _up_div(n_in, s)
+    if pad_type == _VALID:
+        return _cdiv(n_in - k, s) + 1
+    return _cdiv(n_in + 2 * pad - k, s) + 1
+
+
+@register(OpType.Pooling3D)
+def pooling3d(call):
+    p = call.params
+    x = to_nchw(call.inputs[0], call.formats[0])
+    if p.isGlobal:               # geometry/GeometryPooling3D.cpp: a global pool over every spatial axis
+        axes = tuple(range(2, x.ndim))
+        y = x.max(axes, keepdims=True) if p.type == _MAXPOOL else x.mean(axes, keepdims=True, dtype=_F32)
+        return [from_nchw(np.ascontiguousarray(y.astype(x.dtype)), call.formats[0])]
+    if x.ndim != 5:
+        raise ShapeError(f"op {call.op.name!r} (Pooling3D): expected a 5-D input, got {x.shape}")
+    (kd, kh, kw), (sd, sh, sw) = [int(v) for v in p.kernels], [int(v) for v in p.strides]
+    pd, ph, pw = [int(v) for v in p.pads] if p.pads is not None else (0, 0, 0)
+    n, c, d, h, w = x.shape
+    od, oh, ow = (_pool3d_size(p.padType, n_in, k, s, pad) for n_in, k, s, pad in
+                  ((d, kd, sd, pd), (h, kh, sh, ph), (w, kw, sw, pw)))
+    # GeometryPooling3D.cpp: an H/W pool per depth slice (default count rule), then a depth pool
+    # (EXCLUDE_PADDING for average) over [N, C, D, OH*OW].
+    plane = x.transpose(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
+    hw_count = _INCLUDE if p.padType == _CAFFE else _EXCLUDE
+    pads = (_pool_pad(p.padType, ph, h, oh, kh, sh), _pool_pad(p.padType, pw, w, ow, kw, sw))
+    plane = pool2d(plane, p.type, (kh, kw), (sh, sw), pads, (oh, ow), hw_count)
+    depth = plane.reshape(n, d, c, oh * ow).transpose(0, 2, 1, 3)
+    pad_d = _pool_pad(p.padType, pd, d, od, kd, sd)
+    y = pool2d(depth, p.type, (kd, 1), (sd, 1), (pad_d, 0), (od, oh * ow), _EXCLUDE)
+    return [from_nchw(np.ascontiguousarray(y.reshape(n, c, od, oh, ow)), call.formats[0])]
+
+
+# --------------------------------------------------------------------------------- matrix products
+
+@register(OpType.InnerProduct)
+def inner_product(call):
+    """geometry/GeometryInnerProduct.cpp: y[b] = x[b].flatten() @ W^T + bias (``transpose`` unused)."""
+    x = call.inputs[0]
+    w, b = conv_weights(call.op)
+    flat = _f32(x.reshape(x.shape[0], -1))
+    if flat.shape[1] != w.shape[1]:
+        raise ShapeError(f"op {call.op.name!r} (InnerProduct): input {x.shape} has {flat.shape[1]} values per "
+                         f"row, weights expect {w.shape[1]}")
+    return [_matmul_kernel(call.impl)(flat, w, False, True, b)]
+
+
+@register(OpType.MatMul, OpType.BatchMatMul)
+def matmul(call):
+    """np.matmul semantics with broadcast batch axes and 1-D operands (shape/ShapeMatMul.cpp,
+    geometry/GeometryBatchMatMul.cpp); an optional third input is a bias over the last axis."""
+    p = call.params
+    if call.op.type == OpType.MatMul:
+        ta, tb = (bool(p.transposeA), bool(p.transposeB)) if p is not None else (False, False)
+    else:
+        ta, tb = (bool(p.adjX), bool(p.adjY)) if p is not None else (False, False)
+    if len(call.inputs) < 2:
+        raise UnsupportedOpError(f"op {call.op.name!r} ({OpType(call.op.type).name}): needs two inputs")
+    a, b = _f32(call.inputs[0]), _f32(call.inputs[1])
+    bias = _f32(call.inputs[2]).reshape(-1) if len(call.inputs) > 2 else None
+    kernel = _matmul_kernel(call.impl)
+    try:
+        y = kernel(a, b, ta, tb, None)
+    except ValueError as exc:
+        raise ShapeError(f"op {call.op.name!r} ({OpType(call.op.type).name}): {exc}") from None
+    return [y + bias if bias is not None else y]
+
+
+# ---------------------------------------------------------------------------------------- softmax
+
+@register(OpType.Softmax)
+def softmax(call):
+    """backend/cpu/CPUSoftmax.cpp: exp(x - max) / sum over ``axis`` of the stored dims."""
+    x = call.inputs[0].astype(_F32, copy=False)
+    axis = call.params.axis if call.params is not None else 0
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return [(e / e.sum(axis=axis, keepdims=True, dtype=_F32)).astype(_F32, copy=False)]
+
+
+# ---------------------------------------------------------------------------------- Interp (resize)
+
+_NOTSET, _ALIGN, _HALF, _PT_HALF, _ASYM, _TF_HALF, _TF_CROP = range(7)   # CoordinateTransformationMode
+
+
+def _interp_sizes(call):
+    """(out_h, out_w, float scales or None) per shape/ShapeInterp.cpp, in the input's stored order."""
+    p, x, fmt = call.params, call.inputs[0], call.formats[0]
+    hi, wi = (1, 2) if fmt == NHWC else (2, 3)
+    h, w = x.shape[hi], x.shape[wi]
+    if len(call.inputs) > 1:
+        shape = np.asarray(call.inputs[1]).reshape(-1)
+        if shape.size == x.ndim:                       # ONNX Resize: sizes (int) or scales (float)
+            if np.issubdtype(shape.dtype, np.integer):
+                out = [int(v) for v in shape]
+            else:
+                out = [int(_F32(s) * _F32(n)) for s, n in zip(shape, x.shape)]
+            if out[0] != x.shape[0] or out[1 if fmt != NHWC else 3] != x.shape[1 if fmt != NHWC else 3]:
+                raise UnsupportedOpError(f"op {call.op.name!r} (Interp): resizing batch or channels "
+                                         f"{x.shape} -> {out} is not supported")
+            scales = shape.astype(_F32) if not np.issubdtype(shape.dtype, np.integer) else None
+            return out[hi], out[wi], scales
+        if shape.size != 2:
+            raise ShapeError(f"op {call.op.name!r} (Interp): size input has {shape.size} values, expected 2 "
+                             f"or {x.ndim}")
+        return int(shape[0]), int(shape[1]), None      # TensorFlow: [height, width]
+    if p.outputWidth == 0 or p.outputHeight == 0:
+        return int(_F32(h) * _F32(p.heightScale)), int(_F32(w) * _F32(p.widthScale)), None
+    return p.outputHeight, p.outputWidth, None
+
+
+def _coord_transform(p, n_in: int, n_out: int, given):
+    """(scale, offset) with src = dst * scale + offset: geometry/ConvertUtils.hpp _ConverterInterp.
+    ``given`` is 1/scale of a float scales input (the scale is then not recomputed from sizes)."""
+    ctm = p.ctm
+    if ctm == _NOTSET:     # old models: half-pixel except for nearest-floor, else align corners
+        ctm = _HALF if p.halfPixelCenters and p.resizeType != 1 else _ALIGN if p.alignCorners else _ASYM
+    if ctm == _TF_CROP:
+        raise UnsupportedOpError("Interp: coordinate mode tf_crop_and_resize is not supported by MNN")
+    if ctm == _ALIGN:
+        return (_F32(0) if n_out == 1 else _F32(n_in - 1) / _F32(n_out - 1)), _F32(0)
+    scale = given if given is not None else _F32(n_in) / _F32(n_out)
+    if ctm == _HALF or (ctm == _PT_HALF and n_out > 1):
+        return scale, _F32(0.5) * scale - _F32(0.5)
+    if ctm == _PT_HALF:
+        return (scale if given is not None else _F32(0)), _F32(0)
+    if ctm == _TF_HALF:
+        return scale, _F32(0.5) * scale
+    return scale, _F32(0)
+
+
+def _source(n_out: int, scale, offset) -> np.ndarray:
+    return np.arange(n_out, dtype=_F32) * _F32(scale) + _F32(offset)
+
+
+def _nearest(n_in: int, src: np.ndarray, rounding: bool) -> np.ndarray:
+    """CPUResize.hpp: floor(src), or floorf(src + 0.499f) for resizeType 4; clamped."""
+    return np.clip(np.floor(src + _F32(0.499)) if rounding else np.floor(src), 0, n_in - 1).astype(np.intp)
+
+
+def _bilinear_axis(n_in: int, src: np.ndarray):
+    """CPUInterp.cpp onResize: floor position, its right neighbour (both clamped), the fraction."""
+    x1 = np.floor(src)
+    frac = (src - x1).astype(_F32)
+    x1 = x1.astype(np.int64)
+    return np.clip(x1, 0, n_in - 1), np.clip(x1 + 1, 0, n_in - 1), frac
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """compute/ResizeFunction.cpp CubicInterpolation2: Keys kernel with A = -0.75 (cubicCoeffA unused)."""
+    t = t.astype(np.float64)
+    ta, td, tc = 1.0 + t, 2.0 - t, 1.0 - t
+    a0 = 3.0 - 6.0 * ta + 3.75 * ta * ta - 0.75 * ta ** 3
+    b0 = 1.0 - 2.25 * t * t + 1.25 * t ** 3
+    c0 = 1.0 - 2.25 * tc * tc + 1.25 * tc ** 3
+    d0 = 3.0 - 6.0 * td + 3.75 * td * td - 0.75 * td ** 3
+    return np.stack([a0, b0, c0, d0], axis=-1).astype(_F32)
+
+
+def _cubic_axis(n_in: int, src: np.ndarray):
+    """CPUResize.hpp CPUResizeCubicC4: base (int)src truncates toward zero while the fraction is
+    src - floor(src), so sources in (-1, 0) mix the wrong neighbours, as MNN does."""
+    base = np.trunc(src).astype(np.int64)
+    pos = np.clip(base[:, None] + np.arange(-1, 3)[None, :], 0, n_in - 1)
+    return pos, _cubic_weights(src - np.floor(src))
+
+
+def _resize(x: np.ndarray, kind: int, hs, ws, out) -> np.ndarray:
+    (h_scale, h_off), (w_scale, w_off), (oh, ow) = hs, ws, out
+    h, w = x.shape[2:]
+    ys, xs = _source(oh, h_scale, h_off), _source(ow, w_scale, w_off)
+    if kind in (1, 4):
+        return x[:, :, _nearest(h, ys, kind == 4)][:, :, :, _nearest(w, xs, kind == 4)]
+    if kind == 2:
+        y0, y1, fy = _bilinear_axis(h, ys)
+        x0, x1, fx = _bilinear_axis(w, xs)
+        top = x[:, :, y0][..., x1] * fx + x[:, :, y0][..., x0] * (_F32(1) - fx)
+        bottom = x[:, :, y1][..., x1] * fx + x[:, :, y1][..., x0] * (_F32(1) - fx)
+        return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
+    if kind == 3:
+        ypos, wy = _cubic_axis(h, ys)
+        xpos, wx = _cubic_axis(w, xs)
+        rows = np.einsum("ncyxk,xk->ncyx", x[:, :, :, xpos], wx)          # horizontal taps first
+        return np.einsum("ncyxk,yk->ncyx", rows[:, :, ypos].transpose(0, 1, 2, 4, 3), wy)
+    raise UnsupportedOpError(f"Interp: resizeType {kind} is not one of 1 (nearest), 2 (bilinear), "
+                             f"3 (cubic), 4 (nearest, round)")
+
+
+@register(OpType.Interp)
+def interp(call):
+    p = call.params
+    if call.inputs[0].ndim == 3 and call.formats[0] != NHWC:
+        return _interp_1d(call)
+    x = _image(call).astype(_F32, copy=False)
+    oh, ow, scales = _interp_sizes(call)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Interp): empty output size {oh}x{ow}")
+    # GeometryImageOp.cpp: a float scales input fixes scale = 1/scales[2], 1/scales[3].
+    given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
+    hs = _coord_transform(p, x.shape[2], oh, given[0])
+    ws = _coord_transform(p, x.shape[3], ow, given[1])
+    y = _resize(x, p.resizeType, hs, ws, (oh, ow))
+    return [from_nchw(np.ascontiguousarray(y, dtype=_F32), call.formats[0])]
+
+
+def _interp_1d(call):
+    """A 3-D [N, C, L] input resizes L as the height of an [N, C, L, 1] image (GeometryImageOp.cpp
+    treats it as 4-D; the width stays 1)."""
+    p, x = call.params, call.inputs[0].astype(_F32, copy=False)
+    length = x.shape[2]
+    if len(call.inputs) > 1:
+        shape = np.asarray(call.inputs[1]).reshape(-1)
+        if shape.size != 3:
+            raise ShapeError(f"op {call.op.name!r} (Interp): a 3-D input needs 3 sizes or scales, got {shape.size}")
+        integer = np.issubdtype(shape.dtype, np.integer)
+        out = int(shape[2]) if integer else int(_F32(shape[2]) * _F32(length))
+        given = None if integer else _F32(1) / _F32(shape[2])
+    else:
+        out = p.outputHeight or int(_F32(length) * _F32(p.heightScale))
+        given = None
+    if out <= 0:
+        raise ShapeError(f"op {call.op.name!r} (Interp): empty output length {out}")
+    hs = _coord_transform(p, length, out, given)
+    y = _resize(x[..., None], p.resizeType, hs, (_F32(1), _F32(0)), (out, 1))
+    return [np.ascontiguousarray(y[..., 0], dtype=_F32)]
