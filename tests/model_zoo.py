@@ -1207,7 +1207,8 @@ def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
     arrays = {}
     for name, tensor in inputs.items():
         arrays[name] = _as_input_array(name, feeds[name], _np_dtype(MNN, tensor.getDataType()))
-        interp.resizeTensor(tensor, tuple(int(d) for d in arrays[name].shape))
+        # feeds are in Caffe (NCHW) order; an NHWC input is resized with its own dim order
+        interp.resizeTensor(tensor, _own_order(MNN, tensor, arrays[name].shape))
     interp.resizeSession(session)
     for name, tensor in inputs.items():
         arr = arrays[name]
@@ -1227,10 +1228,26 @@ def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
         if int(np.prod(shape)) == 0:
             results[name] = np.zeros(shape, dtype)
             continue
-        host = MNN.Tensor(shape, tensor.getDataType(), MNN.Tensor_DimensionType_Caffe)
+        # a Caffe host tensor takes the values in NCHW order: give it the NCHW shape of an NHWC output
+        caffe_shape = _caffe_order(MNN, tensor, shape)
+        host = MNN.Tensor(caffe_shape, tensor.getDataType(), MNN.Tensor_DimensionType_Caffe)
         tensor.copyToHostTensor(host)
-        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(shape)
+        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(caffe_shape)
     return results
+
+
+def _is_nhwc(MNN, tensor, rank) -> bool:
+    return rank >= 3 and tensor.getDimensionType() == MNN.Tensor_DimensionType_Tensorflow
+
+
+def _own_order(MNN, tensor, caffe_shape) -> Tuple[int, ...]:
+    shape = tuple(int(d) for d in caffe_shape)
+    return (shape[0], *shape[2:], shape[1]) if _is_nhwc(MNN, tensor, len(shape)) else shape
+
+
+def _caffe_order(MNN, tensor, own_shape) -> Tuple[int, ...]:
+    shape = tuple(int(d) for d in own_shape)
+    return (shape[0], shape[-1], *shape[1:-1]) if _is_nhwc(MNN, tensor, len(shape)) else shape
 
 
 def _check_feed_names(path, names, feeds) -> None:
