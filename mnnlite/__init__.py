@@ -7,3 +7,4 @@ from .errors import (  # noqa: F401
 
 from .format.model_io import dumps, load_model, loads, save_model  # noqa: F401,E402
 from .graph import Graph, Model  # noqa: F401,E402
+from .validation import ValidationReport, validate  # noqa: F401,E402

@@ -1,6 +1,8 @@
 """The float runtime: run a model's ops in file order with the kernels of ``mnnlite.ops``.
 
-``Interpreter(model_or_path, impl="fast"|"ref", trace=False)``; ``run(feeds)`` returns the graph outputs.
+``Interpreter(model_or_path, impl="fast"|"ref", trace=False, precision="auto"|"float")``; ``run(feeds)``
+returns the graph outputs.  With ``precision="auto"`` a model carrying int8 quant info runs in int8
+where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.
 
 Layouts (MNN's Session API in Caffe terms, verified against the official runtime):
 * feeds are given, and outputs returned, in NCHW ("Caffe") order whatever the tensor's MNN layout: an
@@ -42,9 +44,11 @@ class InputInfo:
 class Interpreter:
     """Runs one model.  ``impl`` chooses the compiled kernels ("fast") or the numpy references ("ref")."""
 
-    def __init__(self, model_or_path, impl: str = "fast", trace: bool = False):
+    def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto"):
         if impl not in ("fast", "ref"):
             raise ValueError(f"impl must be 'fast' or 'ref', not {impl!r}")
+        if precision not in ("auto", "float"):
+            raise ValueError(f"precision must be 'auto' or 'float', not {precision!r}")
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
         self.source = self.model.path or "model"
@@ -52,6 +56,12 @@ class Interpreter:
         self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
         graph = self.model.graph
         self._inputs = {graph.tensors[int(op.outputIndexes[0])]: op for op in graph.ops if op.type == OpType.Input}
+        # "auto": a model with quant info runs int8 where MNN does (mnnlite.int8); "float": all float
+        self._int8 = None
+        if precision == "auto" and self.model.is_quantized:
+            from .int8.execute import Int8Runner
+            self._int8 = Int8Runner(self)
+        self.precision = "int8" if self._int8 is not None else "float"
 
     # ------------------------------------------------------------------------------------ inputs
     @property
@@ -85,7 +95,8 @@ class Interpreter:
         bound = self._bind_feeds(feeds)
         graph = self.model.graph
         with np.errstate(all="ignore"):   # NaN / inf inputs propagate like in MNN, without warnings
-            env = self._programs[""].run(bound, keep_all, observe)
+            main = self._int8.run if self._int8 is not None else self._programs[""].run
+            env = main(bound, keep_all, observe)
         result = {}
         if keep_all:
             result = {graph.tensors[i]: a for i, (a, _) in env.items()}

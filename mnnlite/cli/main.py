@@ -16,6 +16,7 @@ COMMANDS = {
     "info": "mnnlite.cli.info",
     "run": "mnnlite.cli.run",
     "regress": "mnnlite.cli.regress",
+    "validate": "mnnlite.cli.validate",
 }
 
 

@@ -1,5 +1,6 @@
 """``mnnlite run MODEL.mnn [--input NAME=FILE.npy ...] [--output OUT.npz] [--threads N] [--repeat N]
-[--impl fast|ref]``: run a model in float, print output shapes and latency, optionally save the outputs."""
+[--impl fast|ref] [--float]``: run a model (int8 where the file carries quant info, as MNN does; ``--float``
+forces float), print output shapes and latency, optionally save the outputs."""
 from __future__ import annotations
 
 import statistics
@@ -11,7 +12,7 @@ from ..errors import ShapeError
 
 
 def add_parser(sub):
-    p = sub.add_parser("run", help="run a model in float on .npy inputs (random ones for fixed-shape inputs)")
+    p = sub.add_parser("run", help="run a model on .npy inputs (random ones for fixed-shape inputs)")
     p.add_argument("model", help="the .mnn file")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in NCHW order (repeat for each input; NAME= may be left out "
@@ -22,6 +23,8 @@ def add_parser(sub):
     p.add_argument("--impl", choices=("fast", "ref"), default="fast",
                    help="compiled kernels (fast, default) or the numpy references (ref)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--float", dest="force_float", action="store_true",
+                   help="run a quantized model in float (default: int8 where the file carries quant info, as MNN)")
     p.set_defaults(func=main)
 
 
@@ -35,9 +38,9 @@ def main(args) -> int:
         set_num_threads(args.threads)
     except ValueError as exc:
         raise ShapeError(f"--threads: {exc}") from None
-    interp = Interpreter(args.model, impl=args.impl)
+    interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto")
     if interp.model.is_quantized:
-        print("note: the model carries int8 quantization info; mnnlite runs it in float for now")
+        print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
     feeds = _feeds(interp, args.input, args.seed)
     times = []
     for _ in range(args.repeat):
@@ -49,7 +52,7 @@ def main(args) -> int:
     ms = [t * 1000 for t in times]
     spread = f" (min {min(ms):.2f}, max {max(ms):.2f})" if len(ms) > 1 else ""
     print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
-          f"{args.threads} thread(s), impl {args.impl}")
+          f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
     if args.output:
         np.savez(args.output, **outputs)
         print(f"wrote {len(outputs)} output(s) to {args.output}")

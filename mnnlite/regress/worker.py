@@ -20,7 +20,7 @@ from .golden import check_metric_names, config_hash, samples_hash
 
 def run_job(job: dict) -> dict:
     from ..quant.quantize import quantize
-    from ..validate import validate
+    from ..validation import validate
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mnnlite-regress-") as tmp:

@@ -58,10 +58,13 @@ def test_bad_arguments_exit_with_code_2(model, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_quantized_models_say_they_run_in_float(tmp_path, capsys):
+def test_quantized_models_run_in_int8_unless_forced_to_float(tmp_path, capsys):
     b = NetBuilder()
     b.input("x", [1, 3])
     b.op(OpType.ReLU, ["x"], ["y"], T["Relu"](slope=0.0))
     b.describes = [T["TensorDescribe"](index=0, quantInfo=T["TensorQuantInfo"](scale=0.1, type=6))]
-    assert cli(b.save(tmp_path / "q.mnn", ["y"])) == 0
+    path = b.save(tmp_path / "q.mnn", ["y"])
+    assert cli(path) == 0
+    assert "runs it in int8" in capsys.readouterr().out
+    assert cli(path, "--float") == 0
     assert "runs it in float" in capsys.readouterr().out

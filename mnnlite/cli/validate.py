@@ -1,0 +1,58 @@
+"""``mnnlite validate FLOAT.mnn QUANT.mnn CONFIG.json [--num N] [--data DIR] [--labels FILE]
+[--min-cosine X] [--min-agreement X] [--json OUT]``: compare a quantized model (run in int8) with its
+float original on held-out samples.  Exit 0 when every given threshold is met, 1 when one is missed,
+2 on bad input (files, config, data)."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import ConfigError
+
+
+def add_parser(sub):
+    p = sub.add_parser("validate", help="compare a quantized model with its float original on held-out samples")
+    p.add_argument("float_model", metavar="FLOAT.mnn", help="the float model")
+    p.add_argument("quant_model", metavar="QUANT.mnn", help="the quantized model (runs in int8)")
+    p.add_argument("config", metavar="CONFIG.json", help="the quantizer config (its preprocessing is used)")
+    p.add_argument("--num", type=int, help="use at most N samples")
+    p.add_argument("--data", metavar="DIR",
+                   help="held-out folder (default: the config's path, after the calibration samples)")
+    p.add_argument("--labels", metavar="FILE", help="'NAME LABEL' per line: report labelled accuracy")
+    p.add_argument("--min-cosine", type=float, metavar="X", help="fail (exit 1) when an output's cosine is below X")
+    p.add_argument("--min-agreement", type=float, metavar="X",
+                   help="fail (exit 1) when a classifier output's top-1 agreement is below X")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
+    p.add_argument("--impl", choices=("fast", "ref"), default="fast",
+                   help="compiled kernels (fast, default) or the numpy references (ref)")
+    p.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..kernels.threads import set_num_threads
+    from ..validation import validate
+
+    for name in ("min_cosine", "min_agreement"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    if args.worst < 0:
+        raise ConfigError(f"--worst must be >= 0, got {args.worst}")
+    try:
+        set_num_threads(args.threads)
+    except ValueError as exc:
+        raise ConfigError(f"--threads: {exc}") from None
+    report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
+                      num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
+                      impl=args.impl, worst=args.worst, layers=args.worst > 0)
+    print(report.render())
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report.to_dict(), f, indent=2)
+        except OSError as exc:
+            raise ConfigError(f"--json {args.json}: {exc.strerror or exc}") from None
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if report.passed else 1

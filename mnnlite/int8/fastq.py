@@ -1,0 +1,66 @@
+"""Fast exact forms of the int8 conversions and of elementwise int8 kernels, for the executor.
+
+* ``dequantize``: ``mnnlite.ref.int8.dequantize`` without the int32 detour.
+* ``quantize``: the FloatToInt8 cast of ``mnnlite.ref.int8.quantize`` in fewer numpy passes (same
+  float32 operations: ``x * (1/s) + z``, clamp, ``trunc(x ± 0.5)``; NaN ends at the upper bound).
+* ``BinaryTable``: an int8 binary op depends only on its two input codes, so its whole result is a
+  256 x 256 table, computed once with the reference formula and then gathered; a comparison's table
+  holds the 0/1 result before requantization too.
+
+tests/int8_runtime/test_int8_fastq.py checks every one against the references, bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+_CODES = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale, zero) -> np.ndarray:
+    """``(q - z) * s`` in float32: the operations of ``mnnlite.ref.int8.dequantize`` in place."""
+    f = np.array(q, dtype=F32)                      # int8 -> float32 is exact
+    f -= F32(zero)
+    f *= F32(scale)
+    return f
+
+
+def offset_codes(q: np.ndarray) -> np.ndarray:
+    """q + 128 as uint8 (an index into a 256-entry table)."""
+    return q.view(np.uint8) ^ np.uint8(0x80)
+
+
+def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
+    """``mnnlite.ref.int8.quantize``: roundf(clamp(x * (1/s) + z, qmin, qmax)) with MNN's rounding."""
+    inv = F32(0.0) if F32(scale) == 0 else F32(1.0) / F32(scale)
+    f = np.array(x, dtype=F32)                      # a copy, even of a 0-d array
+    f *= inv
+    if zero:
+        f += F32(zero)
+    np.clip(f, F32(qmin), F32(qmax), out=f)
+    f += np.copysign(F32(0.5), f)
+    np.trunc(f, out=f)
+    if np.isnan(f).any():                           # minps/maxps: NaN becomes the upper bound
+        f[np.isnan(f)] = qmax
+    return f.astype(np.int8)
+
+
+class BinaryTable:
+    """out = table[qa + 128, qb + 128] for an elementwise int8 op whose result depends on the codes only."""
+
+    def __init__(self, fn):
+        a = np.repeat(_CODES, 256).reshape(256, 256)
+        b = np.tile(_CODES, 256).reshape(256, 256)
+        self.table = np.ascontiguousarray(fn(a, b))
+        self.flat = self.table.reshape(-1)
+
+    def __call__(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+        ia, ib = offset_codes(np.ascontiguousarray(qa)), offset_codes(np.ascontiguousarray(qb))
+        if ia.size == 1:
+            return self.table[int(ia.reshape(-1)[0])][ib].reshape(np.broadcast_shapes(qa.shape, qb.shape))
+        if ib.size == 1:
+            return self.table[:, int(ib.reshape(-1)[0])][ia].reshape(np.broadcast_shapes(qa.shape, qb.shape))
+        return self.flat[np.left_shift(ia, 8, dtype=np.uint16) | ib]
+
+
+__all__ = ["dequantize", "quantize", "offset_codes", "BinaryTable"]

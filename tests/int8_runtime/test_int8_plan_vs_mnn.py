@@ -1,0 +1,58 @@
+"""The int8 plan against the official runtime's own command list, on every quantized zoo file.
+
+MNN's Session debug callbacks name every command it runs after geometry lowering (``<op>_raster_<k>``
+for unnamed ones) and mark those whose output holds int8 (" [ DT_INT8 ] ").  Our plan must list the
+same compute commands and casts, with the same int8/float decision, in the same order.  Raster
+commands are left out of the comparison: MNN fuses chains of regions where it can and materialises an
+intermediate copy where it cannot (mnnlite.int8.plan does not model region algebra); the copies move
+values exactly either way.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import model_zoo as zoo
+from int8_oracle import oracle_commands
+from mnnlite.int8 import int8_plan
+from mnnlite.runtime import Interpreter
+
+VARIANTS = ("quant_kl", "quant_ema")
+CASES = [(n, v) for n in zoo.model_names() for v in VARIANTS if v in zoo.variants_for(n)]
+
+
+def _normalized(rows):
+    return [(re.sub(r"_raster_\d+$", "_raster_*", name), kind, int8) for name, kind, int8 in rows if kind != "Raster"]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name, variant", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_int8_decisions_match_official_runtime(mnn_oracle, name, variant):
+    path = zoo.model_path(name, variant)
+    feeds = zoo.image_feeds(name)[0]
+    interp = Interpreter(path)
+    assert interp.precision == "int8"
+    ours = _normalized(int8_plan(interp, feeds).command_table())
+    theirs = _normalized(oracle_commands(path, feeds))
+    if ours != theirs:
+        import difflib
+        diff = "\n".join(difflib.unified_diff([str(r) for r in theirs], [str(r) for r in ours],
+                                              "official runtime", "mnnlite plan", lineterm="", n=1))
+        pytest.fail(f"{name}/{variant}: command list differs\n{diff[:6000]}")
+    assert any(int8 for _, _, int8 in ours), "no command runs in int8"
+
+
+def test_plan_reports_int8_and_float_ops(zoo):
+    """cnn quant_kl: convs run int8, the Deconvolution and the Select run float (doc §13.1)."""
+    interp = Interpreter(zoo.model_path("cnn", "quant_kl"))
+    plan = int8_plan(interp, zoo.image_feeds("cnn")[0])
+    assert {"conv_3", "conv_12", "maxpool_21", "sigmoid_24", "resize_32", "softmax_58"} <= set(plan.int8_ops())
+    assert {"convtranspose_39", "Select12"} <= set(plan.float_ops())
+
+
+def test_float_precision_has_no_plan(zoo):
+    interp = Interpreter(zoo.model_path("cnn", "quant_kl"), precision="float")
+    assert interp.precision == "float"
+    with pytest.raises(ValueError, match="float"):
+        int8_plan(interp, zoo.image_feeds("cnn")[0])
