@@ -8,7 +8,7 @@
 
     [[case]]
     name = "cnn-kl"               # unique; names the golden file golden/<name>.json
-    model = "models/cnn.mnn"      # paths are relative to the case file
+    model = "models/cnn.mnn"      # paths are relative to the case file; $VARS and ~ are expanded
     config = "configs/kl.json"    # a quantizer config file, or an inline table [case.config]
     calibration = "data/calib"    # optional: overrides the config's "path"
     heldout = "data/heldout"      # optional: held-out samples for validation (default: after calibration)
@@ -116,7 +116,10 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
             return None
         if not isinstance(value, str):
             raise ConfigError(f"case {case.name!r}: {key} must be a path string, got {value!r}")
-        full = os.path.normpath(os.path.join(base, value))
+        expanded = os.path.expandvars(os.path.expanduser(value))
+        if "$" in expanded:
+            raise ConfigError(f"case {case.name!r}: {key} {value!r} names an environment variable that is not set")
+        full = os.path.normpath(os.path.join(base, expanded))
         exists = os.path.isdir(full) if kind == "folder" else os.path.isfile(full)
         if must_exist and not exists:
             raise ConfigError(f"case {case.name!r}: {key} {kind} {value!r} does not exist ({full})")

@@ -82,7 +82,7 @@ def golden_diff(run: RegressionRun) -> str:
     """What --update-golden is about to change, metric by metric."""
     lines = []
     for r in run.results:
-        if not r.result:
+        if not r.result or r.verdict == "error":
             continue
         if r.golden is None:
             lines.append(f"{r.case.name}: new golden with {len(r.result['metrics'])} metrics")

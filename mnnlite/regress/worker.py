@@ -19,6 +19,8 @@ from .golden import check_metric_names, config_hash, samples_hash
 
 
 def run_job(job: dict) -> dict:
+    from ..quant.config import load_config
+    from ..quant.dataset import list_candidates
     from ..quant.quantize import quantize
     from ..validation import validate
 
@@ -26,12 +28,12 @@ def run_job(job: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="mnnlite-regress-") as tmp:
         quant_path = os.path.join(tmp, "quant.mnn")
         log = io.StringIO()
-        qreport = quantize(job["model"], quant_path, job["config"], log=log)
+        quantize(job["model"], quant_path, job["config"], log=log)
         vreport = validate(job["model"], quant_path, job["config"], data=job["heldout"], labels=job["labels"],
                            num=job["num"], **job["thresholds"])
     metrics = {k: float(v) for k, v in vreport.metrics().items()}
     check_metric_names(metrics)
-    samples = list(getattr(qreport, "calibration_files", [])) + list(vreport.samples)
+    samples = list_candidates(load_config(job["config"])) + list(vreport.samples)
     return {
         "metrics": metrics,
         "thresholds_passed": bool(vreport.passed),
