@@ -121,6 +121,21 @@ static int conv_gemm_run(int isa, const mnnlite_gemm_kernel *kern, int nthreads,
                           p->pl == 0 && p->oh == p->h && p->ow == p->w;
     mnnlite_gemm_work work;
     if (mnnlite_gemm_work_init(&work, kern, nthreads) != 0) return -1;
+    if (pointwise && npix == 1 && p->n > 1 && p->groups == 1) {
+        /* One pixel per image (a fully connected layer in conv form): one GEMM over the batch,
+         * B[k][j] = x[j][k], instead of a matrix-vector product per image; then C^T into y. */
+        float *ct = mnnlite_alloc((size_t)p->o * p->n);
+        if (ct) {
+            mnnlite_matrix mat = {x, 1, p->c};
+            mnnlite_gemm_threads(kern, &work, p->o, p->n, p->c, ap, mnnlite_pack_b_matrix, &mat, ct, p->n, bias,
+                                 p->act, 0);
+            for (int j = 0; j < p->n; j++)
+                for (int m = 0; m < p->o; m++) y[(size_t)j * p->o + m] = ct[(size_t)m * p->n + j];
+            mnnlite_free(ct);
+        }
+        mnnlite_gemm_work_release(&work);
+        return ct ? 0 : -1;
+    }
     for (int g = 0; g < p->groups; g++) {
         for (int n = 0; n < p->n; n++) {
             const float *xg = x + ((size_t)n * p->c + (size_t)g * cg) * hw;
@@ -334,6 +349,8 @@ struct mnnlite_conv_plan {
     size_t gemm_size;
     float *wino_u;        /* Winograd weights, or NULL */
     float *dw;            /* depthwise weights [c][kh][kw], or NULL */
+    float *w;             /* WINOGRAD_MNN: a copy of the weights, transformed per unit on first use */
+    float *mnn_u[3];      /* WINOGRAD_MNN weights for units 2, 4, 6, or NULL */
 };
 
 int mnnlite_conv_algo_supported(const mnnlite_conv_params *p, int algo) {
@@ -341,6 +358,7 @@ int mnnlite_conv_algo_supported(const mnnlite_conv_params *p, int algo) {
     case MNNLITE_CONV_AUTO:
     case MNNLITE_CONV_GEMM: return 1;
     case MNNLITE_CONV_WINOGRAD:
+    case MNNLITE_CONV_WINOGRAD_MNN:
         return p->kh == 3 && p->kw == 3 && p->sy == 1 && p->sx == 1 && p->dy == 1 && p->dx == 1 &&
                p->groups == 1 && p->c > 0;
     case MNNLITE_CONV_DEPTHWISE: return p->groups > 1 && p->groups == p->c && p->groups == p->o;
@@ -380,6 +398,13 @@ static int prepare_depthwise(mnnlite_conv_plan *plan, const mnnlite_conv_params 
     return 0;
 }
 
+static int prepare_winograd_mnn(mnnlite_conv_plan *plan, const mnnlite_conv_params *p, const float *w) {
+    const size_t size = (size_t)p->o * p->c * 9;
+    if (!(plan->w = mnnlite_alloc(size))) return -1;
+    memcpy(plan->w, w, size * sizeof(float));
+    return prepare_gemm(plan, p, w);  /* the sizes where MNN runs no Winograd */
+}
+
 mnnlite_conv_plan *mnnlite_conv_plan_new(int isa, const mnnlite_conv_params *p, const float *w, int algo) {
     mnnlite_conv_plan *plan = (mnnlite_conv_plan *)calloc(1, sizeof(*plan));
     if (!plan) return NULL;
@@ -392,6 +417,7 @@ mnnlite_conv_plan *mnnlite_conv_plan_new(int isa, const mnnlite_conv_params *p, 
         rc |= prepare_winograd(plan, p, w);
     if ((all || algo == MNNLITE_CONV_DEPTHWISE) && mnnlite_conv_algo_supported(p, MNNLITE_CONV_DEPTHWISE))
         rc |= prepare_depthwise(plan, p, w);
+    if (algo == MNNLITE_CONV_WINOGRAD_MNN) rc |= prepare_winograd_mnn(plan, p, w);
     if (rc != 0) {
         mnnlite_conv_plan_free(plan);
         return NULL;
@@ -404,12 +430,33 @@ void mnnlite_conv_plan_free(mnnlite_conv_plan *plan) {
     mnnlite_free(plan->gemm_a);
     mnnlite_free(plan->wino_u);
     mnnlite_free(plan->dw);
+    mnnlite_free(plan->w);
+    for (int i = 0; i < 3; i++) mnnlite_free(plan->mnn_u[i]);
     free(plan);
+}
+
+int mnnlite_conv_plan_prepare(mnnlite_conv_plan *plan, int algo, const mnnlite_conv_params *p) {
+    if (algo != MNNLITE_CONV_WINOGRAD_MNN || !plan->w) return 0;
+    const int unit = mnnlite_winograd_mnn_unit(p);
+    if (unit == 0 || plan->mnn_u[unit / 2 - 1]) return 0;
+    float *u = mnnlite_alloc(mnnlite_winograd_mnn_weights_size(plan->kern, unit, p->o, p->c));
+    if (!u) return -1;
+    mnnlite_winograd_mnn_pack_weights(plan->kern, unit, p, plan->w, u);
+    plan->mnn_u[unit / 2 - 1] = u;
+    return 0;
 }
 
 int mnnlite_conv_plan_run(const mnnlite_conv_plan *plan, int nthreads, int algo, const mnnlite_conv_params *p,
                           const float *x, const float *bias, float *y) {
     if (algo == MNNLITE_CONV_AUTO) algo = choose_algo(p);
+    if (algo == MNNLITE_CONV_WINOGRAD_MNN && plan->w) {
+        const int unit = mnnlite_winograd_mnn_unit(p);
+        if (unit != 0) {
+            const float *u = plan->mnn_u[unit / 2 - 1];
+            return u ? mnnlite_winograd_mnn_run(plan->kern, plan->isa, nthreads, unit, p, x, u, bias, y) : -2;
+        }
+        algo = MNNLITE_CONV_GEMM;
+    }
     if (algo == MNNLITE_CONV_DEPTHWISE && plan->dw)
         return conv_depthwise_run(plan->isa, nthreads, p, x, plan->dw, bias, y);
     if (algo == MNNLITE_CONV_WINOGRAD && plan->wino_u)
@@ -430,7 +477,8 @@ int mnnlite_conv2d(int isa, int nthreads, int algo, const mnnlite_conv_params *p
         return conv_depthwise_run(isa, nthreads, p, x, w, bias, y);
     mnnlite_conv_plan *plan = mnnlite_conv_plan_new(isa, p, w, algo);
     if (!plan) return -1;
-    int rc = mnnlite_conv_plan_run(plan, nthreads, algo, p, x, bias, y);
+    int rc = mnnlite_conv_plan_prepare(plan, algo, p);
+    if (rc == 0) rc = mnnlite_conv_plan_run(plan, nthreads, algo, p, x, bias, y);
     mnnlite_conv_plan_free(plan);
     return rc;
 }

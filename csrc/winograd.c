@@ -9,6 +9,7 @@
  * target("avx2") / target("avx512f") wrappers they become vector code, in the baseline build scalar.
  * Moving tiles in and out is the expensive part: with AVX-512, 16 tiles side by side in a row are
  * deinterleaved / interleaved with permutes, any other 16 with masked hardware gathers / scatters. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -396,6 +397,477 @@ int mnnlite_winograd_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads,
     if (ok) {
         j.work = work;
         mnnlite_parallel_for(nthreads, tasks, wino_range, &j);
+    }
+    for (int t = 0; t < nthreads; t++) mnnlite_free(work[t]);
+    return ok ? 0 : -1;
+}
+
+/* ==== MNN's Winograd =========================================================================
+ *
+ * The arithmetic of MNN 3.6.1's CPU backend for a 3x3 stride-1 convolution, reproduced operation by
+ * operation, so that a runtime matching MNN's outputs also matches its rounding.  Facts used (paths
+ * under MNN's source/):
+ *  - backend/cpu/compute/ConvolutionFloatFactory.cpp _createUnit: a square kernel > 1 with stride 1
+ *    and dilation 1 goes to Winograd when ConvolutionPackWinograd::bestWinogradUnit finds a unit.
+ *    The official x86 wheel has no AVX-512 code, so core->pack is 8 and ConvolutionPackWinograd (not
+ *    the PackFree variant) runs, with ePack 24 tiles per group.
+ *  - bestWinogradUnit: unit u in {2, 4, 6} (alpha = u + 2 in {4, 6, 8}) up to
+ *    clamp((int)sqrtf(oh * ow / threads), 2, 8), the one with the largest float cost ratio (below).
+ *  - math/WingoradGenerater.cpp with interp 1 and dividedInG: interpolation points 0, 1, -1, 2, -2,
+ *    3, -3 (and infinity); G's rows are divided by fdiag = prod_{i != x} (a_x - a_i) (fdiag[0] made
+ *    positive); the weights are transformed as (G K) G^T with Matrix::multi (sum from 0, in order,
+ *    mul and add rounded separately).
+ *  - backend/cpu/x86_x64/avx/WinogradFunctions.cpp (built with -mavx2, no -mfma: every product and
+ *    sum is rounded): the input transform runs along x (_sourceUnrollTransformUnit{4x4,6x6,8x8}), then
+ *    along y, with the "Pack24" formula when the tile is in a full group of 24 tiles and the unroll
+ *    formula for the last, partial group; the output transform runs along y, then along x
+ *    (_destUnrollTransformUnit{4x2,6x4,8x6}); bias and activation follow (MNNAxByClampBroadcastUnit).
+ *  - the products over input channels are MNNPackedMatMul (avxfma): one FMA chain per output from
+ *    zero, channel by channel, which is what mnnlite_gemm_block does for a single K block. */
+
+/* MNN rounds every product and sum of its transforms: no FMA contraction.  GCC in ISO C mode
+ * (-std=c11, setup.py) contracts nothing; clang contracts within an expression unless told. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+enum { MNN_EPACK = 24, MNN_MAX_ALPHA = 8 };
+
+/* The transforms below process LANES tiles side by side; s[k] is point k of the lane's 1-D signal.
+ * Written as plain expressions: C evaluates them left to right exactly as MNN's Vec8 code does, and
+ * this file is compiled in ISO C mode (no FMA contraction). */
+
+/* _sourceUnrollTransformUnit{4x4,6x6,8x8}: one B^T application. */
+INLINE void mnn_src_unroll(int alpha, const float *in, int is, float *out, int os) {
+    for (int j = 0; j < LANES; j++) {
+        float s[MNN_MAX_ALPHA];
+        for (int k = 0; k < alpha; k++) s[k] = in[k * is + j];
+        if (alpha == 4) {
+            out[j] = s[0] - s[2];
+            out[os + j] = s[1] + s[2];
+            out[2 * os + j] = s[2] - s[1];
+            out[3 * os + j] = s[3] - s[1];
+        } else if (alpha == 6) {
+            const float mid0 = s[4] + s[2] * -4.0f, mid1 = s[3] + s[1] * -4.0f;
+            const float mid2 = s[2] + s[0] * -4.0f, mid3 = s[5] + s[3] * -4.0f;
+            const float mid4 = s[4] - s[2], mid5 = (s[3] - s[1]) * 2.0f;
+            out[j] = mid0 - mid2;
+            out[os + j] = mid0 + mid1;
+            out[2 * os + j] = mid0 - mid1;
+            out[3 * os + j] = mid4 + mid5;
+            out[4 * os + j] = mid4 - mid5;
+            out[5 * os + j] = mid3 - mid1;
+        } else {
+            float mid0 = (s[6] + s[2] * 36.0f) + s[4] * -13.0f;
+            float mid1 = (s[4] + s[0] * 36.0f) + s[2] * -13.0f;
+            out[j] = mid1 - mid0;
+            float mid2 = (s[5] + s[1] * 36.0f) + s[3] * -13.0f;
+            out[os + j] = mid0 + mid2;
+            out[2 * os + j] = mid0 - mid2;
+            mid1 = (s[7] + s[3] * 36.0f) + s[5] * -13.0f;
+            out[7 * os + j] = mid1 - mid2;
+            mid0 = (s[6] + s[2] * 9.0f) + s[4] * -10.0f;
+            mid1 = (s[5] + s[1] * 18.0f) + (s[5] + s[3] * -20.0f);
+            mid2 = s[5] * 3.0f + s[1] * 12.0f;
+            out[3 * os + j] = mid0 + mid1;
+            out[4 * os + j] = mid0 - mid1;
+            mid0 = (s[6] + s[2] * 4.0f) + s[4] * -5.0f;
+            mid1 = mid2 + s[3] * -15.0f;
+            out[5 * os + j] = mid0 + mid1;
+            out[6 * os + j] = mid0 - mid1;
+        }
+    }
+}
+
+/* _sourceTransformUnit{4x4,6x6,8x8}Pack24: the same B^T, other operation order. */
+INLINE void mnn_src_pack(int alpha, const float *in, int is, float *out, int os) {
+    for (int j = 0; j < LANES; j++) {
+        float s[MNN_MAX_ALPHA];
+        for (int k = 0; k < alpha; k++) s[k] = in[k * is + j];
+        if (alpha == 4) {
+            out[j] = s[0] - s[2];
+            out[os + j] = s[1] + s[2];
+            out[2 * os + j] = s[2] - s[1];
+            out[3 * os + j] = s[3] - s[1];
+        } else if (alpha == 6) {
+            out[j] = s[0] * 4.0f - s[2] * 5.0f + s[4];
+            out[os + j] = (s[1] + s[2]) * -4.0f + s[3] + s[4];
+            out[2 * os + j] = (s[1] - s[2]) * 4.0f + s[4] - s[3];
+            out[3 * os + j] = s[1] * -2.0f - s[2] + s[3] * 2.0f + s[4];
+            out[4 * os + j] = s[1] * 2.0f - s[2] - s[3] * 2.0f + s[4];
+            out[5 * os + j] = s[1] * 4.0f - s[3] * 5.0f + s[5];
+        } else {
+            out[j] = s[0] * 36.0f - s[2] * 49.0f + s[4] * 14.0f - s[6];
+            out[os + j] = (s[1] + s[2]) * 36.0f - (s[3] + s[4]) * 13.0f + (s[5] + s[6]);
+            out[2 * os + j] = (s[2] - s[1]) * 36.0f + (s[3] - s[4]) * 13.0f + (s[6] - s[5]);
+            out[3 * os + j] = s[1] * 18.0f + s[2] * 9.0f - s[3] * 20.0f - s[4] * 10.0f + s[5] * 2.0f + s[6];
+            out[4 * os + j] = s[2] * 9.0f - s[1] * 18.0f + s[3] * 20.0f - s[4] * 10.0f - s[5] * 2.0f + s[6];
+            out[5 * os + j] = s[1] * 12.0f + s[2] * 4.0f - s[3] * 15.0f - s[4] * 5.0f + s[5] * 3.0f + s[6];
+            out[6 * os + j] = s[2] * 4.0f - s[1] * 12.0f + s[3] * 15.0f - s[4] * 5.0f - s[5] * 3.0f + s[6];
+            out[7 * os + j] = s[3] * 49.0f - s[1] * 36.0f - s[5] * 14.0f + s[7];
+        }
+    }
+}
+
+/* _destUnrollTransformUnit{4x2,6x4,8x6}: one A^T application, alpha points to alpha - 2. */
+INLINE void mnn_dst(int alpha, const float *in, int is, float *out, int os) {
+    for (int j = 0; j < LANES; j++) {
+        float s[MNN_MAX_ALPHA];
+        for (int k = 0; k < alpha; k++) s[k] = in[k * is + j];
+        if (alpha == 4) {
+            out[j] = s[0] + s[1] + s[2];
+            out[os + j] = (s[1] - s[2]) + s[3];
+        } else if (alpha == 6) {
+            const float v0 = s[3] + s[4], v1 = s[3] - s[4], v2 = s[1] + s[2], v3 = s[1] - s[2];
+            out[j] = s[0] + v2 + v0;
+            out[os + j] = v3 + v1 + v1;
+            out[2 * os + j] = v2 + v0 * 4.0f;
+            out[3 * os + j] = v3 + v1 * 8.0f + s[5];
+        } else {
+            const float mid0 = s[1] + s[2], mid1 = s[1] - s[2], mid2 = s[3] + s[4];
+            const float mid3 = s[3] - s[4], mid4 = s[5] + s[6], mid5 = s[5] - s[6];
+            out[j] = s[0] + mid0 + mid2 + mid4;
+            out[os + j] = mid1 + mid3 * 2.0f + mid5 * 3.0f;
+            out[2 * os + j] = mid0 + mid2 * 4.0f + mid4 * 9.0f;
+            out[3 * os + j] = mid1 + mid3 * 8.0f + mid5 * 27.0f;
+            out[4 * os + j] = mid0 + mid2 * 16.0f + mid4 * 81.0f;
+            out[5 * os + j] = mid1 + mid3 * 32.0f + mid5 * 243.0f + s[7];
+        }
+    }
+}
+
+typedef struct {
+    const mnnlite_conv_params *p;
+    int alpha, unit, tiles_x, tiles;   /* tiles per image */
+    int fused_end;                     /* global tile indices below this use the Pack24 formula */
+} wmnn_geom;
+
+/* d[r][s][lane] = x[iy0 + r][ix0 + s] of the lane's tile, 0 in the padding and past count. */
+INLINE void wmnn_gather(const wmnn_geom *g, const float *plane, int t0, int count, float *d, int alpha) {
+    const mnnlite_conv_params *p = g->p;
+    const int u = alpha - 2;
+    int off[LANES], inside = count >= LANES;
+    for (int j = 0; j < LANES; j++) {
+        const int t = t0 + j, iy0 = t / g->tiles_x * u - p->pt, ix0 = t % g->tiles_x * u - p->pl;
+        off[j] = iy0 * p->w + ix0;
+        inside &= iy0 >= 0 && ix0 >= 0 && iy0 + alpha <= p->h && ix0 + alpha <= p->w;
+    }
+    if (inside) {   /* the usual case: one gather per point, no bounds (alpha is a constant here) */
+        for (int r = 0; r < alpha; r++)
+            for (int s = 0; s < alpha; s++)
+                for (int j = 0; j < LANES; j++) d[(r * alpha + s) * LANES + j] = plane[off[j] + r * p->w + s];
+        return;
+    }
+    for (int j = 0; j < LANES; j++) {
+        const int t = t0 + j;
+        const int iy0 = t / g->tiles_x * u - p->pt, ix0 = t % g->tiles_x * u - p->pl;
+        for (int r = 0; r < alpha; r++) {
+            const int iy = iy0 + r;
+            for (int s = 0; s < alpha; s++) {
+                const int ix = ix0 + s;
+                const int in = j < count && iy >= 0 && iy < p->h && ix >= 0 && ix < p->w;
+                d[(r * alpha + s) * LANES + j] = in ? plane[(size_t)iy * p->w + ix] : 0.0f;
+            }
+        }
+    }
+}
+
+/* V[xi] (xi = y frequency * alpha + x frequency) of `count` tiles from t0 of image n, in packed-B
+ * layout with a single K block: channel k of tiles j..j+15 at (j / nr * nr) * c + k * nr + j % nr. */
+INLINE void wmnn_input(const wmnn_geom *g, const float *xn, int n, int t0, int count, int nbpad, int nr,
+                       float *v, int alpha) {
+    const mnnlite_conv_params *p = g->p;
+    float d[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES], t[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES];
+    float out[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES], alt[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES];
+    const int a2 = alpha * alpha;
+    for (int j0 = 0; j0 < count; j0 += LANES) {
+        const int first = n * g->tiles + t0 + j0;   /* global index of lane 0 */
+        const int fused_lanes = g->fused_end - first;  /* lanes below this one use Pack24 */
+        for (int k = 0; k < p->c; k++) {
+            wmnn_gather(g, xn + (size_t)k * p->h * p->w, t0 + j0, count - j0, d, alpha);
+            for (int r = 0; r < alpha; r++)   /* along x */
+                mnn_src_unroll(alpha, d + r * alpha * LANES, LANES, t + r * alpha * LANES, LANES);
+            for (int s = 0; s < alpha; s++) { /* along y */
+                if (fused_lanes > 0) mnn_src_pack(alpha, t + s * LANES, alpha * LANES, out + s * LANES, alpha * LANES);
+                if (fused_lanes < LANES) mnn_src_unroll(alpha, t + s * LANES, alpha * LANES, alt + s * LANES, alpha * LANES);
+            }
+            if (fused_lanes <= 0) {
+                memcpy(out, alt, sizeof(float) * a2 * LANES);
+            } else if (fused_lanes < LANES) {
+                for (int xi = 0; xi < a2; xi++)
+                    for (int j = fused_lanes; j < LANES; j++) out[xi * LANES + j] = alt[xi * LANES + j];
+            }
+            const size_t at = (size_t)(j0 / nr * nr) * p->c + (size_t)k * nr + j0 % nr;
+            for (int xi = 0; xi < a2; xi++)
+                memcpy(v + (size_t)xi * p->c * nbpad + at, out + xi * LANES, LANES * sizeof(float));
+        }
+    }
+}
+
+/* y tiles from the products m[xi][o][tile] (row length ldm): A^T along y, then x; bias; act. */
+INLINE void wmnn_output(const wmnn_geom *g, const float *m, int ldm, int t0, int count, const float *bias,
+                        float *yn, int alpha) {
+    const mnnlite_conv_params *p = g->p;
+    const int u = alpha - 2, a2 = alpha * alpha;
+    float in[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES], mid[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES];
+    float out[MNN_MAX_ALPHA * MNN_MAX_ALPHA * LANES];
+    for (int o = 0; o < p->o; o++) {
+        const float b = bias ? bias[o] : 0.0f;
+        float *plane = yn + (size_t)o * p->oh * p->ow;
+        for (int j0 = 0; j0 < count; j0 += LANES) {
+            for (int xi = 0; xi < a2; xi++)
+                memcpy(in + xi * LANES, m + ((size_t)xi * p->o + o) * ldm + j0, LANES * sizeof(float));
+            for (int s = 0; s < alpha; s++)   /* along y: mid[oy][x frequency] */
+                mnn_dst(alpha, in + s * LANES, alpha * LANES, mid + s * LANES, alpha * LANES);
+            for (int r = 0; r < u; r++)       /* along x: out[oy][ox] */
+                mnn_dst(alpha, mid + r * alpha * LANES, LANES, out + r * u * LANES, LANES);
+            for (int e = 0; e < u * u * LANES; e++) {
+                float v = out[e] + b;
+                if (p->act != MNNLITE_ACT_NONE) v = v > 0.0f ? v : 0.0f;
+                if (p->act == MNNLITE_ACT_RELU6) v = v < 6.0f ? v : 6.0f;
+                out[e] = v;
+            }
+            int off[LANES], inside = count - j0 >= LANES;
+            for (int j = 0; j < LANES; j++) {
+                const int t = t0 + j0 + j, oy = t / g->tiles_x * u, ox = t % g->tiles_x * u;
+                off[j] = oy * p->ow + ox;
+                inside &= oy + u <= p->oh && ox + u <= p->ow;
+            }
+            if (inside) {   /* the usual case: one scatter per point, no bounds */
+                for (int i = 0; i < u; i++)
+                    for (int q = 0; q < u; q++)
+                        for (int j = 0; j < LANES; j++) plane[off[j] + i * p->ow + q] = out[(i * u + q) * LANES + j];
+                continue;
+            }
+            for (int j = 0; j < LANES && j < count - j0; j++) {
+                const int tt = t0 + j0 + j, oy0 = tt / g->tiles_x * u, ox0 = tt % g->tiles_x * u;
+                for (int i = 0; i < u && oy0 + i < p->oh; i++)
+                    for (int q = 0; q < u && ox0 + q < p->ow; q++)
+                        plane[(size_t)(oy0 + i) * p->ow + ox0 + q] = out[(i * u + q) * LANES + j];
+            }
+        }
+    }
+}
+
+typedef void (*wmnn_input_fn)(const wmnn_geom *, const float *, int, int, int, int, int, float *);
+typedef void (*wmnn_output_fn)(const wmnn_geom *, const float *, int, int, int, const float *, float *);
+
+/* One instance per alpha, so the transforms unroll, and per SIMD level, so the lane loops vectorise.
+ * No FMA contraction (see the pragma above). */
+#define WMNN_VARIANT(suffix, attr, alpha)                                                               \
+    attr static void wmnn_input_##suffix##_##alpha(const wmnn_geom *g, const float *xn, int n, int t0, \
+                                                   int count, int nbpad, int nr, float *v) {           \
+        wmnn_input(g, xn, n, t0, count, nbpad, nr, v, alpha);                                          \
+    }                                                                                                  \
+    attr static void wmnn_output_##suffix##_##alpha(const wmnn_geom *g, const float *m, int ldm, int t0, \
+                                                    int count, const float *bias, float *yn) {         \
+        wmnn_output(g, m, ldm, t0, count, bias, yn, alpha);                                            \
+    }
+#define WMNN_VARIANTS(suffix, attr) WMNN_VARIANT(suffix, attr, 4) WMNN_VARIANT(suffix, attr, 6) \
+    WMNN_VARIANT(suffix, attr, 8)
+
+WMNN_VARIANTS(scalar, )
+#if defined(__x86_64__)
+WMNN_VARIANTS(avx2, __attribute__((target("avx2"))))
+WMNN_VARIANTS(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))))
+#endif
+
+int mnnlite_winograd_mnn_unit(const mnnlite_conv_params *p) {
+    /* bestWinogradUnit with one thread, in its float arithmetic (ties and near-ties included). */
+    const int ow = p->ow, oh = p->oh, ic = p->c, oc = p->o, kernel = 3;
+    int max_unit = (int)sqrtf((float)(ow * oh));
+    max_unit = max_unit < 8 ? max_unit : 8;
+    max_unit = max_unit > 2 ? max_unit : 2;
+    const float origin = (float)ow * oh * (2.0 * ic) * oc * kernel * kernel;
+    float best_rate = 0.0f;
+    int unit = 0;
+    for (int u = 2; u <= max_unit; u++) {
+        const int sui = u + kernel - 1;
+        if (sui != 4 && sui != 6 && sui != 8) continue;
+        const float su = (float)sui;
+        const float cost = ((2 * su) * su * su * ic + 2 * su * su * ic * oc + ((su + u) * u * (2 * su) * oc)) *
+                           (((ow + u - 1) / u) * ((oh + u - 1) / u));
+        const float rate = origin / cost;
+        if (rate > best_rate) best_rate = rate, unit = u;
+    }
+    return best_rate < 1.0f ? 0 : unit;
+}
+
+/* Floats from one transformed matrix to the next (one packed o x c panel set, single K block). */
+static size_t wmnn_stride(const mnnlite_gemm_kernel *kern, int o, int c) {
+    return (size_t)round_up(o, kern->mr) * c + 16;
+}
+
+size_t mnnlite_winograd_mnn_weights_size(const mnnlite_gemm_kernel *kern, int unit, int o, int c) {
+    return (size_t)(unit + 2) * (unit + 2) * wmnn_stride(kern, o, c);
+}
+
+/* WinogradGenerater's G for alpha points (alpha x 3), in its float arithmetic. */
+static void wmnn_g(int alpha, float G[MNN_MAX_ALPHA][3]) {
+    float a[MNN_MAX_ALPHA], fdiag[MNN_MAX_ALPHA];
+    a[0] = 0.0f;
+    for (int i = 0, sign = 1; i < alpha - 1; i++, sign = -sign) a[i + 1] = (float)(sign * (1 + i / 2)) * 1.0f;
+    for (int x = 0; x < alpha - 1; x++) {
+        float product = 1.0f;
+        for (int i = 0; i < alpha - 1; i++)
+            if (i != x) product *= a[x] - a[i];
+        fdiag[x] = product;
+    }
+    fdiag[alpha - 1] = 1.0f;
+    if (fdiag[0] < 0) fdiag[0] = -fdiag[0];
+    for (int x = 0; x < alpha; x++)
+        for (int y = 0; y < 3; y++) {
+            float v;  /* computeA: a_x^y (powf of small integers is exact), the last column (y == 2) */
+            if (x == alpha - 1) v = y == 2 ? 1.0f : 0.0f;
+            else v = y == 0 ? 1.0f : y == 1 ? a[x] : a[x] * a[x];
+            G[x][y] = v / fdiag[x];
+        }
+}
+
+void mnnlite_winograd_mnn_pack_weights(const mnnlite_gemm_kernel *kern, int unit, const mnnlite_conv_params *p,
+                                       const float *w, float *u) {
+    const int alpha = unit + 2, mr = kern->mr;
+    const size_t stride = wmnn_stride(kern, p->o, p->c);
+    float G[MNN_MAX_ALPHA][3];
+    wmnn_g(alpha, G);
+    memset(u, 0, mnnlite_winograd_mnn_weights_size(kern, unit, p->o, p->c) * sizeof(float));
+    for (int o = 0; o < p->o; o++) {
+        for (int c = 0; c < p->c; c++) {
+            const float *k = w + ((size_t)o * p->c + c) * 9;
+            float m[MNN_MAX_ALPHA][3];
+            for (int i = 0; i < alpha; i++)       /* M = G K */
+                for (int x = 0; x < 3; x++) {
+                    float sum = 0.0f;
+                    for (int e = 0; e < 3; e++) sum += G[i][e] * k[e * 3 + x];
+                    m[i][x] = sum;
+                }
+            const size_t at = (size_t)(o / mr * mr) * p->c + (size_t)c * mr + o % mr;
+            for (int i = 0; i < alpha; i++)       /* U = M G^T */
+                for (int jx = 0; jx < alpha; jx++) {
+                    float sum = 0.0f;
+                    for (int e = 0; e < 3; e++) sum += m[i][e] * G[jx][e];
+                    u[(size_t)(i * alpha + jx) * stride + at] = sum;
+                }
+        }
+    }
+}
+
+/* The tile (global index) whose products MNN sums in another order, or -1.  Tiles of the last,
+ * partial group of xC < 24 go through _AVX_MNNPackednMatMulRemainCommon (avx/GemmFunction.hpp),
+ * which takes them 20, 16, then 5 at a time, then 4, 3 or 2 (all one FMA chain per output, like the
+ * full groups), and a last single one with four chains (below). */
+static int wmnn_odd_tile(int total) {
+    const int xc = total % MNN_EPACK;
+    int rem = xc;
+    if (rem >= 20) rem -= 20;
+    if (rem >= 16) rem -= 16;
+    while (rem >= 5) rem -= 5;
+    return xc > 0 && rem == 1 ? total - 1 : -1;
+}
+
+/* MNN's single-tile sum: chains over channels k = 0, 1, 2, 3 (mod 4) up to the last multiple of 4,
+ * added as (c0 + c2) + (c1 + c3), then the remaining channels one FMA at a time. */
+#if defined(__x86_64__)
+__attribute__((target("fma")))
+#endif
+static float wmnn_odd_sum(const float *u, int mr, const float *v, int nr, int c) {
+    float chain[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int c4 = c / 4 * 4;
+    for (int k = 0; k < c4; k++) chain[k % 4] = __builtin_fmaf(v[(size_t)k * nr], u[(size_t)k * mr], chain[k % 4]);
+    float sum = (chain[0] + chain[2]) + (chain[1] + chain[3]);
+    for (int k = c4; k < c; k++) sum = __builtin_fmaf(v[(size_t)k * nr], u[(size_t)k * mr], sum);
+    return sum;
+}
+
+/* Redo column col of every product matrix in that order. */
+static void wmnn_odd_column(const mnnlite_gemm_kernel *kern, const mnnlite_conv_params *p, int a2, const float *u,
+                            size_t ustride, const float *v, int nbpad, int col, float *m) {
+    const int mr = kern->mr, nr = kern->nr;
+    for (int xi = 0; xi < a2; xi++) {
+        const float *vx = v + (size_t)xi * p->c * nbpad + (size_t)(col / nr * nr) * p->c + col % nr;
+        for (int o = 0; o < p->o; o++) {
+            const float *ux = u + xi * ustride + (size_t)(o / mr * mr) * p->c + o % mr;
+            m[((size_t)xi * p->o + o) * nbpad + col] = wmnn_odd_sum(ux, mr, vx, nr, p->c);
+        }
+    }
+}
+
+typedef struct {
+    const mnnlite_gemm_kernel *kern;
+    wmnn_geom g;
+    wmnn_input_fn in_fn;
+    wmnn_output_fn out_fn;
+    const float *x, *u, *bias;
+    float *y, **work;
+    size_t ustride;
+    int tb, blocks;
+} wmnn_job;
+
+static void wmnn_block(const wmnn_job *j, int task, float *work) {
+    const mnnlite_conv_params *p = j->g.p;
+    const mnnlite_gemm_kernel *kern = j->kern;
+    const int a2 = j->g.alpha * j->g.alpha;
+    const int n = task / j->blocks, t0 = task % j->blocks * j->tb;
+    const int count = min_int(j->tb, j->g.tiles - t0), nbpad = round_up(count, kern->nr);
+    const int ncols = kern->partial_cols ? round_up(count, LANES) : nbpad;
+    float *v = work, *m = work + (size_t)a2 * p->c * round_up(j->tb, kern->nr);
+    j->in_fn(&j->g, j->x + (size_t)n * p->c * p->h * p->w, n, t0, count, nbpad, kern->nr, v);
+    for (int xi = 0; xi < a2; xi++)
+        mnnlite_gemm_block(kern, p->o, ncols, p->c, j->u + xi * j->ustride, v + (size_t)xi * p->c * nbpad,
+                           m + (size_t)xi * p->o * nbpad, nbpad, NULL, 1, MNNLITE_ACT_NONE);
+    const int odd = wmnn_odd_tile(p->n * j->g.tiles) - n * j->g.tiles - t0;
+    if (odd >= 0 && odd < count) wmnn_odd_column(kern, p, a2, j->u, j->ustride, v, nbpad, odd, m);
+    j->out_fn(&j->g, m, nbpad, t0, count, j->bias, j->y + (size_t)n * p->o * p->oh * p->ow);
+}
+
+static void wmnn_range(void *arg, int begin, int end, int thread) {
+    const wmnn_job *j = (const wmnn_job *)arg;
+    for (int task = begin; task < end; task++) wmnn_block(j, task, j->work[thread]);
+}
+
+static void wmnn_select(wmnn_job *j, int isa, int alpha) {
+#define WMNN_PICK(suffix)                                                                        \
+    j->in_fn = alpha == 4 ? wmnn_input_##suffix##_4 : alpha == 6 ? wmnn_input_##suffix##_6 : wmnn_input_##suffix##_8; \
+    j->out_fn = alpha == 4 ? wmnn_output_##suffix##_4 : alpha == 6 ? wmnn_output_##suffix##_6 : wmnn_output_##suffix##_8;
+    WMNN_PICK(scalar)
+#if defined(__x86_64__)
+    if (isa & MNNLITE_CPU_AVX512) {
+        WMNN_PICK(avx512)
+    } else if (isa & MNNLITE_CPU_AVX2) {
+        WMNN_PICK(avx2)
+    }
+#endif
+#undef WMNN_PICK
+    (void)isa;
+}
+
+int mnnlite_winograd_mnn_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads, int unit,
+                             const mnnlite_conv_params *p, const float *x, const float *u, const float *bias,
+                             float *y) {
+    wmnn_job j = {0};
+    const int alpha = unit + 2, a2 = alpha * alpha;
+    j.kern = kern;
+    wmnn_select(&j, isa, alpha);
+    j.g = (wmnn_geom){p, alpha, unit, (p->ow + unit - 1) / unit, 0, 0};
+    j.g.tiles = (p->oh + unit - 1) / unit * j.g.tiles_x;
+    j.g.fused_end = p->n * j.g.tiles / MNN_EPACK * MNN_EPACK;
+    const int nr = kern->nr, budget = (1 << 18) / (a2 * (p->c + p->o));
+    j.tb = min_int(round_up(j.g.tiles, LANES), round_up(budget > LANES ? budget : LANES, nr > LANES ? nr : LANES));
+    j.tb = round_up(j.tb, LANES);
+    j.blocks = (j.g.tiles + j.tb - 1) / j.tb;
+    const int tasks = p->n * j.blocks;
+    j.x = x, j.y = y, j.bias = bias, j.u = u;
+    j.ustride = wmnn_stride(kern, p->o, p->c);
+
+    float *work[MNNLITE_MAX_THREADS] = {0};
+    nthreads = nthreads < 1 ? 1 : nthreads > MNNLITE_MAX_THREADS ? MNNLITE_MAX_THREADS : nthreads;
+    nthreads = nthreads > tasks ? tasks : nthreads;
+    const size_t work_size = (size_t)a2 * (p->c + p->o) * round_up(j.tb, nr);
+    int ok = 1;
+    for (int t = 0; t < nthreads; t++) ok &= (work[t] = mnnlite_alloc(work_size)) != NULL;
+    if (ok) {
+        j.work = work;
+        mnnlite_parallel_for(nthreads, tasks, wmnn_range, &j);
     }
     for (int t = 0; t < nthreads; t++) mnnlite_free(work[t]);
     return ok ? 0 : -1;

@@ -18,4 +18,20 @@ int mnnlite_winograd_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads,
                          const mnnlite_conv_params *p, const float *x, const float *u, const float *bias,
                          float *y);
 
+/* MNN's Winograd (the second half of winograd.c): the unit u in {2, 4, 6} (F(u x u, 3x3), alpha = u + 2
+ * points) MNN 3.6.1's CPU backend picks for a 3x3 stride-1 conv with p's channels and output size on
+ * one thread, or 0 when it runs the conv without Winograd. */
+int mnnlite_winograd_mnn_unit(const mnnlite_conv_params *p);
+
+size_t mnnlite_winograd_mnn_weights_size(const mnnlite_gemm_kernel *kern, int unit, int o, int c);
+
+/* u = the alpha^2 packed matrices (G K G^T) for unit, with MNN's G and its rounding. */
+void mnnlite_winograd_mnn_pack_weights(const mnnlite_gemm_kernel *kern, int unit, const mnnlite_conv_params *p,
+                                       const float *w, float *u);
+
+/* y = the conv of x with MNN's transforms and operation order; u from mnnlite_winograd_mnn_pack_weights. */
+int mnnlite_winograd_mnn_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads, int unit,
+                             const mnnlite_conv_params *p, const float *x, const float *u, const float *bias,
+                             float *y);
+
 #endif

@@ -182,6 +182,7 @@ class _Step:
     output_names: list
     free: tuple = ()
     const: list | None = None      # precomputed (array, layout) of Const / TrainableParam ops
+    is_input: bool = False         # an Input op: its value is bound by run()
 
 
 class _Program:
@@ -197,14 +198,16 @@ class _Program:
         self._plan_frees()
 
     def _step(self, op) -> _Step:
-        kernel = registry.KERNELS.get(_op_type(op))
+        # The node's own kernel (registry planners: parameters read, conv weights packed once).
+        kernel = registry.node_kernel(_op_type(op), op, self.interpreter.impl)
         if kernel is None:
             raise UnsupportedOpError(
                 f"{self.where}: op {op.name!r} has type {_op_type_name(op)}, which mnnlite cannot run; "
                 f"supported types: {', '.join(registry.supported_op_types())}")
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         tensors = self.graph.tensors
-        step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs])
+        step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
+                     is_input=op.type == OpType.Input)
         if op.type in _SOURCE_OPS:
             step.const = [(_frozen(a), f) for a, f in self._call(step, [])]
         return step
@@ -231,19 +234,22 @@ class _Program:
             for i, (a, _) in bound.items():
                 if i not in self.produced:
                     observe(i, names[i], a)
+        call = self._call
         for step in self.steps:
             if step.const is not None:
                 results = step.const
-            elif step.op.type == OpType.Input:
+            elif step.is_input:
                 if step.outputs[0] not in env:
                     raise ShapeError(f"{self.where}: input {step.output_names[0]!r} is not bound")
-                results = self._call(step, [env[step.outputs[0]]])
+                results = call(step, [env[step.outputs[0]]])
             else:
-                missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
-                if missing:
+                try:
+                    inputs = [env[i] for i in step.inputs]
+                except KeyError:
+                    missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
                     raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
-                                     f"which no earlier op produced")
-                results = self._call(step, [env[i] for i in step.inputs])
+                                     f"which no earlier op produced") from None
+                results = call(step, inputs)
             for i, value in zip(step.outputs, results):
                 env[i] = value
                 if observe is not None:
@@ -255,9 +261,9 @@ class _Program:
 
     def _call(self, step: _Step, inputs: list) -> list:
         """Run one kernel; returns [(array, layout)] for the op's outputs."""
-        call = OpCall(step.op, [a for a, _ in inputs], [DataFormat(f) for _, f in inputs],
-                      impl=self.interpreter.impl, runtime=self.context,
-                      input_names=step.input_names, output_names=step.output_names)
+        formats = [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs]
+        call = OpCall(step.op, [a for a, _ in inputs], formats, self.interpreter.impl, self.context, None,
+                      step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)
         except MnnliteError:
@@ -270,12 +276,21 @@ class _Program:
         if len(arrays) < n:
             raise ShapeError(f"{self.where}: {self._describe(step, call)} gave {len(arrays)} outputs "
                              f"for {n} output tensors")
-        default = call.formats[0] if call.formats else DataFormat.NCHW
-        formats = list(call.out_formats or []) or [default]
-        formats += [formats[-1]] * (n - len(formats))
+        if n == 1:      # most ops: the same steps as below, without the lists
+            a = _normalize(arrays[0])
+            if a.size == 0:
+                self._check_outputs(step, call, [a])
+            out = call.out_formats
+            return [(a, out[0] if out else formats[0] if formats else DataFormat.NCHW)]
+        if call.out_formats:
+            formats = list(call.out_formats)
+            formats += [formats[-1]] * (n - len(formats))
+        else:
+            formats = [call.formats[0] if call.formats else DataFormat.NCHW] * n
         arrays = [_normalize(a) for a in arrays[:n]]
-        self._check_outputs(step, call, arrays)
-        return list(zip(arrays, formats[:n]))
+        if any(a.size == 0 for a in arrays):
+            self._check_outputs(step, call, arrays)
+        return list(zip(arrays, formats))
 
     def _check_outputs(self, step, call, arrays):
         """A float output with a zero-size dim from non-empty inputs means the input was too small."""
@@ -316,8 +331,13 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+_KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
+
+
 def _normalize(a) -> np.ndarray:
     """MNN has no int64, bool or float64 tensors (Tensor::setType): keep kernels' results in its types."""
+    if type(a) is np.ndarray and a.dtype in _KEPT_DTYPES:     # the usual case, decided at once
+        return a
     a = np.asarray(a)
     if a.dtype == np.float64 or a.dtype == np.float16:
         return a.astype(np.float32)

@@ -17,6 +17,7 @@ cdef extern from "conv.h":
     int mnnlite_conv_algo_supported(const mnnlite_conv_params *p, int algo)
     mnnlite_conv_plan *mnnlite_conv_plan_new(int isa, const mnnlite_conv_params *p, const float *w, int algo) nogil
     void mnnlite_conv_plan_free(mnnlite_conv_plan *plan) nogil
+    int mnnlite_conv_plan_prepare(mnnlite_conv_plan *plan, int algo, const mnnlite_conv_params *p) nogil
     int mnnlite_conv_plan_run(const mnnlite_conv_plan *plan, int nthreads, int algo,
                               const mnnlite_conv_params *p, const float *x, const float *bias, float *y) nogil
     int mnnlite_conv2d(int isa, int nthreads, int algo, const mnnlite_conv_params *p, const float *x,
@@ -25,7 +26,7 @@ cdef extern from "conv.h":
                          const float *w, const float *bias, float *y) nogil
 
 ACTIVATIONS = {0: "none", 1: "relu", 2: "relu6"}
-ALGORITHMS = {"auto": 0, "gemm": 1, "winograd": 2, "depthwise": 3}
+ALGORITHMS = {"auto": 0, "gemm": 1, "winograd": 2, "depthwise": 3, "winograd_mnn": 4}
 
 
 def _check_array(name, a, ndim):
@@ -117,7 +118,10 @@ def conv2d(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), gr
     act: 0 none, 1 relu, 2 relu6.  algo "auto" picks depthwise (groups == C == O), Winograd F(4x4,3x3)
     (3x3, stride 1, dilation 1, groups 1, C and O >= 16, output >= 8x8 and, as this one call also
     transforms the weights, >= 256 output pixels) or im2col + packed GEMM; naming one of "gemm",
-    "winograd", "depthwise" forces it.  A runtime calling the same layer again should use Conv2d.
+    "winograd", "depthwise" forces it.  "winograd_mnn" (3x3, stride 1, dilation 1, groups 1) computes
+    what MNN 3.6.1's x86 CPU backend computes, rounding included: F(2x2), F(4x4) or F(6x6, 3x3) with
+    MNN's transforms where MNN picks that unit for the output size, the GEMM where it picks none.
+    A runtime calling the same layer again should use Conv2d.
     """
     cdef _Layer layer = _conv_layer(w, bias, stride, pad, dilation, groups, act, algo)
     y = _conv_output(layer, x)
@@ -164,6 +168,8 @@ cdef class Conv2d:
             return _fill_bias(y, self.layer.bias, self.layer.p.act)
         # A private copy: another Python thread may call this layer while the GIL is released below.
         cdef mnnlite_conv_params p = self.layer.p
+        if mnnlite_conv_plan_prepare(self.plan, self.algo, &p) != 0:   # under the GIL: not thread-safe
+            raise MemoryError("Conv2d: out of memory while transforming the weights")
         cdef const float[::1] xv = x.reshape(-1)
         cdef float[::1] yv = y.reshape(-1)
         cdef int nthreads = num_threads(), rc

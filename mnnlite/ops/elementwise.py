@@ -15,7 +15,7 @@ from ..format.tables import BinaryOpOperation as B
 from ..format.tables import DataType, OpType
 from ..format.tables import UnaryOpOperation as U
 from .nn import channel_axis
-from .registry import register
+from .registry import register, register_plan
 
 _F32, _I32 = np.float32, np.int32
 _FLT_MAX = np.finfo(_F32).max
@@ -121,18 +121,35 @@ def _sign(x):
     return np.where(x > 0, 1, np.where(x < 0, -1, 0)).astype(x.dtype)
 
 
+def _clamp(x, lo, hi):
+    """np.clip(x, lo, hi) (NaN stays NaN) without np.clip's per-call overhead."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _hardswish(x):
+    """x * clamp(x + 3, 0, 6) / 6, in that order, in one scratch array (the large early feature maps
+    of PP-OCR models make temporaries costly)."""
+    t = np.empty_like(x)
+    np.add(x, _F32(3), out=t)
+    np.maximum(t, _F32(0), out=t)
+    np.minimum(t, _F32(6), out=t)
+    np.multiply(x, t, out=t)
+    np.divide(t, _F32(6), out=t)
+    return t
+
+
 def _sigmoid(x):
     """compute/CommonOptFunction.cpp MNNSigmoid: 1 / (1 + exp(-x)), the exponent clamped to +-87."""
-    return _F32(1) / (_F32(1) + np.exp(np.clip(-x, _F32(-87), _F32(87))))
+    return _F32(1) / (_F32(1) + np.exp(_clamp(-x, _F32(-87), _F32(87))))
 
 
 def _silu(x):
-    return x / (_F32(1) + np.exp(np.clip(-x, _F32(-87), _F32(87))))
+    return x / (_F32(1) + np.exp(_clamp(-x, _F32(-87), _F32(87))))
 
 
 def _tanh(x):
     """MNNTanh: (1 - e^-2x) / (1 + e^-2x), the exponent clamped to +-87."""
-    e = np.exp(np.clip(_F32(-2) * x, _F32(-87), _F32(87)))
+    e = np.exp(_clamp(_F32(-2) * x, _F32(-87), _F32(87)))
     return (_F32(1) - e) / (_F32(1) + e)
 
 
@@ -151,7 +168,7 @@ _UNARY_FLOAT = {
     U.BNLL: _bnll, U.ACOSH: np.arccosh, U.SINH: np.sinh, U.ASINH: np.arcsinh, U.ATANH: np.arctanh,
     U.SIGN: _sign, U.ROUND: roundf, U.COSH: np.cosh, U.ERF: None, U.ERFC: None,
     U.ERFINV: _erfinv, U.EXPM1: np.expm1, U.SIGMOID: _sigmoid, U.TANH: _tanh,
-    U.HARDSWISH: lambda x: x * np.clip(x + _F32(3), _F32(0), _F32(6)) / _F32(6),
+    U.HARDSWISH: _hardswish,
     U.GELU: _gelu, U.SILU: _silu,
     # MNNGeluStandardCommon: (erf(x * 0.7071067932881648) + 1) * x * 0.5 in double
     U.GELU_STANDARD: None,
@@ -216,6 +233,24 @@ def unary(op: int, x: np.ndarray, call=None) -> np.ndarray:
 def unary_op(call):
     op = call.params.opType if call.params is not None else U.ABS
     return [unary(int(op), call.inputs[0], call)]
+
+
+@register_plan(OpType.UnaryOp)
+def plan_unary_op(op, impl: str):
+    """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
+    code = int(op.main.opType) if op.main is not None else int(U.ABS)
+    fn = _UNARY_FLOAT.get(code)
+    if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
+        return unary_op
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32:
+            return unary_op(call)
+        y = fn(x)
+        return [y if y.dtype == _F32 else np.asarray(y).astype(_F32)]
+
+    return run
 
 
 @register(OpType.Sigmoid, OpType.TanH)
@@ -316,6 +351,28 @@ def binary(op: int, a: np.ndarray, b: np.ndarray, call=None) -> np.ndarray:
     if y.dtype == np.bool_:
         return y.astype(_I32)
     return _to_int32(y) if integer else np.asarray(y).astype(_F32, copy=False)
+
+
+@register_plan(OpType.BinaryOp)
+def plan_binary_op(op, impl: str):
+    """Two float32 inputs go straight to the operation's function (numpy raises on shapes that do
+    not broadcast, which the runtime reports as a ShapeError naming the op)."""
+    p = op.main
+    code, act = (int(p.opType), p.activationType) if p is not None else (int(B.ADD), 0)
+    fn = _BINARY_FLOAT.get(code)
+    if fn is None or act != 0:
+        return binary_op
+
+    def run(call):
+        a, b = call.inputs[0], call.inputs[1]
+        if a.dtype != _F32 or b.dtype != _F32:
+            return binary_op(call)
+        y = fn(a, b)
+        if y.dtype == _F32:
+            return [y]
+        return [y.astype(_I32) if y.dtype == np.bool_ else np.asarray(y).astype(_F32)]
+
+    return run
 
 
 @register(OpType.BinaryOp)

@@ -8,11 +8,10 @@ products run on ``mnnlite.kernels`` when ``call.impl == "fast"`` and on the nump
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.tables import DataFormat, OpType
-from .registry import register
+from .registry import register, register_plan
 from .weights import conv_weights
 
 NHWC = DataFormat.NHWC
@@ -190,13 +189,11 @@ def _groups(call, x, w, deconv: bool) -> int:
     return groups
 
 
-@register(OpType.Convolution, OpType.ConvolutionDepthwise)
-def convolution(call):
+def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
+    """(x cropped where MNN's pads are negative, stride, pad (top, left, bottom, right), dilation) that
+    give conv2d MNN's output size (ShapeConvolution.cpp) and its first tap (convolutionPad)."""
     common = call.params.common
-    x = _image(call)
-    w, b = _weights(call, deconv=False)
-    groups = _groups(call, x, w, deconv=False)
-    (kh, kw), (sy, sx), (dy, dx) = w.shape[2:], (common.strideY, common.strideX), (common.dilateY, common.dilateX)
+    (kh, kw), (sy, sx), (dy, dx) = kernel, (common.strideY, common.strideX), (common.dilateY, common.dilateX)
     h, wd = x.shape[2:]
     oh, ow = _conv_size(common, h, kh, sy, dy, 0), _conv_size(common, wd, kw, sx, dx, 1)
     if oh <= 0 or ow <= 0:
@@ -204,9 +201,73 @@ def convolution(call):
     pt, pl = _conv_pad(common, h, oh, kh, sy, dy, 0), _conv_pad(common, wd, ow, kw, sx, dx, 1)
     x, pt, pb = _span(x, 2, pt, (oh - 1) * sy + dy * (kh - 1) + 1)
     x, pl, pr = _span(x, 3, pl, (ow - 1) * sx + dx * (kw - 1) + 1)
-    conv2d, _ = _conv_kernels(call.impl)
-    y = conv2d(_f32(x), w, b, (sy, sx), (pt, pl, pb, pr), (dy, dx), groups, _activation(common))
-    return [from_nchw(y, call.formats[0])]
+    return x, (sy, sx), (pt, pl, pb, pr), (dy, dx)
+
+
+# The conv algorithm the runtime asks for.  Not "winograd_mnn": given MNN's own input tensors it is
+# bit-exact with MNN on ppocr_det's 3x3 convs, but inside a whole network the inputs already differ
+# from MNN's in the last bits (other ops round differently), F(6x6, 3x3)'s rounding noise (2e-4 to
+# 4e-4 of a conv's output, from float64) is then uncorrelated between the two runs, and ppocr_det's
+# output stays 5e-4 .. 2e-3 from MNN's with either algorithm (the more accurate F(4x4, 3x3) of
+# "auto" is also the faster one here).
+CONV_ALGO = "auto"
+
+
+@register(OpType.Convolution, OpType.ConvolutionDepthwise)
+def convolution(call):
+    x = _image(call)
+    w, b = _weights(call, deconv=False)
+    groups = _groups(call, x, w, deconv=False)
+    x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
+    act = _activation(call.params.common)
+    if call.impl == "fast":
+        try:
+            from ..kernels.conv import conv2d
+        except ImportError:
+            pass
+        else:
+            y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+            return [from_nchw(y, call.formats[0])]
+    from ..ref.conv import conv2d_ref
+    return [from_nchw(conv2d_ref(_f32(x), w, b, stride, pad, dilation, groups, act), call.formats[0])]
+
+
+@register_plan(OpType.Convolution, OpType.ConvolutionDepthwise)
+def plan_convolution(op, impl: str):
+    """One conv node: its weights decoded, packed and transformed once (one ``Conv2d`` per padding
+    seen), instead of on every call.  Weights fed at run time and NHWC inputs take ``convolution``."""
+    if impl != "fast":
+        return convolution
+    try:
+        from ..kernels.conv import Conv2d
+    except ImportError:
+        return convolution
+    layers = {}      # pad -> Conv2d (stride and dilation are the node's)
+    by_shape = {}    # input shape -> (Conv2d, kernel size if the input must be cropped first)
+
+    def prepare(call, x):
+        w, b = conv_weights(call.op)
+        groups = _groups(call, x, w, deconv=False)
+        cropped, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
+        layer = layers.get(pad)
+        if layer is None:
+            layer = layers[pad] = Conv2d(w, b, stride, pad, dilation, groups, _activation(call.params.common),
+                                         algo=CONV_ALGO)
+        return layer, (w.shape[2:] if cropped.shape != x.shape else None)
+
+    def run(call):
+        x = call.inputs[0]
+        if len(call.inputs) > 1 or x.ndim != 4 or call.formats[0] == NHWC:
+            return convolution(call)
+        entry = by_shape.get(x.shape)
+        if entry is None:
+            entry = by_shape[x.shape] = prepare(call, x)
+        layer, crop = entry
+        if crop is not None:
+            x = _conv_geometry(call, x, crop)[0]
+        return [layer(_f32(x))]
+
+    return run
 
 
 def _output_shape(call, h: int, w: int, kh: int, kw: int):
@@ -255,11 +316,15 @@ def _pool_pad(pad_type: int, explicit: int, n_in: int, n_out: int, k: int, s: in
     return 0 if pad_type == _VALID else explicit
 
 
-def _window_view(x: np.ndarray, k, s, pad, out, mode: str) -> np.ndarray:
-    """[N, C, OH, OW, KH, KW] windows; window (i, j) starts at (i*sy - pt, j*sx - pl)."""
+def _taps(x: np.ndarray, k, s, pad, out, mode: str):
+    """The window taps (i, j) in row-major order, each an [N, C, OH, OW] view: tap (i, j) of window
+    (oy, ox) is x[oy*sy - pt + i, ox*sx - pl + j] (padded by ``mode``), so a pool is kh*kw whole-array
+    operations."""
     (kh, kw), (sy, sx), (pt, pl), (oh, ow) = k, s, pad, out
     x = _fit(_fit(x, 2, pt, (oh - 1) * sy + kh, mode), 3, pl, (ow - 1) * sx + kw, mode)
-    return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sy, ::sx][:, :, :oh, :ow]
+    for i in range(kh):
+        for j in range(kw):
+            yield x[:, :, i:i + (oh - 1) * sy + 1:sy, j:j + (ow - 1) * sx + 1:sx]
 
 
 def _avg_count(n_in: int, k: int, s: int, pad: int, n_out: int, include: bool) -> np.ndarray:
@@ -277,8 +342,15 @@ def pool2d(x: np.ndarray, kind: int, k, s, pad, out, count_type: int) -> np.ndar
     Max: out-of-range taps replicate the edge row/column.  Average: sum of the in-range taps times
     1/count (count from ``_avg_count``), 0 where count <= 0.  ``count_type`` is INCLUDE or EXCLUDE."""
     if kind == _MAXPOOL:
-        return _window_view(x, k, s, pad, out, "edge").max(axis=(-2, -1))
-    sums = _window_view(x.astype(_F32, copy=False), k, s, pad, out, "constant").sum(axis=(-2, -1), dtype=_F32)
+        taps = _taps(x, k, s, pad, out, "edge")
+        y = next(taps).copy()
+        for tap in taps:
+            np.maximum(y, tap, out=y)
+        return y
+    taps = _taps(x.astype(_F32, copy=False), k, s, pad, out, "constant")
+    sums = next(taps).copy()
+    for tap in taps:               # CPUPool.hpp poolingAvgPad: one running sum, rows then columns
+        sums += tap
     include = count_type == _INCLUDE
     rows = _avg_count(x.shape[2], k[0], s[0], pad[0], out[0], include)
     cols = _avg_count(x.shape[3], k[1], s[1], pad[1], out[1], include)

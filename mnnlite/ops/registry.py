@@ -1,6 +1,9 @@
 """The op registry: one kernel function per MNN OpType, shared by the float runtime and its tests.
 
-A kernel is ``fn(call: OpCall) -> list[np.ndarray]``.  Arrays are *logical* tensors: a tensor whose MNN
+A kernel is ``fn(call: OpCall) -> list[np.ndarray]``.  An op type may also register a *planner*,
+``plan(op, impl) -> kernel``: the runtime calls it once per node when it loads a model and runs the
+kernel it returns for that node, with its parameters parsed and its weights prepared (packed conv
+layers) once instead of on every run.  A planned kernel computes exactly what the generic one does.  Arrays are *logical* tensors: a tensor whose MNN
 layout is NCHW or NC4HW4 is held as an NCHW array (NC4HW4 is only MNN's packed memory order of the same
 values), an NHWC tensor as an NHWC array.  ``call.formats`` tells the layout of each input; a kernel that
 changes the layout sets ``call.out_formats`` (it defaults to the first input's layout for every output).
@@ -9,24 +12,27 @@ Kernels validate what they read from the op and raise ShapeError naming the op a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
-from ..format.tables import DataFormat, OpType
+from ..format.tables import OpType
 
 
-@dataclass
 class OpCall:
-    op: Any                          # the Op table: .name, .type, .main (parameters), .inputIndexes
-    inputs: list[np.ndarray]
-    formats: list[DataFormat]
-    impl: str = "fast"
-    runtime: Any = None              # the interpreter, for ops that run subgraphs (While, If)
-    out_formats: list[DataFormat] | None = None
-    input_names: list[str] = field(default_factory=list)
-    output_names: list[str] = field(default_factory=list)
+    """One kernel call.  A plain class with slots: the runtime makes one per op per run."""
+
+    __slots__ = ("formats", "impl", "input_names", "inputs", "op", "out_formats", "output_names", "runtime")
+
+    def __init__(self, op: Any, inputs: list, formats: list, impl: str = "fast", runtime: Any = None,
+                 out_formats: list | None = None, input_names: list | None = None,
+                 output_names: list | None = None):
+        self.op = op                    # the Op table: .name, .type, .main (parameters), .inputIndexes
+        self.inputs = inputs            # list[np.ndarray]
+        self.formats = formats          # list[DataFormat], one per input
+        self.impl = impl
+        self.runtime = runtime          # the interpreter, for ops that run subgraphs (While, If)
+        self.out_formats = out_formats  # list[DataFormat] | None, set by kernels that change layout
+        self.input_names = [] if input_names is None else input_names
+        self.output_names = [] if output_names is None else output_names
 
     @property
     def params(self):
@@ -34,7 +40,9 @@ class OpCall:
 
 
 Kernel = Callable[[OpCall], list]
+Planner = Callable[[Any, str], Kernel]
 KERNELS: dict[OpType, Kernel] = {}
+PLANNERS: dict[OpType, Planner] = {}
 
 
 def register(*op_types: OpType):
@@ -46,6 +54,25 @@ def register(*op_types: OpType):
             KERNELS[t] = fn
         return fn
     return wrap
+
+
+def register_plan(*op_types: OpType):
+    """Decorator for a planner ``plan(op, impl) -> kernel`` of op types that have a kernel."""
+    def wrap(fn: Planner) -> Planner:
+        for t in op_types:
+            if t in PLANNERS:
+                raise RuntimeError(f"two planners registered for {t.name}")
+            PLANNERS[t] = fn
+        return fn
+    return wrap
+
+
+def node_kernel(op_type, op, impl: str):
+    """The kernel to run for one node: its planner's, else the op type's kernel (None if neither)."""
+    planner = PLANNERS.get(op_type)
+    if planner is not None:
+        return planner(op, impl)
+    return KERNELS.get(op_type)
 
 
 def supported_op_types() -> list[str]:

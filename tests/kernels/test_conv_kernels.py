@@ -208,3 +208,21 @@ def test_zero_input_channels_give_the_activated_bias():
     np.testing.assert_array_equal(conv.Conv2d(np.zeros((2, 0, 3, 3), np.float32), b, act=2)(x), expected)
     expected = np.broadcast_to(expected[:, :, :1, :1], (1, 2, 7, 7))
     np.testing.assert_array_equal(conv.deconv2d(x, np.zeros((0, 2, 3, 3), np.float32), b, act=2), expected)
+
+
+# MNN's own Winograd (units 2/4/6 with points 0, +-1, +-2, +-3) carries F(6x6,3x3) rounding noise of a
+# few 1e-4 of the magnitude: the budget for the MNN-compatible option is that, not the fp32 one.
+WINOGRAD_MNN_RTOL = 1e-3
+
+
+@pytest.mark.parametrize("name", [n for n, case in CONV_CASES.items() if _supports("winograd", case)])
+def test_winograd_mnn_is_within_mnns_error(name, simd_path):
+    case = CONV_CASES[name]
+    x, w, b = _conv_inputs(case, seed=len(name))
+    got = conv.conv2d(x, w, b, **_conv_attrs(case), algo="winograd_mnn").astype(np.float64)
+    ref = conv2d_ref(x, w, b, **_conv_attrs(case)).astype(np.float64)
+    magnitude = conv2d_ref(np.abs(x), np.abs(w), np.abs(b), **_conv_attrs(case)).astype(np.float64)
+    excess = np.abs(got - ref) - (1e-5 + WINOGRAD_MNN_RTOL * magnitude)
+    assert excess.max() <= 0, f"winograd_mnn {name}: worst excess {excess.max():.3g}"
+    prepared = conv.Conv2d(w, b, **_conv_attrs(case), algo="winograd_mnn")
+    np.testing.assert_array_equal(prepared(x), got.astype(np.float32))

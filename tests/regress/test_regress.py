@@ -72,7 +72,7 @@ def test_cases_pass_with_the_same_verdicts_for_1_and_2_jobs(zoo_env, tmp_path):
     assert "3 passed, 0 failed" in out
 
 
-def _copy_cases(tmp_path, only=None):
+def _copy_cases(tmp_path):
     """The repository's case file and goldens in a scratch folder (goldens live beside the case file)."""
     shutil.copytree(HERE / "golden", tmp_path / "golden")
     text = CASES.read_text()

@@ -11,15 +11,20 @@ import MNN  # noqa: F401,E402  (test oracle: a declared test dependency)
 import onnx  # noqa: F401,E402
 import model_zoo as zoo  # noqa: E402
 
+from mnnlite.format.tables import OpType  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
 from rt_oracle import REL_ERR_MAX, assert_matches  # noqa: E402
 
 # Variants our float runtime runs (quant_* files run in int8 in MNN: compared elsewhere).
 FLOAT_VARIANTS = ("float", "fp16", "wq8", "wq8sym", "wq4", "wq4sym", "external", "float_static")
 
-# The oracle's own error: MNN computes 3x3 convolutions with Winograd, measured at 2.2e-4 * max|out|
-# from the float64 result on ppocr_det's conv2d_491 (ours: 2.2e-6); through the detection head that
-# becomes up to 1.4e-3 of the sigmoid map.  The cosine budget stays the default.
+# The oracle's own error: MNN computes 3x3 convolutions with Winograd F(6x6, 3x3) (points 0, +-1, +-2,
+# +-3), measured at 2.2e-4 * max|out| from the float64 result on ppocr_det's conv2d_491 (ours: 2.2e-6);
+# through the detection head that becomes up to 1.4e-3 of the sigmoid map.  The kernel algorithm
+# "winograd_mnn" reproduces MNN's conv bit for bit given MNN's own input tensor (the test below), but
+# in a whole run the inputs of those convs already differ from MNN's in the last bits (other ops
+# round differently), so the two Winograd rounding noises are independent and the 1e-4 budget stays
+# out of reach with either algorithm (measured: 5e-4 .. 2e-3).  The cosine budget stays the default.
 ORACLE_WINOGRAD_REL_ERR = 2e-3
 REL_ERR_BUDGET = {"ppocr_det": ORACLE_WINOGRAD_REL_ERR}
 # Random pixels give ppocr_det an all-background map (max ~1e-3 .. 1e-9), where a relative budget
@@ -54,3 +59,55 @@ def test_zoo_model_matches_official_runtime(name, variant):
         feeds = _feeds(name, i)
         assert_matches(interp.run(feeds), zoo.run_oracle(path, feeds), f"{name}/{variant} size {i}",
                        rel_err=REL_ERR_BUDGET.get(name, REL_ERR_MAX))
+
+
+def _mnn_conv_io(path, feeds, names):
+    """{op name: (input, output)} of the official runtime's ops ``names``, read during one run."""
+    interp = MNN.Interpreter(str(path))
+    session = interp.createSession({"numThread": 1})
+    inputs = interp.getSessionInputAll(session)
+    for name, tensor in inputs.items():
+        interp.resizeTensor(tensor, feeds[name].shape)
+    interp.resizeSession(session)
+    for name, tensor in inputs.items():
+        a = np.ascontiguousarray(feeds[name], np.float32)
+        tensor.copyFrom(MNN.Tensor(a.shape, MNN.Halide_Type_Float, a, MNN.Tensor_DimensionType_Caffe))
+    seen = {}
+
+    def grab(tensor):
+        host = MNN.Tensor(tensor, MNN.Tensor_DimensionType_Caffe)
+        tensor.copyToHostTensor(host)
+        return np.array(host.getNumpyData(), np.float32, copy=True).reshape(host.getShape())
+
+    def begin(tensors, info):
+        if info.getName() in names:
+            seen[info.getName()] = [grab(tensors[0])]
+        return True
+
+    def end(tensors, info):
+        if info.getName() in names:
+            seen[info.getName()].append(grab(tensors[0]))
+        return True
+
+    assert interp.runSessionWithCallBackInfo(session, begin, end) == 0
+    return seen
+
+
+def test_winograd_mnn_reproduces_mnn_convolutions_bit_for_bit():
+    """ppocr_det's 3x3 stride-1 convs at both input sizes (Winograd units 4 and 6, full and partial
+    tile groups): fed MNN's own input, the "winograd_mnn" kernel gives MNN's output exactly."""
+    from mnnlite.kernels.conv import Conv2d
+    from mnnlite.ops.weights import conv_weights
+
+    path = zoo.model_path("ppocr_det")
+    ops = {op.name: op for op in Interpreter(path).model.graph.ops
+           if op.type == OpType.Convolution and op.main.common.kernelX == op.main.common.kernelY == 3
+           and op.main.common.strideX == 1}
+    assert len(ops) == 5
+    for size in range(2):
+        for name, (x, want) in _mnn_conv_io(path, _feeds("ppocr_det", size), set(ops)).items():
+            c = ops[name].main.common
+            w, b = conv_weights(ops[name])
+            layer = Conv2d(w, b, pad=(c.padY, c.padX, c.padY, c.padX), act=2 if c.relu6 else int(c.relu),
+                           algo="winograd_mnn")
+            np.testing.assert_array_equal(layer(np.ascontiguousarray(x)), want, err_msg=f"{name} size {size}")
