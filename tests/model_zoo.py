@@ -1198,6 +1198,34 @@ def run_oracle(path, feeds: Dict[str, np.ndarray], *, precision: str = "normal",
     return _run_session(path, feeds, precision)
 
 
+_ORACLE_CHILD = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[4])
+import model_zoo
+feeds = dict(np.load(sys.argv[2]))
+np.savez(sys.argv[3], **model_zoo.run_oracle(sys.argv[1], feeds))
+"""
+
+
+def run_oracle_isolated(path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``run_oracle`` in a fresh child process.
+
+    For files where MNN reads memory it never wrote (an int8 kernel writing an int32 tensor, see
+    tests/int8_runtime): the result then depends on what the process allocated before, and a fresh
+    process has those bytes zeroed, so only fresh-process runs are reproducible.
+    """
+    with tempfile.TemporaryDirectory(prefix="mnnlite-oracle-") as tmp:
+        fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(fin, **feeds)
+        proc = subprocess.run([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout,
+                               os.path.dirname(os.path.abspath(__file__))],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise OracleToolError(f"oracle child for {path} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        with np.load(fout) as data:
+            return {k: data[k] for k in data.files}
+
+
 def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
     MNN = _mnn()
     interp = MNN.Interpreter(str(path))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mnnlite
-from model_zoo import model_names, model_path, random_feeds, run_oracle, variants_for
+from model_zoo import model_names, model_path, random_feeds, run_oracle, run_oracle_isolated, variants_for
 
 CASES = [(name, variant) for name in model_names() for variant in variants_for(name)]
 
@@ -19,11 +19,20 @@ def test_round_trip_bit_identical(name, variant, tmp_path):
 
     feeds = random_feeds(name)
     expected = run_oracle(src, feeds)
-    got = run_oracle(out, feeds)
+    if not _same(expected, run_oracle(src, feeds)):
+        # MNN reads memory it never wrote for this file (int8 into an int32 tensor): only runs in a
+        # fresh process are reproducible, so compare those
+        expected, got = run_oracle_isolated(src, feeds), run_oracle_isolated(out, feeds)
+    else:
+        got = run_oracle(out, feeds)
     assert expected.keys() == got.keys()
     for key in expected:
         assert expected[key].dtype == got[key].dtype
         np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}/{variant} output {key}")
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("name", ["cnn", "ppocr_rec"])

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
 import numpy as np
 
 import model_zoo as zoo
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def oracle_commands(path, feeds: dict) -> list[tuple[str, str, bool]]:
@@ -50,26 +46,7 @@ def oracle_commands(path, feeds: dict) -> list[tuple[str, str, bool]]:
     return rows
 
 
-_CHILD = """
-import sys, json, numpy as np
-sys.path.insert(0, {tests!r})
-import model_zoo
-feeds = dict(np.load(sys.argv[2]))
-out = model_zoo.run_oracle(sys.argv[1], feeds)
-np.savez(sys.argv[3], **out)
-"""
-
-
-def run_oracle_isolated(path, feeds: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="mnnlite-oracle-") as tmp:
-        fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(fin, **feeds)
-        proc = subprocess.run([sys.executable, "-c", _CHILD.format(tests=TESTS_DIR), str(path), fin, fout],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"oracle child for {path} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        with np.load(fout) as data:
-            return {k: data[k] for k in data.files}
+run_oracle_isolated = zoo.run_oracle_isolated
 
 
 def needs_fresh_process(plan) -> bool:
