@@ -14,6 +14,7 @@ from ..errors import MnnliteError
 # subcommand -> module exposing add_parser(subparsers) and main(args) -> int
 COMMANDS = {
     "info": "mnnlite.cli.info",
+    "quantize": "mnnlite.cli.quantize",
     "run": "mnnlite.cli.run",
     "regress": "mnnlite.cli.regress",
     "validate": "mnnlite.cli.validate",
