@@ -1226,6 +1226,30 @@ def run_oracle_isolated(path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndar
             return {k: data[k] for k in data.files}
 
 
+class OracleSession:
+    """One official-runtime Session (1 thread) resized once, for timing: ``run()`` copies the feeds in
+    (an int8 session overwrites its input tensor while running) and runs the session."""
+
+    def __init__(self, path, feeds: Dict[str, np.ndarray]):
+        self.MNN = _mnn()
+        self.feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
+        self.interp = self.MNN.Interpreter(str(path))
+        self.session = self.interp.createSession({"numThread": 1})
+        self.inputs = self.interp.getSessionInputAll(self.session)
+        for name, tensor in self.inputs.items():
+            self.interp.resizeTensor(tensor, self.feeds[name].shape)
+        self.interp.resizeSession(self.session)
+
+    def run(self) -> None:
+        MNN = self.MNN
+        for name, tensor in self.inputs.items():
+            a = self.feeds[name]
+            tensor.copyFrom(MNN.Tensor(a.shape, MNN.Halide_Type_Float, a, MNN.Tensor_DimensionType_Caffe))
+        code = self.interp.runSession(self.session)
+        if code != 0:
+            raise OracleToolError(f"runSession returned {code}")
+
+
 def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
     MNN = _mnn()
     interp = MNN.Interpreter(str(path))

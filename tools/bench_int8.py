@@ -12,7 +12,6 @@ per-op callbacks (the float<->int8 casts around it are not counted).  "vs MNN" =
 MNN.  "exact" = codes differing from MNN's on that run, with the layer's quant parameters read back from
 the quantized file (0 = bit-exact).  Times are the fastest of repeated runs (other jobs share the CPU).
 """
-import argparse
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchlib import layer_bench_main
 from mnnlite.kernels import cpu, threads
 from mnnlite.kernels import int8 as K
 from mnnlite.ref import int8 as R
@@ -251,23 +251,7 @@ def run(layers, paths, with_mnn, nthreads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few layers, no scalar path")
-    parser.add_argument("--no-mnn", action="store_true", help="skip the comparison with MNN")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    have = cpu.features()
-    paths = [p for p in PATHS if all(f in have for f in NEEDS[p]) and not (args.quick and p == "scalar")]
-    layers = [layer for layer in LAYERS if layer.quick or not args.quick]
-    with_mnn = not args.no_mnn
-    if with_mnn:
-        try:
-            import MNN  # noqa: F401
-            import onnx  # noqa: F401
-        except ImportError:
-            print("MNN or onnx not installed: no comparison (pip install mnn onnx)")
-            with_mnn = False
-    run(layers, paths, with_mnn, args.threads)
+    layer_bench_main(__doc__, LAYERS, NEEDS, run, argv)
 
 
 if __name__ == "__main__":

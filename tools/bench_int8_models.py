@@ -17,7 +17,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
@@ -39,26 +38,6 @@ def _median_ms(fn, repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-class _MNNSession:
-    """One MNN Session (1 thread) with its input resized and filled once; ``run`` times runSession."""
-
-    def __init__(self, path, feeds):
-        MNN = zoo._mnn()
-        self.interp = MNN.Interpreter(str(path))
-        self.session = self.interp.createSession({"numThread": 1})
-        inputs = self.interp.getSessionInputAll(self.session)
-        for name, tensor in inputs.items():
-            self.interp.resizeTensor(tensor, tuple(feeds[name].shape))
-        self.interp.resizeSession(self.session)
-        for name, tensor in inputs.items():
-            arr = np.ascontiguousarray(feeds[name], np.float32)
-            tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, arr, MNN.Tensor_DimensionType_Caffe))
-
-    def run(self):
-        code = self.interp.runSession(self.session)
-        if code != 0:
-            raise RuntimeError(f"runSession returned {code}")
-
 
 def bench(name: str, variant: str, repeat: int) -> dict:
     qpath = zoo.model_path(name, variant)
@@ -66,7 +45,7 @@ def bench(name: str, variant: str, repeat: int) -> dict:
     feeds = zoo.image_feeds(name)[0]
     ours_q = Interpreter(str(qpath))
     ours_f = Interpreter(str(fpath), precision="float")
-    mnn = _MNNSession(qpath, feeds)
+    mnn = zoo.OracleSession(qpath, feeds)
     row = {
         "model": name, "variant": variant, "precision": ours_q.precision,
         "ours_int8_ms": _median_ms(lambda: ours_q.run(feeds), repeat),

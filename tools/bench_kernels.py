@@ -12,7 +12,6 @@ MNN is timed with one session run per call, input already in place, numThread = 
 candidates of a layer are timed in interleaved rounds and the fastest call of each is kept, so other
 load on the machine disturbs them alike.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchlib import layer_bench_main
 from mnnlite.kernels import conv, cpu, matmul, threads
 
 
@@ -126,7 +126,6 @@ def best_times(fns, budget=1.5, max_rounds=60):
 # ---- MNN oracle -----------------------------------------------------------------------------------
 
 def onnx_model(layer, w, b):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if layer.kind == "matmul":
@@ -189,23 +188,7 @@ def run(layers, paths, with_mnn, nthreads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few layers, no scalar path")
-    parser.add_argument("--no-mnn", action="store_true", help="skip the comparison with MNN")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    have = cpu.features()
-    paths = [p for p in PATHS if all(f in have for f in PATHS[p]) and not (args.quick and p == "scalar")]
-    layers = [layer for layer in LAYERS if layer.quick or not args.quick]
-    with_mnn = not args.no_mnn
-    if with_mnn:
-        try:
-            import MNN  # noqa: F401
-            import onnx  # noqa: F401
-        except ImportError:
-            print("MNN or onnx not installed: no comparison (pip install mnn onnx)")
-            with_mnn = False
-    run(layers, paths, with_mnn, args.threads)
+    layer_bench_main(__doc__, LAYERS, PATHS, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
@@ -31,28 +30,6 @@ MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls", "mobilenet")
 AIM = 2.0
 
 
-class MNNSession:
-    """One MNN Session (1 thread), resized once; ``run`` copies the input in and runs the session."""
-
-    def __init__(self, path, feeds):
-        self.MNN = zoo._mnn()
-        self.feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
-        self.interp = self.MNN.Interpreter(str(path))
-        self.session = self.interp.createSession({"numThread": 1})
-        self.inputs = self.interp.getSessionInputAll(self.session)
-        for name, tensor in self.inputs.items():
-            self.interp.resizeTensor(tensor, self.feeds[name].shape)
-        self.interp.resizeSession(self.session)
-
-    def run(self):
-        MNN = self.MNN
-        for name, tensor in self.inputs.items():
-            a = self.feeds[name]
-            tensor.copyFrom(MNN.Tensor(a.shape, MNN.Halide_Type_Float, a, MNN.Tensor_DimensionType_Caffe))
-        code = self.interp.runSession(self.session)
-        if code != 0:
-            raise RuntimeError(f"runSession returned {code}")
-
 
 def _timed(fn) -> float:
     start = time.perf_counter()
@@ -62,7 +39,7 @@ def _timed(fn) -> float:
 
 def bench(name: str, repeat: int) -> dict:
     path, feeds = zoo.model_path(name), zoo.random_feeds(name, 0)
-    ours, mnn = Interpreter(str(path)), MNNSession(path, feeds)
+    ours, mnn = Interpreter(str(path)), zoo.OracleSession(path, feeds)
     def run_ours():
         ours.run(feeds)
 

@@ -9,7 +9,6 @@ two means is what the float-speed aim (within 2x of MNN) is about; ``tools/bench
 it as a table.  Both run one thread on the same random input of the model's first shape set.
 """
 import model_zoo as zoo
-import numpy as np
 import pytest
 
 from mnnlite.kernels.threads import get_num_threads, set_num_threads
@@ -28,28 +27,6 @@ def one_thread():
     set_num_threads(before)
 
 
-class MNNSession:
-    """One official-runtime Session with 1 thread, resized once; ``run`` copies the input in and runs."""
-
-    def __init__(self, path, feeds):
-        import MNN
-
-        self.MNN, self.feeds = MNN, {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
-        self.interp = MNN.Interpreter(str(path))
-        self.session = self.interp.createSession({"numThread": 1})
-        self.inputs = self.interp.getSessionInputAll(self.session)
-        for name, tensor in self.inputs.items():
-            self.interp.resizeTensor(tensor, self.feeds[name].shape)
-        self.interp.resizeSession(self.session)
-
-    def run(self):
-        MNN = self.MNN
-        for name, tensor in self.inputs.items():
-            a = self.feeds[name]
-            tensor.copyFrom(MNN.Tensor(a.shape, MNN.Halide_Type_Float, a, MNN.Tensor_DimensionType_Caffe))
-        code = self.interp.runSession(self.session)
-        assert code == 0, f"runSession returned {code}"
-
 
 @pytest.mark.parametrize("name", MODELS)
 def test_float_mnnlite(benchmark, name):
@@ -62,7 +39,7 @@ def test_float_mnnlite(benchmark, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_float_mnn_oracle(benchmark, name):
-    session = MNNSession(zoo.model_path(name), zoo.random_feeds(name, 0))
+    session = zoo.OracleSession(zoo.model_path(name), zoo.random_feeds(name, 0))
     session.run()
     benchmark.group = f"float-{name}"
     benchmark(session.run)

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Quantization wall time and peak memory: ``tools/quantized.py`` (mnnlite) vs ``_tools.mnnquant`` (MNN 3.6.1).
+
+    python tools/bench_quantize.py                          # zoo image models, KL / ADMM / EMA
+    python tools/bench_quantize.py --models cnn ppocr_cls --methods KL --repeat 3
+    python tools/bench_quantize.py --json bench.json
+    python tools/bench_quantize.py --images 200 --methods KL   # many samples: the forward passes dominate
+
+Both tools run as child processes on the same float model, config and calibration images (every image of
+the zoo folder, so both pick the same files); each child's wall time is measured around it and its peak
+RSS read from its own resource usage (``os.wait4``, the per-child form of ``getrusage(RUSAGE_CHILDREN)``).
+Python start-up and imports are included on both sides.  Where ``quantized.out`` crashes (ADMM on NCHW
+models, EMA on models with dynamic input dims) its column says so.  Needs the test extras (the ``mnn``
+wheel, for the oracle) and the zoo fixtures (built on first use, tests/model_zoo.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+MODELS = ("cnn", "mobilenet", "ppocr_cls", "ppocr_det", "ppocr_rec")
+METHODS = ("KL", "ADMM", "EMA")
+
+
+def run_child(argv: list[str], cwd: str) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MiB, exit status) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode     # ru_maxrss is in KiB on Linux
+
+
+def config(zoo, name: str, method: str, images: Path | None) -> dict:
+    cfg = zoo.quant_config(name, "quant_kl")
+    cfg.pop("used_image_num")
+    cfg["feature_quantize_method"] = method
+    if images is not None:
+        cfg["path"] = str(images)
+    return cfg
+
+
+def make_images(zoo, name: str, count: int, work: Path) -> Path:
+    """``count`` images drawn like the zoo's calibration images (deterministic)."""
+    import numpy as np
+
+    folder = work / f"{name}-images-{count}"
+    if not folder.exists():
+        folder.mkdir()
+        rng = np.random.default_rng(count)
+        spec = zoo.image_spec(name)
+        for i in range(count):
+            zoo._draw_image(spec, rng).save(folder / f"img_{i:04d}.png")
+    return folder
+
+
+def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0) -> dict:
+    src = str(zoo.model_path(name, "float"))
+    cfg_path = work / f"{name}.{method}.json"
+    folder = make_images(zoo, name, images, work) if images else None
+    cfg_path.write_text(json.dumps(config(zoo, name, method, folder)))
+    ours_cmd = [sys.executable, str(REPO / "tools" / "quantized.py"), src, str(work / "ours.mnn"), str(cfg_path)]
+    oracle_cmd = [sys.executable, "-c", "import sys, _tools; _tools.mnnquant(sys.argv[1:])", "quantized.out",
+                  src, str(work / "oracle.mnn"), str(cfg_path)]
+    row = {"model": name, "method": method, "images": images or len(os.listdir(zoo.calibration_dir(name)))}
+    for tag, cmd, out in (("ours", ours_cmd, work / "ours.mnn"), ("oracle", oracle_cmd, work / "oracle.mnn")):
+        walls, peaks, failed = [], [], None
+        for _ in range(repeat):
+            if out.exists():
+                out.unlink()
+            wall, peak, code = run_child(cmd, str(work))
+            if code != 0 or not out.exists():
+                failed = f"exit {code}" if code >= 0 else f"signal {-code}"
+                break
+            walls.append(wall)
+            peaks.append(peak)
+        row[tag] = {"failed": failed} if failed else {"seconds": statistics.median(walls), "peak_mib": max(peaks)}
+    ours, oracle = row["ours"], row["oracle"]
+    if "seconds" in ours and "seconds" in oracle:
+        row["speedup"] = oracle["seconds"] / ours["seconds"]
+        row["memory_ratio"] = ours["peak_mib"] / oracle["peak_mib"]
+    return row
+
+
+def _cell(side: dict) -> str:
+    return f"crash ({side['failed']})" if "failed" in side else f"{side['seconds']:.2f} s, {side['peak_mib']:.0f} MiB"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the median time is kept")
+    ap.add_argument("--images", type=int, default=0,
+                    help="calibrate on this many generated images instead of the zoo's 12")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+    import model_zoo as zoo
+
+    rows = []
+    print(f"{'model':10s} {'method':6s} {'images':>6s} {'mnnlite':>22s} {'quantized.out':>26s} {'speed-up':>9s} "
+          f"{'memory':>7s}")
+    with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
+        for name in args.models:
+            for method in args.methods:
+                row = bench_one(zoo, name, method, args.repeat, Path(tmp), args.images)
+                rows.append(row)
+                speed = f"{row['speedup']:.2f}x" if "speedup" in row else "-"
+                memory = f"{row['memory_ratio']:.2f}x" if "memory_ratio" in row else "-"
+                print(f"{name:10s} {method:6s} {row['images']:6d} {_cell(row['ours']):>22s} {_cell(row['oracle']):>26s} "
+                      f"{speed:>9s} {memory:>7s}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
