@@ -107,25 +107,24 @@ def test_wrong_parameter_table(tmp_path):
     _expect_error(tmp_path, mnnlite.dumps(model), "ReLU op carries Axis parameters")
 
 
-def test_missing_weight_file(tmp_path):
+def _with_external_const(offset: int, nbytes: int):
+    """The tiny model plus a Const 'k' whose data lives in the .weight file at [offset, offset+nbytes)."""
     model = _tiny_model()
     T = TABLE_CLASSES
     const = T["Op"](name="k", type=OpType.Const, outputIndexes=np.array([2], np.int32),
-                    main=T["Blob"](dims=np.array([4], np.int32), external=np.array([0, 16], np.int64)))
+                    main=T["Blob"](dims=np.array([4], np.int32), external=np.array([offset, nbytes], np.int64)))
     model.net.oplists.insert(0, const)
     model.net.tensorName.append("k")
-    _expect_error(tmp_path, mnnlite.dumps(model), "bad.mnn.weight", "'k'")
+    return model
+
+
+def test_missing_weight_file(tmp_path):
+    _expect_error(tmp_path, mnnlite.dumps(_with_external_const(0, 16)), "bad.mnn.weight", "'k'")
 
 
 def test_weight_file_too_short(tmp_path):
-    model = _tiny_model()
-    T = TABLE_CLASSES
-    const = T["Op"](name="k", type=OpType.Const, outputIndexes=np.array([2], np.int32),
-                    main=T["Blob"](dims=np.array([4], np.int32), external=np.array([8, 16], np.int64)))
-    model.net.oplists.insert(0, const)
-    model.net.tensorName.append("k")
     (tmp_path / "bad.mnn.weight").write_bytes(bytes(20))
-    _expect_error(tmp_path, mnnlite.dumps(model), "bytes 8..24", "has 20")
+    _expect_error(tmp_path, mnnlite.dumps(_with_external_const(8, 16)), "bytes 8..24", "has 20")
 
 
 def test_cli_exit_code_and_one_line(tmp_path):
