@@ -1,8 +1,10 @@
 """The float runtime: run a model's ops in file order with the kernels of ``mnnlite.ops``.
 
-``Interpreter(model_or_path, impl="fast"|"ref", trace=False, precision="auto"|"float")``; ``run(feeds)``
+``Interpreter(model_or_path, impl="fast"|"ref"|"mnn", trace=False, precision="auto"|"float")``; ``run(feeds)``
 returns the graph outputs.  With ``precision="auto"`` a model carrying int8 quant info runs in int8
-where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.
+where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.  ``impl="mnn"``
+is "fast" plus, where we know how, float kernels that round like MNN's x86 (AVX2) CPU backend run with
+one thread, bit for bit (``mnnlite.kernels.mnn_exact``; the op planners choose them).
 
 Layouts (MNN's Session API in Caffe terms, verified against the official runtime):
 * feeds are given, and outputs returned, in NCHW ("Caffe") order whatever the tensor's MNN layout: an
@@ -42,15 +44,18 @@ class InputInfo:
 
 
 class Interpreter:
-    """Runs one model.  ``impl`` chooses the compiled kernels ("fast") or the numpy references ("ref")."""
+    """Runs one model.  ``impl`` chooses the compiled kernels ("fast"), the numpy references ("ref") or
+    the compiled kernels with MNN's x86 rounding where known ("mnn")."""
 
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto"):
-        if impl not in ("fast", "ref"):
-            raise ValueError(f"impl must be 'fast' or 'ref', not {impl!r}")
+        if impl not in ("fast", "ref", "mnn"):
+            raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
         if precision not in ("auto", "float"):
             raise ValueError(f"precision must be 'auto' or 'float', not {precision!r}")
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
+        # what kernels see as call.impl: "mnn" only changes the planners' choices (registry.node_kernel)
+        self.kernel_impl = "fast" if impl == "mnn" else impl
         self.source = self.model.path or "model"
         self._graphs: dict[str, Graph] = {"": self.model.graph, **self.model.subgraphs}
         self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
@@ -262,7 +267,7 @@ class _Program:
     def _call(self, step: _Step, inputs: list) -> list:
         """Run one kernel; returns [(array, layout)] for the op's outputs."""
         formats = [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs]
-        call = OpCall(step.op, [a for a, _ in inputs], formats, self.interpreter.impl, self.context, None,
+        call = OpCall(step.op, [a for a, _ in inputs], formats, self.interpreter.kernel_impl, self.context, None,
                       step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)

@@ -1,5 +1,5 @@
 """``mnnlite run MODEL.mnn [--input NAME=FILE.npy ...] [--output OUT.npz] [--threads N] [--repeat N]
-[--impl fast|ref] [--float]``: run a model (int8 where the file carries quant info, as MNN does; ``--float``
+[--impl fast|ref|mnn] [--float]``: run a model (int8 where the file carries quant info, as MNN does; ``--float``
 forces float), print output shapes and latency, optionally save the outputs."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ..errors import ShapeError
+from .common import add_runtime_options
 
 
 def add_parser(sub):
@@ -18,10 +19,8 @@ def add_parser(sub):
                    help="an input array in NCHW order (repeat for each input; NAME= may be left out "
                         "when the model has one input)")
     p.add_argument("--output", "-o", metavar="OUT.npz", help="write every output to this .npz, keyed by name")
-    p.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+    add_runtime_options(p)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report the median latency")
-    p.add_argument("--impl", choices=("fast", "ref"), default="fast",
-                   help="compiled kernels (fast, default) or the numpy references (ref)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--float", dest="force_float", action="store_true",
                    help="run a quantized model in float (default: int8 where the file carries quant info, as MNN)")

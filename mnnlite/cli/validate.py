@@ -8,6 +8,7 @@ import json
 import sys
 
 from ..errors import ConfigError
+from .common import add_runtime_options
 
 
 def add_parser(sub):
@@ -24,9 +25,7 @@ def add_parser(sub):
                    help="fail (exit 1) when a classifier output's top-1 agreement is below X")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
-    p.add_argument("--impl", choices=("fast", "ref"), default="fast",
-                   help="compiled kernels (fast, default) or the numpy references (ref)")
-    p.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+    add_runtime_options(p)
     p.set_defaults(func=main)
 
 

@@ -247,7 +247,7 @@ class _Execution:
             attrs[ip.slot] = ip.attr
         out_float = [self.plan.tensors[o].is_float for o in step.outputs]
         call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs,
-                        impl=self.runner.interp.impl,
+                        impl=self.runner.interp.kernel_impl,
                         float_kernel=lambda xs: [a for a, _ in self.program._call(
                             step, [(a, v.fmt) for a, v in zip(xs, ins)])],
                         cache=self.runner.caches.setdefault(id(step.op), {}), out_is_float=out_float)

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.idst import roundf
 from ..format.tables import BinaryOpOperation as B
-from ..format.tables import DataType, OpType
+from ..format.tables import DataFormat, DataType, OpType
 from ..format.tables import UnaryOpOperation as U
 from .nn import channel_axis
 from .registry import register, register_plan
@@ -239,6 +239,8 @@ def unary_op(call):
 def plan_unary_op(op, impl: str):
     """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
+    if impl == "mnn" and code == U.SIGMOID:
+        return _mnn_sigmoid
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
@@ -253,11 +255,27 @@ def plan_unary_op(op, impl: str):
     return run
 
 
+def _mnn_sigmoid(call):
+    """MNNSigmoid as MNN's x86 CPU backend computes it (mnnlite.kernels.mnn_exact.sigmoid).  MNN runs
+    it over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every value takes the
+    8-wide path; NCHW / NHWC tensors hold our arrays' order, so the scalar tail is their last n % 8."""
+    x = call.inputs[0]
+    if x.dtype != _F32:
+        return unary_op(call)
+    from ..kernels import mnn_exact
+    return [mnn_exact.sigmoid(x, all_simd=call.formats[0] == DataFormat.NC4HW4)]
+
+
 @register(OpType.Sigmoid, OpType.TanH)
 def sigmoid_tanh(call):
     """geometry/GeometryUnary.cpp: the Sigmoid and TanH op types run as UnaryOp SIGMOID / TANH."""
     op = U.SIGMOID if call.op.type == OpType.Sigmoid else U.TANH
     return [unary(op, call.inputs[0], call)]
+
+
+@register_plan(OpType.Sigmoid, OpType.TanH)
+def plan_sigmoid_tanh(op, impl: str):
+    return _mnn_sigmoid if impl == "mnn" and op.type == OpType.Sigmoid else sigmoid_tanh
 
 
 # ----------------------------------------------------------------------------------------- binary

@@ -4,6 +4,8 @@ products, resize (Interp) and softmax, with MNN 3.6.1's CPU semantics.
 Each rule cites the MNN source it comes from (paths under MNN's ``source/``).  Convolutions and matrix
 products run on ``mnnlite.kernels`` when ``call.impl == "fast"`` and on the numpy references in
 ``mnnlite.ref`` otherwise; everything else is numpy, which is both the reference and the fast path.
+The planners' ``impl="mnn"`` picks, where one exists, a kernel that rounds like MNN's x86 CPU backend
+(``mnnlite.kernels.mnn_exact``, conv algorithm "winograd_mnn").
 """
 from __future__ import annotations
 
@@ -209,7 +211,8 @@ def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
 # from MNN's in the last bits (other ops round differently), F(6x6, 3x3)'s rounding noise (2e-4 to
 # 4e-4 of a conv's output, from float64) is then uncorrelated between the two runs, and ppocr_det's
 # output stays 5e-4 .. 2e-3 from MNN's with either algorithm (the more accurate F(4x4, 3x3) of
-# "auto" is also the faster one here).
+# "auto" is also the faster one here).  impl="mnn" (_mnn_conv_layer) uses it, with every other op
+# rounding like MNN too: ppocr_det then gives MNN's bits.
 CONV_ALGO = "auto"
 
 
@@ -236,12 +239,13 @@ def convolution(call):
 def plan_convolution(op, impl: str):
     """One conv node: its weights decoded, packed and transformed once (one ``Conv2d`` per padding
     seen), instead of on every call.  Weights fed at run time and NHWC inputs take ``convolution``."""
-    if impl != "fast":
+    if impl not in ("fast", "mnn"):
         return convolution
     try:
         from ..kernels.conv import Conv2d
     except ImportError:
         return convolution
+    make_layer = _mnn_conv_layer if impl == "mnn" else Conv2d
     layers = {}      # pad -> Conv2d (stride and dilation are the node's)
     by_shape = {}    # input shape -> (Conv2d, kernel size if the input must be cropped first)
 
@@ -251,8 +255,8 @@ def plan_convolution(op, impl: str):
         cropped, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
         layer = layers.get(pad)
         if layer is None:
-            layer = layers[pad] = Conv2d(w, b, stride, pad, dilation, groups, _activation(call.params.common),
-                                         algo=CONV_ALGO)
+            layer = layers[pad] = make_layer(w, b, stride, pad, dilation, groups,
+                                             _activation(call.params.common), algo=CONV_ALGO)
         return layer, (w.shape[2:] if cropped.shape != x.shape else None)
 
     def run(call):
@@ -268,6 +272,21 @@ def plan_convolution(op, impl: str):
         return [layer(_f32(x))]
 
     return run
+
+
+def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
+    """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
+    convs by Winograd ("winograd_mnn"; MNN picks Winograd for them when it is cheaper, which holds for
+    the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d), depthwise ones by the
+    fast kernel (measured bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
+    from ..kernels.conv import Conv2d
+    if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
+        return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
+    if groups != 1:
+        return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
+    from ..kernels import mnn_exact
+    w, b = _f32(w), None if b is None else _f32(b)
+    return lambda x: mnn_exact.conv2d(x, w, b, stride, pad, dilation, act)
 
 
 def _output_shape(call, h: int, w: int, kh: int, kw: int):
@@ -411,6 +430,25 @@ def pooling(call):
     k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
     y = pool2d(x, call.params.type, k, s, pad, out, count)
     return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
+
+
+@register_plan(OpType.Pooling, OpType.Pooling3D)
+def plan_pooling(op, impl: str):
+    """impl="mnn": a global average pool as MNN's CPUPool computes it (GeometryPooling3D.cpp makes a
+    Pool3D global pool a 2-D one); every other pool takes the generic kernel."""
+    generic = pooling if op.type == OpType.Pooling else pooling3d
+    p = op.main
+    if impl != "mnn" or p is None or not p.isGlobal or p.type != _AVEPOOL:
+        return generic
+    from ..kernels import mnn_exact
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32 or x.ndim < 3 or call.formats[0] == NHWC or len(call.op.outputIndexes) > 1:
+            return generic(call)
+        return [mnn_exact.global_avg_pool(x)]
+
+    return run
 
 
 def _pool3d_size(pad_type: int, n_in: int, k: int, s: int, pad: int) -> int:

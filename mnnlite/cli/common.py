@@ -1,0 +1,11 @@
+"""Options several commands share."""
+
+IMPLS = ("fast", "ref", "mnn")
+
+
+def add_runtime_options(parser) -> None:
+    """--impl and --threads, for commands that run models."""
+    parser.add_argument("--impl", choices=IMPLS, default="fast",
+                        help="compiled kernels (fast, default), the numpy references (ref), or kernels that "
+                             "reproduce the official x86 runtime's float rounding bit for bit (mnn; slower)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")

@@ -1,0 +1,117 @@
+# distutils: sources = csrc/mnn_exact.c
+"""Float kernels that round like MNN's x86 CPU backend (AVX2 + FMA build, 1 thread), over
+csrc/mnn_exact.c: the runtime's impl="mnn".  Math references: mnnlite.ref (conv2d_ref, sigmoid,
+average pooling); these differ from them only in the last bits, and equal MNN's bits exactly.
+"""
+import numpy as np
+
+from mnnlite.kernels._select import isa_mask
+
+cdef extern from "mnn_exact.h":
+    void mnnx_packed_matmul(int isa, const float *a, const float *w, const float *bias, float *y,
+                            int K, int E, int O, float lo, float hi) nogil
+    void mnnx_sigmoid(int isa, const float *x, float *y, size_t n, size_t n8) nogil
+    void mnnx_global_avg(const float *x, float *y, int channels, int hw) nogil
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+_CLAMP = {0: (-_FLT_MAX, _FLT_MAX), 1: (0.0, _FLT_MAX), 2: (0.0, 6.0)}   # act: none, relu, relu6
+
+
+def _c32(name, a, ndim):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    return a
+
+
+def packed_matmul(a, w, bias=None, act=0):
+    """y[o, e] = act(bias[o] + sum_k w[o, k] a[k, e]) in MNNPackedMatMul's order (a: K x E, w: O x K)."""
+    a, w = _c32("a", a, 2), _c32("w", w, 2)
+    cdef int K = a.shape[0], E = a.shape[1], O = w.shape[0]
+    if w.shape[1] != K:
+        raise ValueError(f"w has {w.shape[1]} columns, a has {K} rows")
+    if act not in _CLAMP:
+        raise ValueError(f"act must be 0, 1 or 2, got {act!r}")
+    lo, hi = _CLAMP[act]
+    b = np.zeros(O, np.float32) if bias is None else _c32("bias", bias, 1)
+    if b.shape[0] != O:
+        raise ValueError(f"bias has {b.shape[0]} values for {O} outputs")
+    y = np.empty((O, E), np.float32)
+    cdef const float[:, ::1] av = a
+    cdef const float[:, ::1] wv = w
+    cdef const float[::1] bv = b
+    cdef float[:, ::1] yv = y
+    cdef int isa = isa_mask()
+    cdef float flo = lo, fhi = hi
+    if K > 0 and E > 0 and O > 0:
+        with nogil:
+            mnnx_packed_matmul(isa, &av[0, 0], &wv[0, 0], &bv[0], &yv[0, 0], K, E, O, flo, fhi)
+    elif O > 0 and E > 0:
+        y[...] = np.clip(b[:, None], lo, hi)
+    return y
+
+
+def im2col(x, kernel, stride, pad, dilation):
+    """(C, H, W) -> (kh * kw * C, OH * OW), rows ordered (ky, kx, c): MNN's tiled-conv reduction order
+    (ConvolutionTiledExecutor::initWeight swaps the weights to [o][k][ic])."""
+    (kh, kw), (sy, sx), (pt, pl, pb, pr), (dy, dx) = kernel, stride, pad, dilation
+    x = np.pad(x, ((0, 0), (pt, pb), (pl, pr)))
+    c, h, w = x.shape
+    oh, ow = (h - dy * (kh - 1) - 1) // sy + 1, (w - dx * (kw - 1) - 1) // sx + 1
+    rows = [x[:, ky * dy: ky * dy + (oh - 1) * sy + 1: sy, kx * dx: kx * dx + (ow - 1) * sx + 1: sx]
+            for ky in range(kh) for kx in range(kw)]
+    return np.ascontiguousarray(np.stack(rows).reshape(kh * kw * c, oh * ow)), (oh, ow)
+
+
+def conv2d(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), act=0):
+    """Dense (groups 1) NCHW conv as MNN's DenseConvolutionTiledExecutor / Convolution1x1Strassen
+    computes it with one thread and no Strassen split: im2col in (ky, kx, c) order, the batch's planes
+    side by side (MNN tiles N * OH * OW as one plane), then packed_matmul.  ``pad`` is (top, left,
+    bottom, right)."""
+    x, w = _c32("x", x, 4), _c32("w", w, 4)
+    o, c, kh, kw = w.shape
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} channels, w expects {c}")
+    wk = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+    cols = []
+    for img in x:
+        if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad):
+            a, (oh, ow) = img.reshape(c, -1), img.shape[1:]
+        else:
+            a, (oh, ow) = im2col(img, (kh, kw), stride, pad, dilation)
+        cols.append(a)
+    a = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+    y = packed_matmul(a, wk, bias, act).reshape(o, x.shape[0], oh, ow)
+    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
+
+
+def sigmoid(x, all_simd=False):
+    """MNNSigmoid on the flat array: the first len // 8 * 8 values through MNNExp's AVX2 path, the rest
+    through its scalar tail; ``all_simd`` for a packed (NC4HW4) tensor, whose MNN size is a multiple of 8."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty_like(x)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef size_t n = x.size, n8 = (x.size + 7) // 8 if all_simd else x.size // 8
+    cdef int isa = isa_mask()
+    if n:
+        with nogil:
+            mnnx_sigmoid(isa, &xv[0], &yv[0], n, n8)
+    return y
+
+
+def global_avg_pool(x):
+    """(N, C, *spatial) -> (N, C, 1, ...): CPUPool's global average (a running sum of x * (1 / count))."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim < 3:
+        raise ValueError(f"x must have spatial axes, got shape {x.shape}")
+    n, c = x.shape[:2]
+    hw = int(np.prod(x.shape[2:]))
+    y = np.empty((n, c), np.float32)
+    cdef const float[:, ::1] xv = x.reshape(n * c, hw)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef int rows = n * c, count = hw
+    if rows and count:
+        with nogil:
+            mnnx_global_avg(&xv[0, 0], &yv[0], rows, count)
+    return y.reshape((n, c) + (1,) * (x.ndim - 2))
