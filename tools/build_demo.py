@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the demo that ships inside the package (``mnnlite/demo/``): a small float model plus images.
 
-    python tools/build_demo.py            # (re)writes mnnlite/demo/{ppocr_cls.mnn, calib/, heldout/}
+    python tools/build_demo.py            # (re)writes mnnlite/demo/{ppocr_cls.mnn, calib/, heldout/, labels.txt}
 
 * Model: the PP-OCR v2.0 text-direction classifier (``ch_ppocr_mobile_v2.0_cls_infer.onnx``) shipped in the
   ``rapidocr-onnxruntime`` 1.4.4 wheel on PyPI (Apache-2.0), converted to ``.mnn`` with the official MNN
@@ -39,8 +39,8 @@ WORDS = ("mnn", "lite", "invoice", "total", "2024", "08:15", "model", "quant", "
 
 
 def render(rng: np.random.Generator):
-    """One text line in Pillow's built-in font on light paper with sensor-like noise; half of the lines
-    upside down (the classifier's two classes)."""
+    """``(image, label)``: one text line in Pillow's built-in font on light paper with sensor-like noise;
+    label 1 = upside down (the classifier's two classes: 0 and 180 degrees)."""
     from PIL import Image, ImageDraw, ImageFont
 
     w, h = SIZE
@@ -51,10 +51,11 @@ def render(rng: np.random.Generator):
     ink = tuple(int(v) for v in rng.integers(0, 90, 3))
     ImageDraw.Draw(img).text((int(rng.integers(1, 12)), int((h - size) / 2 - size * 0.1)), text, fill=ink,
                              font=font)
-    if rng.random() < 0.5:
+    flipped = bool(rng.random() < 0.5)
+    if flipped:
         img = img.rotate(180)
     pixels = np.asarray(img, np.float32) + rng.normal(0.0, NOISE, (h, w, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), int(flipped)
 
 
 def fetch_onnx(work: Path, wheel: str | None) -> Path:
@@ -89,12 +90,16 @@ def main(argv=None) -> int:
             convert(fetch_onnx(work, args.wheel), model)
             shutil.copy(model, DEMO / "ppocr_cls.mnn")
         rng = np.random.default_rng(20240601)
+        labels = ["# file label (0 = upright, 1 = upside down; the classifier's output index)"]
         for folder, count in (("calib", CALIB), ("heldout", HELDOUT)):
             out = DEMO / folder
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             for i in range(count):
-                render(rng).save(out / f"{folder}_{i:02d}.png", optimize=True)
+                img, label = render(rng)
+                img.save(out / f"{folder}_{i:02d}.png", optimize=True)
+                labels.append(f"{folder}_{i:02d}.png {label}")
+        (DEMO / "labels.txt").write_text("\n".join(labels) + "\n")
     total = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file() and f.suffix in (".mnn", ".png"))
     print(f"mnnlite/demo: {total} bytes of model and images")
     if total > BUDGET:

@@ -1,0 +1,342 @@
+"""The quantizer pipeline: ``quantize(src, dst, config) -> QuantReport`` (MNN's ``quantized.out``).
+
+The five steps of MNN's calibration header, as functions: read the config and the samples
+(``config.py``, ``dataset.py``), find what MNN would track and collect statistics with our own float
+runtime (``calibrate.py``), quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``)
+and write it with the scale dump (``report.py``).  Console output goes through ``log.py`` to the stream
+the caller passes; nothing is printed otherwise.
+
+Outputs are written atomically (temporary file + rename) only after everything succeeded; the source
+model is read, never written.  Identical inputs give byte-identical outputs.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..format.model_io import dumps, load_model, write_atomic
+from ..format.tables import DataFormat, OpType
+from . import calibrate as cal
+from .config import QuantConfig, load_config
+from .dataset import CalibrationSet, InputSpec
+from .log import QuantLog
+from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
+from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
+from .weight import fake_quant_weights, quantize_weights
+
+EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (doc §9.7)
+
+
+def quantize(src, dst, config, *, log=None, impl: str = "fast") -> QuantReport:
+    """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
+
+    ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
+    console lines (or a ``QuantLog``); None is silent.  Raises ``ConfigError`` / ``DataError`` /
+    ``FormatError`` before anything is written.
+    """
+    start = time.perf_counter()
+    qlog = log if isinstance(log, QuantLog) else QuantLog(log)
+    src, dst = os.fspath(src), os.fspath(dst)
+    qlog.line("model_file", src)
+    qlog.line("config_file", config if not isinstance(config, dict) else "<dict>")
+    qlog.line("dst_file", dst)
+    model = load_model(src)
+    _check_paths(src, dst)
+    qlog.line("calibrate")
+    cfg = load_config(config)
+    _log_config(qlog, cfg)
+    report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
+    specs = _input_specs(model)
+    dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    qlog.line("dataset_num", dataset.sample_count)
+    report.feature_method = _feature_method(model, cfg, qlog)
+    if report.feature_method != cfg.feature_quantize_method:
+        cfg = _with(cfg, feature_quantize_method=report.feature_method)
+        dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report)
+    _write(report, quantized, entries, debug_text)
+    qlog.line("done")
+    report.seconds = time.perf_counter() - start
+    qlog.summary(report.summary())
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+
+def _check_paths(src: str, dst: str) -> None:
+    if os.path.abspath(src) == os.path.abspath(dst) or (os.path.exists(dst) and os.path.samefile(src, dst)):
+        raise ConfigError(f"{dst}: the destination is the source model; the source is never overwritten")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{dst}: the destination folder {folder} does not exist")
+
+
+def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
+    qlog.line("feature_method", cfg.feature_quantize_method)
+    qlog.line("weight_method", cfg.weight_quantize_method)
+    qlog.line("feature_clamp", cfg.feature_clamp_value)
+    qlog.line("weight_clamp", cfg.weight_clamp_value)
+    if cfg.feature_quantize_method != "EMA":
+        qlog.line("winograd_only_ema")
+    if cfg.winograd_opt is False:
+        qlog.line("winograd_off")
+    for name in cfg.skip_quant_op_names:
+        qlog.line("skip_op", name)
+    for entry in cfg.inputs:
+        qlog.text(f"input: {entry.name}\n")
+
+
+def _feature_method(model, cfg: QuantConfig, qlog: QuantLog) -> str:
+    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2)."""
+    if any(op.type == OpType.BatchNorm for op in model.graph.ops):
+        qlog.line("has_batchnorm")
+        return "EMA"
+    if any(op.type == OpType.BatchNorm for g in model.subgraphs.values() for op in g.ops):
+        qlog.line("has_batchnorm_subgraph")
+        return "EMA"
+    return cfg.feature_quantize_method
+
+
+def _write(report: QuantReport, quantized, entries, debug_text) -> None:
+    """The model, then its scale dump (and debug JSON), each written atomically."""
+    write_atomic(report.dst, dumps(quantized))
+    report.scale_file = report.dst + ".json"
+    write_atomic(report.scale_file, dumps_scales(entries).encode())
+    if debug_text is not None:
+        report.debug_file = report.dst + ".debug.json"
+        write_atomic(report.debug_file, debug_text.encode())
+
+
+def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
+    report.warnings.append(message)
+    qlog.warning(message)
+
+
+def _with(cfg: QuantConfig, **changes) -> QuantConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+def _input_specs(model) -> list[InputSpec]:
+    """The model's inputs for the dataset, in file order (NC4HW4 inputs are fed as NCHW arrays)."""
+    from ..ops.const import numpy_dtype
+
+    specs = []
+    for op in model.graph.ops:
+        if op.type != OpType.Input:
+            continue
+        p = op.main
+        dims = tuple(int(d) for d in p.dims) if p is not None and p.dims is not None else ()
+        fmt = DataFormat(p.dformat if p is not None else DataFormat.NC4HW4)
+        layout = "NHWC" if fmt == DataFormat.NHWC else "NCHW"
+        dtype = numpy_dtype(p.dtype if p is not None else 1)
+        specs.append(InputSpec(model.graph.tensors[int(op.outputIndexes[0])], dims, layout, dtype.name))
+    return specs
+
+
+class _Feeds:
+    """Calibration feeds completed for the runtime: image mode fills only the first input (MNN), the
+    others get zeros of their declared shape."""
+
+    def __init__(self, samples, specs: list[InputSpec], source: str):
+        self.samples, self.specs, self.source = samples, specs, source
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        for feeds in self.samples:
+            missing = [s for s in self.specs if s.name not in feeds]
+            if missing:
+                feeds = dict(feeds)
+                for spec in missing:
+                    if not spec.shape or any(d <= 0 for d in spec.shape):
+                        raise DataError(f"{self.source}: image mode fills only the model's first input; "
+                                        f"input {spec.name!r} has no fixed shape {list(spec.shape)} "
+                                        f'(use "input_type": "sequence")')
+                    feeds[spec.name] = np.zeros(spec.shape, spec.dtype)
+            yield feeds
+
+
+def _interpreter(model, impl: str):
+    from ..runtime import Interpreter
+
+    return Interpreter(model, impl=impl)
+
+
+# ------------------------------------------------------------------------------------------ KL / ADMM
+
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report):
+    graph = model.graph
+    specs = _input_specs(model)
+    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
+    interp = _interpreter(model, impl)
+    first = next(iter(samples), None)
+    if first is None:
+        raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
+    facts = cal.tensor_facts(interp, first)
+    plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
+    qlog.line("fake_quant_done")
+    fclamp = cfg.feature_clamp_value
+    if cfg.feature_quantize_method == "KL":
+        raw = cal.calibrate_kl(interp, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs))
+    else:
+        raw = cal.calibrate_admm(interp, plan, samples, fclamp, qlog)
+    report.samples = len(samples)
+    scales = cal.propagate(raw, plan)
+    convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
+    debug_text = None
+    if cfg.debug:
+        debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
+    tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
+               for t, (s, z) in scales.items() if _usable(t, s, facts)}
+    quantized = rewrite(model, tensors, convs)
+    report.scales = {graph.tensors[t]: (q.scale, q.zero) for t, q in sorted(tensors.items())}
+    return quantized, scale_dump(graph, plan.seen, scales), debug_text
+
+
+def _usable(t: int, scale: float, facts) -> bool:
+    """Tensors that get quant info: float tensors with a positive scale.
+
+    MNN also writes scale-0 entries (tensors without a usable range: all-zero constants, and integer
+    tensors such as comparison results, whose bits it reads as floats).  Its runtime then runs ops like
+    BinaryOp or Select in int8 with a zero scale and gives different outputs from run to run (README:
+    deviations); leaving them out keeps those ops in float.
+    """
+    fact = facts.get(t)
+    return t >= 0 and scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
+
+
+def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) -> dict[int, ConvQuant]:
+    """§8.1-8.2: int8 weights for every eligible conv (main graph, not skipped, one input, tensors seen)."""
+    from ..ops.weights import conv_weights
+
+    skip = set(cfg.skip_quant_op_names)
+    convs: dict[int, ConvQuant] = {}
+    for pos, op in enumerate(graph.ops):
+        if op.type not in CONV_TYPES:
+            continue
+        ins, outs = cal._ints(op.inputIndexes), cal._ints(op.outputIndexes)
+        if op.name in skip or len(ins) != 1 or not outs or ins[0] not in plan.seen or outs[0] not in plan.seen:
+            report.skipped_ops.append(op.name)
+            continue
+        w, _ = conv_weights(op)
+        count = int(op.main.common.outputCount)
+        w = np.asarray(w, np.float32).reshape(count, -1)
+        if op.type != OpType.Deconvolution:
+            w = fake_quant_weights(w, cfg.weight_clamp_value)          # §6.2
+        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value)
+        if cfg.weight_quantize_method == "ADMM":
+            qlog.line("admm_weight", _admm_diff(w, alpha, cfg.weight_clamp_value))
+        convs[pos] = ConvQuant(codes, alpha, cfg.quant_bits, scales.get(ins[0], (0.0, 0.0))[0],
+                               scales.get(outs[0], (0.0, 0.0))[0], _channels(facts, plan, ins[0]))
+        report.quantized_ops.append(op.name)
+    return convs
+
+
+def _admm_diff(w: np.ndarray, alpha: np.ndarray, clamp: int) -> str:
+    """quantizeWeight.cpp's log value: Σ|w| − Σ|q·alpha| (float32 running sums), printed like ostream."""
+    from ..format.idst import roundf
+
+    c = np.float32(clamp)
+    q = np.clip(roundf(w / (alpha + np.float32(1e-9))[:, None]), -c, c)
+    pre = np.cumsum(np.abs(w).reshape(-1), dtype=np.float32)[-1]
+    cur = np.cumsum(np.abs(q * alpha[:, None]).reshape(-1), dtype=np.float32)[-1]
+    return f"{float(np.float32(pre - cur)):g}"
+
+
+def _channels(facts, plan, t: int) -> int | None:
+    fact = facts.get(t)
+    if fact is None or len(fact.shape) < 2:
+        return None
+    return int(fact.shape[-1] if plan.formats.get(t) == cal.NHWC else fact.shape[1])
+
+
+def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
+    """Doc §10, with the int8 weights in the simulated model (MNN keeps float weights, §14.13)."""
+    import copy
+
+    from ..graph import Model
+
+    net = copy.copy(model.net)
+    net.oplists = list(model.net.oplists)
+    for pos, conv in convs.items():
+        op = copy.copy(net.oplists[pos])
+        op.main = copy.copy(op.main)
+        op.main.weight = (conv.codes.astype(np.float32) * conv.alpha[:, None]).reshape(-1)
+        op.main.quanParameter = None
+        op.main.external = None
+        net.oplists[pos] = op
+    interp_q = _interpreter(Model(net, path=model.path), impl)
+    interp_f = _interpreter(model, impl)
+    stats = cal.debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
+    report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
+    qlog.text(debug_lines(report.debug))
+    return debug_json(report.debug, report.samples)
+
+
+# ------------------------------------------------------------------------------------------------ EMA
+
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report):
+    graph = model.graph
+    specs = _input_specs(model)
+    batch = dataset.batch_size
+    if cfg.batch_size is None and specs and specs[0].shape and specs[0].shape[0] > 0:
+        if specs[0].shape[0] != 32:
+            qlog.line("batch_not_set", specs[0].shape[0])
+    qlog.line("batch_size", batch)
+    qlog.line("quant_bits", cfg.quant_bits)
+    wanted = cfg.batch_size or (specs[0].shape[0] if specs and specs[0].shape and specs[0].shape[0] > 0 else 32)
+    if dataset.sample_count < wanted:
+        qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
+                  f"set batch size as {dataset.sample_count}\n")
+    modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
+    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
+    fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
+    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method)
+    report.samples = dataset.sample_count
+    convs: dict[int, ConvQuant] = {}
+    tensors: dict[int, TensorQuant] = {}
+    inputs: dict[int, TensorQuant] = {}
+    for m in modules:
+        p = params[m.pos]
+        op = graph.ops[m.pos]
+        if not (p.scale_in > 0 and p.scale_out > 0):
+            report.skipped_ops.append(op.name)          # never saw a non-zero value: keep it float
+            continue
+        w, b = m.weights(graph)
+        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits)
+        merged = m.output if m.absorbed else None
+        activation = None
+        for pos in m.absorbed:
+            kind = graph.ops[pos].type
+            if kind == OpType.ReLU:
+                activation = "relu"
+            elif kind == OpType.ReLU6:
+                activation = "relu6"
+        convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
+                                 p.zero_out, bias=b if m.absorbed else None, output=merged, activation=activation)
+        inputs[m.input] = TensorQuant(p.scale_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
+        report.quantized_ops.append(op.name)
+    for m in modules:
+        if m.pos in convs:
+            p = params[m.pos]
+            tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, EMA_OUTPUT_MIN, 127.0)
+    for t, q in inputs.items():
+        tensors.setdefault(t, q)                         # a conv output keeps its own (min -128) info
+    fused = {m.pos for m in modules}
+    report.skipped_ops += [op.name for pos, op in enumerate(graph.ops)
+                           if op.type in CONV_TYPES and pos not in fused and op.name not in report.skipped_ops]
+    drop = [pos for m in modules if m.pos in convs for pos in m.absorbed]
+    quantized = rewrite(model, tensors, convs, tables=False, drop_ops=drop)
+    scales = {t: (q.scale, q.zero) for t, q in tensors.items()}
+    report.scales = {graph.tensors[t]: v for t, v in sorted(scales.items())}
+    return quantized, scale_dump(graph, set(scales), scales), None
+
+
+__all__ = ["quantize", "QuantReport"]
