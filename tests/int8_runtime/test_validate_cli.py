@@ -144,3 +144,19 @@ def test_ppocr_det_documented_oracle_accuracy_case(zoo):
     report = validate(flt, q, cfg, data=str(zoo.heldout_dir("ppocr_det")), num=1, min_cosine=0.9, layers=False)
     assert not report.passed
     assert report.metrics()["sigmoid_0.tmp_0.cosine"] < 0.9
+
+
+@pytest.mark.parametrize("name", ["ppocr_cls", "ppocr_rec"])
+def test_ppocr_thresholds_both_ways_from_the_cli(zoo, name, tmp_path, capsys):
+    flt, q, cfg = _paths(zoo, name, "quant_kl")
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    args = ["validate", flt, q, str(cfg_path), "--data", str(zoo.heldout_dir(name)), "--num", "2", "--worst", "0"]
+    assert cli(args + ["--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    worst = min(v for k, v in report["metrics"].items() if k.endswith(".cosine"))
+    capsys.readouterr()
+    assert cli(args + ["--min-cosine", f"{worst - 0.01:.6f}"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert cli(args + ["--min-cosine", f"{worst + 1e-4:.6f}"]) == 1
+    assert "FAIL: " in capsys.readouterr().out
