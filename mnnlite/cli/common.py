@@ -9,3 +9,14 @@ def add_runtime_options(parser) -> None:
                         help="compiled kernels (fast, default), the numpy references (ref), or kernels that "
                              "reproduce the official x86 runtime's float rounding bit for bit (mnn; slower)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+
+
+def apply_threads(args) -> None:
+    """Give the compiled kernels ``--threads``; a bad count is a one-line ConfigError."""
+    from ..errors import ConfigError
+    from ..kernels.threads import set_num_threads
+
+    try:
+        set_num_threads(args.threads)
+    except ValueError as exc:
+        raise ConfigError(f"--threads: {exc}") from None

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from ..errors import ShapeError
-from .common import add_runtime_options
+from .common import add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -28,15 +28,11 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from ..kernels.threads import set_num_threads
     from ..runtime import Interpreter
 
     if args.repeat < 1:
         raise ShapeError(f"--repeat must be at least 1, got {args.repeat}")
-    try:
-        set_num_threads(args.threads)
-    except ValueError as exc:
-        raise ShapeError(f"--threads: {exc}") from None
+    apply_threads(args)
     interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto")
     if interp.model.is_quantized:
         print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")

@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..errors import ConfigError
-from .common import add_runtime_options
+from .common import add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -30,7 +30,6 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from ..kernels.threads import set_num_threads
     from ..validation import validate
 
     for name in ("min_cosine", "min_agreement"):
@@ -39,10 +38,7 @@ def main(args) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     if args.worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {args.worst}")
-    try:
-        set_num_threads(args.threads)
-    except ValueError as exc:
-        raise ConfigError(f"--threads: {exc}") from None
+    apply_threads(args)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
                       impl=args.impl, worst=args.worst, layers=args.worst > 0)
