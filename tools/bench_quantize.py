@@ -118,7 +118,8 @@ def main(argv=None) -> int:
                 rows.append(row)
                 speed = f"{row['speedup']:.2f}x" if "speedup" in row else "-"
                 memory = f"{row['memory_ratio']:.2f}x" if "memory_ratio" in row else "-"
-                print(f"{name:10s} {method:6s} {row['images']:6d} {_cell(row['ours']):>22s} {_cell(row['oracle']):>26s} "
+                print(f"{name:10s} {method:6s} {row['images']:6d} {_cell(row['ours']):>22s} "
+                      f"{_cell(row['oracle']):>26s} "
                       f"{speed:>9s} {memory:>7s}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -1031,7 +1031,7 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
 
 
 def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clamp_w: int, log,
-                  impl: str = "fast", weight_method: str = "MAX_ABS") -> dict[int, EMAParams]:
+                  impl: str = "mnn", weight_method: str = "MAX_ABS") -> dict[int, EMAParams]:
     """Per fused conv (by position): EMA ranges of its input and output over the calibration batches.
 
     Each batch runs the float model with, for every module, fake-quantized weights, its input
@@ -1044,7 +1044,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     from .feature.ema import EMAObserver, fake_quantize
 
     net, private = _simulation_net(model, modules, clamp_w, weight_method)
-    interp = Interpreter(Model(net, path=model.path), impl=impl)
+    interp = Interpreter(Model(net, path=model.path), impl=impl, precision="float")
     inputs = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     outputs = {m.output: EMAObserver(clamp_act) for m in modules}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Callable, TextIO
 
+import numpy as np
+
 # message key -> (MNN source line, message template)
 MESSAGES: dict[str, tuple[int, str]] = {
     "usage": (1719, "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json\n"),
@@ -71,8 +73,6 @@ class QuantLog:
 
     def progress(self, label: str, done: int, total: int) -> None:
         """``\\r<label>: 12.50 %`` (MNN computes the percentage in float and prints it with %.2f)."""
-        import numpy as np
-
         pct = np.float32(done) * np.float32(100) / np.float32(max(total, 1))
         self._write(f"\r{label}: {float(pct):.2f} %")
         self._progress_open = True

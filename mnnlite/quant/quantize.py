@@ -30,12 +30,25 @@ from .weight import fake_quant_weights, quantize_weights
 EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (doc §9.7)
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "fast") -> QuantReport:
+def _ema_output_min(graph, t: int, int8_convs: set) -> float:
+    """MNN's EMA rewrite: a conv output keeps the conv's own clamp (-127) when only int8 convs read it
+    (the FloatToInt8(Int8ToFloat(y)) pair disappears); an Int8ToFloat for a float reader or a graph
+    output overwrites it with its default -128 (doc §9.7; checked against the oracle's files)."""
+    readers = graph.consumers.get(t, [])
+    if t in graph.outputs or not readers or any(id(op) not in int8_convs for op in readers):
+        return EMA_OUTPUT_MIN
+    return -127.0
+
+
+def quantize(src, dst, config, *, log=None, impl: str = "mnn") -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
-    console lines (or a ``QuantLog``); None is silent.  Raises ``ConfigError`` / ``DataError`` /
-    ``FormatError`` before anything is written.
+    console lines (or a ``QuantLog``); None is silent.  ``impl``: the float kernels calibration runs with;
+    the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
+    simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
+    which can move a KL threshold a few bins).  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
+    before anything is written.
     """
     start = time.perf_counter()
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
@@ -166,7 +179,7 @@ class _Feeds:
 def _interpreter(model, impl: str):
     from ..runtime import Interpreter
 
-    return Interpreter(model, impl=impl)
+    return Interpreter(model, impl=impl, precision="float")
 
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
@@ -321,12 +334,16 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report):
                 activation = "relu6"
         convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
                                  p.zero_out, bias=b if m.absorbed else None, output=merged, activation=activation)
-        inputs[m.input] = TensorQuant(p.scale_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
+        # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (doc §9.7): one ulp off s at times
+        s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
+        inputs[m.input] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
         report.quantized_ops.append(op.name)
+    quantized_inputs = {id(graph.ops[m.pos]) for m in modules if m.pos in convs}
     for m in modules:
         if m.pos in convs:
             p = params[m.pos]
-            tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, EMA_OUTPUT_MIN, 127.0)
+            tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, _ema_output_min(graph, m.output, quantized_inputs),
+                                            127.0)
     for t, q in inputs.items():
         tensors.setdefault(t, q)                         # a conv output keeps its own (min -128) info
     fused = {m.pos for m in modules}

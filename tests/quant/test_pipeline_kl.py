@@ -5,9 +5,10 @@ our int8 model is at least as close to the float model as the oracle's.  Two lev
 
 * exact: our calibration fed with MNN's *own* activations (``MNNForward``) must give the oracle's scales
   to 1e-5 for every tensor — this checks tracking, histograms, thresholds and propagation on their own;
-* end to end (our runtime): activations differ from MNN's in the last bits (other summation orders), and a
-  KL threshold is an argmin over a histogram, so where the divergence curve is flat a few tensors move by a
-  few bins (README: deviations).  We require 90 % of the tensors to 1e-5 and every one to 15 %.
+* end to end: calibration runs our runtime with ``impl="mnn"`` (MNN's float rounding), so the scales are the
+  oracle's to 1e-5 — except on ppocr_rec, whose transformer ops (MatMul, LayerNorm, Softmax) still differ
+  from MNN in the last bits: a KL threshold is an argmin over a histogram, and where the divergence curve
+  is flat such a difference moves it a few bins (3 of 465 tensors, README: deviations).
 
 Model inputs use the MAX threshold MNN intends (doc §14.6), so they are compared separately.
 """
@@ -23,8 +24,7 @@ from mnnlite.quant import calibrate as cal
 from mnnlite.quant.log import QuantLog
 
 TOL = 1e-5
-E2E_SHARE = 0.90          # end to end: share of tensors within TOL
-E2E_WORST = 0.15          # ... and the worst one
+NOT_BIT_EXACT = {"ppocr_rec": (3, 0.1)}     # model: (tensors allowed off, by at most)
 
 
 
@@ -67,10 +67,9 @@ def test_kl_end_to_end(zoo, name):
     # (b) scales
     inputs = _inputs(graph)
     compared = [t for t in set(ours) & set(theirs) if t not in inputs]
-    close = [t for t in compared if rel(ours[t], theirs[t]) <= TOL]
-    worst = max((rel(ours[t], theirs[t]), graph.tensors[t]) for t in compared)
-    assert len(close) >= E2E_SHARE * len(compared), (len(close), len(compared), worst)
-    assert worst[0] <= E2E_WORST, worst
+    off = sorted((rel(ours[t], theirs[t]), graph.tensors[t]) for t in compared if rel(ours[t], theirs[t]) > TOL)
+    allowed, worst = NOT_BIT_EXACT.get(name, (0, 0.0))
+    assert len(off) <= allowed and all(r <= worst for r, _ in off), off
     for t in inputs & set(ours):        # MAX threshold: (2047 + 0.5) / interval / 127
         assert ours[t] >= theirs[t] * (1 - TOL)
     # (c) fidelity on held-out images, both files in the official runtime
