@@ -11,9 +11,10 @@ info, their names and the propagation are MNN's.  The rules come from MNN 3.6.1'
 the official runtime executes and the files its quantizer writes (tests/quant/test_pipeline_tracking.py).
 
 Sections: the lowered schedule (``lower``, ``plan_tracking``, ``propagate``); running the float model
-(``Samples``, ``tensor_facts``); KL (``calibrate_kl``, ``kl_threshold``); ADMM (``calibrate_admm``,
-``StreamingADMM``); debug mode (``debug_distances``); EMA (``fused_convs``, ``calibrate_ema``).  Every flow
-streams: per-tensor accumulators of bounded size, one sample's activations at a time.
+(``Samples``, ``tensor_facts``); KL (``calibrate_kl`` over ``feature.kl.KLObserver``); ADMM
+(``calibrate_admm``, ``StreamingADMM``); debug mode (``debug_distances``); EMA (``fused_convs``,
+``calibrate_ema``).  Every flow streams: per-tensor accumulators of bounded size, one sample's activations
+at a time.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import numpy as np
 from ..format.tables import DataFormat, OpType
 
 NCHW, NHWC, NC4HW4 = int(DataFormat.NCHW), int(DataFormat.NHWC), int(DataFormat.NC4HW4)
-_F32 = np.float32
 
 # --------------------------------------------------------------------------------------------------
 # Op families after MNN's geometry lowering
@@ -472,147 +472,6 @@ def _layout(plan: TrackingPlan, t: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # KL (doc §6.3-6.5)
 # --------------------------------------------------------------------------------------------------
-KL_EXACT_TOP = 64             # candidates always evaluated with MNN's float32 arithmetic
-_EPS32 = 2.0 ** -24
-
-
-def kl_threshold(hist, target: int = 128) -> int:
-    """MNN's KL threshold search (``TensorStatistic::_computeThreshold``) on a normalised float32 histogram.
-
-    The answer is MNN's: the first candidate of minimal divergence under MNN's float32 arithmetic, a NaN
-    divergence never winning (MNN's strict ``kl < best``; ``feature.kl.kl_threshold`` lets NaN win).  To
-    keep it fast, all 1920 candidates are first scored with exact arithmetic from prefix sums (O(target)
-    each, ``_kl_estimates``); only the ones that can still win are then evaluated exactly as MNN does
-    (``_kl_float32``): the best ``KL_EXACT_TOP`` estimates, every candidate whose estimate is within 5 %
-    of a worst-case float32 rounding bound of the best, and every degenerate one.  On 150 random and all
-    zoo histograms the MNN winner ranked at most 14th among the estimates.
-    """
-    h = np.asarray(hist, _F32)
-    n = h.size
-    # tail mass past candidate i, updated as MNN does: after -= h[i] once candidate i is done
-    tails = np.cumsum(np.concatenate(([np.cumsum(h[target:], dtype=_F32)[-1]], -h[target:n - 1])), dtype=_F32)
-    cand = np.arange(target, n)
-    estimate, bound, degenerate = _kl_estimates(h, tails, target)
-    score = np.where(degenerate, -np.inf, estimate)
-    best = int(np.argmin(np.where(degenerate, np.inf, estimate))) if not degenerate.all() else 0
-    margin = 0.05 * (bound + bound[best])
-    pick = degenerate | (estimate <= estimate[best] + margin)
-    pick[np.argsort(score, kind="stable")[:KL_EXACT_TOP]] = True
-    chosen = cand[pick]
-    kl = np.concatenate([_kl_float32(h, chosen[c:c + 64], tails, target) for c in range(0, chosen.size, 64)])
-    best_kl, best_i = _F32(10000), target
-    for i, value in zip(chosen, kl):                 # ascending i; strict '<': first minimum, never NaN
-        if value < best_kl:
-            best_kl, best_i = value, int(i)
-    return best_i
-
-
-def _merge_grid(n: int, target: int):
-    """The merge geometry of every candidate (it does not depend on the histogram): for candidate i and
-    target bin j, the first/last whole source bins, whether partial edge bins exist, and their weights."""
-    key = (n, target)
-    grid = _GRIDS.get(key)
-    if grid is None:
-        cand = np.arange(target, n)
-        s = cand[:, None] * np.arange(target)        # target bin j spans [s, e) in units of 1/target
-        e = s + cand[:, None]
-        lu, rl = -(-s // target), e // target
-        has_l, has_r = lu * target > s, rl * target < e
-        grid = (cand, lu, rl, has_l, has_r, (lu * target - s) / target, (e - rl * target) / target,
-                np.maximum(lu - 1, 0), np.minimum(rl, n - 1))
-        _GRIDS[key] = grid
-    return grid
-
-
-_GRIDS: dict = {}
-
-
-def _kl_estimates(h32: np.ndarray, tails: np.ndarray, target: int):
-    """For every candidate: the divergence in exact (float64) arithmetic, a bound on how far MNN's float32
-    evaluation can be from it, and whether the candidate is degenerate (negative or NaN tail bin, empty
-    last bin) and must be evaluated exactly anyway."""
-    h = h32.astype(np.float64)
-    n = h.size
-    cand, lu, rl, has_l, has_r, w_l, w_r, left_bin, right_bin = _merge_grid(n, target)
-    c = np.concatenate(([0.0], np.cumsum(h)))
-    nz = np.concatenate(([0], np.cumsum(h != 0)))
-    log_h = np.log(h, out=np.zeros_like(h), where=h > 0)
-    h_log_h = np.concatenate(([0.0], np.cumsum(h * log_h)))
-    h_abs_log = np.concatenate(([0.0], np.cumsum(h * np.abs(log_h))))
-    h_l, h_r = h[left_bin], h[right_bin]
-    inside = c[rl] - c[lu]
-    l_part, r_part = has_l & (h_l != 0), has_r & (h_r != 0)
-    q = w_l * h_l * has_l + w_r * h_r * has_r + inside
-    count = w_l * l_part + w_r * r_part + (nz[rl] - nz[lu])
-    v = np.divide(q, count, out=np.zeros_like(q), where=count > 0)
-    log_v = np.log(v, out=np.zeros_like(v), where=v > 0)
-    # the source bin holding the boundary between j and j + 1 gets v[j]·w_r + v[j+1]·(1 - w_r)
-    e_split = v * w_r
-    e_split[:, :-1] += v[:, 1:] * (1 - w_r[:, :-1])
-    split = r_part & (e_split > 0)
-    log_e = np.log(e_split, out=np.zeros_like(e_split), where=split)
-    last = (h32[cand - 1] + tails).astype(np.float64)       # MNN's float32 tail bin
-    last_log = np.log(last, out=np.zeros_like(last), where=last > 0)
-    extra = last - h[cand - 1]                                   # the tail mass added to bin i - 1
-    hr_log_e = h_r * log_e
-    p_log_p = h_log_h[cand - 1] + last * last_log
-    p_log_e = np.einsum("ij,ij->i", log_v, inside) + hr_log_e.sum(1) + extra * log_v[:, -1]
-    with np.errstate(invalid="ignore"):
-        estimate = p_log_p - p_log_e
-    spread = (h_abs_log[cand - 1] + np.abs(last * last_log) + np.einsum("ij,ij->i", np.abs(log_v), inside)
-              + np.abs(hr_log_e).sum(1) + np.abs(extra * log_v[:, -1]))
-    bound = _EPS32 * (64 + (cand + 8) * spread)
-    degenerate = (last < 0) | (h[cand - 1] == 0) | ~np.isfinite(estimate) | (count[:, -1] == 0)
-    return estimate, bound, degenerate
-
-
-def _kl_float32(h: np.ndarray, cand: np.ndarray, tails: np.ndarray, target: int) -> np.ndarray:
-    """Divergence of each candidate in ``cand`` computed exactly as MNN does (float32, same order).
-
-    The merge/expand edge weights are exact multiples of 1/target, so they are computed in integers.
-    """
-    n = h.size
-    nz = h != 0
-    rows = np.arange(cand.size)
-    j = np.arange(target)
-    s = cand[:, None] * j                         # start of target bin j, times target
-    e = s + cand[:, None]                         # its end
-    lu, rl = -(-s // target), e // target         # ceil(start), floor(end)
-    has_l, has_r = lu * target > s, rl * target < e
-    w_l = ((lu * target - s) / target).astype(_F32)
-    w_r = ((e - rl * target) / target).astype(_F32)
-    h_l, h_r = h[np.maximum(lu - 1, 0)], h[np.minimum(rl, n - 1)]
-    mid = lu[..., None] + np.arange(int(cand.max()) // target + 2)
-    mid_ok = mid < rl[..., None]
-    h_mid = h[np.minimum(mid, n - 1)]
-    parts = np.concatenate([np.where(has_l, w_l * h_l, _F32(0))[..., None],
-                            np.where(has_r, w_r * h_r, _F32(0))[..., None],
-                            np.where(mid_ok, h_mid, _F32(0))], axis=-1).astype(_F32)
-    q = np.cumsum(parts, axis=-1, dtype=_F32)[..., -1]          # left, right, then whole bins
-    count = (np.where(has_l & (h_l != 0), w_l, _F32(0)) + np.where(has_r & (h_r != 0), w_r, _F32(0))
-             + (mid_ok & (h_mid != 0)).sum(-1)).astype(_F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(count > 0, q / count, _F32(0)).astype(_F32)
-    # expand back: source bin k gets v of its target bin, or, when a target boundary b falls inside
-    # it, v[left] * (b - k) + v[right] * (k + 1 - b) (added in that order, as MNN's loop over j)
-    k = np.arange(int(cand.max()))[None, :]
-    jk = np.minimum((target * k) // cand[:, None], target - 1)
-    b = (jk + 1) * cand[:, None]
-    split = b < target * (k + 1)
-    v_here = np.take_along_axis(v, jk, axis=1)
-    v_next = np.take_along_axis(v, np.minimum(jk + 1, target - 1), axis=1)
-    split_val = ((v_here * ((b - target * k) / target).astype(_F32)).astype(_F32)
-                 + (v_next * ((target * (k + 1) - b) / target).astype(_F32)).astype(_F32))
-    expanded = np.where(nz[None, :k.shape[1]], np.where(split, split_val, v_here), _F32(0)).astype(_F32)
-    valid = k < cand[:, None]
-    p = np.where(valid, h[None, :k.shape[1]], _F32(0)).astype(_F32)
-    p[rows, cand - 1] = h[cand - 1] + tails[cand - target]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log((p / expanded).astype(_F32).astype(np.float64)).astype(_F32)
-        terms = np.where(expanded == 0, _F32(1), (p * logs).astype(_F32))
-    return np.cumsum(np.where(valid & (p != 0), terms, _F32(0)).astype(_F32), axis=1, dtype=_F32)[:, -1]
-
-
 def _compute_all(observers) -> list[tuple]:
     """``compute()`` of every observer, on all cores (numpy releases the GIL; results are independent of
     the order, so the output is the same as a serial loop)."""
@@ -627,61 +486,16 @@ def _compute_all(observers) -> list[tuple]:
         return [tuple(r) for r in pool.map(lambda o: o.compute(), observers)]
 
 
-def small_area(shape, layout: str = "NCHW") -> bool:
-    """MNN uses the MAX threshold when ``tensor->width() * tensor->height() < 100``.
-
-    width/height are dims 3/2 (NCHW, NC4HW4) or 2/1 (NHWC).  Dims a tensor of rank < 4 lacks read as 1:
-    MNN's shape pass pads them (``TensorUtils::adjustTensorForCompability``), so a [1, 40, 120] tensor has
-    area 120 and uses KL (checked against the official quantizer on ppocr_rec).
-    """
-    w_axis, h_axis = (2, 1) if layout == "NHWC" else (3, 2)
-    width = shape[w_axis] if len(shape) > w_axis else 1
-    height = shape[h_axis] if len(shape) > h_axis else 1
-    return width * height < 100
-
-
-def _kl_observer(clamp, threshold, layout):
-    global _KL_CLASS
-    if _KL_CLASS is None:
-        _KL_CLASS = _make_kl_class()
-    return _KL_CLASS(clamp, threshold=threshold, layout=layout)
-
-
-_KL_CLASS = None
-
-
-def _make_kl_class():
-    from .feature import QuantParams
-    from .feature.kl import KLObserver, _sequential_sum, bin_values
-
-    class _KLObserver(KLObserver):
-        """``KLObserver`` with the NaN-safe threshold search and the rank < 4 area rule above.
-
-        feature/kl.py's ``np.argmin`` returns a NaN candidate (wrong scales on ppocr_cls, ppocr_rec) and
-        its ``uses_max_threshold`` reads missing dims as 0; drop this class once kl.py has both fixes.
-        """
-
-        def compute(self):
-            interval = self._interval()
-            if interval is None:
-                return QuantParams(0.0, 0)
-            hist = bin_values(self.counts)
-            hist = hist / _sequential_sum(hist)
-            use_max = self.threshold == "MAX" or (self.threshold == "auto" and small_area(self.shape, self.layout))
-            thr = self.bins - 1 if use_max else kl_threshold(hist)
-            # (float)threshold + 0.5 is a double in MNN: the divisions run in double, stored as float
-            return QuantParams(float(np.float32((thr + 0.5) / float(interval) / float(self.clamp))), 0)
-    return _KLObserver
-
-
 def calibrate_kl(interp, plan: TrackingPlan, samples, clamp: int, log, max_tensors=()) -> dict[int, tuple]:
     """Two streamed passes (ranges, then histograms); returns tensor -> (scale, zero) before propagation.
 
     ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
     intent, doc §14.6).
     """
+    from .feature.kl import KLObserver
+
     needed = needed_statistics(plan)
-    observers = {t: _kl_observer(clamp, "MAX" if t in max_tensors else "auto", _layout(plan, t))
+    observers = {t: KLObserver(clamp, threshold="MAX" if t in max_tensors else "auto", layout=_layout(plan, t))
                  for t in plan.tracked if t in needed}
     total = len(samples)
     for p in range(2):

@@ -135,7 +135,8 @@ def test_kl_observer_formula_max_rule_and_grouping():
     assert calibrate(FEATURE_METHODS["KL"](threshold="MAX"), lambda: iter(xs)).scale == expect_max
     small = [x[:, :, :9, :9] for x in xs]
     assert kl_mod.uses_max_threshold((1, 4, 9, 9)) and not kl_mod.uses_max_threshold((1, 4, 10, 10))
-    assert kl_mod.uses_max_threshold((8, 1000)) and kl_mod.uses_max_threshold((1, 3, 200))
+    assert kl_mod.uses_max_threshold((8, 1000)) and kl_mod.uses_max_threshold((1, 3, 99))
+    assert not kl_mod.uses_max_threshold((1, 40, 120))   # missing dims read as 1 (MNN pads them): KL
     assert not kl_mod.uses_max_threshold((1, 10, 10, 4), "NHWC") and kl_mod.uses_max_threshold((1, 10, 9, 200), "NHWC")
     obs = FEATURE_METHODS["KL"]()
     calibrate(obs, lambda: iter(small))

@@ -12,6 +12,7 @@ from test_pipeline_oracle import (IMAGE_MODELS, calib_config, image_feeds, mnn_t
 
 import mnnlite
 from mnnlite.quant import calibrate as cal
+from mnnlite.quant.feature.kl import uses_max_threshold
 
 # Region fusion (MNN's RegionFuse) is not modelled: where MNN cannot fuse a chain of views (a transpose,
 # then a reshape merging the transposed axes, then a layout conversion) it materialises the middle tensor
@@ -83,14 +84,14 @@ def test_needed_statistics_skip_overwritten_tensors():
     ((1, 40, 120), "NCHW", False), ((1, 40, 99), "NCHW", True), ((1, 10, 10, 3), "NHWC", False)])
 def test_small_area_rule(shape, layout, small):
     """MAX threshold when width*height < 100; dims missing below rank 4 count as 1 (MNN pads them)."""
-    assert cal.small_area(shape, layout) is small
+    assert uses_max_threshold(shape, layout) is small
 
 
 def test_rank3_tensor_uses_kl_like_mnn(zoo):
     """ppocr_rec's [1, 40, 120] LayerNorm outputs: KL, as the official quantizer does (not MAX)."""
     graph, facts, plan = our_plan("ppocr_rec")
     rank3 = [t for t in plan.tracked if len(facts[t].shape) == 3 and facts[t].shape[2] >= 100]
-    assert rank3 and not any(cal.small_area(facts[t].shape) for t in rank3)
+    assert rank3 and not any(uses_max_threshold(facts[t].shape) for t in rank3)
 
 
 def _concat_after_interp_model(tmp_path):

@@ -5,6 +5,10 @@ minimises the KL divergence between the clipped histogram and its 128-level quan
 ``(threshold + 0.5) / interval / clamp``.  Everything is float32 in MNN's order of operations: the bins'
 ``+= 1.0f`` counting (floor 1e-7, saturating at 2^24), the sequential sums (reproduced with ``cumsum``,
 which accumulates left to right), so the same histogram gives the same threshold bin.
+
+``kl_threshold`` is the one KL search of the package (the quantization pipeline uses ``KLObserver``): it
+screens the 1920 candidates with exact float64 estimates and evaluates only the possible winners in MNN's
+float32 arithmetic, which gives MNN's answer at a fraction of the cost of evaluating every candidate.
 """
 from __future__ import annotations
 
@@ -18,17 +22,21 @@ HIST_FLOOR = np.float32(1e-7)      # every bin starts at 1e-7, so no bin is ever
 SKIP_BELOW = np.float32(1e-6)      # |x| <= 1e-6 is not counted
 VALID_ABOVE = np.float32(1e-5)     # max|x| must exceed this, else scale 0
 SMALL_AREA = 100                   # width * height < 100 -> MAX threshold
-_CHUNK = 64                        # thresholds evaluated together (memory ~ _CHUNK * 2048 floats)
+KL_EXACT_TOP = 64                  # candidates always evaluated with MNN's float32 arithmetic
+_CHUNK = 64                        # candidates evaluated together (memory ~ _CHUNK * 2048 floats)
+_EPS32 = 2.0 ** -24
 
 
 def uses_max_threshold(shape, layout: str = "NCHW") -> bool:
-    """MNN's rule: MAX when ``width * height < 100``; extents missing for rank < 4 count as 0.
+    """MNN's rule: MAX when ``tensor->width() * tensor->height() < 100``.
 
-    width/height are dims 3/2 (NCHW, NC4HW4) or 2/1 (NHWC), as ``Tensor::width()/height()`` read them.
+    width/height are dims 3/2 (NCHW, NC4HW4) or 2/1 (NHWC).  Dims a tensor of rank < 4 lacks read as 1:
+    MNN's shape pass pads them (``TensorUtils::adjustTensorForCompability``), so a [1, 40, 120] tensor has
+    area 120 and uses KL (checked against the official quantizer on ppocr_rec).
     """
     w_axis, h_axis = (2, 1) if layout == "NHWC" else (3, 2)
-    width = shape[w_axis] if len(shape) > w_axis else 0
-    height = shape[h_axis] if len(shape) > h_axis else 0
+    width = shape[w_axis] if len(shape) > w_axis else 1
+    height = shape[h_axis] if len(shape) > h_axis else 1
     return width * height < SMALL_AREA
 
 
@@ -49,78 +57,143 @@ def _sequential_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.take(np.cumsum(a, axis=axis, dtype=np.float32), -1, axis=axis)
 
 
-class _Spans:
-    """For candidates ``i`` x target bins ``j``: the source bins each target bin covers.
+def kl_threshold(hist, target: int = TARGET_BINS) -> int:
+    """MNN's KL threshold search (``TensorStatistic::_computeThreshold``) on a normalised float32 histogram.
 
-    ``start = j * i / target`` and ``end = start + i / target`` are exact in float32 (at most 18
-    significant bits), so integer arithmetic in units of 1/target reproduces MNN's ceil/floor.
+    The answer is MNN's: the first candidate of minimal divergence under MNN's float32 arithmetic, a NaN
+    divergence never winning (MNN's strict ``kl < best``; ``np.argmin`` would return a NaN one).  To
+    keep it fast, all 1920 candidates are first scored with exact arithmetic from prefix sums (O(target)
+    each, ``_kl_estimates``); only the ones that can still win are then evaluated exactly as MNN does
+    (``_kl_float32``): the best ``KL_EXACT_TOP`` estimates, every candidate whose estimate is within 5 %
+    of a worst-case float32 rounding bound of the best, and every degenerate one.  On 150 random and all
+    zoo histograms the MNN winner ranked at most 14th among the estimates.
     """
+    h = np.asarray(hist, np.float32)
+    n = h.size
+    # tail mass past candidate i, updated as MNN does: after -= h[i] once candidate i is done
+    tails = np.cumsum(np.concatenate(([_sequential_sum(h[target:])], -h[target:n - 1])), dtype=np.float32)
+    cand = np.arange(target, n)
+    estimate, bound, degenerate = _kl_estimates(h, tails, target)
+    score = np.where(degenerate, -np.inf, estimate)
+    best = int(np.argmin(np.where(degenerate, np.inf, estimate))) if not degenerate.all() else 0
+    margin = 0.05 * (bound + bound[best])
+    pick = degenerate | (estimate <= estimate[best] + margin)
+    pick[np.argsort(score, kind="stable")[:KL_EXACT_TOP]] = True
+    chosen = cand[pick]
+    kl = np.concatenate([_kl_float32(h, chosen[c:c + _CHUNK], tails, target)
+                         for c in range(0, chosen.size, _CHUNK)])
+    best_kl, best_i = np.float32(10000), target
+    for i, value in zip(chosen, kl):                 # ascending i; strict '<': first minimum, never NaN
+        if value < best_kl:
+            best_kl, best_i = value, int(i)
+    return best_i
 
-    def __init__(self, hist: np.ndarray, i: np.ndarray, target: int):
-        n = hist.size
-        s = i[:, None] * np.arange(target)                  # start * target
-        e = s + i[:, None]                                  # end * target
-        lu, rl = -(-s // target), e // target               # ceil(start), floor(end)
-        self.left = (lu * target - s).astype(np.float32) / np.float32(target)    # lu - start (0: none)
-        self.right = (e - rl * target).astype(np.float32) / np.float32(target)   # end - rl (0: none)
-        self.lo_bin, self.hi_bin = np.maximum(lu - 1, 0), np.minimum(rl, n - 1)
-        self.mid = lu[..., None] + np.arange(int(i.max()) // target + 2)          # whole bins lu..rl-1
-        self.mid_ok = self.mid < rl[..., None]
-        self.mid = np.minimum(self.mid, n - 1)
+
+def _merge_grid(n: int, target: int):
+    """The merge geometry of every candidate (it does not depend on the histogram): for candidate i and
+    target bin j, the first/last whole source bins, whether partial edge bins exist, and their weights."""
+    key = (n, target)
+    grid = _GRIDS.get(key)
+    if grid is None:
+        cand = np.arange(target, n)
+        s = cand[:, None] * np.arange(target)        # target bin j spans [s, e) in units of 1/target
+        e = s + cand[:, None]
+        lu, rl = -(-s // target), e // target
+        has_l, has_r = lu * target > s, rl * target < e
+        grid = (cand, lu, rl, has_l, has_r, (lu * target - s) / target, (e - rl * target) / target,
+                np.maximum(lu - 1, 0), np.minimum(rl, n - 1))
+        _GRIDS[key] = grid
+    return grid
 
 
-def _merge(hist: np.ndarray, sp: _Spans) -> np.ndarray:
-    """Q[j]: left fraction, right fraction, then the whole bins, added in this order (float32)."""
-    terms = np.concatenate([np.where(sp.left > 0, sp.left * hist[sp.lo_bin], 0)[..., None],
-                            np.where(sp.right > 0, sp.right * hist[sp.hi_bin], 0)[..., None],
-                            np.where(sp.mid_ok, hist[sp.mid], np.float32(0))], axis=-1)
-    return _sequential_sum(terms.astype(np.float32))
+_GRIDS: dict = {}
 
 
-def _expand(hist: np.ndarray, sp: _Spans, q: np.ndarray) -> np.ndarray:
-    """Spread Q[j] evenly over the non-zero source bins it covers, fractional edges weighted."""
-    nz = hist != 0
-    use_left, use_right = (sp.left > 0) & nz[sp.lo_bin], (sp.right > 0) & nz[sp.hi_bin]
-    mid_nz = sp.mid_ok & nz[sp.mid]
-    count = (np.where(use_left, sp.left, 0) + np.where(use_right, sp.right, 0)
-             + mid_nz.sum(axis=-1)).astype(np.float32)
+def _kl_estimates(h32: np.ndarray, tails: np.ndarray, target: int):
+    """For every candidate: the divergence in exact (float64) arithmetic, a bound on how far MNN's float32
+    evaluation can be from it, and whether the candidate is degenerate (negative or NaN tail bin, empty
+    last bin) and must be evaluated exactly anyway."""
+    h = h32.astype(np.float64)
+    n = h.size
+    cand, lu, rl, has_l, has_r, w_l, w_r, left_bin, right_bin = _merge_grid(n, target)
+    c = np.concatenate(([0.0], np.cumsum(h)))
+    nz = np.concatenate(([0], np.cumsum(h != 0)))
+    log_h = np.log(h, out=np.zeros_like(h), where=h > 0)
+    h_log_h = np.concatenate(([0.0], np.cumsum(h * log_h)))
+    h_abs_log = np.concatenate(([0.0], np.cumsum(h * np.abs(log_h))))
+    h_l, h_r = h[left_bin], h[right_bin]
+    inside = c[rl] - c[lu]
+    l_part, r_part = has_l & (h_l != 0), has_r & (h_r != 0)
+    q = w_l * h_l * has_l + w_r * h_r * has_r + inside
+    count = w_l * l_part + w_r * r_part + (nz[rl] - nz[lu])
+    v = np.divide(q, count, out=np.zeros_like(q), where=count > 0)
+    log_v = np.log(v, out=np.zeros_like(v), where=v > 0)
+    # the source bin holding the boundary between j and j + 1 gets v[j]·w_r + v[j+1]·(1 - w_r)
+    e_split = v * w_r
+    e_split[:, :-1] += v[:, 1:] * (1 - w_r[:, :-1])
+    split = r_part & (e_split > 0)
+    log_e = np.log(e_split, out=np.zeros_like(e_split), where=split)
+    last = (h32[cand - 1] + tails).astype(np.float64)       # MNN's float32 tail bin
+    last_log = np.log(last, out=np.zeros_like(last), where=last > 0)
+    extra = last - h[cand - 1]                                   # the tail mass added to bin i - 1
+    hr_log_e = h_r * log_e
+    p_log_p = h_log_h[cand - 1] + last * last_log
+    p_log_e = np.einsum("ij,ij->i", log_v, inside) + hr_log_e.sum(1) + extra * log_v[:, -1]
+    with np.errstate(invalid="ignore"):
+        estimate = p_log_p - p_log_e
+    spread = (h_abs_log[cand - 1] + np.abs(last * last_log) + np.einsum("ij,ij->i", np.abs(log_v), inside)
+              + np.abs(hr_log_e).sum(1) + np.abs(extra * log_v[:, -1]))
+    bound = _EPS32 * (64 + (cand + 8) * spread)
+    degenerate = (last < 0) | (h[cand - 1] == 0) | ~np.isfinite(estimate) | (count[:, -1] == 0)
+    return estimate, bound, degenerate
+
+
+def _kl_float32(h: np.ndarray, cand: np.ndarray, tails: np.ndarray, target: int) -> np.ndarray:
+    """Divergence of each candidate in ``cand`` computed exactly as MNN does (float32, same order).
+
+    The merge/expand edge weights are exact multiples of 1/target, so they are computed in integers.
+    """
+    n = h.size
+    nz = h != 0
+    rows = np.arange(cand.size)
+    j = np.arange(target)
+    s = cand[:, None] * j                         # start of target bin j, times target
+    e = s + cand[:, None]                         # its end
+    lu, rl = -(-s // target), e // target         # ceil(start), floor(end)
+    has_l, has_r = lu * target > s, rl * target < e
+    w_l = ((lu * target - s) / target).astype(np.float32)
+    w_r = ((e - rl * target) / target).astype(np.float32)
+    h_l, h_r = h[np.maximum(lu - 1, 0)], h[np.minimum(rl, n - 1)]
+    mid = lu[..., None] + np.arange(int(cand.max()) // target + 2)
+    mid_ok = mid < rl[..., None]
+    h_mid = h[np.minimum(mid, n - 1)]
+    parts = np.concatenate([np.where(has_l, w_l * h_l, np.float32(0))[..., None],
+                            np.where(has_r, w_r * h_r, np.float32(0))[..., None],
+                            np.where(mid_ok, h_mid, np.float32(0))], axis=-1).astype(np.float32)
+    q = np.cumsum(parts, axis=-1, dtype=np.float32)[..., -1]          # left, right, then whole bins
+    count = (np.where(has_l & (h_l != 0), w_l, np.float32(0)) + np.where(has_r & (h_r != 0), w_r, np.float32(0))
+             + (mid_ok & (h_mid != 0)).sum(-1)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.where(count > 0, q / count, np.float32(0)).astype(np.float32)
-    rows = np.broadcast_to(np.arange(q.shape[0])[:, None], q.shape)
-    out = np.zeros((q.shape[0], hist.size), np.float32)
-    # each source bin gets at most two contributions (i >= target), so the order of adds is moot
-    np.add.at(out, (rows[use_left], sp.lo_bin[use_left]), (v * sp.left)[use_left])
-    np.add.at(out, (rows[use_right], sp.hi_bin[use_right]), (v * sp.right)[use_right])
-    rows3 = np.broadcast_to(rows[..., None], sp.mid.shape)
-    np.add.at(out, (rows3[mid_nz], sp.mid[mid_nz]), np.broadcast_to(v[..., None], sp.mid.shape)[mid_nz])
-    return out
-
-
-def _kl_values(hist: np.ndarray, i: np.ndarray, tails: np.ndarray, target: int) -> np.ndarray:
-    """KL divergence of every candidate threshold in ``i`` (one row each), float32 like MNN."""
-    sp = _Spans(hist, i, target)
-    expanded = _expand(hist, sp, _merge(hist, sp))
-    # candidate P: hist[:i] with the clipped tail mass folded into its last bin
-    p = np.where(np.arange(hist.size) < i[:, None], hist, np.float32(0))
-    p[np.arange(i.size), i - 1] = hist[i - 1] + tails
+    # expand back: source bin k gets v of its target bin, or, when a target boundary b falls inside
+    # it, v[left] * (b - k) + v[right] * (k + 1 - b) (added in that order, as MNN's loop over j)
+    k = np.arange(int(cand.max()))[None, :]
+    jk = np.minimum((target * k) // cand[:, None], target - 1)
+    b = (jk + 1) * cand[:, None]
+    split = b < target * (k + 1)
+    v_here = np.take_along_axis(v, jk, axis=1)
+    v_next = np.take_along_axis(v, np.minimum(jk + 1, target - 1), axis=1)
+    split_val = ((v_here * ((b - target * k) / target).astype(np.float32)).astype(np.float32)
+                 + (v_next * ((target * (k + 1) - b) / target).astype(np.float32)).astype(np.float32))
+    expanded = np.where(nz[None, :k.shape[1]], np.where(split, split_val, v_here), np.float32(0)).astype(np.float32)
+    valid = k < cand[:, None]
+    p = np.where(valid, h[None, :k.shape[1]], np.float32(0)).astype(np.float32)
+    p[rows, cand - 1] = h[cand - 1] + tails[cand - target]
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log((p / expanded).astype(np.float32).astype(np.float64)).astype(np.float32)
-    terms = np.where(expanded == 0, np.float32(1), p * logs)
-    return _sequential_sum(np.where(p != 0, terms, np.float32(0)).astype(np.float32))
-
-
-def kl_threshold(hist: np.ndarray, target: int = TARGET_BINS) -> int:
-    """MNN's ``_computeThreshold`` (KL branch) on a normalised float32 histogram: the best bin index."""
-    hist = np.asarray(hist, np.float32)
-    n = hist.size
-    candidates = np.arange(target, n)
-    # tail mass beyond the candidate, updated as MNN does: t -= hist[i] after each candidate
-    tails = np.cumsum(np.concatenate(([_sequential_sum(hist[target:])], -hist[target:n - 1])),
-                      dtype=np.float32)
-    kl = np.concatenate([_kl_values(hist, candidates[c:c + _CHUNK], tails[c:c + _CHUNK], target)
-                         for c in range(0, candidates.size, _CHUNK)])
-    best = int(np.argmin(kl))                     # first minimum wins, as MNN's strict '<'
-    return int(candidates[best]) if kl[best] < np.float32(10000) else target
+        terms = np.where(expanded == 0, np.float32(1), (p * logs).astype(np.float32))
+    terms = np.where(valid & (p != 0), terms, np.float32(0)).astype(np.float32)
+    return np.cumsum(terms, axis=1, dtype=np.float32)[:, -1]
 
 
 class KLObserver(FeatureObserver):
@@ -151,14 +224,24 @@ class KLObserver(FeatureObserver):
         if x.size == 0:
             return
         if self.pass_index == 0:
-            self.lo = min(self.lo, np.float32(np.nanmin(x)))
-            self.hi = max(self.hi, np.float32(np.nanmax(x)))
+            lo, hi = x.min(), x.max()                      # NaN only if x holds one: then skip NaNs
+            if np.isnan(lo) or np.isnan(hi):
+                lo, hi = np.nanmin(x), np.nanmax(x)        # all NaN: NaN, which min/max below ignore
+            self.lo = min(self.lo, np.float32(lo))
+            self.hi = max(self.hi, np.float32(hi))
             self.seen = True
-        elif self._interval() is not None:
-            ax = np.abs(x).reshape(-1)
-            ax = ax[ax > SKIP_BELOW]                       # also drops NaN
-            idx = np.minimum(ax * self._interval(), np.float32(self.bins - 1)).astype(np.int64)
-            self.counts += np.bincount(idx, minlength=self.bins)
+            return
+        interval = self._interval()
+        if interval is None:
+            return
+        # bin = min(int(|x| * interval), bins - 1); |x| <= 1e-6 and NaN go to an extra bin that is dropped
+        # (cheaper than compressing the array with a boolean mask)
+        ax = np.abs(x).reshape(-1)
+        skip = ~(ax > SKIP_BELOW)
+        ax *= interval
+        np.minimum(ax, np.float32(self.bins - 1), out=ax)
+        ax[skip] = self.bins
+        self.counts += np.bincount(ax.astype(np.intp), minlength=self.bins + 1)[:self.bins]
 
     def _max_abs(self) -> np.float32:
         return max(abs(self.hi), abs(self.lo))
