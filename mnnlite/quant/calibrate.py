@@ -497,23 +497,7 @@ def calibrate_kl(interp, plan: TrackingPlan, samples, clamp: int, log, max_tenso
     needed = needed_statistics(plan)
     observers = {t: KLObserver(clamp, threshold="MAX" if t in max_tensors else "auto", layout=_layout(plan, t))
                  for t in plan.tracked if t in needed}
-    total = len(samples)
-    for p in range(2):
-        for obs in observers.values():
-            obs.start_pass(p)
-
-        def feed(i, _name, a):
-            obs = observers.get(i)
-            if obs is not None:
-                obs.update(observe_values(a))
-        count = 0
-        for feeds in samples:
-            interp.run(feeds, observe=feed)
-            count += 1
-            if p == 1:
-                log.progress("CollectFeatureDistribution", count, total)
-        if p == 1:
-            log.end_progress()
+    _two_passes(interp, observers, samples, log, "CollectFeatureDistribution")
     scales = dict(zip(observers, _compute_all(observers.values())))
     # tensors whose own statistics propagation overwrites: any value will do, MNN's map holds them too
     scales.update({t: (0.0, 0.0) for t in plan.tracked if t not in observers})
@@ -591,9 +575,9 @@ class StreamingADMM:
         return float(np.float32(alpha)), 0
 
 
-def calibrate_admm(interp, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
-    """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0)."""
-    observers = {t: StreamingADMM(clamp) for t in plan.tracked}
+def _two_passes(interp, observers: dict, samples, log, progress: str) -> None:
+    """Stream every sample through the model twice, feeding each tracked tensor to its observer
+    (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line)."""
     total = len(samples)
     for p in range(2):
         for obs in observers.values():
@@ -603,14 +587,18 @@ def calibrate_admm(interp, plan: TrackingPlan, samples, clamp: int, log) -> dict
             obs = observers.get(i)
             if obs is not None:
                 obs.update(observe_values(a))
-        count = 0
-        for feeds in samples:
+        for count, feeds in enumerate(samples, 1):
             interp.run(feeds, observe=feed)
-            count += 1
             if p == 1:
-                log.progress("ProcessCalibrationFiles", count, total)
+                log.progress(progress, count, total)
         if p == 1:
             log.end_progress()
+
+
+def calibrate_admm(interp, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
+    """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0)."""
+    observers = {t: StreamingADMM(clamp) for t in plan.tracked}
+    _two_passes(interp, observers, samples, log, "ProcessCalibrationFiles")
     scales = {}
     for n, (t, obs) in enumerate(observers.items(), 1):
         scales[t] = obs.compute()
