@@ -1226,6 +1226,31 @@ def run_oracle_isolated(path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndar
             return {k: data[k] for k in data.files}
 
 
+# The float runtime's acceptance rule against the official runtime (issue: float runtime, accuracy).
+COSINE_MIN = 0.999999
+REL_ERR_MAX = 1e-4          # max |got - ref| <= REL_ERR_MAX * max |ref|
+
+
+def assert_close_to_oracle(got: np.ndarray, ref: np.ndarray, label: str, rel_err: float = REL_ERR_MAX) -> None:
+    """Same NaN and infinity positions; on finite values max abs err <= rel_err * max|ref| and cosine >=
+    COSINE_MIN."""
+    g, r = got.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=f"{label}: NaN positions differ")
+    infinite = np.isinf(r)
+    np.testing.assert_array_equal(g[infinite], r[infinite], err_msg=f"{label}: infinities differ")
+    finite = np.isfinite(r)
+    g, r = g[finite], r[finite]
+    if r.size == 0:
+        return
+    scale = np.abs(r).max()
+    err = np.abs(g - r).max()
+    assert err <= rel_err * scale + 1e-30, f"{label}: max abs err {err:.3g} > {rel_err} * {scale:.3g}"
+    norms = np.linalg.norm(g) * np.linalg.norm(r)
+    if norms > 0:
+        cos = float(g @ r / norms)
+        assert cos >= COSINE_MIN, f"{label}: cosine {cos:.9f} < {COSINE_MIN}"
+
+
 class OracleSession:
     """One official-runtime Session (1 thread) resized once, for timing: ``run()`` copies the feeds in
     (an int8 session overwrites its input tensor while running) and runs the session."""

@@ -23,8 +23,7 @@ from mnnlite.format.model_io import load_model, save_model
 from mnnlite.runtime import Interpreter
 
 FIXTURES = model_zoo.FIXTURE_DIR / "ops"
-COSINE_MIN = 0.999999
-REL_ERR_MAX = 1e-4          # max |got - ref| <= REL_ERR_MAX * max |ref|
+COSINE_MIN, REL_ERR_MAX = model_zoo.COSINE_MIN, model_zoo.REL_ERR_MAX
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9}
 
@@ -128,21 +127,7 @@ def assert_close(got: np.ndarray, ref: np.ndarray, label: str) -> None:
         np.testing.assert_array_equal(got, ref, err_msg=label)
         return
     assert got.dtype.kind == "f", f"{label}: dtype {got.dtype}, oracle gives {ref.dtype}"
-    g, r = got.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
-    np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=f"{label}: NaN positions differ")
-    finite = np.isfinite(r)
-    np.testing.assert_array_equal(g[~finite & ~np.isnan(r)], r[~finite & ~np.isnan(r)],
-                                  err_msg=f"{label}: infinities differ")
-    g, r = g[finite], r[finite]
-    if r.size == 0:
-        return
-    scale = np.abs(r).max()
-    err = np.abs(g - r).max()
-    assert err <= REL_ERR_MAX * scale + 1e-30, f"{label}: max abs err {err:.3g} > {REL_ERR_MAX} * {scale:.3g}"
-    norms = np.linalg.norm(g) * np.linalg.norm(r)
-    if norms > 0:
-        cos = float(g @ r / norms)
-        assert cos >= COSINE_MIN, f"{label}: cosine {cos:.9f} < {COSINE_MIN}"
+    model_zoo.assert_close_to_oracle(got, ref, label)
 
 
 def oracle(path: Path, feeds: dict) -> dict:

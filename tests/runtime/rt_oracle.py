@@ -19,8 +19,11 @@ from mnnlite.format.model_io import save_model
 from mnnlite.format.tables import TABLE_CLASSES as T, DataFormat, OpType
 from mnnlite.graph import Model
 
-COSINE_MIN = 0.999999
-REL_ERR_MAX = 1e-4       # max |got - ref| <= REL_ERR_MAX * max |ref|
+# child processes import this module with only tests/runtime on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import model_zoo  # noqa: E402
+
+COSINE_MIN, REL_ERR_MAX = model_zoo.COSINE_MIN, model_zoo.REL_ERR_MAX
 
 
 # ------------------------------------------------------------------------------------ comparing
@@ -39,20 +42,7 @@ def assert_matches(got: dict, ref: dict, where: str = "", rel_err: float = REL_E
             assert_close(g, r, label, rel_err)
 
 
-def assert_close(got: np.ndarray, ref: np.ndarray, label: str, rel_err: float = REL_ERR_MAX) -> None:
-    g, r = got.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
-    nan = np.isnan(r)
-    np.testing.assert_array_equal(np.isnan(g), nan, err_msg=f"{label}: NaN positions differ")
-    g, r = g[~nan], r[~nan]
-    if r.size == 0:
-        return
-    scale = np.abs(r).max()
-    err = np.abs(g - r).max()
-    assert err <= rel_err * scale + 1e-30, f"{label}: max abs err {err:.3g} > {rel_err} * {scale:.3g}"
-    norms = np.linalg.norm(g) * np.linalg.norm(r)
-    if norms > 0:
-        cos = float(g @ r / norms)
-        assert cos >= COSINE_MIN, f"{label}: cosine {cos:.9f} < {COSINE_MIN}"
+assert_close = model_zoo.assert_close_to_oracle
 
 
 # --------------------------------------------------------------------------------- ONNX models
