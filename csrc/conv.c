@@ -317,8 +317,7 @@ static int conv_depthwise_run(int isa, int nthreads, const mnnlite_conv_params *
 
     ptrdiff_t *tap_off = (ptrdiff_t *)malloc(taps * sizeof(ptrdiff_t));
     float *scratch[MNNLITE_MAX_THREADS] = {0};
-    nthreads = nthreads < 1 ? 1 : nthreads > MNNLITE_MAX_THREADS ? MNNLITE_MAX_THREADS : nthreads;
-    nthreads = nthreads > tasks ? tasks : nthreads;
+    nthreads = mnnlite_thread_count(nthreads, tasks);
     int ok = tap_off != NULL;
     for (int t = 0; t < nthreads; t++) {
         ok &= (scratch[t] = mnnlite_alloc(scratch_size)) != NULL;

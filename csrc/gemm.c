@@ -283,7 +283,7 @@ void mnnlite_gemm_packed(const mnnlite_gemm_kernel *kern, int M, int K, const fl
 }
 
 int mnnlite_gemm_work_init(mnnlite_gemm_work *work, const mnnlite_gemm_kernel *kern, int nthreads) {
-    nthreads = nthreads < 1 ? 1 : nthreads > MNNLITE_MAX_THREADS ? MNNLITE_MAX_THREADS : nthreads;
+    nthreads = mnnlite_thread_count(nthreads, 0);
     memset(work, 0, sizeof(*work));
     for (int t = 0; t < nthreads; t++) {
         if (!(work->buf[t] = mnnlite_alloc(mnnlite_gemm_work_size(kern)))) {

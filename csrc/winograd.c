@@ -366,6 +366,14 @@ void mnnlite_winograd_pack_weights(const mnnlite_gemm_kernel *kern, const mnnlit
     }
 }
 
+/* Tiles per block: V and M of a block (alpha2 x channels x tb floats) should stay near L2 size;
+ * a multiple of LANES and of the GEMM's NR where the budget allows. */
+static int tiles_per_block(int nr, int tiles, int alpha2, int channels) {
+    const int budget = (1 << 18) / (alpha2 * channels);
+    int tb = min_int(round_up(tiles, LANES), round_up(budget > LANES ? budget : LANES, nr > LANES ? nr : LANES));
+    return round_up(tb, LANES);
+}
+
 int mnnlite_winograd_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads,
                          const mnnlite_conv_params *p, const float *x, const float *u, const float *bias,
                          float *y) {
@@ -379,18 +387,15 @@ int mnnlite_winograd_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads,
     (void)isa;
     j.g = (wino_geom){p, (p->ow + 3) / 4, 0};
     j.g.tiles = (p->oh + 3) / 4 * j.g.tiles_x;
-    /* Tiles per block: V and M of a block (36 x (c + o) x tb floats) should stay near L2 size. */
-    const int nr = kern->nr, budget = (1 << 18) / (36 * (p->c + p->o));
-    j.tb = min_int(round_up(j.g.tiles, LANES), round_up(budget > LANES ? budget : LANES, nr > LANES ? nr : LANES));
-    j.tb = round_up(j.tb, LANES);
+    const int nr = kern->nr;
+    j.tb = tiles_per_block(nr, j.g.tiles, 36, p->c + p->o);
     j.blocks = (j.g.tiles + j.tb - 1) / j.tb;
     const int tasks = p->n * j.blocks;
     j.x = x, j.y = y, j.bias = bias, j.u = u;
     j.usize = u_stride(kern, p->o, p->c);
 
     float *work[MNNLITE_MAX_THREADS] = {0};
-    nthreads = nthreads < 1 ? 1 : nthreads > MNNLITE_MAX_THREADS ? MNNLITE_MAX_THREADS : nthreads;
-    nthreads = nthreads > tasks ? tasks : nthreads;
+    nthreads = mnnlite_thread_count(nthreads, tasks);
     const size_t work_size = (size_t)36 * (p->c + p->o) * round_up(j.tb, nr);
     int ok = 1;
     for (int t = 0; t < nthreads; t++) ok &= (work[t] = mnnlite_alloc(work_size)) != NULL;
@@ -851,17 +856,15 @@ int mnnlite_winograd_mnn_run(const mnnlite_gemm_kernel *kern, int isa, int nthre
     j.g = (wmnn_geom){p, alpha, unit, (p->ow + unit - 1) / unit, 0, 0};
     j.g.tiles = (p->oh + unit - 1) / unit * j.g.tiles_x;
     j.g.fused_end = p->n * j.g.tiles / MNN_EPACK * MNN_EPACK;
-    const int nr = kern->nr, budget = (1 << 18) / (a2 * (p->c + p->o));
-    j.tb = min_int(round_up(j.g.tiles, LANES), round_up(budget > LANES ? budget : LANES, nr > LANES ? nr : LANES));
-    j.tb = round_up(j.tb, LANES);
+    const int nr = kern->nr;
+    j.tb = tiles_per_block(nr, j.g.tiles, a2, p->c + p->o);
     j.blocks = (j.g.tiles + j.tb - 1) / j.tb;
     const int tasks = p->n * j.blocks;
     j.x = x, j.y = y, j.bias = bias, j.u = u;
     j.ustride = wmnn_stride(kern, p->o, p->c);
 
     float *work[MNNLITE_MAX_THREADS] = {0};
-    nthreads = nthreads < 1 ? 1 : nthreads > MNNLITE_MAX_THREADS ? MNNLITE_MAX_THREADS : nthreads;
-    nthreads = nthreads > tasks ? tasks : nthreads;
+    nthreads = mnnlite_thread_count(nthreads, tasks);
     const size_t work_size = (size_t)a2 * (p->c + p->o) * round_up(j.tb, nr);
     int ok = 1;
     for (int t = 0; t < nthreads; t++) ok &= (work[t] = mnnlite_alloc(work_size)) != NULL;
