@@ -20,7 +20,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-import model_zoo as zoo  # noqa: E402
+import model_zoo as zoo
+from benchlib import write_rows  # noqa: E402
 
 from mnnlite.kernels.threads import set_num_threads  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
@@ -78,9 +79,7 @@ def main(argv=None) -> int:
             print(f"{name:10} {variant:9} {r['ours_int8_ms']:9.2f}ms {r['mnn_int8_ms']:9.2f}ms "
                   f"{r['ours_fp32_ms']:9.2f}ms {r['int8_vs_mnn']:8.2f}x {r['int8_vs_fp32']:8.2f}x", flush=True)
     if args.json:
-        import json
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+        write_rows(args.json, rows)
     return 0
 
 

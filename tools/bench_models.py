@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import model_zoo as zoo
+from benchlib import write_rows
 
 from mnnlite.kernels.threads import set_num_threads
 from mnnlite.runtime import Interpreter
@@ -71,9 +72,7 @@ def main(argv=None) -> int:
         print(f"{name:10} {shape:18} {r['ours_ms']:8.2f}ms {r['mnn_ms']:8.2f}ms {r['ratio']:8.2f}x{flag}",
               flush=True)
     if args.json:
-        import json
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+        write_rows(args.json, rows)
     return 0
 
 

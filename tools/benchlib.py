@@ -25,3 +25,10 @@ def layer_bench_main(doc: str, layers, paths_needing: dict, run, argv=None) -> N
             print("MNN or onnx not installed: no comparison (pip install mnn onnx)")
             with_mnn = False
     run(chosen, paths, with_mnn, args.threads)
+
+
+def write_rows(path, rows) -> None:
+    """Save a model benchmark's rows as JSON (``--json OUT``)."""
+    import json
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2)
