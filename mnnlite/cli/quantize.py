@@ -20,13 +20,16 @@ def add_parser(sub):
     p.add_argument("dst", metavar="DST", help="quantized .mnn to write")
     p.add_argument("config", metavar="CONFIG", help="quantizer JSON config (MNN's keys)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="calibration samples run at once (default: cores, at most 4; same result for any N)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..quant.quantize import quantize
 
-    quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout)
+    quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
+             threads=getattr(args, "threads", None))
     return 0
 
 

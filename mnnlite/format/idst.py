@@ -388,13 +388,26 @@ def encode_sparse(codes, bits: int, zero_codes=None) -> bytes | None:
             + pack_bits(flat[pos] + (1 << (bits - 1)), bits))
 
 
+def _sparse_may_be_smaller(codes, bits: int, zero_codes, dense_size: int) -> bool:
+    """False when even the smallest sparse buffer (one entry per non-zero code, 2-bit steps) would not
+    be strictly smaller than the dense one: typical weights, where trying all seven step widths costs
+    more than the rest of the rewrite."""
+    q = np.asarray(codes)
+    if q.ndim != 2:
+        return True                      # let encode_sparse report the bad shape
+    zero = 0 if zero_codes is None else np.asarray(zero_codes).reshape(-1, 1)
+    hits = int(np.count_nonzero(q != zero))
+    smallest = len(_dims_header(q.shape)) + 5 + (hits * 2 + 7) // 8 + len(_linear_set(bits)) + (hits * bits + 7) // 8
+    return smallest < dense_size
+
+
 def encode(codes, bits: int, *, detect_sparse: bool = True, zero_codes=None) -> tuple[int, bytes]:
     """``(type, buffer)`` as ``IDSTEncoder::encode`` picks it: sparse only when strictly smaller.
 
     The offline quantizer enables sparse detection iff ``bits > 7`` (quantization doc §8.2).
     """
     dense = encode_dense(codes, bits)
-    if detect_sparse:
+    if detect_sparse and _sparse_may_be_smaller(codes, bits, zero_codes, len(dense)):
         sparse = encode_sparse(codes, bits, zero_codes)
         if sparse is not None and len(sparse) < len(dense):
             return SPARSE, sparse

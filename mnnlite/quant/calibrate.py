@@ -486,18 +486,23 @@ def _compute_all(observers) -> list[tuple]:
         return [tuple(r) for r in pool.map(lambda o: o.compute(), observers)]
 
 
-def calibrate_kl(interp, plan: TrackingPlan, samples, clamp: int, log, max_tensors=()) -> dict[int, tuple]:
+def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log, max_tensors=(),
+                 facts=None) -> dict[int, tuple]:
     """Two streamed passes (ranges, then histograms); returns tensor -> (scale, zero) before propagation.
 
     ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
-    intent, doc §14.6).
+    intent, doc §14.6).  ``facts``: the first sample's tensor shapes, which decide the MAX-or-KL rule
+    (samples may finish in any order on several workers).
     """
     from .feature.kl import KLObserver
 
     needed = needed_statistics(plan)
     observers = {t: KLObserver(clamp, threshold="MAX" if t in max_tensors else "auto", layout=_layout(plan, t))
                  for t in plan.tracked if t in needed}
-    _two_passes(interp, observers, samples, log, "CollectFeatureDistribution")
+    for t, obs in observers.items():
+        if facts is not None and t in facts:
+            obs.shape = facts[t].shape
+    _two_passes(workers, observers, samples, log, "CollectFeatureDistribution", parallel=True)
     scales = dict(zip(observers, _compute_all(observers.values())))
     # tensors whose own statistics propagation overwrites: any value will do, MNN's map holds them too
     scales.update({t: (0.0, 0.0) for t in plan.tracked if t not in observers})
@@ -575,30 +580,116 @@ class StreamingADMM:
         return float(np.float32(alpha)), 0
 
 
-def _two_passes(interp, observers: dict, samples, log, progress: str) -> None:
+class Workers:
+    """Interpreters that run calibration samples side by side (the float kernels release the GIL).
+
+    Only statistics that do not depend on the order of the samples may be collected this way (KL's
+    ranges and integer histograms); order-dependent flows (ADMM's float sums, EMA's moving averages)
+    run on ``first`` alone, so every flow gives the same result whatever the worker count.
+    """
+
+    def __init__(self, make, count: int = 1):
+        self.make, self.count = make, max(1, int(count))
+        self._interps = [make()]
+
+    @property
+    def first(self):
+        return self._interps[0]
+
+    def _all(self) -> list:
+        while len(self._interps) < self.count:
+            self._interps.append(self.make())
+        return self._interps
+
+    def stream(self, samples, observe, done=None) -> None:
+        """``interp.run(feeds, observe=observe)`` for every sample; ``done()`` after each one finishes.
+
+        ``observe`` is called from several threads at once when there are several workers.  At most two
+        samples per worker are in flight, so memory stays bounded.
+        """
+        if self.count == 1:
+            for feeds in samples:
+                self.first.run(feeds, observe=observe)
+                if done is not None:
+                    done()
+            return
+        import queue
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        idle = queue.SimpleQueue()
+        for interp in self._all():
+            idle.put(interp)
+
+        def one(feeds):
+            interp = idle.get()
+            try:
+                interp.run(feeds, observe=observe)
+            finally:
+                idle.put(interp)
+        pending = set()
+        with ThreadPoolExecutor(self.count) as pool:
+            try:
+                for feeds in samples:
+                    if len(pending) >= 2 * self.count:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            f.result()
+                            if done is not None:
+                                done()
+                    pending.add(pool.submit(one, feeds))
+                for f in list(pending):
+                    pending.discard(f)
+                    f.result()
+                    if done is not None:
+                        done()
+            finally:
+                for f in pending:
+                    f.cancel()
+
+
+def as_workers(interp) -> Workers:
+    """A ``Workers`` as is; anything else with ``run(feeds, observe=)`` as a single worker."""
+    return interp if isinstance(interp, Workers) else Workers(lambda: interp)
+
+
+def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, parallel: bool) -> None:
     """Stream every sample through the model twice, feeding each tracked tensor to its observer
-    (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line)."""
+    (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line).  ``parallel``:
+    the observers' statistics do not depend on sample order, so samples may run on every worker (each
+    observer is then updated under its own lock)."""
+    import threading
+
+    workers = as_workers(workers)
     total = len(samples)
+    locks = {t: threading.Lock() for t in observers} if parallel and workers.count > 1 else None
+    runner = workers if parallel else Workers(lambda: workers.first)
     for p in range(2):
         for obs in observers.values():
             obs.start_pass(p)
 
         def feed(i, _name, a):
             obs = observers.get(i)
-            if obs is not None:
+            if obs is None:
+                return
+            if locks is None:
                 obs.update(observe_values(a))
-        for count, feeds in enumerate(samples, 1):
-            interp.run(feeds, observe=feed)
-            if p == 1:
-                log.progress(progress, count, total)
+            else:
+                with locks[i]:
+                    obs.update(observe_values(a))
+        count = [0]
+
+        def done():
+            count[0] += 1
+            log.progress(progress, count[0], total)
+        runner.stream(samples, feed, done if p == 1 else None)
         if p == 1:
             log.end_progress()
 
 
-def calibrate_admm(interp, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
+def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
     """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0)."""
     observers = {t: StreamingADMM(clamp) for t in plan.tracked}
-    _two_passes(interp, observers, samples, log, "ProcessCalibrationFiles")
+    _two_passes(workers, observers, samples, log, "ProcessCalibrationFiles", parallel=False)
     scales = {}
     for n, (t, obs) in enumerate(observers.items(), 1):
         scales[t] = obs.compute()
@@ -797,7 +888,20 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
         conv.main.bias = b
         conv.main.quanParameter = None
         conv.main.external = None
-        conv.inputIndexes = [copy_index]
+        # MNN's EMA module runs _Conv(weight, bias, x): weights are inputs, so its CPU backend never uses
+        # Winograd / Strassen for them; impl="mnn" does the same for convs fed their weights
+        common = op.main.common
+        operands = [copy_index]
+        for tag, arr in (("w", conv.main.weight.reshape(int(common.outputCount), -1,
+                                                        int(common.kernelY), int(common.kernelX))),
+                         ("b", np.asarray(b, np.float32).reshape(-1))):
+            t = len(net.tensorName)
+            net.tensorName.append(f"__mnnlite_ema_{tag}_{pos}")
+            new_ops.append(Op(name=f"__mnnlite_ema_{tag}_{pos}", type=OpType.Const, outputIndexes=[t],
+                              main=Blob(dims=list(arr.shape), dataFormat=NCHW, dataType=1,
+                                        float32s=arr.reshape(-1))))
+            operands.append(t)
+        conv.inputIndexes = operands
         private[pos] = copy_index
         new_ops.append(conv)
     net.oplists = new_ops

@@ -40,17 +40,19 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn") -> QuantReport:
+def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
     console lines (or a ``QuantLog``); None is silent.  ``impl``: the float kernels calibration runs with;
     the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
     simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
-    which can move a KL threshold a few bins).  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
+    which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
+    once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
     before anything is written.
     """
     start = time.perf_counter()
+    threads = _thread_count(threads)
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
     src, dst = os.fspath(src), os.fspath(dst)
     qlog.line("model_file", src)
@@ -70,7 +72,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn") -> QuantReport:
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
         dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report)
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
@@ -184,11 +186,27 @@ def _interpreter(model, impl: str):
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report):
+DEFAULT_MAX_THREADS = 4     # more samples in flight mostly add memory: the GIL-bound glue saturates
+
+
+def _thread_count(threads) -> int:
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, DEFAULT_MAX_THREADS))
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+        raise ConfigError(f"threads must be an int in 1..64, got {threads!r}")
+    return threads
+
+
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
     graph = model.graph
     specs = _input_specs(model)
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
-    interp = _interpreter(model, impl)
+    workers = cal.Workers(lambda: _interpreter(model, impl), threads)
+    interp = workers.first
     first = next(iter(samples), None)
     if first is None:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
@@ -197,9 +215,9 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report):
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
     if cfg.feature_quantize_method == "KL":
-        raw = cal.calibrate_kl(interp, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs))
+        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs), facts=facts)
     else:
-        raw = cal.calibrate_admm(interp, plan, samples, fclamp, qlog)
+        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog)
     report.samples = len(samples)
     scales = cal.propagate(raw, plan)
     convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
@@ -295,7 +313,8 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
 
 # ------------------------------------------------------------------------------------------------ EMA
 
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report):
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+    # EMA's moving averages depend on the order of the batches: one worker, whatever ``threads``
     graph = model.graph
     specs = _input_specs(model)
     batch = dataset.batch_size

@@ -180,6 +180,21 @@ def test_ema_matches_doc():
     assert np.abs(x_hat - batches[0]).max() <= s / 2 + 1e-6
 
 
+def test_ema_degenerate_batches_like_mnn():
+    """An all-zero batch has scale 0 and zero point NaN: MNN's fake-quantized values are NaN (downstream
+    layers then see what MNN's do; ppocr_det's SE block after a ReLU that zeroes every channel); a batch
+    whose nudged range overflows (a conv's clamp turned NaN into -FLT_MAX) is left out of the average
+    (MNN's becomes infinite for good)."""
+    x_hat, lo, hi = ema_mod.fake_quantize(np.zeros((1, 6, 1, 1), F))
+    assert np.isnan(x_hat).all() and lo == 0 and hi == 0
+    obs = FEATURE_METHODS["EMA"]()
+    obs.update(np.full(6, -np.finfo(F).max, F))
+    assert obs.range is None
+    obs.update(np.array([-1, 2], F))
+    assert obs.range == (float(ema_mod.fake_quantize(np.array([-1, 2], F))[1]),
+                         float(ema_mod.fake_quantize(np.array([-1, 2], F))[2]))
+
+
 # -------------------------------------------------------------------------------------------- ADMM
 
 def ref_admm(x, clamp=127, iters=300):

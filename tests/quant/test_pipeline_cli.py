@@ -136,6 +136,37 @@ def test_unreadable_images_are_skipped_with_a_warning(case, zoo):
     assert not (tmp / "q2.mnn").exists()
 
 
+@pytest.mark.parametrize("method", ["KL", "ADMM"])
+def test_thread_count_does_not_change_the_output(zoo, tmp_path, method):
+    """Samples run side by side on several interpreters (KL); the bytes must not depend on how many."""
+    name = "ppocr_cls" if method == "KL" else MODEL
+    cfg = dict(calib_config(name), feature_quantize_method=method)
+    src = zoo.model_path(name, "float")
+    for n in (1, 2, 3):
+        quantize(src, tmp_path / f"t{n}.mnn", cfg, threads=n)
+    for n in (2, 3):
+        assert _digest(tmp_path / f"t{n}.mnn") == _digest(tmp_path / "t1.mnn")
+        assert _digest(tmp_path / f"t{n}.mnn.json") == _digest(tmp_path / "t1.mnn.json")
+    proc = _run("-m", "mnnlite", "quantize", "--threads", "2", "--quiet", src, tmp_path / "cli.mnn",
+                _write_cfg(tmp_path, cfg), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert _digest(tmp_path / "cli.mnn") == _digest(tmp_path / "t1.mnn")
+
+
+def _write_cfg(folder, cfg) -> Path:
+    path = folder / "threads-cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("threads", [0, 65, 1.5, True, "2"])
+def test_bad_thread_count_is_a_config_error(case, threads):
+    src, tmp = case
+    with pytest.raises(ConfigError, match="threads"):
+        quantize(src, tmp / "x.mnn", tmp / "cfg.json", threads=threads)
+    assert not (tmp / "x.mnn").exists()
+
+
 def test_python_api_and_module_entry_point(case):
     src, tmp = case
     report = mnnlite.quantize(src, tmp / "api.mnn", calib_config(MODEL))

@@ -9,10 +9,16 @@ which accumulates left to right), so the same histogram gives the same threshold
 ``kl_threshold`` is the one KL search of the package (the quantization pipeline uses ``KLObserver``): it
 screens the 1920 candidates with exact float64 estimates and evaluates only the possible winners in MNN's
 float32 arithmetic, which gives MNN's answer at a fraction of the cost of evaluating every candidate.
+The search, the range and the histogram run in C (``mnnlite.kernels.calib``, GIL released);
+``kl_threshold_ref``, ``range_ref`` and ``histogram_ref`` are their numpy references (same results).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from mnnlite.kernels import calib as _calib
 
 from . import FeatureObserver, QuantParams
 
@@ -58,6 +64,11 @@ def _sequential_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def kl_threshold(hist, target: int = TARGET_BINS) -> int:
+    """MNN's KL threshold bin of a normalised histogram: ``kl_threshold_ref`` in C, same answer."""
+    return _calib.kl_threshold(np.ascontiguousarray(hist, np.float32).reshape(-1), target, KL_EXACT_TOP)
+
+
+def kl_threshold_ref(hist, target: int = TARGET_BINS) -> int:
     """MNN's KL threshold search (``TensorStatistic::_computeThreshold``) on a normalised float32 histogram.
 
     The answer is MNN's: the first candidate of minimal divergence under MNN's float32 arithmetic, a NaN
@@ -196,6 +207,34 @@ def _kl_float32(h: np.ndarray, cand: np.ndarray, tails: np.ndarray, target: int)
     return np.cumsum(terms, axis=1, dtype=np.float32)[:, -1]
 
 
+def range_ref(x: np.ndarray, lo, hi):
+    """(min(lo, min x), max(hi, max x)) as float32, NaNs ignored (all NaN: lo, hi unchanged)."""
+    x = np.asarray(x, np.float32)
+    if x.size == 0:
+        return np.float32(lo), np.float32(hi)
+    mn, mx = x.min(), x.max()                          # NaN only if x holds one: then skip NaNs
+    if np.isnan(mn) or np.isnan(mx):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mn, mx = np.nanmin(x), np.nanmax(x)        # all NaN: NaN, which min/max below ignore
+    return min(np.float32(lo), np.float32(mn)), max(np.float32(hi), np.float32(mx))
+
+
+def histogram_ref(x: np.ndarray, interval, bins: int = BINS) -> np.ndarray:
+    """Counts of |x| > 1e-6 in bins min(int(|x| * interval), bins - 1), float32 arithmetic.
+
+    NaN is not counted; a NaN product (inf * 0, when the range is infinite) goes to the last bin.
+    """
+    ax = np.abs(np.asarray(x, np.float32)).reshape(-1)
+    # |x| <= 1e-6 and NaN go to an extra bin that is dropped (cheaper than compressing with a mask)
+    skip = ~(ax > SKIP_BELOW)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ax *= np.float32(interval)
+    np.fmin(ax, np.float32(bins - 1), out=ax)
+    ax[skip] = bins
+    return np.bincount(ax.astype(np.intp), minlength=bins + 1)[:bins]
+
+
 class KLObserver(FeatureObserver):
     """KL (or MAX) threshold over a 2048-bin |x| histogram.
 
@@ -224,24 +263,13 @@ class KLObserver(FeatureObserver):
         if x.size == 0:
             return
         if self.pass_index == 0:
-            lo, hi = x.min(), x.max()                      # NaN only if x holds one: then skip NaNs
-            if np.isnan(lo) or np.isnan(hi):
-                lo, hi = np.nanmin(x), np.nanmax(x)        # all NaN: NaN, which min/max below ignore
-            self.lo = min(self.lo, np.float32(lo))
-            self.hi = max(self.hi, np.float32(hi))
+            self.lo, self.hi = _calib.value_range(x, self.lo, self.hi)      # range_ref in C
             self.seen = True
             return
         interval = self._interval()
         if interval is None:
             return
-        # bin = min(int(|x| * interval), bins - 1); |x| <= 1e-6 and NaN go to an extra bin that is dropped
-        # (cheaper than compressing the array with a boolean mask)
-        ax = np.abs(x).reshape(-1)
-        skip = ~(ax > SKIP_BELOW)
-        ax *= interval
-        np.minimum(ax, np.float32(self.bins - 1), out=ax)
-        ax[skip] = self.bins
-        self.counts += np.bincount(ax.astype(np.intp), minlength=self.bins + 1)[:self.bins]
+        _calib.histogram(x, interval, self.counts)                         # histogram_ref in C
 
     def _max_abs(self) -> np.float32:
         return max(abs(self.hi), abs(self.lo))
