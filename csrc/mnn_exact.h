@@ -15,6 +15,12 @@
 void mnnx_packed_matmul(int isa, const float *a, const float *w, const float *bias, float *y,
                         int K, int E, int O, float lo, float hi);
 
+/* The same product as Convolution1x1Strassen computes it with one thread: StrassenMatrixComputor
+ * with recursion depth at most ``max_depth`` (a, w, y as for mnnx_packed_matmul).  Returns 0, or -1
+ * when out of memory. */
+int mnnx_strassen_matmul(int isa, const float *a, const float *w, const float *bias, float *y,
+                         int K, int E, int O, int max_depth, float lo, float hi);
+
 /* y = 1 / (1 + exp(-x)) with MNNExp's polynomial: the first ``n8`` * 8 elements through the AVX2
  * path (_AVX_MNNExpC8FMA), the rest through the scalar tail of MNNExp. */
 void mnnx_sigmoid(int isa, const float *x, float *y, size_t n, size_t n8);
@@ -22,5 +28,16 @@ void mnnx_sigmoid(int isa, const float *x, float *y, size_t n, size_t n8);
 /* y[c] = x[c][0] / hw + x[c][1] / hw + ... (each a product with 1.0f / hw, summed in order):
  * CPUPool's global average. */
 void mnnx_global_avg(const float *x, float *y, int channels, int hw);
+
+/* MNNNorm on x86 with AVX2 (_AVX_MNNNorm): one LayerNorm row of ``size`` values; gamma/beta used only
+ * when both are given; ``rms`` skips the mean. */
+void mnnx_norm(const float *src, float *dst, const float *gamma, const float *beta, float eps,
+               size_t size, int rms);
+
+/* Softmax over each row of ``rows`` x ``C`` values as MNN's x86 CPUSoftmax / _AVX_MNNSoftmax does it. */
+void mnnx_softmax_rows(int isa, const float *x, float *y, size_t rows, size_t C);
+
+/* MNNExp with offsets {1, 0, 0, 0}: y = exp(x), n / 8 * 8 values 8-wide, the rest by the scalar tail. */
+void mnnx_exp(int isa, const float *x, float *y, size_t n);
 
 #endif

@@ -58,7 +58,8 @@ def relu6(call):
     p = call.params
     lo, hi = (p.minValue, p.maxValue) if p is not None else (0.0, 6.0)
     x = call.inputs[0]
-    return [np.minimum(np.maximum(x, x.dtype.type(lo)), x.dtype.type(hi))]
+    y = np.maximum(x, x.dtype.type(lo))
+    return [np.minimum(y, x.dtype.type(hi), out=y)]
 
 
 @register(OpType.PReLU)

@@ -261,6 +261,8 @@ def plan_convolution(op, impl: str):
 
     def run(call):
         x = call.inputs[0]
+        if len(call.inputs) > 1 and impl == "mnn" and x.ndim == 4 and call.formats[0] != NHWC:
+            return _mnn_multi_input_conv(call)
         if len(call.inputs) > 1 or x.ndim != 4 or call.formats[0] == NHWC:
             return convolution(call)
         entry = by_shape.get(x.shape)
@@ -277,8 +279,9 @@ def plan_convolution(op, impl: str):
 def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
     """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
     convs by Winograd ("winograd_mnn"; MNN picks Winograd for them when it is cheaper, which holds for
-    the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d), depthwise ones by the
-    fast kernel (measured bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
+    the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d; 1x1 ones through
+    Convolution1x1Strassen's Strassen split when it pays), depthwise ones by the fast kernel (measured
+    bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
     from ..kernels.conv import Conv2d
     if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
@@ -287,6 +290,27 @@ def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
     from ..kernels import mnn_exact
     w, b = _f32(w), None if b is None else _f32(b)
     return lambda x: mnn_exact.conv2d(x, w, b, stride, pad, dilation, act)
+
+
+def _mnn_multi_input_conv(call):
+    """impl="mnn", weights (and bias) fed as inputs, as in MNN's EMA simulation (NN.cpp's ``_Conv(weight,
+    bias, x)``): MNN never uses Winograd or Strassen here.  A dense conv runs
+    ConvolutionTiledExecutorMultiInput (DenseConvolutionTiledExecutor.cpp: weights swapped to [o][k][ic],
+    then DenseConvolutionTiledImpl, im2col + MNNPackedMatMul = mnn_exact.conv2d), a depthwise one
+    CPUConvolutionDepthwise::MultiInputFloatExecution (the generic depthwise kernel; the fast kernel gives
+    its bits)."""
+    w, b = _weights(call, deconv=False)
+    x = call.inputs[0]
+    groups = _groups(call, x, w, deconv=False)
+    x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
+    act = _activation(call.params.common)
+    if groups == 1:
+        from ..kernels import mnn_exact
+        y = mnn_exact.conv2d(_f32(x), w, b, stride, pad, dilation, act, strassen=False)
+    else:
+        from ..kernels.conv import conv2d
+        y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+    return [from_nchw(y, call.formats[0])]
 
 
 def _output_shape(call, h: int, w: int, kh: int, kw: int):
@@ -438,6 +462,8 @@ def plan_pooling(op, impl: str):
     Pool3D global pool a 2-D one); every other pool takes the generic kernel."""
     generic = pooling if op.type == OpType.Pooling else pooling3d
     p = op.main
+    if impl == "mnn" and op.type == OpType.Pooling and p is not None and not p.isGlobal and p.type == _AVEPOOL:
+        return _mnn_avg_pool
     if impl != "mnn" or p is None or not p.isGlobal or p.type != _AVEPOOL:
         return generic
     from ..kernels import mnn_exact
@@ -449,6 +475,32 @@ def plan_pooling(op, impl: str):
         return [mnn_exact.global_avg_pool(x)]
 
     return run
+
+
+def _mnn_avg_pool(call):
+    """impl="mnn", a 2-D average pool as CPUPool.hpp's poolingAvg computes it: windows that touch the
+    padding (poolingAvgPad) sum their taps, then multiply by 1/count (pool2d); windows inside the input
+    (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
+    if len(call.op.outputIndexes) > 1 or call.inputs[0].dtype != _F32:
+        return pooling(call)
+    x = _image(call)
+    k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
+    y = pool2d(x, _AVEPOOL, k, s, pad, out, count)
+    inside = []
+    for n_in, kk, ss, pp, n_out in zip(x.shape[2:], k, s, pad, out):
+        idx = [o for o in range(n_out) if o * ss - pp >= 0 and o * ss - pp + kk <= n_in]
+        inside.append((idx[0], idx[-1] + 1) if idx else None)
+    if inside[0] is not None and inside[1] is not None:
+        (r0, r1), (c0, c1) = inside
+        sub = x[:, :, r0 * s[0] - pad[0]:, c0 * s[1] - pad[1]:]
+        inv = _F32(1) / _F32(k[0] * k[1])
+        acc = None
+        for tap in _taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
+            term = tap * inv
+            acc = term if acc is None else acc + term
+        y = np.array(y, _F32, copy=True)
+        y[:, :, r0:r1, c0:c1] = acc
+    return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
 
 
 def _pool3d_size(pad_type: int, n_in: int, k: int, s: int, pad: int) -> int:
@@ -531,6 +583,48 @@ def softmax(call):
     axis = call.params.axis if call.params is not None else 0
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return [(e / e.sum(axis=axis, keepdims=True, dtype=_F32)).astype(_F32, copy=False)]
+
+
+@register_plan(OpType.Softmax)
+def plan_softmax(op, impl: str):
+    """impl="mnn": CPUSoftmax's x86 rounding: rows made contiguous (the axis moved innermost, as MNN
+    transposes) through mnn_exact.softmax_rows, or, when the inner size exceeds 8 with fewer than 8
+    channels, MNN's strided branch (_mnn_softmax_strided)."""
+    if impl != "mnn":
+        return softmax
+    try:
+        from ..kernels import mnn_exact
+    except ImportError:
+        return softmax
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32 or x.ndim == 0:
+            return softmax(call)
+        axis = call.params.axis if call.params is not None else 0
+        axis = axis + x.ndim if axis < 0 else axis
+        if not 0 <= axis < x.ndim:
+            return softmax(call)
+        channel, inside = x.shape[axis], int(np.prod(x.shape[axis + 1:]))
+        if inside > 8 and channel < 8:
+            return [_mnn_softmax_strided(x, axis, channel, inside, mnn_exact)]
+        xt = np.moveaxis(x, axis, -1)
+        y = mnn_exact.softmax_rows(xt.reshape(-1, channel)).reshape(xt.shape)
+        return [np.ascontiguousarray(np.moveaxis(y, -1, axis))]
+    return run
+
+
+def _mnn_softmax_strided(x, axis, channel, inside, mnn_exact):
+    """CPUSoftmax::_softmaxCommon's branch for inside > pack > channel (float): per outer index, one
+    MNNExp over the whole [channel, inside] block, the channel sum added in order, its reciprocal, then
+    a multiply.  MNN writes x - max to the output and then exponentiates the *input* (its source pointer
+    is the input there), so the max is never subtracted (beyond |x| 87 MNNExp saturates)."""
+    x3 = np.ascontiguousarray(x, _F32).reshape(-1, channel, inside)
+    e = np.stack([mnn_exact.exp(row) for row in x3.reshape(x3.shape[0], -1)]).reshape(x3.shape)
+    s = e[:, 0].copy()
+    for z in range(1, channel):
+        s = s + e[:, z]
+    return (e * (_F32(1) / s)[:, None]).reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------------- Interp (resize)

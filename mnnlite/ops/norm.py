@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..format.tables import DataFormat, OpType
 from .nn import from_nchw, pool2d, to_nchw
-from .registry import register
+from .registry import register, register_plan
 
 _F32 = np.float32
 
@@ -64,10 +64,10 @@ def _packed_layer_norm(call):
 
 
 @register(OpType.LayerNorm)
-def layer_norm(call):
+def layer_norm(call, norm=normalize_rows):
     """CPULayerNorm.cpp: with ``group`` > 1, [N, rest] splits into N*group rows; otherwise the last
     len(axis) dims (after GeometryLayernorm's permutation) form one row.  No axis list normalizes
-    single elements (the output is beta)."""
+    single elements (the output is beta).  ``norm`` normalizes the rows (normalize_rows' signature)."""
     p = call.params
     if call.op.defaultDimentionFormat == DataFormat.NC4HW4:
         return _packed_layer_norm(call)
@@ -84,10 +84,26 @@ def layer_norm(call):
         rows = int(np.prod(xt.shape[:rank - len(axes)]))
     x2 = xt.reshape(rows, -1) if xt.size else xt.reshape(rows, 0)
     gamma, beta = _gamma_beta(p, x2.shape[1], call)
-    y = normalize_rows(x2, p.epsilon, bool(p.useRMSNorm), gamma, beta).reshape(xt.shape)
+    y = norm(x2, p.epsilon, bool(p.useRMSNorm), gamma, beta).reshape(xt.shape)
     if order is not None:
         y = y.transpose(np.argsort(order))
     return [np.ascontiguousarray(y)]
+
+
+@register_plan(OpType.LayerNorm)
+def plan_layer_norm(op, impl: str):
+    """impl="mnn": the rows of an unpacked float LayerNorm through MNN's x86 MNNNorm
+    (mnn_exact.norm_rows: its summation order and (x - mean) * gamma * (1 / sqrt(var + eps)))."""
+    if impl != "mnn":
+        return layer_norm
+    try:
+        from ..kernels import mnn_exact
+    except ImportError:
+        return layer_norm
+
+    def run(call):
+        return layer_norm(call, norm=mnn_exact.norm_rows)
+    return run
 
 
 @register(OpType.GroupNorm)

@@ -55,6 +55,12 @@ CONV_CASES = {
     "3x3s2_first_conv": (3, 16, 3, 2, 1, "relu6", 1, 33, 31),    # ppocr_det's stem, odd sizes
     "3x3s2_batch2": (6, 10, 3, 2, 1, None, 2, 9, 11),           # the batch's planes tiled as one
     "5x5s2_k7": (7, 5, 5, 2, 2, None, 1, 13, 10),
+    # Convolution1x1Strassen splits large products (StrassenMatrixComputor): ppocr_rec's 480x480 on 6x80,
+    # then leftover rows (O = 490: 2 x 240 + 10) and columns (E = 511: 2 x 240 + 31) with ReLU
+    "1x1_strassen_480": (480, 480, 1, 1, 0, None, 1, 6, 80),
+    "1x1_strassen_remainders": (480, 490, 1, 1, 0, "relu", 1, 7, 73),
+    # K above 32768 / (24 + 4): _generateBasicMatMul's K chunks (1168 + 32), bias and clamp at the end
+    "1x1_k_chunks": (1200, 16, 1, 1, 0, "relu6", 1, 5, 6),
 }
 
 
@@ -90,6 +96,95 @@ def test_global_average_pool_is_bit_exact_with_mnn(tmp_path):
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
+def test_strassen_matmul_splits_only_large_products():
+    """Where StrassenMatrixComputor does not split, strassen_matmul is packed_matmul's bits; where it does
+    (the bits differ from the plain product's), it stays within float rounding of the product."""
+    from mnnlite.kernels import mnn_exact
+
+    a, w, b = randn(64, 50), randn(12, 64), randn(12)
+    np.testing.assert_array_equal(mnn_exact.strassen_matmul(a, w, b, 1), mnn_exact.packed_matmul(a, w, b, 1))
+    a, w, b = randn(480, 480), randn(480, 480) * 0.05, randn(480)
+    split, plain = mnn_exact.strassen_matmul(a, w, b), mnn_exact.packed_matmul(a, w, b)
+    assert not np.array_equal(split, plain)
+    exact = (w.astype(np.float64) @ a.astype(np.float64) + b[:, None]).astype(np.float32)
+    np.testing.assert_allclose(split, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+
+
+def _weights_as_inputs_model(c, o, k, group):
+    """A conv whose weights and bias are graph inputs: MNN runs ConvolutionTiledExecutorMultiInput /
+    the multi-input depthwise kernel (the EMA calibration's convs), never Winograd or Strassen."""
+    from onnx import helper
+
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
+    return onnx_graph([node], [("x", [1, c, None, None], "FLOAT"), ("w", [o, c // group, k, k], "FLOAT"),
+                               ("b", [o], "FLOAT")], ["y"])
+
+
+@pytest.mark.parametrize("c, o, k, group, hw", [(16, 24, 3, 1, (20, 30)), (480, 480, 1, 1, (6, 80)),
+                                                (24, 24, 3, 24, (13, 17))],
+                         ids=["3x3_dense", "1x1_large", "3x3_depthwise"])
+def test_conv_with_weights_as_inputs_is_bit_exact_with_mnn(tmp_path, c, o, k, group, hw):
+    path = convert(_weights_as_inputs_model(c, o, k, group), tmp_path / "conv_inputs.mnn")
+    feeds = {"x": randn(1, c, *hw) * 2, "w": randn(o, c // group, k, k) * 0.2, "b": randn(o)}
+    got, want = Interpreter(path, impl="mnn").run(feeds), oracle(path, feeds)
+    np.testing.assert_array_equal(got["y"], want["y"])
+
+
+@pytest.mark.parametrize("kernel, stride, pads, include", [((3, 2), (3, 2), (0, 0, 0, 0), 0),
+                                                           ((3, 3), (2, 2), (1, 1, 1, 1), 0),
+                                                           ((3, 3), (2, 2), (1, 1, 1, 1), 1),
+                                                           ((2, 2), (1, 1), (0, 1, 0, 1), 0)],
+                         ids=["ppocr_rec", "pad_exclude", "pad_include", "right_pad"])
+def test_average_pool_is_bit_exact_with_mnn(tmp_path, kernel, stride, pads, include):
+    """CPUPool's poolingAvg: windows inside the input add each tap times 1/count, windows on the padding
+    sum the taps and then multiply."""
+    from onnx import helper
+
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=list(kernel), strides=list(stride),
+                            pads=list(pads), count_include_pad=include)
+    path = convert(onnx_graph([node], [("x", [None, 11, None, None], "FLOAT")], ["y"]), tmp_path / "avg.mnn")
+    x = randn(1, 11, 9, 20) * 3 + 1
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 120), (3, 37), (2, 5, 8)], ids=str)
+def test_layer_norm_is_bit_exact_with_mnn(tmp_path, shape):
+    """MNNNorm's 8-lane sums with a scalar tail, and (x - mean) * gamma * (1 / sqrt(var + eps)) + beta."""
+    from onnx import helper
+
+    n = shape[-1]
+    node = helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-6)
+    path = convert(onnx_graph([node], [("x", [None] * len(shape), "FLOAT")], ["y"],
+                              {"g": randn(n) * 0.5 + 1, "b": randn(n) * 0.1}, opset=17), tmp_path / "ln.mnn")
+    x = randn(*shape) * 4 + 2
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])
+
+
+@pytest.mark.parametrize("shape, axis", [((320, 40), -1), ((5, 13), 1), ((2, 12, 3, 5), 1), ((4, 9, 6), 0)],
+                         ids=["rows40", "tail", "inner_axis", "outer_axis"])
+def test_softmax_is_bit_exact_with_mnn(tmp_path, shape, axis):
+    """_AVX_MNNSoftmax: MNNExp's 8-wide polynomial on whole groups, libm expf on the tail, sums in order."""
+    from onnx import helper
+
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=axis)
+    path = convert(onnx_graph([node], [("x", [None] * len(shape), "FLOAT")], ["y"]), tmp_path / "softmax.mnn")
+    x = randn(*shape) * 5
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])
+
+
+def test_ppocr_rec_is_bit_exact_with_mnn():
+    """Strassen 1x1 convs, average pool, LayerNorm and Softmax rounding like MNN: PP-OCR rec gives MNN's
+    bits, tensor for tensor (the KL scales then equal the oracle quantizer's)."""
+    path = zoo.model_path("ppocr_rec")
+    feeds = zoo_feeds("ppocr_rec", 0)
+    got, want = Interpreter(path, impl="mnn").run(feeds), zoo.run_oracle(path, feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"ppocr_rec {name}")
+
+
 @pytest.mark.parametrize("size", [0, 1])
 def test_ppocr_det_is_bit_exact_with_mnn(size):
     """The issue's case: with impl="fast" the sigmoid map is 1e-3 * max away (Winograd noise on
@@ -122,8 +217,13 @@ def test_portable_path_gives_the_fma_path_bits():
 
     a, w, b, x = randn(37, 49) * 3, randn(11, 37), randn(11), randn(3, 5, 67) * 12
 
+    big_a, big_w, big_b = randn(480, 500), randn(490, 480) * 0.05, randn(490)
+    rows, gamma, beta = randn(7, 45) * 4, randn(45), randn(45)
+
     def run():
-        return mnn_exact.packed_matmul(a, w, b, act=1), mnn_exact.sigmoid(x)
+        return (mnn_exact.packed_matmul(a, w, b, act=1), mnn_exact.sigmoid(x),
+                mnn_exact.strassen_matmul(big_a, big_w, big_b, act=1), mnn_exact.softmax_rows(rows),
+                mnn_exact.norm_rows(rows, 1e-5, False, gamma, beta), mnn_exact.exp(rows))
 
     simd = run()
     cpu.set_limit([])

@@ -35,16 +35,22 @@ def fake_quantize(x: np.ndarray, clamp: int = 127):
 
     Returns ``(x_hat, nudged_min, nudged_max)``: ``x_hat = s * (clamp(round(x / s + z)) - z)`` is what
     feeds the next layer during EMA calibration; the nudged range is what the moving average sees.
+
+    An all-zero batch has ``s = 0`` and ``z = round(0 / 0)`` = NaN, so MNN's ``x_hat`` is NaN everywhere, and
+    the next layers compute on it as MNN's kernels do (a conv's max/min clamp turns NaN into -FLT_MAX, a
+    ReLU6 the -inf that follows into 0): that is what downstream layers see in MNN, so it is reproduced.
+    Its nudged range (NaN in MNN, which then poisons that tensor's average) is reported as (0, 0).
     """
     x = np.asarray(x, np.float32)
-    s, z = scale_zero(x.min(), x.max(), clamp)
     c = np.float32(clamp)
-    nudged_min = np.minimum(np.float32(0), (-c - z) * s)
-    nudged_max = np.maximum(np.float32(0), (c - z) * s)
-    if s == 0:                                     # all-zero batch: MNN would produce NaN
-        return np.zeros_like(x), np.float32(0), np.float32(0)
-    q = np.clip(roundf(x / s + z), -c, c)
-    return (s * (q - z)).astype(np.float32), nudged_min, nudged_max
+    with np.errstate(over="ignore", invalid="ignore"):
+        s, z = scale_zero(x.min(), x.max(), clamp)
+        nudged_min = np.minimum(np.float32(0), (-c - z) * s)
+        nudged_max = np.maximum(np.float32(0), (c - z) * s)
+        if s == 0:                                 # all-zero batch: MNN's x_hat is 0 * (q - NaN)
+            return np.full_like(x, np.nan), np.float32(0), np.float32(0)
+        q = np.clip(roundf(x / s + z), -c, c)
+        return (s * (q - z)).astype(np.float32), nudged_min, nudged_max
 
 
 class EMAObserver(FeatureObserver):
@@ -63,6 +69,10 @@ class EMAObserver(FeatureObserver):
         if x.size == 0:
             return
         _, lo, hi = fake_quantize(x, self.clamp)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            # a batch with NaN (after an all-zero batch upstream) or an overflowing range: MNN's average
+            # becomes NaN or infinite for good; we keep the average of the usable batches
+            return
         if self.lo is None:
             self.lo, self.hi = lo, hi
             return
