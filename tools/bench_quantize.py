@@ -5,6 +5,7 @@
     python tools/bench_quantize.py --models cnn ppocr_cls --methods KL --repeat 3
     python tools/bench_quantize.py --json bench.json
     python tools/bench_quantize.py --images 200 --methods KL   # many samples: the forward passes dominate
+    python tools/bench_quantize.py --threads 1 --methods KL    # mnnlite on one core, like quantized.out
 
 Both tools run as child processes on the same float model, config and calibration images (every image of
 the zoo folder, so both pick the same files); each child's wall time is measured around it and its peak
@@ -65,12 +66,16 @@ def make_images(zoo, name: str, count: int, work: Path) -> Path:
     return folder
 
 
-def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0) -> dict:
+def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0, threads: int = 0) -> dict:
     src = str(zoo.model_path(name, "float"))
     cfg_path = work / f"{name}.{method}.json"
     folder = make_images(zoo, name, images, work) if images else None
     cfg_path.write_text(json.dumps(config(zoo, name, method, folder)))
     ours_cmd = [sys.executable, str(REPO / "tools" / "quantized.py"), src, str(work / "ours.mnn"), str(cfg_path)]
+    if threads:
+        ours_cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "from mnnlite.cli.main import main; sys.exit(main(sys.argv[2:]))", str(REPO),
+                    "quantize", "--quiet", "--threads", str(threads), src, str(work / "ours.mnn"), str(cfg_path)]
     oracle_cmd = [sys.executable, "-c", "import sys, _tools; _tools.mnnquant(sys.argv[1:])", "quantized.out",
                   src, str(work / "oracle.mnn"), str(cfg_path)]
     row = {"model": name, "method": method, "images": images or len(os.listdir(zoo.calibration_dir(name)))}
@@ -104,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the median time is kept")
     ap.add_argument("--images", type=int, default=0,
                     help="calibrate on this many generated images instead of the zoo's 12")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="mnnlite's calibration threads (default: its own choice, the cores up to 4); "
+                         "quantized.out always runs one")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
     import model_zoo as zoo
@@ -114,7 +122,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
         for name in args.models:
             for method in args.methods:
-                row = bench_one(zoo, name, method, args.repeat, Path(tmp), args.images)
+                row = bench_one(zoo, name, method, args.repeat, Path(tmp), args.images, args.threads)
                 rows.append(row)
                 speed = f"{row['speedup']:.2f}x" if "speedup" in row else "-"
                 memory = f"{row['memory_ratio']:.2f}x" if "memory_ratio" in row else "-"

@@ -218,7 +218,10 @@ def bilinear_rgba(rgba: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarra
     xf, yf = x - x0.astype(f32), y - y0.astype(f32)
     one = f32(1)
     weights = ((one - xf) * (one - yf), xf * (one - yf), yf * (one - xf), xf * yf)
-    corners = (rgba[y0, x0], rgba[y0, x1], rgba[y1, x0], rgba[y1, x1])
+    # one uint32 per RGBA pixel: a flat take per corner (2-D fancy indexing of [H, W, 4] is ~10x slower)
+    pixels = np.ascontiguousarray(rgba, np.uint8).view(np.uint32).reshape(-1)
+    corners = [np.take(pixels, yy * w + xx).view(np.uint8).reshape(x.shape + (4,))
+               for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
     v = weights[0][..., None] * corners[0].astype(f32)
     for wt, c in zip(weights[1:], corners[1:]):
         v = v + wt[..., None] * c.astype(f32)

@@ -37,6 +37,8 @@ DEVIATIONS = (
     "KL: `threshold='MAX'` exists so model inputs can use the MAX threshold MNN intends for them; MNN's "
     "lookup fails and they get KL (doc §14.6).  The caller decides per tensor.",
     "feature_clamp_value 0 is rejected by the config (MNN divides by zero, doc §14.20).",
+    "EMA: an all-zero batch is fed on as NaN like MNN's, but stays out of the moving average (MNN's average "
+    "becomes NaN and it writes NaN/inf scales).",
 )
 
 
