@@ -34,6 +34,7 @@ from .ops.const import numpy_dtype
 from .ops.registry import OpCall
 
 _SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
+_NCHW = DataFormat.NCHW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +189,12 @@ class _Step:
     free: tuple = ()
     const: list | None = None      # precomputed (array, layout) of Const / TrainableParam ops
     is_input: bool = False         # an Input op: its value is bound by run()
+    # What _Program.run's per-op path needs, fixed when the program is built (_Program.__init__):
+    # ("const" | "input" | "call", output index of a single-output op or None, its output name, ...).
+    kind: str = "call"
+    single: int | None = None
+    single_name: str | None = None
+    in0: int | None = None         # the input of a single-input op
 
 
 class _Program:
@@ -198,9 +205,16 @@ class _Program:
         self.where = interpreter.source + (f" subgraph {name!r}" if name else "")
         self.describes = {int(d.index): d for d in graph.describe}
         self.context = _Context(interpreter, self)
+        self.kernel_impl = interpreter.kernel_impl
         self.steps = [self._step(op) for op in graph.ops]
         self.produced = {i for step in self.steps for i in step.outputs}
         self._plan_frees()
+        for step in self.steps:
+            step.kind = "const" if step.const is not None else "input" if step.is_input else "call"
+            if len(step.outputs) == 1:
+                step.single, step.single_name = step.outputs[0], step.output_names[0]
+            if len(step.inputs) == 1:
+                step.in0 = step.inputs[0]
 
     def _step(self, op) -> _Step:
         # The node's own kernel (registry planners: parameters read, conv weights packed once).
@@ -233,41 +247,64 @@ class _Program:
             step.free = tuple(frees.get(pos, ()))
 
     def run(self, bound: dict, keep_all: bool, observe) -> dict:
-        env = dict(bound)
+        # The per-op loop is the interpreter's overhead on small models (a few us per op against
+        # kernels of similar cost), so everything that does not depend on the data is fixed in the
+        # steps, and the single-output case, nearly every op, skips the generic lists.
+        env = {i: (a, f if type(f) is DataFormat else DataFormat(f)) for i, (a, f) in bound.items()}
         names = self.graph.tensors
         if observe is not None:     # values bound without an Input op are seen here, the others below
             for i, (a, _) in bound.items():
                 if i not in self.produced:
                     observe(i, names[i], a)
-        call = self._call
+        call_op = self._call_op
         for step in self.steps:
-            if step.const is not None:
+            kind = step.kind
+            if kind == "call":
+                try:
+                    if step.in0 is not None:       # one input: no comprehensions
+                        a, f = env[step.in0]
+                        arrays, formats = [a], [f]
+                    else:
+                        inputs = [env[i] for i in step.inputs]
+                        arrays, formats = [a for a, _ in inputs], [f for _, f in inputs]
+                except KeyError:
+                    self._missing_input(step, env)
+                results = call_op(step, arrays, formats)
+            elif kind == "const":
                 results = step.const
-            elif step.is_input:
+            else:
                 if step.outputs[0] not in env:
                     raise ShapeError(f"{self.where}: input {step.output_names[0]!r} is not bound")
-                results = call(step, [env[step.outputs[0]]])
-            else:
-                try:
-                    inputs = [env[i] for i in step.inputs]
-                except KeyError:
-                    missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
-                    raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
-                                     f"which no earlier op produced") from None
-                results = call(step, inputs)
-            for i, value in zip(step.outputs, results):
-                env[i] = value
+                results = self._call(step, [env[step.outputs[0]]])
+            i = step.single
+            if i is not None:
+                value = env[i] = results[0]
                 if observe is not None:
-                    observe(i, names[i], value[0])
+                    observe(i, step.single_name, value[0])
+            else:
+                for i, value in zip(step.outputs, results):
+                    env[i] = value
+                    if observe is not None:
+                        observe(i, names[i], value[0])
             if not keep_all:
                 for i in step.free:
                     env.pop(i, None)
         return env
 
+    def _missing_input(self, step: _Step, env: dict):
+        missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
+        raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
+                         f"which no earlier op produced") from None
+
     def _call(self, step: _Step, inputs: list) -> list:
-        """Run one kernel; returns [(array, layout)] for the op's outputs."""
-        formats = [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs]
-        call = OpCall(step.op, [a for a, _ in inputs], formats, self.interpreter.kernel_impl, self.context, None,
+        """Run one kernel; returns [(array, layout)] for the op's outputs.  ``inputs`` are (array,
+        layout) pairs; a layout may be a plain int (callers outside ``run``)."""
+        return self._call_op(step, [a for a, _ in inputs],
+                             [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs])
+
+    def _call_op(self, step: _Step, arrays: list, formats: list) -> list:
+        """``_call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
+        call = OpCall(step.op, arrays, formats, self.kernel_impl, self.context, None,
                       step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)
@@ -277,21 +314,26 @@ class _Program:
             raise UnsupportedOpError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
         except (ValueError, IndexError, ZeroDivisionError) as exc:
             raise ShapeError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
+        if step.single is not None and arrays:     # most ops: the steps below, without the lists
+            a = arrays[0]
+            if type(a) is not np.ndarray or a.dtype not in _KEPT_DTYPES:
+                a = _normalize(a)
+            if a.size == 0:
+                self._check_outputs(step, call, [a])
+            out = call.out_formats
+            if out:
+                f = out[0]
+                return [(a, f if type(f) is DataFormat else DataFormat(f))]
+            return [(a, formats[0] if formats else _NCHW)]
         n = len(step.outputs)
         if len(arrays) < n:
             raise ShapeError(f"{self.where}: {self._describe(step, call)} gave {len(arrays)} outputs "
                              f"for {n} output tensors")
-        if n == 1:      # most ops: the same steps as below, without the lists
-            a = _normalize(arrays[0])
-            if a.size == 0:
-                self._check_outputs(step, call, [a])
-            out = call.out_formats
-            return [(a, out[0] if out else formats[0] if formats else DataFormat.NCHW)]
         if call.out_formats:
-            formats = list(call.out_formats)
+            formats = [f if type(f) is DataFormat else DataFormat(f) for f in call.out_formats]
             formats += [formats[-1]] * (n - len(formats))
         else:
-            formats = [call.formats[0] if call.formats else DataFormat.NCHW] * n
+            formats = [call.formats[0] if call.formats else _NCHW] * n
         arrays = [_normalize(a) for a in arrays[:n]]
         if any(a.size == 0 for a in arrays):
             self._check_outputs(step, call, arrays)

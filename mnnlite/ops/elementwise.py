@@ -18,6 +18,10 @@ from .nn import channel_axis
 from .registry import register, register_plan
 
 _F32, _I32 = np.float32, np.int32
+try:                                        # the clip ufunc itself, without np.clip's Python wrapper
+    from numpy._core.umath import clip as _clip
+except ImportError:                         # numpy < 2
+    from numpy.core.umath import clip as _clip
 _FLT_MAX = np.finfo(_F32).max
 
 
@@ -60,6 +64,24 @@ def relu6(call):
     x = call.inputs[0]
     y = np.maximum(x, x.dtype.type(lo))
     return [np.minimum(y, x.dtype.type(hi), out=y)]
+
+
+@register_plan(OpType.ReLU6)
+def plan_relu6(op, impl: str):
+    """relu6 with the bounds of a float32 input converted once (SE blocks run it on tiny tensors,
+    where reading the table and converting the bounds cost as much as the clamp)."""
+    p = op.main
+    lo, hi = (p.minValue, p.maxValue) if p is not None else (0.0, 6.0)
+    lo, hi = _F32(lo), _F32(hi)
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32:
+            return relu6(call)
+        y = np.maximum(x, lo)
+        return [np.minimum(y, hi, out=y)]
+
+    return run
 
 
 @register(OpType.PReLU)
@@ -129,11 +151,11 @@ def _clamp(x, lo, hi):
 
 def _hardswish(x):
     """x * clamp(x + 3, 0, 6) / 6, in that order, in one scratch array (the large early feature maps
-    of PP-OCR models make temporaries costly)."""
-    t = np.empty_like(x)
-    np.add(x, _F32(3), out=t)
-    np.maximum(t, _F32(0), out=t)
-    np.minimum(t, _F32(6), out=t)
+    of PP-OCR models make temporaries costly).  The clamp is numpy's clip ufunc: twice as fast as
+    np.maximum + np.minimum with scalar bounds, and the same values (x + 3 is never -0.0, and where it
+    is NaN so is x, whose NaN the product keeps either way)."""
+    t = np.add(x, _F32(3))
+    _clip(t, _F32(0), _F32(6), out=t)
     np.multiply(x, t, out=t)
     np.divide(t, _F32(6), out=t)
     return t
@@ -340,6 +362,10 @@ _BINARY_INT = {
 }
 
 
+# int32 operations whose numpy result is already binary()'s (int32, wrapping like MNN's int math)
+_INT_EXACT = frozenset((B.ADD, B.SUB, B.MUL, B.MINIMUM, B.MAXIMUM))
+
+
 def _to_int32(y) -> np.ndarray:
     """C conversion of a double/float result to int32 (truncation; NaN and overflow to INT_MIN)."""
     y = np.asarray(y)
@@ -381,10 +407,15 @@ def plan_binary_op(op, impl: str):
     fn = _BINARY_FLOAT.get(code)
     if fn is None or act != 0:
         return binary_op
+    int_fn = _BINARY_INT.get(code) if code in _INT_EXACT else None
 
     def run(call):
         a, b = call.inputs[0], call.inputs[1]
         if a.dtype != _F32 or b.dtype != _F32:
+            if int_fn is not None and a.dtype == _I32 and b.dtype == _I32:
+                # shape arithmetic (int32 scalars): binary()'s result without its conversions
+                y = int_fn(a, b)
+                return [y if type(y) is np.ndarray else np.asarray(y)]
             return binary_op(call)
         y = fn(a, b)
         if y.dtype == _F32:

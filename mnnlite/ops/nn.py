@@ -9,6 +9,8 @@ The planners' ``impl="mnn"`` picks, where one exists, a kernel that rounds like 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
@@ -260,18 +262,19 @@ def plan_convolution(op, impl: str):
         return layer, (w.shape[2:] if cropped.shape != x.shape else None)
 
     def run(call):
-        x = call.inputs[0]
-        if len(call.inputs) > 1 and impl == "mnn" and x.ndim == 4 and call.formats[0] != NHWC:
+        inputs = call.inputs
+        x = inputs[0]
+        if len(inputs) == 1 and x.ndim == 4 and call.formats[0] != NHWC:     # the planned case first
+            entry = by_shape.get(x.shape)
+            if entry is None:
+                entry = by_shape[x.shape] = prepare(call, x)
+            layer, crop = entry
+            if crop is not None:
+                x = _conv_geometry(call, x, crop)[0]
+            return [layer(_f32(x))]
+        if len(inputs) > 1 and impl == "mnn" and x.ndim == 4 and call.formats[0] != NHWC:
             return _mnn_multi_input_conv(call)
-        if len(call.inputs) > 1 or x.ndim != 4 or call.formats[0] == NHWC:
-            return convolution(call)
-        entry = by_shape.get(x.shape)
-        if entry is None:
-            entry = by_shape[x.shape] = prepare(call, x)
-        layer, crop = entry
-        if crop is not None:
-            x = _conv_geometry(call, x, crop)[0]
-        return [layer(_f32(x))]
+        return convolution(call)
 
     return run
 
@@ -287,9 +290,63 @@ def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
     if groups != 1:
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
-    from ..kernels import mnn_exact
-    w, b = _f32(w), None if b is None else _f32(b)
-    return lambda x: mnn_exact.conv2d(x, w, b, stride, pad, dilation, act)
+    return _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+
+
+class _MnnDenseConv:
+    """``mnn_exact.conv2d(x, w, b, stride, pad, dilation, act)`` with what depends only on the node
+    done once: the weights swapped to [o][ky][kx][c] rows and, for a 1x1 stride-1 unpadded conv,
+    Convolution1x1Strassen's zero-padded weights (they depend on the plane size E only).  The same
+    calls on the same arrays as mnn_exact.conv2d / _strassen_1x1, so the same bits; small models run
+    dozens of such convs on tiny planes, where the per-call preparation cost as much as the product."""
+
+    def __init__(self, w, b, stride, pad, dilation, act):
+        from ..kernels import mnn_exact
+        self.mnn_exact, self.w, self.b = mnn_exact, w, b
+        self.stride, self.pad, self.dilation, self.act = stride, pad, dilation, act
+        o, c, kh, kw = w.shape
+        self.wk = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+        self.pointwise = (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
+        self.by_plane = {}      # E -> (weights, bias, rows kept) of _strassen_1x1
+
+    def __call__(self, x):
+        me = self.mnn_exact
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != self.w.shape[1] or x.dtype != _F32 \
+                or not x.flags.c_contiguous:
+            return me.conv2d(x, self.w, self.b, self.stride, self.pad, self.dilation, self.act)
+        # mnn_exact.conv2d for one image, the same calls: a = [C, H*W] view or im2col of the image
+        _, c, h, wd = x.shape
+        if not self.pointwise:
+            a, (oh, ow) = me.im2col(x[0], self.w.shape[2:], self.stride, self.pad, self.dilation)
+            y = me.packed_matmul(a, self.wk, self.b, self.act)
+            return np.ascontiguousarray(y.reshape(-1, 1, oh, ow).transpose(1, 0, 2, 3))
+        e = h * wd
+        entry = self.by_plane.get(e)
+        if entry is None:
+            entry = self.by_plane[e] = self._strassen_operands(e)
+        w, b, o = entry
+        y = me.strassen_matmul(x.reshape(c, e), w, b, self.act)
+        if o is not None:
+            y = y[:o]
+        return np.ascontiguousarray(y.reshape(-1, 1, h, wd).transpose(1, 0, 2, 3))
+
+    def _strassen_operands(self, e: int):
+        """mnn_exact._strassen_1x1's choice for a plane of E columns: (weights, bias, output rows to
+        keep or None); a missing bias is the zeros strassen_matmul would make."""
+        w = self.wk
+        o = w.shape[0]
+        b = np.zeros(o, _F32) if self.b is None else self.b
+        oc8 = -(-o // 8)
+        if e > 24 * 8 and e > oc8:
+            return w, b, None
+        rows = min(oc8 * 8, -(-o // 4) * 4)
+        if rows == o:
+            return w, b, None
+        wp = np.zeros((rows, w.shape[1]), _F32)
+        wp[:o] = w
+        bp = np.zeros(rows, _F32)
+        bp[:o] = b
+        return wp, bp, o
 
 
 def _mnn_multi_input_conv(call):
@@ -462,6 +519,8 @@ def plan_pooling(op, impl: str):
     Pool3D global pool a 2-D one); every other pool takes the generic kernel."""
     generic = pooling if op.type == OpType.Pooling else pooling3d
     p = op.main
+    if impl == "fast" and op.type == OpType.Pooling3D and p is not None and p.isGlobal and p.type == _AVEPOOL:
+        return _global_mean_pool3d
     if impl == "mnn" and op.type == OpType.Pooling and p is not None and not p.isGlobal and p.type == _AVEPOOL:
         return _mnn_avg_pool
     if impl != "mnn" or p is None or not p.isGlobal or p.type != _AVEPOOL:
@@ -475,6 +534,19 @@ def plan_pooling(op, impl: str):
         return [mnn_exact.global_avg_pool(x)]
 
     return run
+
+
+def _global_mean_pool3d(call):
+    """pooling3d's global average of a float32 NCHW-like tensor without numpy's mean() wrapper and
+    pooling3d's copies (the SE blocks of small models run many of them on tiny tensors): the two
+    calls numpy's _methods._mean makes for ``x.mean(axes, keepdims=True, dtype=float32)``, so the
+    same bits."""
+    x = call.inputs[0]
+    if x.dtype != _F32 or x.ndim < 3 or x.size == 0 or call.formats[0] == NHWC:
+        return pooling3d(call)
+    y = np.add.reduce(x, tuple(range(2, x.ndim)), _F32, None, True)
+    np.true_divide(y, np.intp(math.prod(x.shape[2:])), out=y, casting="unsafe", subok=False)
+    return [y]
 
 
 def _mnn_avg_pool(call):

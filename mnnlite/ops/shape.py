@@ -7,6 +7,8 @@ family uses (``fail``, ``ints``, ``norm_axis``) and of the layout rule (``to_lay
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -26,7 +28,7 @@ def fail(call: OpCall, message: str) -> ShapeError:
 
 def ints(arr) -> list[int]:
     """The values of a (shape-like) tensor as Python ints."""
-    return [int(v) for v in np.asarray(arr).reshape(-1)]
+    return [int(v) for v in np.asarray(arr).reshape(-1).tolist()]     # tolist: no numpy scalars
 
 
 def norm_axis(call: OpCall, axis: int, rank: int) -> int:
@@ -131,8 +133,9 @@ def reshape(call: OpCall):
 
 
 def resolve_reshape(call: OpCall, in_shape, target: list[int], keep_zero: bool = True) -> list[int]:
-    """Replace 0 (copy the input dim) and one -1 (the rest) in a target shape, as ShapeReshape.cpp."""
-    total = int(np.prod(in_shape, dtype=np.int64))
+    """Replace 0 (copy the input dim) and one -1 (the rest) in a target shape, as ShapeReshape.cpp.
+    (math.prod: Python ints, and much cheaper than np.prod on a handful of dims.)"""
+    total = math.prod(int(d) for d in in_shape)
     out, infer = [], -1
     for i, d in enumerate(target):
         if d == -1:
@@ -149,10 +152,10 @@ def resolve_reshape(call: OpCall, in_shape, target: list[int], keep_zero: bool =
             raise fail(call, f"target shape {target} has a negative dim {d}")
         else:
             out.append(d)
-    known = int(np.prod(out, dtype=np.int64))
+    known = math.prod(out)
     if infer >= 0:
         out[infer] = total // known if known else 0
-    if int(np.prod(out, dtype=np.int64)) != total:
+    if math.prod(out) != total:
         raise fail(call, f"cannot reshape a tensor of shape {tuple(in_shape)} ({total} elements) "
                          f"to {target}")
     return out
@@ -167,7 +170,7 @@ def flatten(call: OpCall):
     axis = axis + x.ndim if axis < 0 else axis
     end = end + x.ndim if end < 0 else end
     if end == 0:
-        return [x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)]
+        return [x.reshape(math.prod(x.shape[:axis]), -1)]
     return [x.reshape(*x.shape[:axis], -1, *x.shape[end + 1:])]
 
 
