@@ -10,8 +10,9 @@
 Both tools run as child processes on the same float model, config and calibration images (every image of
 the zoo folder, so both pick the same files); each child's wall time is measured around it and its peak
 RSS read from its own resource usage (``os.wait4``, the per-child form of ``getrusage(RUSAGE_CHILDREN)``).
-Python start-up and imports are included on both sides.  Where ``quantized.out`` crashes (ADMM on NCHW
-models, EMA on models with dynamic input dims) its column says so.  Needs the test extras (the ``mnn``
+Python start-up and imports are included on both sides.  EMA runs on a copy of the model with fixed input
+dims and ADMM on one with an NC4HW4 input (``quantized.out`` crashes on the converted models for both, doc
+§14.7); where it still crashes its column says so.  Needs the test extras (the ``mnn``
 wheel, for the oracle) and the zoo fixtures (built on first use, tests/model_zoo.py).
 """
 from __future__ import annotations
@@ -66,8 +67,20 @@ def make_images(zoo, name: str, count: int, work: Path) -> Path:
     return folder
 
 
+def model_for(zoo, name: str, method: str) -> Path:
+    """The float model both tools quantize: as converted for KL; for EMA a copy with fixed input dims and for
+    ADMM one with an NC4HW4 input, the only forms ``quantized.out`` runs those methods on (it crashes on the
+    converted models); the test suite compares scales on the same copies (tests/quant/test_pipeline_oracle.py)."""
+    if method == "KL":
+        return zoo.model_path(name, "float")
+    sys.path.insert(0, str(REPO / "tests" / "quant"))
+    import test_pipeline_oracle as copies
+
+    return copies.fixed_shape_model(name) if method == "EMA" else copies.c4_input_model(name)
+
+
 def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0, threads: int = 0) -> dict:
-    src = str(zoo.model_path(name, "float"))
+    src = str(model_for(zoo, name, method))
     cfg_path = work / f"{name}.{method}.json"
     folder = make_images(zoo, name, images, work) if images else None
     cfg_path.write_text(json.dumps(config(zoo, name, method, folder)))

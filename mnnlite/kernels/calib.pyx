@@ -1,7 +1,9 @@
-# distutils: sources = csrc/kl_calib.c
-"""KL calibration kernels over csrc/kl_calib.c: range, |x| histogram, threshold search.  Numpy
+# distutils: sources = csrc/kl_calib.c csrc/ema_calib.c
+"""Feature calibration kernels.  KL (csrc/kl_calib.c): range, |x| histogram, threshold search; numpy
 references (identical results): mnnlite.quant.feature.kl.range_ref, histogram_ref, kl_threshold_ref.
-The GIL is released, so observers computed in threads run in parallel.
+EMA (csrc/ema_calib.c): a batch's range and its fake quantization; reference
+mnnlite.quant.feature.ema.fake_quantize_ref.  The GIL is released, so observers computed in threads
+run in parallel.
 """
 import numpy as np
 
@@ -13,6 +15,10 @@ cdef extern from "kl_calib.h":
     void klc_range(const float *x, size_t n, float *lo, float *hi) nogil
     void klc_histogram(const float *x, size_t n, float interval, int64_t *counts, int bins) nogil
     int klc_threshold(const float *hist, int bins, int target, int exact_top, int isa) nogil
+
+cdef extern from "ema_calib.h":
+    void emac_range(const float *x, size_t n, float *lo, float *hi) nogil
+    void emac_fake_quant(int isa, const float *x, float *y, size_t n, float s, float z, float c) nogil
 
 MAX_BINS = 1 << 24      # bins - 1 must be exact in float32 for the histogram's clamp
 
@@ -76,3 +82,31 @@ def kl_threshold(hist, int target=128, int exact_top=64):
     if thr < 0:
         raise MemoryError("kl_threshold: out of memory")
     return thr
+
+
+def batch_range(x):
+    """(min x, max x) as float32, NaN if x holds a NaN (numpy's min/max); x must not be empty."""
+    xf = _flat32(x)
+    cdef const float[::1] xv = xf
+    cdef float flo = 0, fhi = 0
+    cdef size_t n = xf.shape[0]
+    if n == 0:
+        raise ValueError("batch_range of an empty array")
+    with nogil:
+        emac_range(&xv[0], n, &flo, &fhi)
+    return np.float32(flo), np.float32(fhi)
+
+
+def fake_quant(x, s, z, c):
+    """float32 ``s * (clip(roundf(x / s + z), -c, c) - z)``, shaped like x."""
+    xa = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty_like(xa)
+    cdef const float[::1] xv = xa.reshape(-1)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef float fs = s, fz = z, fc = c
+    cdef size_t n = xa.size
+    cdef int isa = isa_mask()
+    if n:
+        with nogil:
+            emac_fake_quant(isa, &xv[0], &yv[0], n, fs, fz, fc)
+    return y

@@ -601,20 +601,20 @@ class Workers:
             self._interps.append(self.make())
         return self._interps
 
-    def stream(self, samples, observe, done=None) -> None:
-        """``interp.run(feeds, observe=observe)`` for every sample; ``done()`` after each one finishes.
+    def map(self, samples, fn):
+        """``fn(interp, feeds)`` for every sample, the results yielded in sample order.
 
-        ``observe`` is called from several threads at once when there are several workers.  At most two
-        samples per worker are in flight, so memory stays bounded.
+        Several samples run at once when there are several workers (``fn`` is then called from several
+        threads, each with its own interpreter); at most two per worker are in flight, so memory stays
+        bounded whatever the number of samples.
         """
         if self.count == 1:
             for feeds in samples:
-                self.first.run(feeds, observe=observe)
-                if done is not None:
-                    done()
+                yield fn(self.first, feeds)
             return
         import queue
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
 
         idle = queue.SimpleQueue()
         for interp in self._all():
@@ -623,28 +623,28 @@ class Workers:
         def one(feeds):
             interp = idle.get()
             try:
-                interp.run(feeds, observe=observe)
+                return fn(interp, feeds)
             finally:
                 idle.put(interp)
-        pending = set()
+        pending = deque()
         with ThreadPoolExecutor(self.count) as pool:
             try:
                 for feeds in samples:
                     if len(pending) >= 2 * self.count:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            f.result()
-                            if done is not None:
-                                done()
-                    pending.add(pool.submit(one, feeds))
-                for f in list(pending):
-                    pending.discard(f)
-                    f.result()
-                    if done is not None:
-                        done()
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(one, feeds))
+                while pending:
+                    yield pending.popleft().result()
             finally:
                 for f in pending:
                     f.cancel()
+
+    def stream(self, samples, observe, done=None) -> None:
+        """``interp.run(feeds, observe=observe)`` for every sample (``observe`` may be called from several
+        threads at once); ``done()`` after each one."""
+        for _ in self.map(samples, lambda interp, feeds: interp.run(feeds, observe=observe)):
+            if done is not None:
+                done()
 
 
 def as_workers(interp) -> Workers:
@@ -937,42 +937,48 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
 
 
 def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clamp_w: int, log,
-                  impl: str = "mnn", weight_method: str = "MAX_ABS") -> dict[int, EMAParams]:
+                  impl: str = "mnn", weight_method: str = "MAX_ABS", threads: int = 1) -> dict[int, EMAParams]:
     """Per fused conv (by position): EMA ranges of its input and output over the calibration batches.
 
     Each batch runs the float model with, for every module, fake-quantized weights, its input
     fake-quantized with the batch's own range and its output fake-quantized the same way before the next
     layer reads it; each range, nudged onto the int8 grid, feeds a moving average (momentum 0.99).
-    Batch norms run with their running statistics (MNN trains them, doc §14.10).
+    Batch norms run with their running statistics (MNN trains them, doc §14.10).  A batch's forward
+    depends on no other batch, so batches run on ``threads`` interpreters at once; the moving averages
+    take their ranges in batch order, so the result does not depend on ``threads``.
     """
     from ..graph import Model
     from ..runtime import Interpreter
     from .feature.ema import EMAObserver, fake_quantize
 
     net, private = _simulation_net(model, modules, clamp_w, weight_method)
-    interp = Interpreter(Model(net, path=model.path), impl=impl, precision="float")
-    inputs = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
-    outputs = {m.output: EMAObserver(clamp_act) for m in modules}
+    simulation = Model(net, path=model.path)
+    workers = Workers(lambda: Interpreter(simulation, impl=impl, precision="float"), threads)
+    observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
+    observers.update({m.output: EMAObserver(clamp_act) for m in modules})
 
-    def simulate(i, _name, a):
-        obs = inputs.get(i) or outputs.get(i)
-        if obs is None or a.dtype != np.float32:
-            return
-        obs.update(a)
-        xq, _, _ = fake_quantize(a, clamp_act)
-        if a.flags.writeable:
-            np.copyto(a, xq)
-    total = len(samples)
-    count = 0
-    for feeds in samples:
+    def batch_ranges(interp, feeds) -> dict:
+        ranges = {}
+
+        def simulate(i, _name, a):
+            if i not in observers or a.dtype != np.float32:
+                return
+            xq, lo, hi = fake_quantize(a, clamp_act)
+            ranges[i] = (lo, hi)
+            if a.flags.writeable:
+                np.copyto(a, xq)
         interp.run(feeds, observe=simulate)
-        count += 1
+        return ranges
+    total = len(samples)
+    for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
+        for i, (lo, hi) in ranges.items():
+            observers[i].add_range(lo, hi)
         log.progress("quantize with EMA", count, total)
     log.end_progress()
     result = {}
     for m in modules:
-        s_in, z_in = inputs[private[m.pos]].compute()
-        s_out, z_out = outputs[m.output].compute()
+        s_in, z_in = observers[private[m.pos]].compute()
+        s_out, z_out = observers[m.output].compute()
         result[m.pos] = EMAParams(s_in, z_in, s_out, z_out)
     # MNN reads a conv output directly when the next conv consumes it (FloatToInt8(Int8ToFloat(y))
     # is rewired to y): the consumer's input parameters are the producer's output parameters.

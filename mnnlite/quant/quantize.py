@@ -320,7 +320,6 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
 # ------------------------------------------------------------------------------------------------ EMA
 
 def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
-    # EMA's moving averages depend on the order of the batches: one worker, whatever ``threads``
     graph = model.graph
     specs = _input_specs(model)
     batch = dataset.batch_size
@@ -336,7 +335,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
-    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method)
+    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
+                               threads)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}

@@ -248,3 +248,57 @@ def test_bad_arguments():
     for interval in (-1.0, np.nan):                 # a negative bin index would write before counts
         with pytest.raises(ValueError, match="interval"):
             calib.histogram(x, interval, np.zeros(10, np.int64))
+
+
+# ------------------------------------------------------------------------------------------ EMA
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ema_fake_quantize_matches_reference(seed):
+    """The C batch range and fake quantization give the numpy reference's bits (NaN payloads aside:
+    x86 arithmetic makes its own NaN sign)."""
+    from mnnlite.quant.feature import ema
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    x = (rng.standard_normal(n) * rng.choice([1e-30, 1e-3, 1, 1e3, 1e30])).astype(F)
+    if seed % 4 == 0:
+        x[rng.integers(0, n, 3)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e38, -1e38], 3)
+    if seed % 7 == 0:
+        x[:] = 0
+    if seed % 5 == 0:
+        x[::2] = -0.0
+    if seed % 6 == 0:       # exact half steps: the rounding must go away from zero like C's roundf
+        x = (rng.integers(-300, 300, n) * F(0.5)).astype(F)
+    for clamp in (127, 63, 7):
+        got, ref = ema.fake_quantize(x, clamp), ema.fake_quantize_ref(x, clamp)
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert np.array_equal(np.asarray(got[1:]), np.asarray(ref[1:]), equal_nan=True)
+        finite = np.isfinite(ref[0])
+        assert got[0][finite].tobytes() == ref[0][finite].tobytes()
+    assert calib.batch_range(x)[0] == x.min() or np.isnan(x.min())
+    with pytest.raises(ValueError, match="empty"):
+        calib.batch_range(np.zeros(0, F))
+    assert ema.fake_quantize(np.zeros((0, 3), F))[0].shape == (0, 3)
+
+
+def test_ema_fake_quant_paths_agree():
+    """The AVX2 kernel and the portable loop give the same bits, NaN payloads included, on values at
+    rounding ties, past 2^23, non-finite, and with degenerate scales and zero points."""
+    from mnnlite.kernels import cpu
+
+    rng = np.random.default_rng(7)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e38, -1e38, 0.5, -0.5, 1.5, -2.5, 8388607.5,
+                         8388608.0, -8388609.0, 1e-45], F)
+    for _ in range(100):
+        n = int(rng.integers(1, 300))
+        x = (rng.standard_normal(n) * rng.choice([1e-3, 1, 1e3, 1e30])).astype(F)
+        x[rng.integers(0, n, min(n, 5))] = rng.choice(specials, min(n, 5))
+        s, z = F(rng.choice([1e-3, 0.01, 1.0, 3e-39, 1e30])), F(rng.choice([0, 3, -7.0, np.nan]))
+        simd = calib.fake_quant(x, s, z, F(127))
+        cpu.set_limit([])
+        try:
+            portable = calib.fake_quant(x, s, z, F(127))
+        finally:
+            cpu.set_limit(None)
+        assert simd.tobytes() == portable.tobytes()

@@ -136,10 +136,10 @@ def test_unreadable_images_are_skipped_with_a_warning(case, zoo):
     assert not (tmp / "q2.mnn").exists()
 
 
-@pytest.mark.parametrize("method", ["KL", "ADMM"])
+@pytest.mark.parametrize("method", ["KL", "ADMM", "EMA"])
 def test_thread_count_does_not_change_the_output(zoo, tmp_path, method):
-    """Samples run side by side on several interpreters (KL); the bytes must not depend on how many."""
-    name = "ppocr_cls" if method == "KL" else MODEL
+    """Samples run side by side on several interpreters (KL, EMA); the bytes must not depend on how many."""
+    name = {"KL": "ppocr_cls", "EMA": "mobilenet"}.get(method, MODEL)
     cfg = dict(calib_config(name), feature_quantize_method=method)
     src = zoo.model_path(name, "float")
     for n in (1, 2, 3):

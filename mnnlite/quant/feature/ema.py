@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...format.idst import roundf
+from ...kernels import calib as _calib
 from . import FeatureObserver, QuantParams
 
 MOMENTUM = np.float32(0.99)
@@ -40,14 +41,32 @@ def fake_quantize(x: np.ndarray, clamp: int = 127):
     the next layers compute on it as MNN's kernels do (a conv's max/min clamp turns NaN into -FLT_MAX, a
     ReLU6 the -inf that follows into 0): that is what downstream layers see in MNN, so it is reproduced.
     Its nudged range (NaN in MNN, which then poisons that tensor's average) is reported as (0, 0).
+    The arithmetic runs in C (``kernels.calib``); ``fake_quantize_ref`` is the same in numpy.
     """
+    x = np.asarray(x, np.float32)
+    if x.size == 0:
+        return x.copy(), np.float32(0), np.float32(0)
+    s, z, nudged_min, nudged_max = nudged_range(*_calib.batch_range(x), clamp)
+    if s == 0:                                     # all-zero batch: MNN's x_hat is 0 * (q - NaN)
+        return np.full_like(x, np.nan), np.float32(0), np.float32(0)
+    return _calib.fake_quant(x, s, z, np.float32(clamp)), nudged_min, nudged_max
+
+
+def nudged_range(lo, hi, clamp: int = 127):
+    """``(s, z, nudged_min, nudged_max)`` of a batch whose values span ``[lo, hi]``."""
+    c = np.float32(clamp)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s, z = scale_zero(lo, hi, clamp)
+        return s, z, np.minimum(np.float32(0), (-c - z) * s), np.maximum(np.float32(0), (c - z) * s)
+
+
+def fake_quantize_ref(x: np.ndarray, clamp: int = 127):
+    """``fake_quantize`` in numpy: the reference the C kernels are tested against."""
     x = np.asarray(x, np.float32)
     c = np.float32(clamp)
     with np.errstate(over="ignore", invalid="ignore"):
-        s, z = scale_zero(x.min(), x.max(), clamp)
-        nudged_min = np.minimum(np.float32(0), (-c - z) * s)
-        nudged_max = np.maximum(np.float32(0), (c - z) * s)
-        if s == 0:                                 # all-zero batch: MNN's x_hat is 0 * (q - NaN)
+        s, z, nudged_min, nudged_max = nudged_range(x.min(), x.max(), clamp)
+        if s == 0:
             return np.full_like(x, np.nan), np.float32(0), np.float32(0)
         q = np.clip(roundf(x / s + z), -c, c)
         return (s * (q - z)).astype(np.float32), nudged_min, nudged_max
@@ -68,7 +87,13 @@ class EMAObserver(FeatureObserver):
         x = np.asarray(x, np.float32)
         if x.size == 0:
             return
-        _, lo, hi = fake_quantize(x, self.clamp)
+        s, _, lo, hi = nudged_range(*_calib.batch_range(x), self.clamp)
+        if s == 0:
+            lo = hi = np.float32(0)                    # all-zero batch, as fake_quantize reports it
+        self.add_range(lo, hi)
+
+    def add_range(self, lo, hi) -> None:
+        """One batch given by its nudged range (``fake_quantize``'s second and third results)."""
         if not (np.isfinite(lo) and np.isfinite(hi)):
             # a batch with NaN (after an all-zero batch upstream) or an overflowing range: MNN's average
             # becomes NaN or infinite for good; we keep the average of the usable batches
