@@ -222,26 +222,35 @@ static float from_bits(int32_t i) {
     return f;
 }
 
-#define SIGMOID_C8_BODY                                                                            \
+/* One lane of _AVX_MNNExpC8FMA: out = exp(in) by MNN's FMA polynomial, in clamped to [-87, 87] first;
+ * needs EXP_PARAMS in scope.  Shared by the sigmoid, softmax and exp kernels below. */
+#define EXP_PARAMS                                                                                 \
     const float p0 = exp_param(0), p1 = exp_param(1), p4 = exp_param(4), p5 = exp_param(5);        \
-    const float p6 = exp_param(6), p7 = exp_param(7);                                              \
+    const float p6 = exp_param(6), p7 = exp_param(7)
+#define EXP_C8_LANE(in, out)                                                                       \
+    do {                                                                                           \
+        float v_ = (in);                                                                           \
+        v_ = v_ > -87.0f ? v_ : -87.0f;                                                            \
+        v_ = v_ < 87.0f ? v_ : 87.0f;                                                              \
+        const int32_t qi_ = (int32_t)nearbyintf(v_ * p1); /* _mm256_cvtps_epi32: nearest even */   \
+        const float basic_ = from_bits((int32_t)((uint32_t)(qi_ + 127) << 23));                    \
+        const float t_ = fmaf(-(float)qi_, p0, v_) * 0.25f; /* GCC contracts sub(x, mul(div, p0)) */ \
+        float c_ = fmaf(p7, t_, p6);                                                               \
+        c_ = fmaf(c_, t_, p5);                                                                     \
+        c_ = fmaf(c_, t_, p4);                                                                     \
+        c_ = fmaf(c_, t_, 1.0f);                                                                   \
+        c_ = fmaf(c_, t_, 1.0f);                                                                   \
+        c_ = c_ * c_;                                                                              \
+        c_ = c_ * c_;                                                                              \
+        (out) = fmaf(basic_, c_, 0.0f);                                                            \
+    } while (0)
+
+#define SIGMOID_C8_BODY                                                                            \
+    EXP_PARAMS;                                                                                    \
     for (size_t i = 0; i < n; i++) {                                                               \
-        float v = x[i] * -1.0f + 0.0f;  /* x * offset[0] + offset[2] */                            \
-        v = v > -87.0f ? v : -87.0f;                                                               \
-        v = v < 87.0f ? v : 87.0f;                                                                 \
-        const float q = v * p1;                                                                    \
-        const int32_t qi = (int32_t)nearbyintf(q); /* _mm256_cvtps_epi32: round to nearest even */ \
-        const float qf = (float)qi;                                                                \
-        const float basic = from_bits((int32_t)((uint32_t)(qi + 127) << 23));                      \
-        const float t = fmaf(-qf, p0, v) * 0.25f; /* GCC contracts sub(x, mul(div, p0)) */          \
-        float c = fmaf(p7, t, p6);                                                                 \
-        c = fmaf(c, t, p5);                                                                        \
-        c = fmaf(c, t, p4);                                                                        \
-        c = fmaf(c, t, 1.0f);                                                                      \
-        c = fmaf(c, t, 1.0f);                                                                      \
-        c = c * c;                                                                                 \
-        c = c * c;                                                                                 \
-        y[i] = 1.0f / (1.0f + fmaf(basic, c, 0.0f));                                               \
+        float e;                                                                                   \
+        EXP_C8_LANE(x[i] * -1.0f + 0.0f, e);  /* x * offset[0] + offset[2] */                      \
+        y[i] = 1.0f / (1.0f + e);                                                                  \
     }
 
 TARGET_FMA static void sigmoid_c8_fma(const float *x, float *y, size_t n) {
@@ -252,23 +261,24 @@ static void sigmoid_c8_any(const float *x, float *y, size_t n) {
     SIGMOID_C8_BODY
 }
 
-/* MNNExp's scalar tail: truncating float -> int, no FMA. */
-static void sigmoid_tail(const float *x, float *y, size_t n) {
+/* MNNExp's scalar tail on one value: truncating float -> int, no FMA; v is x * offset[0] + offset[2]. */
+static inline float exp_tail(float v) {
     const float p0 = exp_param(0), p1 = exp_param(1), p4 = exp_param(4), p5 = exp_param(5);
     const float p6 = exp_param(6), p7 = exp_param(7);
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i] * -1.0f + 0.0f;
-        v = v > -87.0f ? v : -87.0f;
-        v = v < 87.0f ? v : 87.0f;
-        const int q = (int)(v * p1);
-        const float basic = from_bits((int32_t)((uint32_t)(q + 127) << 23));
-        const float r = v - (float)q * p0;
-        const float t = r * 0.25f;
-        float e = ((((p7 * t + p6) * t + p5) * t + p4) * t + 1.0f) * t + 1.0f;
-        e = e * e;
-        e = e * e;
-        y[i] = 1.0f / (1.0f + (basic * e + 0.0f));
-    }
+    v = v > -87.0f ? v : -87.0f;
+    v = v < 87.0f ? v : 87.0f;
+    const int q = (int)(v * p1);
+    const float basic = from_bits((int32_t)((uint32_t)(q + 127) << 23));
+    const float r = v - (float)q * p0;
+    const float t = r * 0.25f;
+    float e = ((((p7 * t + p6) * t + p5) * t + p4) * t + 1.0f) * t + 1.0f;
+    e = e * e;
+    e = e * e;
+    return basic * e + 0.0f;
+}
+
+static void sigmoid_tail(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + exp_tail(x[i] * -1.0f + 0.0f));
 }
 
 void mnnx_sigmoid(int isa, const float *x, float *y, size_t n, size_t n8) {
@@ -342,8 +352,7 @@ void mnnx_norm(const float *src, float *dst, const float *gamma, const float *be
  * sum one by one in order; the last C % 8 through libm expf(x - m), added likewise; then every value
  * times 1 / (sum + 1e-20f). */
 #define SOFTMAX_ROWS_BODY                                                                          \
-    const float p0 = exp_param(0), p1 = exp_param(1), p4 = exp_param(4), p5 = exp_param(5);        \
-    const float p6 = exp_param(6), p7 = exp_param(7);                                              \
+    EXP_PARAMS;                                                                                    \
     for (size_t r = 0; r < rows; r++) {                                                            \
         const float *xr = x + r * C;                                                               \
         float *yr = y + r * C;                                                                     \
@@ -352,22 +361,8 @@ void mnnx_norm(const float *src, float *dst, const float *gamma, const float *be
         for (size_t i = 0; i < C; i++) m = xr[i] > m ? xr[i] : m;                                  \
         float sum = 0.0f;                                                                          \
         for (size_t i = 0; i < c8; i++) {                                                          \
-            float v = xr[i] - m;                                                                   \
-            v = v > -87.0f ? v : -87.0f;                                                           \
-            v = v < 87.0f ? v : 87.0f;                                                             \
-            const float q = v * p1;                                                                \
-            const int32_t qi = (int32_t)nearbyintf(q);                                             \
-            const float qf = (float)qi;                                                            \
-            const float basic = from_bits((int32_t)((uint32_t)(qi + 127) << 23));                  \
-            const float t = fmaf(-qf, p0, v) * 0.25f;                                              \
-            float c = fmaf(p7, t, p6);                                                             \
-            c = fmaf(c, t, p5);                                                                    \
-            c = fmaf(c, t, p4);                                                                    \
-            c = fmaf(c, t, 1.0f);                                                                  \
-            c = fmaf(c, t, 1.0f);                                                                  \
-            c = c * c;                                                                             \
-            c = c * c;                                                                             \
-            const float e = fmaf(basic, c, 0.0f);                                                  \
+            float e;                                                                               \
+            EXP_C8_LANE(xr[i] - m, e);                                                             \
             yr[i] = e;                                                                             \
             sum += e;                                                                              \
         }                                                                                          \
@@ -405,25 +400,8 @@ void mnnx_softmax_rows(int isa, const float *x, float *y, size_t rows, size_t C)
 /* MNNExp(dst, src, {1, 0, 0, 0}, n): exp(x), the first n / 8 * 8 values through _AVX_MNNExpC8FMA, the
  * rest through the scalar tail (truncating float -> int, no FMA). */
 #define EXP_C8_BODY                                                                                \
-    const float p0 = exp_param(0), p1 = exp_param(1), p4 = exp_param(4), p5 = exp_param(5);        \
-    const float p6 = exp_param(6), p7 = exp_param(7);                                              \
-    for (size_t i = 0; i < n; i++) {                                                               \
-        float v = x[i];                                                                            \
-        v = v > -87.0f ? v : -87.0f;                                                               \
-        v = v < 87.0f ? v : 87.0f;                                                                 \
-        const int32_t qi = (int32_t)nearbyintf(v * p1);                                            \
-        const float qf = (float)qi;                                                                \
-        const float basic = from_bits((int32_t)((uint32_t)(qi + 127) << 23));                      \
-        const float t = fmaf(-qf, p0, v) * 0.25f;                                                  \
-        float c = fmaf(p7, t, p6);                                                                 \
-        c = fmaf(c, t, p5);                                                                        \
-        c = fmaf(c, t, p4);                                                                        \
-        c = fmaf(c, t, 1.0f);                                                                      \
-        c = fmaf(c, t, 1.0f);                                                                      \
-        c = c * c;                                                                                 \
-        c = c * c;                                                                                 \
-        y[i] = fmaf(basic, c, 0.0f);                                                               \
-    }
+    EXP_PARAMS;                                                                                    \
+    for (size_t i = 0; i < n; i++) EXP_C8_LANE(x[i], y[i]);
 
 #if MNNX_HAVE_FMA_PATH
 TARGET_FMA static void exp_c8_fma(const float *x, float *y, size_t n) {
@@ -444,19 +422,5 @@ void mnnx_exp(int isa, const float *x, float *y, size_t n) {
     (void)isa;
     exp_c8_any(x, y, head);
 #endif
-    const float p0 = exp_param(0), p1 = exp_param(1), p4 = exp_param(4), p5 = exp_param(5);
-    const float p6 = exp_param(6), p7 = exp_param(7);
-    for (size_t i = head; i < n; i++) {
-        float v = x[i] * 1.0f + 0.0f;
-        v = v > -87.0f ? v : -87.0f;
-        v = v < 87.0f ? v : 87.0f;
-        const int q = (int)(v * p1);
-        const float basic = from_bits((int32_t)((uint32_t)(q + 127) << 23));
-        const float r = v - (float)q * p0;
-        const float t = r * 0.25f;
-        float e = ((((p7 * t + p6) * t + p5) * t + p4) * t + 1.0f) * t + 1.0f;
-        e = e * e;
-        e = e * e;
-        y[i] = basic * e + 0.0f;
-    }
+    for (size_t i = head; i < n; i++) y[i] = exp_tail(x[i] * 1.0f + 0.0f);
 }

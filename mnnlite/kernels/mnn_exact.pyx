@@ -32,18 +32,24 @@ def _c32(name, a, ndim):
     return a
 
 
-def packed_matmul(a, w, bias=None, act=0):
-    """y[o, e] = act(bias[o] + sum_k w[o, k] a[k, e]) in MNNPackedMatMul's order (a: K x E, w: O x K)."""
+def _matmul_args(a, w, bias, act):
+    """Checked float32 operands of a product y = act(bias + w a): (a, w, bias, clamp low, clamp high)."""
     a, w = _c32("a", a, 2), _c32("w", w, 2)
-    cdef int K = a.shape[0], E = a.shape[1], O = w.shape[0]
-    if w.shape[1] != K:
-        raise ValueError(f"w has {w.shape[1]} columns, a has {K} rows")
+    if w.shape[1] != a.shape[0]:
+        raise ValueError(f"w has {w.shape[1]} columns, a has {a.shape[0]} rows")
     if act not in _CLAMP:
         raise ValueError(f"act must be 0, 1 or 2, got {act!r}")
     lo, hi = _CLAMP[act]
-    b = np.zeros(O, np.float32) if bias is None else _c32("bias", bias, 1)
-    if b.shape[0] != O:
-        raise ValueError(f"bias has {b.shape[0]} values for {O} outputs")
+    b = np.zeros(w.shape[0], np.float32) if bias is None else _c32("bias", bias, 1)
+    if b.shape[0] != w.shape[0]:
+        raise ValueError(f"bias has {b.shape[0]} values for {w.shape[0]} outputs")
+    return a, w, b, lo, hi
+
+
+def packed_matmul(a, w, bias=None, act=0):
+    """y[o, e] = act(bias[o] + sum_k w[o, k] a[k, e]) in MNNPackedMatMul's order (a: K x E, w: O x K)."""
+    a, w, b, lo, hi = _matmul_args(a, w, bias, act)
+    cdef int K = a.shape[0], E = a.shape[1], O = w.shape[0]
     y = np.empty((O, E), np.float32)
     cdef const float[:, ::1] av = a
     cdef const float[:, ::1] wv = w
@@ -63,16 +69,8 @@ def strassen_matmul(a, w, bias=None, act=0, max_depth=5):
     """packed_matmul's product as Convolution1x1Strassen computes it with one thread: MNN's
     StrassenMatrixComputor (recursion depth at most ``max_depth``), which splits large products into
     Strassen blocks; where it does not split, the bits are packed_matmul's."""
-    a, w = _c32("a", a, 2), _c32("w", w, 2)
+    a, w, b, lo, hi = _matmul_args(a, w, bias, act)
     cdef int K = a.shape[0], E = a.shape[1], O = w.shape[0]
-    if w.shape[1] != K:
-        raise ValueError(f"w has {w.shape[1]} columns, a has {K} rows")
-    if act not in _CLAMP:
-        raise ValueError(f"act must be 0, 1 or 2, got {act!r}")
-    lo, hi = _CLAMP[act]
-    b = np.zeros(O, np.float32) if bias is None else _c32("bias", bias, 1)
-    if b.shape[0] != O:
-        raise ValueError(f"bias has {b.shape[0]} values for {O} outputs")
     if K == 0 or E == 0 or O == 0:
         return packed_matmul(a, w, b, act)
     y = np.empty((O, E), np.float32)
