@@ -165,3 +165,25 @@ def test_low_bits_without_clamp_key_is_mnns_bug(oracle_dir):
     assert codes.min() == -8 and codes.max() == 7                   # most weights saturate
     ours_codes, ours_alpha = wq.quantize_weights(wq.fake_quant_weights(w, 7), "MAX_ABS", 4)
     assert np.abs(ours_codes * ours_alpha[:, None] - w).max() <= ours_alpha.max() / 2 + 1e-6
+
+
+def test_ema_admm_weights_never_fit_worse_than_max_abs():
+    """EMA's ADMM codes keep MNN's ADMM alpha per channel only where its squared error is smaller, else
+    MAX_ABS (MNN's iteration can settle clipping a dominant weight hard; ppocr_det collapsed on it)."""
+    from mnnlite.quant.calibrate import ema_weight_codes
+    from mnnlite.quant.weight import admm_alpha, encoder_codes
+
+    rng = np.random.default_rng(11)
+    w = (rng.laplace(size=(64, 9)) * rng.choice([0.01, 1.0], (64, 1))).astype(np.float32)
+    w[5] = 0                                             # all-zero channel
+    q_max, s_max = ema_weight_codes(w, 127, "MAX_ABS")
+    q, s = ema_weight_codes(w, 127, "ADMM")
+    err = np.square(q * s[:, None].astype(np.float64) - w).sum(axis=1)
+    err_max = np.square(q_max * s_max[:, None].astype(np.float64) - w).sum(axis=1)
+    assert (err <= err_max).all() and q.dtype == np.int8 and np.isfinite(s).all()
+    alpha = admm_alpha(w, 127)
+    codes = np.clip(encoder_codes(w, alpha, 8), -127, 127)
+    worse = np.square(codes * alpha[:, None].astype(np.float64) - w).sum(axis=1) >= err_max
+    assert worse.any() and (~worse).any()                # both cases occur in this draw
+    assert np.array_equal(s[worse], s_max[worse]) and np.array_equal(q[worse], q_max[worse])
+    assert np.array_equal(s[~worse], alpha[~worse]) and np.array_equal(q[~worse], codes[~worse])
