@@ -75,21 +75,30 @@ def run_oracle_quant(src, dst, cfg: dict, timeout: float = 900) -> subprocess.Co
                           capture_output=True, text=True, errors="replace", timeout=timeout, cwd=_WORK)
 
 
+class OracleQuantError(AssertionError):
+    """The official quantizer wrote no output.  An AssertionError for the tests; ``returncode`` (negative:
+    the signal that killed it) lets tools/quant_acceptance.py report the crash instead of failing."""
+
+    def __init__(self, message: str, returncode: int):
+        super().__init__(message)
+        self.returncode = returncode
+
+
 @functools.lru_cache(maxsize=None)
-def _oracle(name: str, cfg_key: str, src: str) -> Path:
+def _oracle(name: str, cfg_key: str, src: str, timeout: float) -> Path:
     cfg = json.loads(cfg_key)
     dst = _WORK / f"oracle-{name}-{abs(hash((cfg_key, src)))}.mnn"
-    proc = run_oracle_quant(src, dst, cfg)
+    proc = run_oracle_quant(src, dst, cfg, timeout)
     if proc.returncode != 0 or not dst.exists():
-        raise AssertionError(f"the oracle quantizer failed on {name} ({proc.returncode}):\n"
-                             f"{(proc.stdout + proc.stderr)[-2000:]}")
+        raise OracleQuantError(f"the oracle quantizer failed on {name} ({proc.returncode}):\n"
+                               f"{(proc.stdout + proc.stderr)[-2000:]}", proc.returncode)
     return dst
 
 
-def oracle_quant(name: str, cfg: dict, src=None) -> Path:
+def oracle_quant(name: str, cfg: dict, src=None, timeout: float = 900) -> Path:
     """The official quantizer's output for the float zoo model ``name`` (or ``src``) with ``cfg``."""
     src = str(src or zoo().model_path(name, "float"))
-    return _oracle(name, _key(cfg), src)
+    return _oracle(name, _key(cfg), src, timeout)
 
 
 @functools.lru_cache(maxsize=None)
