@@ -130,6 +130,8 @@ class _Lowering:
         self.formats: dict[int, int] = {}
         self.views: dict[int, list[int]] = {}      # virtual tensor -> region origins (while not materialised)
         self.was_view: set[int] = set()            # MNN keeps memoryType VIRTUAL after a raster is made
+        self.reordered: set[int] = set()           # views whose regions pass through a transpose
+        self.unfused: dict[int, int] = {}          # packing view -> reshaped-transpose view it cannot fuse
         self.temps = 0
         self.steps: list[Step] = []
         self.outputs = set(graph.outputs)
@@ -199,9 +201,23 @@ class _Lowering:
         ins = _ints(op.inputIndexes)
         sources = ins if op.type in _VIEW_ALL_INPUTS else ins[:1]
         sources = [t for t in sources if self._size(t) > 0 or t not in self.facts]
+        reordered = op.type in (OpType.Permute, OpType.Transpose) or any(t in self.reordered for t in sources)
+        # MNN's region fusion fails on a packing conversion (NC4HW4) of a reshaped transpose: the reshaped
+        # view gets a Raster of its own first (seen on ppocr_rec's attention: Reshape494, Reshape631)
+        unfused = (op.type == OpType.ConvertTensor and op.main is not None and int(op.main.dest) == NC4HW4
+                   and sources and sources[0] in self.views and sources[0] in self.reordered
+                   and self._reshaped(sources[0]))
         for t in _ints(op.outputIndexes):
             self.views[t] = list(sources)
             self.was_view.add(t)
+            if reordered:
+                self.reordered.add(t)
+            if unfused:
+                self.unfused[t] = sources[0]
+
+    def _reshaped(self, t: int) -> bool:
+        op = self.graph.producer.get(t)
+        return op is not None and op.type in (OpType.Reshape, OpType.Flatten, OpType.Squeeze, OpType.Unsqueeze)
 
     def _commands(self, op):
         """The commands of one compute op: (name or None, type, inputs, outputs)."""
@@ -261,16 +277,19 @@ class _Lowering:
                 self._materialise(t, buffer)
 
     def _materialise(self, t: int, buffer) -> None:
-        """A Raster writing view ``t`` from the real tensors under it (regions always fuse)."""
+        """A Raster writing view ``t`` from the real tensors under it (regions fuse, but for ``unfused``)."""
         origins: list[int] = []
-        stack = list(reversed(self.views.pop(t)))
-        while stack:
-            src = stack.pop()
+        self._origins(t, self.views.pop(t), buffer, origins)
+        buffer.append((None, "Raster", origins, [t]))
+
+    def _origins(self, view: int, sources: list[int], buffer, origins: list[int]) -> None:
+        for src in sources:
+            if src in self.views and self.unfused.get(view) == src:
+                self._materialise(src, buffer)          # its own Raster first; then it is a real tensor
             if src in self.views:
-                stack.extend(reversed(self.views[src]))
+                self._origins(src, self.views[src], buffer, origins)
             elif src not in origins:
                 origins.append(src)
-        buffer.append((None, "Raster", origins, [t]))
 
 
 def _constant_ops(graph) -> set[int]:
