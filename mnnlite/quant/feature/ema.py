@@ -48,15 +48,18 @@ def fake_quantize(x: np.ndarray, clamp: int = 127):
         return x.copy(), np.float32(0), np.float32(0)
     s, z, nudged_min, nudged_max = nudged_range(*_calib.batch_range(x), clamp)
     if s == 0:                                     # all-zero batch: MNN's x_hat is 0 * (q - NaN)
-        return np.full_like(x, np.nan), np.float32(0), np.float32(0)
+        return np.full_like(x, np.nan), nudged_min, nudged_max
     return _calib.fake_quant(x, s, z, np.float32(clamp)), nudged_min, nudged_max
 
 
 def nudged_range(lo, hi, clamp: int = 127):
-    """``(s, z, nudged_min, nudged_max)`` of a batch whose values span ``[lo, hi]``."""
+    """``(s, z, nudged_min, nudged_max)`` of a batch whose values span ``[lo, hi]``; an all-zero batch
+    (``s = 0``, MNN's nudged range NaN) reports the range (0, 0)."""
     c = np.float32(clamp)
     with np.errstate(over="ignore", invalid="ignore"):
         s, z = scale_zero(lo, hi, clamp)
+        if s == 0:
+            return s, z, np.float32(0), np.float32(0)
         return s, z, np.minimum(np.float32(0), (-c - z) * s), np.maximum(np.float32(0), (c - z) * s)
 
 
@@ -67,7 +70,7 @@ def fake_quantize_ref(x: np.ndarray, clamp: int = 127):
     with np.errstate(over="ignore", invalid="ignore"):
         s, z, nudged_min, nudged_max = nudged_range(x.min(), x.max(), clamp)
         if s == 0:
-            return np.full_like(x, np.nan), np.float32(0), np.float32(0)
+            return np.full_like(x, np.nan), nudged_min, nudged_max
         q = np.clip(roundf(x / s + z), -c, c)
         return (s * (q - z)).astype(np.float32), nudged_min, nudged_max
 
@@ -87,9 +90,7 @@ class EMAObserver(FeatureObserver):
         x = np.asarray(x, np.float32)
         if x.size == 0:
             return
-        s, _, lo, hi = nudged_range(*_calib.batch_range(x), self.clamp)
-        if s == 0:
-            lo = hi = np.float32(0)                    # all-zero batch, as fake_quantize reports it
+        _, _, lo, hi = nudged_range(*_calib.batch_range(x), self.clamp)
         self.add_range(lo, hi)
 
     def add_range(self, lo, hi) -> None:
