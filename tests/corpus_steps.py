@@ -168,16 +168,36 @@ def _run_module_declared(MNN, path, feeds):
 
 
 _ORACLE_CHILD = """
-import sys, numpy as np
+import os, sys, numpy as np
 import corpus_steps
-data = np.load(sys.argv[2])
-count = int(data["count"])
+path, fin, fout, fresh = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+data = np.load(fin)
+samples = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+           for i in range(int(data["count"]))]
 out = {}
-for i in range(count):
-    feeds = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
-    for name, value in corpus_steps.run_oracle_declared(sys.argv[1], feeds).items():
-        out[f"{i}/{name}"] = value
-np.savez(sys.argv[3], **out)
+for i, feeds in enumerate(samples):
+    if not fresh:
+        out.update({f"{i}/{k}": v for k, v in corpus_steps.run_oracle_declared(path, feeds).items()})
+        continue
+    # one forked process per sample: MNN's heap starts as a new process's would (nothing of an
+    # earlier run's buffers), without paying the interpreter start-up per sample
+    part = f"{fout}.{i}.npz"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            np.savez(part, **corpus_steps.run_oracle_declared(path, feeds))
+            os._exit(0)
+        except BaseException as exc:
+            print(f"sample {i}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"sample {i}: the run exited {code}", file=sys.stderr, flush=True)
+        sys.exit(code if code > 0 else 4)
+    with np.load(part) as got:
+        out.update({f"{i}/{k}": got[k] for k in got.files})
+np.savez(fout, **out)
 """
 
 _oracle_cache: Dict[tuple, List[Dict[str, np.ndarray]]] = {}
@@ -185,25 +205,23 @@ _oracle_cache: Dict[tuple, List[Dict[str, np.ndarray]]] = {}
 
 def oracle_outputs(path, samples: List[Dict[str, np.ndarray]], fresh: bool = False,
                    key: Optional[str] = None) -> List[Dict[str, np.ndarray]]:
-    """The official runtime's outputs on each sample, in child processes (one for all samples, or one
-    per sample with ``fresh``).  Raises OracleToolError when MNN crashes.  Cached per (path, key)."""
+    """The official runtime's outputs on each sample, in a child process (with ``fresh``, each sample
+    in a process of its own, forked from it).  Raises OracleToolError when MNN fails or crashes.
+    Cached per (path, key) within this process."""
     cache_key = (str(path), os.path.getmtime(path), key, fresh, len(samples))
     if key is not None and cache_key in _oracle_cache:
         return _oracle_cache[cache_key]
-    groups = [[s] for s in samples] if fresh else [samples]
-    results: List[Dict[str, np.ndarray]] = []
     with tempfile.TemporaryDirectory(prefix="mnnlite-corpus-") as tmp:
-        for group in groups:
-            fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-            arrays = {f"{i}/{k}": v for i, s in enumerate(group) for k, v in s.items()}
-            np.savez(fin, count=len(group), **arrays)
-            res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout], 900)
-            if res["code"] != 0:
-                raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
-                                          f"{_last_line(res['output'])}")
-            with np.load(fout) as data:
-                for i in range(len(group)):
-                    results.append({k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")})
+        fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        arrays = {f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()}
+        np.savez(fin, count=len(samples), **arrays)
+        res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout, "1" if fresh else "0"], 1800)
+        if res["code"] != 0 or not os.path.exists(fout):
+            raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
+                                      f"{_last_line(res['output'])}")
+        with np.load(fout) as data:
+            results = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+                       for i in range(len(samples))]
     if key is not None:
         _oracle_cache[cache_key] = results
     return results
