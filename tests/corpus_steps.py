@@ -393,4 +393,5 @@ def step_validate(name: str, ours_path, feature: str, weight: str) -> dict:
     cosines = [o["cosine"] for o in data.get("outputs", [])]
     if not cosines or not all(np.isfinite(cosines)):
         raise StepFailed(f"{name}: validate reported no finite cosine: {data.get('outputs')}")
-    return {"cosine": float(min(cosines)), "seconds": res["seconds"], "detail": f"{len(data.get('samples') or [])} samples"}
+    samples = len(data.get("samples") or [])
+    return {"cosine": float(min(cosines)), "seconds": res["seconds"], "detail": f"{samples} samples"}

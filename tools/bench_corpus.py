@@ -157,7 +157,8 @@ def print_table(rows) -> None:
     if quant:
         print()
         print("calibration: wall time and peak RSS, ours (python -m mnnlite quantize) vs quantized.out, same config")
-        print(f"{'model':20} {'config':12} {'ours s':>7} {'MNN s':>7} {'ours MB':>8} {'MNN MB':>8} {'RSS ratio':>9}  MNN")
+        print(f"{'model':20} {'config':12} {'ours s':>7} {'MNN s':>7} {'ours MB':>8} {'MNN MB':>8} "
+              f"{'RSS ratio':>9}  MNN")
         for r in quant:
             ours_mb = r.get("peak_rss_mb")
             ratio = f"{ours_mb / r['mnn_peak_rss_mb']:.2f}" if ours_mb and r["mnn_ok"] else "-"
