@@ -53,7 +53,9 @@ HELDOUT_COUNT = 8
 MNN_QUANT_TIMEOUT_S = 900
 FEATURES = ("KL", "EMA", "ADMM")
 WEIGHTS = ("MAX_ABS", "ADMM")
-DEFAULT_MNN_FEATURES = ("KL", "EMA")   # built by default; ADMM (slow, crashes on ONNX models) on demand
+# quantized.out's own files built by default, (feature, weight); ADMM features (many minutes per model,
+# crashes on ONNX models) only on demand
+DEFAULT_MNN_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"), ("KL", "ADMM"))
 EMA_BATCH = 4                          # batch_size of the EMA configs (MNN's default 32 > our 16 samples)
 
 OracleToolError = zoo.OracleToolError
@@ -877,7 +879,7 @@ def mnn_quantized(name: str, feature: str = "KL", weight: str = "MAX_ABS",
     return out
 
 
-def build(name: str, features: Sequence[str] = DEFAULT_MNN_FEATURES, weight: str = "MAX_ABS") -> Dict[str, str]:
+def build(name: str, cases: Sequence[Tuple[str, str]] = DEFAULT_MNN_CASES) -> Dict[str, str]:
     """Build everything of one model; {step: "ok" | failure text}.  Never raises on an oracle failure."""
     steps: Dict[str, str] = {}
     for step, fn in (("source", source_model), ("float", float_model), ("calib", calibration_dir),
@@ -891,7 +893,7 @@ def build(name: str, features: Sequence[str] = DEFAULT_MNN_FEATURES, weight: str
     for feature in FEATURES:
         config_path(name, feature, "MAX_ABS")
     config_path(name, "KL", "ADMM")
-    for feature in features:
+    for feature, weight in cases:
         result = mnn_quantized(name, feature, weight)
-        steps[f"mnnquant {feature}"] = "ok" if isinstance(result, Path) else str(result)
+        steps[f"mnnquant {feature}/{weight}"] = "ok" if isinstance(result, Path) else str(result)
     return steps

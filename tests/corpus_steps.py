@@ -47,7 +47,7 @@ STEP_ROUNDING = 1e-5
 NO_WORSE_MARGIN = 1e-3
 QUANT_TIMEOUT_S = 1800
 QUANT_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"), ("ADMM", "MAX_ABS"), ("KL", "ADMM"))
-MNN_FILE_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"))
+MNN_FILE_CASES = corpus.DEFAULT_MNN_CASES
 
 
 class StepFailed(AssertionError):

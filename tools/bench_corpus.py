@@ -4,17 +4,17 @@ and MNN's own quantizer, with cosines, timings and calibration peak memory side 
 
     python tools/bench_corpus.py                               # every model, every step
     python tools/bench_corpus.py --models ppocr_cls mtcnn_onet --steps info run quantize
-    python tools/bench_corpus.py --json corpus.json
+    python tools/bench_corpus.py --json corpus.json --jobs 2     # two models at a time
 
 Steps (tests/corpus_steps.py; the slow tests tests/corpus/test_corpus.py assert the same):
   info        ``python -m mnnlite info --json``: the official runtime's inputs and declared layouts
   run         float run vs the official runtime on held-out samples (declared layout both sides)
   quantize    ``python -m mnnlite quantize`` per config (KL, EMA, ADMM features with MAX_ABS weights, KL
-              with ADMM weights), timed, peak RSS from wait4; for KL and EMA also quantized.out on the same
-              config, same figures (its ADMM takes many minutes and crashes on ONNX models)
+              with ADMM weights), timed, peak RSS from wait4; except for the ADMM feature (many minutes,
+              crashes on ONNX models) also quantized.out on the same config, same figures
   official    the official runtime runs our file: held-out cosine to the float model, and MNN's own file's
-  int8-mnn    our int8 runtime vs the official runtime on quantized.out's KL / EMA files
-  int8-ours   the same on our KL / EMA files
+  int8-mnn    our int8 runtime vs the official runtime on quantized.out's KL, EMA, KL+ADMM-weight files
+  int8-ours   the same on our files
   validate    ``python -m mnnlite validate`` on the held-out folder with our KL file
 
 Each model runs in a child process (a crash of ours or of MNN is a row, not the end of the table).  The
@@ -43,6 +43,8 @@ def _parse(argv):
     ap.add_argument("--models", nargs="+", choices=corpus.names(), metavar="NAME", help="models (default: all)")
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps (default: all)")
     ap.add_argument("--json", metavar="OUT", help="write every row as JSON")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="models measured at once (default 1: timings and peak RSS without interference)")
     ap.add_argument("--no-mnn-quant", action="store_true",
                     help="do not re-run quantized.out for its time and peak RSS")
     ap.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)       # child mode: one model
@@ -172,6 +174,27 @@ def print_table(rows) -> None:
     print("steps: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 
 
+def _model_rows(name: str, args) -> list:
+    """One model's rows from a child process; a crash of the child is a row of its own."""
+    with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--steps", *args.steps]
+        if args.no_mnn_quant:
+            cmd.append("--no-mnn-quant")
+        start = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if out.exists():
+            rows = json.loads(out.read_text())
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            rows = [{"model": name, "step": "(all)", "case": "", "status": "CRASH",
+                     "seconds": time.monotonic() - start,
+                     "detail": f"child exited {proc.returncode}: {tail[0][:300]}"}]
+    print(f"[{name}: {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} steps ok, "
+          f"{time.monotonic() - start:.0f}s]", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.one:
@@ -179,29 +202,18 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
         return 0
     import corpus
+    from concurrent.futures import ThreadPoolExecutor
 
-    rows = []
-    for name in args.models or corpus.names():
-        with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
-            out = Path(tmp) / "rows.json"
-            cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--steps", *args.steps]
-            if args.no_mnn_quant:
-                cmd.append("--no-mnn-quant")
-            start = time.monotonic()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if out.exists():
-                got = json.loads(out.read_text())
-            else:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-                got = [{"model": name, "step": "(all)", "case": "", "status": "CRASH",
-                        "seconds": time.monotonic() - start,
-                        "detail": f"child exited {proc.returncode}: {tail[0][:300]}"}]
-        print(f"[{name}: {sum(r['status'] == 'ok' for r in got)}/{len(got)} steps ok, "
-              f"{time.monotonic() - start:.0f}s]", file=sys.stderr, flush=True)
-        rows += got
+    names = args.models or corpus.names()
+    for name in names:                 # build (downloads, conversions) once, before the children share it
+        corpus.build(name)
+    rows: list = []
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for got in pool.map(lambda n: _model_rows(n, args), names):
+            rows += got
+            if args.json:              # written as models finish: a long run interrupted keeps its rows
+                Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     return 1 if any(r["status"] != "ok" for r in rows) else 0
 
 
