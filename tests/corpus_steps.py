@@ -288,13 +288,14 @@ def _check_float(interp, name: str, label: str, feeds, ref) -> float:
     return worst
 
 
-def our_quantize(name: str, feature: str, weight: str, out_dir) -> dict:
+def our_quantize(name: str, feature: str, weight: str, out_dir, threads: Optional[int] = None) -> dict:
     """``python -m mnnlite quantize`` (the user's command) on the corpus config; {"path", "seconds",
-    "peak_rss_mb"}; StepFailed on a non-zero exit."""
+    "peak_rss_mb"}; StepFailed on a non-zero exit.  ``threads``: its --threads (default: its own)."""
     out = Path(out_dir) / f"{name}.ours.{feature}.{weight}.mnn"
     cfg = corpus.config_path(name, feature, weight)
+    extra = ["--threads", str(threads)] if threads else []
     res = run_child([sys.executable, "-m", "mnnlite", "quantize", str(corpus.float_model(name)), str(out),
-                     str(cfg)], QUANT_TIMEOUT_S)
+                     str(cfg), *extra], QUANT_TIMEOUT_S)
     if res["code"] != 0 or not out.exists():
         raise StepFailed(f"{name} {feature}/{weight}: mnnlite quantize {_exit_text(res)}: "
                          f"{_last_line(res['output'])}")

@@ -45,6 +45,7 @@ def _parse(argv):
     ap.add_argument("--json", metavar="OUT", help="write every row as JSON")
     ap.add_argument("--jobs", type=int, default=1,
                     help="models measured at once (default 1: timings and peak RSS without interference)")
+    ap.add_argument("--threads", type=int, help="--threads of our quantizer (default: its own, <= 4 cores)")
     ap.add_argument("--no-mnn-quant", action="store_true",
                     help="do not re-run quantized.out for its time and peak RSS")
     ap.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)       # child mode: one model
@@ -72,7 +73,7 @@ def _record(rows, model, step, case, fn):
     return row
 
 
-def run_one(name: str, wanted, measure_mnn: bool) -> list:
+def run_one(name: str, wanted, measure_mnn: bool, threads=None) -> list:
     import corpus
     import corpus_steps as steps
 
@@ -97,7 +98,7 @@ def run_one(name: str, wanted, measure_mnn: bool) -> list:
                 continue
             feature, weight = case
             label = f"{feature}/{weight}"
-            row = _record(rows, name, "quantize", label, lambda: steps.our_quantize(name, feature, weight, tmp))
+            row = _record(rows, name, "quantize", label, lambda: steps.our_quantize(name, feature, weight, tmp, threads))
             if row["status"] == "ok":
                 ours[case] = row["path"]
             if measure_mnn and "quantize" in wanted and case in steps.MNN_FILE_CASES:
@@ -181,6 +182,8 @@ def _model_rows(name: str, args) -> list:
         cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--steps", *args.steps]
         if args.no_mnn_quant:
             cmd.append("--no-mnn-quant")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if out.exists():
@@ -198,7 +201,7 @@ def _model_rows(name: str, args) -> list:
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.one:
-        rows = run_one(args.one, set(args.steps), not args.no_mnn_quant)
+        rows = run_one(args.one, set(args.steps), not args.no_mnn_quant, args.threads)
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
         return 0
     import corpus
