@@ -528,6 +528,32 @@ def _build_nhwc_like():
     return g.model(17)
 
 
+MINILM_SEQ, MINILM_HIDDEN, MINILM_HEADS = 16, 32, 4
+
+
+def _build_minilm_block():
+    """A MiniLM-like attention block whose graph fixes the batch at 1, as exported encoders do: the
+    head split is a Reshape to the constant shape [1, S, heads, D] (and the merge to [1, S, H]), so the
+    model runs on batch 1 only.  Input ``hidden`` [1, S, H] (static), output ``out`` [1, S, H]:
+    Q/K/V MatMuls (converted to 1x1 convs), Transpose, Q x K^T, Softmax, P x V, output MatMul, residual
+    Add and LayerNorm.  The EMA quantizer's batching must fall back to one sample per forward here."""
+    g = _Graph("minilm_block")
+    s, d, heads = MINILM_SEQ, MINILM_HIDDEN, MINILM_HEADS
+    dh = d // heads
+    x = g.input("hidden", [1, s, d])
+    split = g.ints([1, s, heads, dh])              # the batch fixed inside the graph
+    q, k, v = (g.op("Reshape", [g.linear(x, d, d), split]) for _ in range(3))
+    q = g.op("Transpose", [q], perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", [k], perm=[0, 2, 3, 1])
+    v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+    scores = g.op("Mul", [g.op("MatMul", [q, kt]), g.const(1.0 / math.sqrt(dh))])
+    att = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+    att = g.op("Reshape", [g.op("Transpose", [att], perm=[0, 2, 1, 3]), g.ints([1, s, d])])
+    y = g.op("Add", [x, g.linear(att, d, d)])
+    g.output(g.layer_norm(g.op("Relu", [g.linear(y, d, d)]), d), "out")
+    return g.model(17)
+
+
 _BUILDERS: Dict[str, Callable] = {
     "cnn": _build_cnn,
     "mobilenet": _build_mobilenet,
@@ -536,6 +562,7 @@ _BUILDERS: Dict[str, Callable] = {
     "lstm": _build_lstm,
     "ifgraph": _build_ifgraph,
     "nhwc_like": _build_nhwc_like,
+    "minilm_block": _build_minilm_block,
 }
 
 
@@ -649,6 +676,7 @@ _SPECS: Dict[str, _Spec] = {
     "lstm": _Spec({"seq": [(LSTM_STEPS, 1, 16)], "h0": [(1, 1, 24)], "c0": [(1, 1, 24)]},
                   {"seq": "float32", "h0": "float32", "c0": "float32"}),
     "ifgraph": _Spec({"x": [(1, 8)]}, {"x": "float32"}),
+    "minilm_block": _Spec({"hidden": [(1, MINILM_SEQ, MINILM_HIDDEN)]}, {"hidden": "float32"}),
     "nhwc_like": _Spec({"image": [(1, 3, 48, 48), (1, 3, 32, 64)]}, {"image": "float32"},
                        ImageSpec(48, 48, _HALF, _INV_HALF, (64, 56))),
     "ppocr_det": _Spec({"x": [(1, 3, 320, 320), (1, 3, 224, 352)]}, {"x": "float32"},
