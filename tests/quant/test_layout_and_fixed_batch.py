@@ -190,3 +190,28 @@ def test_ema_on_graph_with_fixed_batch_equals_quantized_out(zoo, tmp_path, batch
         assert "cannot take" not in log.getvalue() and report.samples == 12   # batch = N = 12 -> 1 (sequence)
     out = zoo.run_oracle(tmp_path / "ours.mnn", {"hidden": np.ones((1, 16, 32), np.float32)})
     assert np.isfinite(out["out"]).all()
+
+
+def test_sequence_samples_in_either_layout_give_the_same_file(zoo, tmp_path):
+    """Sequence samples are read in the declared layout (MNN), or in NCHW order with layout="nchw"."""
+    from mnnlite.layout import input_specs
+
+    src = zoo.model_path("blazeface", "float")
+    model = mnnlite.load_model(src)
+    assert [(s.shape, s.layout) for s in input_specs(model, "model")] == [((1, 128, 128, 3), "NHWC")]
+    assert [(s.shape, s.layout) for s in input_specs(model, "nchw")] == [((1, 3, 128, 128), "NCHW")]
+    images = image_feeds("blazeface")[:4]
+    outputs = {}
+    for layout in ("model", "nchw"):
+        folder = tmp_path / layout
+        folder.mkdir()
+        for k, feeds in enumerate(images):
+            x = feeds["input"] if layout == "model" else feeds["input"].transpose(0, 3, 1, 2)
+            np.save(folder / f"{k}.npy", np.ascontiguousarray(x))
+        cfg = {"input_type": "sequence", "path": str(folder), "feature_quantize_method": "KL"}
+        out = tmp_path / f"{layout}.mnn"
+        mnnlite.quantize(src, out, cfg, layout=layout)
+        outputs[layout] = out.read_bytes()
+    assert outputs["model"] == outputs["nchw"]
+    with pytest.raises(mnnlite.errors.ConfigError, match="layout must be one of"):
+        mnnlite.quantize(src, tmp_path / "x.mnn", cfg, layout="nhwc")
