@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model, write_atomic
 from ..format.tables import OpType
 from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
@@ -313,38 +313,28 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
 
 # ------------------------------------------------------------------------------------------------ EMA
 
-def _batch_or_single(model, cfg: QuantConfig, dataset, runtime, qlog):
-    """The EMA dataset, or one that feeds single samples when the graph cannot take the batch.
+def _single_samples(cfg: QuantConfig, dataset, error, qlog):
+    """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.
 
     Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
     a batch of 32 cannot pass.  MNN's EMA still quantizes them because its sequence path feeds one
     sample per iteration -- the last of each batch, every sample of the batch overwriting the input in
     turn (calibration.cpp ``_quantizeModelEMA``, doc §14.18) -- so its forwards have batch 1.  When the
-    first batch does not go through our runtime (one forward; only tried when the batch differs from
-    the model's declared dim 0), calibration does exactly that: N / batch forwards of the last sample of
-    each batch, the same samples and so the same scales as MNN.  In image mode MNN stacks real batches
-    and cannot run such a graph; there every sample gets its own forward and moving-average step.
+    first batch fails in our runtime, calibration does exactly that: N / batch forwards of the last
+    sample of each batch, the same samples and so the same parameters as MNN.  In image mode MNN stacks
+    real batches and cannot run such a graph; there every sample gets its own forward.  None when the
+    batch was 1 already (the error is then the model's or the data's).
     """
-    from ..errors import ShapeError
-
     batch = dataset.batch_size
-    declared = dataset.specs[0].shape[0] if dataset.specs and dataset.specs[0].shape else 0
-    if batch <= 1 or batch == declared:
-        return dataset
-    first = next(iter(_Feeds(dataset, dataset.specs, cfg.source)), None)
-    if first is None:
-        return dataset
-    try:
-        runtime.interpreter(model).run(first)
-        return dataset
-    except ShapeError as exc:
-        reason = str(exc).split(": ", 1)[-1]
+    if batch <= 1:
+        return None
     single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
     if cfg.input_type == "sequence":
         single.files = dataset.files[batch - 1::batch][:len(dataset.files) // batch]
         how = f"the last sample of each batch of {batch}, {len(single.files)} forward(s), as MNN feeds"
     else:
         how = f"each of the {len(single.files)} samples on its own"
+    reason = str(error).split(": ", 1)[-1]
     qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with {how}\n")
     return single
 
@@ -363,11 +353,19 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
         qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
                   f"set batch size as {dataset.sample_count}\n")
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
-    dataset = _batch_or_single(model, cfg, dataset, runtime, qlog)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
-    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, runtime.interpreter,
-                               cfg.weight_quantize_method, threads)
+
+    def calibrate(data):
+        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data), specs, cfg.source), fclamp, wclamp,
+                                 qlog, runtime.interpreter, cfg.weight_quantize_method, threads)
+    try:
+        params = calibrate(dataset)
+    except ShapeError as exc:       # batches run in order: the first one fails before any result is used
+        single = _single_samples(cfg, dataset, exc, qlog)
+        if single is None:
+            raise
+        dataset = single
+        params = calibrate(dataset)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}
