@@ -23,6 +23,7 @@ import numpy as np
 
 from . import metrics as M
 from .errors import ConfigError, DataError
+from .layout import DEFAULT_LAYOUT, input_specs
 
 WORST_LAYERS = 5
 
@@ -152,16 +153,6 @@ def _pct(v) -> str:
 
 # ------------------------------------------------------------------------------------------ samples
 
-def _input_specs(interp):
-    from .quant.dataset import InputSpec
-
-    specs = []
-    for name, info in interp.input_info().items():
-        layout = "NHWC" if info.layout == "NHWC" else "NCHW"
-        specs.append(InputSpec(name, tuple(int(d) for d in info.shape), layout, str(info.dtype)))
-    return specs
-
-
 def _dataset(config, specs, data, num):
     """A CalibrationSet over the held-out files: ``data``'s, or ``path``'s after the calibration ones."""
     from .quant.dataset import CalibrationSet, list_candidates
@@ -187,16 +178,6 @@ def _dataset(config, specs, data, num):
     ds = CalibrationSet(cfg, specs, batch_size=1, drop_last=False)
     ds.files = files
     return ds
-
-
-def _to_feeds(inputs: dict, specs) -> dict:
-    """Dataset arrays are in the input's own layout; the runtime takes NCHW order."""
-    feeds = {}
-    for spec in specs:
-        if spec.name in inputs:
-            a = inputs[spec.name]
-            feeds[spec.name] = np.moveaxis(a, -1, 1) if spec.layout == "NHWC" and a.ndim >= 3 else a
-    return feeds
 
 
 def read_labels(path: str) -> dict[str, int]:
@@ -274,20 +255,21 @@ class _LayerStats:
 
 def validate(float_path, quant_path, config, *, data=None, labels=None, num=None, min_cosine=None,
              min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS, layers: bool = True,
-             on_sample=None) -> ValidationReport:
+             on_sample=None, layout: str = DEFAULT_LAYOUT) -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
     applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like
     outputs; ``report.failures`` lists each missed one.  ``layers=False`` skips per-layer statistics.
+    ``layout``: the order of sequence samples, "model" (declared layouts) or "nchw" (``mnnlite.layout``).
     """
     from .quant.config import load_config
     from .runtime import Interpreter
 
     cfg = load_config(config)
-    float_rt = Interpreter(float_path, impl=impl, precision="float")
-    quant_rt = Interpreter(quant_path, impl=impl)
-    specs = _input_specs(quant_rt)
+    float_rt = Interpreter(float_path, impl=impl, precision="float", layout=layout)
+    quant_rt = Interpreter(quant_path, impl=impl, layout=layout)
+    specs = input_specs(quant_rt.model, layout)
     if set(float_rt.input_names) != set(quant_rt.input_names):
         raise DataError(f"{quant_path}: inputs {quant_rt.input_names} differ from {float_path}'s "
                         f"{float_rt.input_names}")
@@ -303,9 +285,8 @@ def validate(float_path, quant_path, config, *, data=None, labels=None, num=None
     stats = _LayerStats(quant_rt.model.graph) if layers else None
     samples = []
     for path, inputs in ds.samples():
-        feeds = _to_feeds(inputs, specs)
-        ref = float_rt.run(feeds, observe=stats.keep_float if stats else None)
-        got = quant_rt.run(feeds, observe=stats.compare if stats else None)
+        ref = float_rt.run(inputs, observe=stats.keep_float if stats else None)
+        got = quant_rt.run(inputs, observe=stats.compare if stats else None)
         if stats:
             stats.float_values.clear()
         samples.append(path)

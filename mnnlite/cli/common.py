@@ -11,6 +11,16 @@ def add_runtime_options(parser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
 
 
+def add_layout_option(parser) -> None:
+    """--layout: the order feeds and outputs (and sequence samples) use (mnnlite.layout)."""
+    from ..layout import DEFAULT_LAYOUT, LAYOUTS
+
+    parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT,
+                        help="model (default): every input and output in the layout the model declares, "
+                             "e.g. NHWC for TFLite models, as MNN's Module API; nchw: Caffe (NCHW) order "
+                             "whatever the declared layout, as MNN's Session API with Caffe tensors")
+
+
 def apply_threads(args) -> None:
     """Give the compiled kernels ``--threads``; a bad count is a one-line ConfigError."""
     from ..errors import ConfigError

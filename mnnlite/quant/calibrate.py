@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..format.tables import DataFormat, OpType
+from ..layout import op_output_format
 
 NCHW, NHWC, NC4HW4 = int(DataFormat.NCHW), int(DataFormat.NHWC), int(DataFormat.NC4HW4)
 
@@ -39,13 +40,6 @@ _VIEW_FIRST_INPUT = {
     OpType.ReverseSequence,
 }
 VIEW_OPS = frozenset(_VIEW_ALL_INPUTS | _VIEW_FIRST_INPUT)
-
-# Ops whose output MNN keeps in NC4HW4 (GeometryImageOp, convolution family).
-_NC4HW4_OUTPUT = {
-    OpType.Convolution, OpType.ConvolutionDepthwise, OpType.Deconvolution, OpType.DeconvolutionDepthwise,
-    OpType.Pooling, OpType.Pooling3D, OpType.Interp, OpType.Interp3D, OpType.Resize, OpType.ConvInt8,
-    OpType.DepthwiseConvInt8,
-}
 
 # OpCommonUtils::opNeedContent: inputs whose data an op never reads (only their shape).
 _NO_CONTENT_ALL = {OpType.ZerosLike, OpType.ZeroGrad, OpType.Shape, OpType.Rank, OpType.Const, OpType.Size,
@@ -158,22 +152,9 @@ class _Lowering:
 
     # -- formats (SizeComputer) ------------------------------------------------------------------------
     def _set_formats(self, op) -> None:
-        ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
-        if op.type == OpType.Input:
-            fmt = int(op.main.dformat) if op.main is not None else NCHW
-        elif op.type == OpType.Const or op.type == OpType.TrainableParam:
-            fmt = int(op.main.dataFormat) if op.main is not None and op.main.dataFormat is not None else NCHW
-        elif op.type == OpType.ConvertTensor:
-            fmt = int(op.main.dest)
-        elif op.type in _NC4HW4_OUTPUT:
-            fmt = NC4HW4
-        elif op.type == OpType.BinaryOp and len(ins) == 2 and self._rank(ins[0]) < self._rank(ins[1]):
-            fmt = self._fmt(ins[1])
-        elif ins:
-            fmt = self._fmt(ins[0])
-        else:
-            fmt = NCHW
-        for t in outs:
+        ins = _ints(op.inputIndexes)
+        fmt = op_output_format(op, [self._fmt(t) for t in ins], [self._rank(t) for t in ins])
+        for t in _ints(op.outputIndexes):
             self.formats[t] = fmt
 
     # -- commands ------------------------------------------------------------------------------------
@@ -965,7 +946,7 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
 
 
 def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clamp_w: int, log,
-                  impl: str = "mnn", weight_method: str = "MAX_ABS", threads: int = 1) -> dict[int, EMAParams]:
+                  interpreter=None, weight_method: str = "MAX_ABS", threads: int = 1) -> dict[int, EMAParams]:
     """Per fused conv (by position): EMA ranges of its input and output over the calibration batches.
 
     Each batch runs the float model with, for every module, fake-quantized weights, its input
@@ -974,6 +955,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     Batch norms run with their running statistics (MNN trains them, doc §14.10).  A batch's forward
     depends on no other batch, so batches run on ``threads`` interpreters at once; the moving averages
     take their ranges in batch order, so the result does not depend on ``threads``.
+    ``interpreter(model)`` makes a float interpreter (default: MNN's rounding, feeds in the model's layout).
     """
     from ..graph import Model
     from ..runtime import Interpreter
@@ -981,7 +963,10 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
 
     net, private = _simulation_net(model, modules, clamp_w, weight_method)
     simulation = Model(net, path=model.path)
-    workers = Workers(lambda: Interpreter(simulation, impl=impl, precision="float"), threads)
+    if interpreter is None:
+        def interpreter(m):
+            return Interpreter(m, impl="mnn", precision="float")
+    workers = Workers(lambda: interpreter(simulation), threads)
     observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
 

@@ -11,14 +11,16 @@ model is read, never written.  Identical inputs give byte-identical outputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model, write_atomic
-from ..format.tables import DataFormat, OpType
+from ..format.tables import OpType
+from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
 from . import calibrate as cal
 from .config import QuantConfig, load_config
 from .dataset import CalibrationSet, InputSpec
@@ -40,7 +42,8 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
+             layout: str = DEFAULT_LAYOUT) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -48,11 +51,15 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
     simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
     which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
-    once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
+    once (default: the cores this process may use, at most 4); the result does not depend on it.
+    ``layout``: the order of sequence samples and ``inputs`` shapes, "model" (each input's declared layout,
+    as MNN reads them) or "nchw" (Caffe order, converted; ``mnnlite.layout``); images are built in the
+    model's layout either way.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
     before anything is written.
     """
     start = time.perf_counter()
     threads = _thread_count(threads)
+    layout = check_layout(layout)
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
     src, dst = os.fspath(src), os.fspath(dst)
     qlog.line("model_file", src)
@@ -64,7 +71,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     cfg = load_config(config)
     _log_config(qlog, cfg)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
-    specs = _input_specs(model)
+    specs = input_specs(model, layout)
     dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     qlog.line("dataset_num", dataset.sample_count)
     report.feature_method = _feature_method(model, cfg, qlog)
@@ -72,7 +79,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
         dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads)
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
@@ -132,26 +139,7 @@ def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
 
 
 def _with(cfg: QuantConfig, **changes) -> QuantConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, **changes)
-
-
-def _input_specs(model) -> list[InputSpec]:
-    """The model's inputs for the dataset, in file order (NC4HW4 inputs are fed as NCHW arrays)."""
-    from ..ops.const import numpy_dtype
-
-    specs = []
-    for op in model.graph.ops:
-        if op.type != OpType.Input:
-            continue
-        p = op.main
-        dims = tuple(int(d) for d in p.dims) if p is not None and p.dims is not None else ()
-        fmt = DataFormat(p.dformat if p is not None else DataFormat.NC4HW4)
-        layout = "NHWC" if fmt == DataFormat.NHWC else "NCHW"
-        dtype = numpy_dtype(p.dtype if p is not None else 1)
-        specs.append(InputSpec(model.graph.tensors[int(op.outputIndexes[0])], dims, layout, dtype.name))
-    return specs
 
 
 class _Feeds:
@@ -178,10 +166,17 @@ class _Feeds:
             yield feeds
 
 
-def _interpreter(model, impl: str):
-    from ..runtime import Interpreter
+@dataclasses.dataclass(frozen=True)
+class _Runtime:
+    """How calibration runs a model: float kernels ``impl``, feeds in ``layout``."""
 
-    return Interpreter(model, impl=impl, precision="float")
+    impl: str
+    layout: str
+
+    def interpreter(self, model):
+        from ..runtime import Interpreter
+
+        return Interpreter(model, impl=self.impl, precision="float", layout=self.layout)
 
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
@@ -204,11 +199,10 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1):
     graph = model.graph
-    specs = _input_specs(model)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
-    workers = cal.Workers(lambda: _interpreter(model, impl), threads)
+    samples = _Feeds(cal.Samples(dataset), dataset.specs, cfg.source)
+    workers = cal.Workers(lambda: runtime.interpreter(model), threads)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
@@ -229,7 +223,7 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
     debug_text = None
     if cfg.debug:
-        debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
+        debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report)
     tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
                for t, (s, z) in scales.items() if _usable(t, s, facts)}
     quantized = rewrite(model, tensors, convs)
@@ -294,7 +288,7 @@ def _channels(facts, plan, t: int) -> int | None:
     return int(fact.shape[-1] if plan.formats.get(t) == cal.NHWC else fact.shape[1])
 
 
-def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
+def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> str:
     """Doc §10, with the int8 weights in the simulated model (MNN keeps float weights, §14.13)."""
     import copy
 
@@ -309,8 +303,8 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
         op.main.quanParameter = None
         op.main.external = None
         net.oplists[pos] = op
-    interp_q = _interpreter(Model(net, path=model.path), impl)
-    interp_f = _interpreter(model, impl)
+    interp_q = runtime.interpreter(Model(net, path=model.path))
+    interp_f = runtime.interpreter(model)
     stats = cal.debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
     report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
     qlog.text(debug_lines(report.debug))
@@ -319,9 +313,35 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
 
 # ------------------------------------------------------------------------------------------------ EMA
 
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _single_samples(cfg: QuantConfig, dataset, error, qlog):
+    """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.
+
+    Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
+    a batch of 32 cannot pass.  MNN's EMA still quantizes them because its sequence path feeds one
+    sample per iteration -- the last of each batch, every sample of the batch overwriting the input in
+    turn (calibration.cpp ``_quantizeModelEMA``, doc §14.18) -- so its forwards have batch 1.  When the
+    first batch fails in our runtime, calibration does exactly that: N / batch forwards of the last
+    sample of each batch, the same samples and so the same parameters as MNN.  In image mode MNN stacks
+    real batches and cannot run such a graph; there every sample gets its own forward.  None when the
+    batch was 1 already (the error is then the model's or the data's).
+    """
+    batch = dataset.batch_size
+    if batch <= 1:
+        return None
+    single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    if cfg.input_type == "sequence":
+        single.files = dataset.files[batch - 1::batch][:len(dataset.files) // batch]
+        how = f"the last sample of each batch of {batch}, {len(single.files)} forward(s), as MNN feeds"
+    else:
+        how = f"each of the {len(single.files)} samples on its own"
+    reason = str(error).split(": ", 1)[-1]
+    qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with {how}\n")
+    return single
+
+
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1):
     graph = model.graph
-    specs = _input_specs(model)
+    specs = dataset.specs
     batch = dataset.batch_size
     if cfg.batch_size is None and specs and specs[0].shape and specs[0].shape[0] > 0:
         if specs[0].shape[0] != 32:
@@ -333,10 +353,19 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
         qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
                   f"set batch size as {dataset.sample_count}\n")
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
-    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
-                               threads)
+
+    def calibrate(data):
+        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data), specs, cfg.source), fclamp, wclamp,
+                                 qlog, runtime.interpreter, cfg.weight_quantize_method, threads)
+    try:
+        params = calibrate(dataset)
+    except ShapeError as exc:       # batches run in order: the first one fails before any result is used
+        single = _single_samples(cfg, dataset, exc, qlog)
+        if single is None:
+            raise
+        dataset = single
+        params = calibrate(dataset)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}

@@ -28,9 +28,10 @@ def run_job(job: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="mnnlite-regress-") as tmp:
         quant_path = os.path.join(tmp, "quant.mnn")
         log = io.StringIO()
-        quantize(job["model"], quant_path, job["config"], log=log)
+        layout = job.get("layout", "model")
+        quantize(job["model"], quant_path, job["config"], log=log, layout=layout)
         vreport = validate(job["model"], quant_path, job["config"], data=job["heldout"], labels=job["labels"],
-                           num=job["num"], **job["thresholds"])
+                           num=job["num"], layout=layout, **job["thresholds"])
     metrics = {k: float(v) for k, v in vreport.metrics().items()}
     check_metric_names(metrics)
     samples = list_candidates(load_config(job["config"])) + list(vreport.samples)
