@@ -40,7 +40,8 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
+             ray: str | None = None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -48,9 +49,21 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
     simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
     which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
-    once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
-    before anything is written.
+    once (default: the cores this process may use, at most 4); the result does not depend on it.
+    ``ray``: a Ray cluster address ("auto", "local", "host:port"; ``mnnlite.distributed``): KL and EMA
+    samples then run in shards as Ray tasks, with byte-identical output (ADMM and debug mode, whose sums
+    depend on the order, stay on this process).  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
+    (``ClusterError`` for an unreachable cluster) before anything is written.
     """
+    if ray is not None:
+        from ..distributed import cluster
+
+        with cluster(ray) as connected:
+            return _quantize(src, dst, config, log, impl, threads, connected)
+    return _quantize(src, dst, config, log, impl, threads, None)
+
+
+def _quantize(src, dst, config, log, impl: str, threads, ray) -> QuantReport:
     start = time.perf_counter()
     threads = _thread_count(threads)
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
@@ -72,7 +85,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
         dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads)
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads, ray)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
@@ -178,12 +191,6 @@ class _Feeds:
             yield feeds
 
 
-def _interpreter(model, impl: str):
-    from ..runtime import Interpreter
-
-    return Interpreter(model, impl=impl, precision="float")
-
-
 # ------------------------------------------------------------------------------------------ KL / ADMM
 
 DEFAULT_MAX_THREADS = 4     # more samples in flight mostly add memory: the GIL-bound glue saturates
@@ -204,18 +211,18 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1, ray=None):
     graph = model.graph
     specs = _input_specs(model)
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
-    workers = cal.Workers(lambda: _interpreter(model, impl), threads)
+    workers = cal.make_workers(cal.float_interpreter, model, (impl,), threads, ray)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     clock = time.perf_counter()
     facts = cal.tensor_facts(interp, first)
-    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS:
+    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS and isinstance(workers, cal.Workers):
         workers.count = 1
     plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
@@ -309,8 +316,8 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
         op.main.quanParameter = None
         op.main.external = None
         net.oplists[pos] = op
-    interp_q = _interpreter(Model(net, path=model.path), impl)
-    interp_f = _interpreter(model, impl)
+    interp_q = cal.float_interpreter(Model(net, path=model.path), impl)
+    interp_f = cal.float_interpreter(model, impl)
     stats = cal.debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
     report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
     qlog.text(debug_lines(report.debug))
@@ -319,7 +326,7 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
 
 # ------------------------------------------------------------------------------------------------ EMA
 
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1, ray=None):
     graph = model.graph
     specs = _input_specs(model)
     batch = dataset.batch_size
@@ -336,7 +343,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
     params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
-                               threads)
+                               threads, ray)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}
