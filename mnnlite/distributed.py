@@ -120,9 +120,13 @@ def _init(ray, address: str, timeout: float) -> None:
             outcome.append(None)
         except BaseException as exc:   # noqa: BLE001 - reported to the caller as one line
             outcome.append(exc)
+    # Ray's own deadline for reaching the head, and its C++ client's retry warnings (written straight
+    # to file descriptor 2) kept out of the output while connecting: a failure is one line of ours
+    os.environ.setdefault("RAY_py_gcs_connect_timeout_s", str(max(1, int(timeout))))
     thread = threading.Thread(target=connect, name="mnnlite-ray-init", daemon=True)
-    thread.start()
-    thread.join(timeout)
+    with _quiet_stderr():
+        thread.start()
+        thread.join(timeout + 5)
     if not outcome:
         raise ClusterError(f"Ray cluster {address} did not accept the connection within {timeout:g} s "
                            f"(wrong address, or a token-authenticated cluster: set RAY_AUTH_MODE=token "
@@ -131,6 +135,27 @@ def _init(ray, address: str, timeout: float) -> None:
         exc = outcome[0]
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise ClusterError(f"Ray cluster {address}: cannot connect: {text[:300]}")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 sent to /dev/null for the block (Python's own ``sys.stderr`` included)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cluster_cpus(ray) -> int:

@@ -2,6 +2,8 @@
 [--update-golden]``."""
 from __future__ import annotations
 
+from .common import add_ray_option
+
 
 def add_parser(sub):
     p = sub.add_parser("regress", help="quantize + validate declared cases and compare with golden metrics")
@@ -11,9 +13,7 @@ def add_parser(sub):
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration threads per case (default: the quantizer's); with --ray, CPUs per case task "
                         "(default 1)")
-    p.add_argument("--ray", metavar="ADDRESS",
-                   help="run every case as a task on a Ray cluster: auto, local (a private Ray on 127.0.0.1), "
-                        "HOST:PORT or ray://HOST:PORT; needs the extra mnnlite[ray]")
+    add_ray_option(p, "cases")
     p.add_argument("--ship-data", action="store_true",
                    help="with --ray: send models and sample folders as Ray objects (default: workers read the "
                         "same paths, a shared file system)")
