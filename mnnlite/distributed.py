@@ -3,7 +3,10 @@
 Ray is an optional extra (``pip install "mnnlite[ray]"``), imported only here and only when ``--ray`` /
 ``ray=`` is used.  ``cluster(address)`` connects and disconnects:
 
-* ``local``: a private Ray started by this process, bound to 127.0.0.1, stopped when the work is done;
+* ``local``: a private Ray started by this process and stopped when the work is done (node address
+  127.0.0.1 asked for; Ray 2.x replaces a loopback address by the machine's routable one and listens on
+  every interface, so what keeps it private is Ray's token authentication, on by default for a Ray that
+  ``ray.init`` starts: the token lives in ``~/.ray/auth_token``);
 * ``auto``: the cluster ``ray start`` left on this machine, or the one ``RAY_ADDRESS`` names;
 * ``host:port`` (or ``ray://host:port``, Ray Client): an existing cluster's head.
 

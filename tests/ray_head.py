@@ -1,4 +1,8 @@
-"""A private Ray head on 127.0.0.1 for the tests marked ``ray``, stopped by its own process ids.
+"""A private Ray head for the tests marked ``ray``, stopped by its own process ids.
+
+It is started with ``--node-ip-address 127.0.0.1`` (Ray 2.x replaces a loopback address by the machine's
+routable one and listens on every interface), so token authentication with a token of its own, given to
+the head and to the test drivers only, is what keeps it private.
 
 ``ray stop`` would kill every Ray on the machine; this head is started in a session of its own, so its
 processes are the members of that process group plus the worker processes its raylet forks (each in a
