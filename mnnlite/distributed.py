@@ -29,7 +29,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections import deque
 
 from .errors import MnnliteError
@@ -255,7 +254,12 @@ class _Shipper:
 
     def _ref(self, path: str):
         if path not in self.refs:
-            self.refs[path] = self.ray.put(_pack(path))
+            try:
+                packed = _pack(path)
+            except OSError as exc:
+                raise ClusterError(f"--ship-data: {exc.filename or path}: cannot be read: "
+                                   f"{exc.strerror or exc}") from None
+            self.refs[path] = self.ray.put(packed)
         return self.refs[path]
 
 
@@ -418,12 +422,3 @@ class RayWorkers:
             if done is not None:
                 for _ in range(size):
                     done()
-
-
-def calibration_workers(ray, recipe, local_count: int):
-    """Workers for calibration: on the cluster when connected (``ray`` is the module), else local."""
-    from .quant.calibrate import Workers
-
-    if ray is None:
-        return Workers(recipe, local_count)
-    return RayWorkers(ray, recipe)

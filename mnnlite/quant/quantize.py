@@ -215,7 +215,9 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     graph = model.graph
     specs = _input_specs(model)
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
-    workers = cal.make_workers(cal.float_interpreter, model, (impl,), threads, ray)
+    # ADMM's float sums depend on the order of the samples: it calibrates here, one sample at a time
+    sharded = ray if cfg.feature_quantize_method == "KL" else None
+    workers = cal.make_workers(cal.float_interpreter, model, (impl,), threads, sharded)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
