@@ -30,3 +30,10 @@ def apply_threads(args) -> None:
         set_num_threads(args.threads)
     except ValueError as exc:
         raise ConfigError(f"--threads: {exc}") from None
+
+
+def add_ray_option(parser, what: str) -> None:
+    """--ray ADDRESS, for commands whose samples can run as Ray tasks."""
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help=f"run the {what} as tasks on a Ray cluster: auto, local (a private Ray on "
+                             f"127.0.0.1), HOST:PORT or ray://HOST:PORT; same result; needs mnnlite[ray]")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..layout import DEFAULT_LAYOUT
-from .common import add_layout_option
+from .common import add_layout_option, add_ray_option
 
 USAGE = "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json"
 
@@ -26,6 +26,7 @@ def add_parser(sub):
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
     add_layout_option(p)
+    add_ray_option(p, "calibration samples (KL, EMA)")
     p.set_defaults(func=main)
 
 
@@ -33,7 +34,8 @@ def main(args) -> int:
     from ..quant.quantize import quantize
 
     quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
-             threads=getattr(args, "threads", None), layout=getattr(args, "layout", DEFAULT_LAYOUT))
+             threads=getattr(args, "threads", None), layout=getattr(args, "layout", DEFAULT_LAYOUT),
+             ray=getattr(args, "ray", None))
     return 0
 
 

@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..errors import ConfigError
-from .common import add_layout_option, add_runtime_options, apply_threads
+from .common import add_layout_option, add_ray_option, add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -27,6 +27,7 @@ def add_parser(sub):
     p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
     add_runtime_options(p)
     add_layout_option(p)
+    add_ray_option(p, "held-out samples")
     p.set_defaults(func=main)
 
 
@@ -43,7 +44,7 @@ def main(args) -> int:
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
                       impl=args.impl, worst=args.worst, layers=args.worst > 0,
-                      layout=args.layout)
+                      layout=args.layout, ray=args.ray)
     print(report.render())
     if args.json:
         try:

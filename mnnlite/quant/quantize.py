@@ -43,7 +43,7 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
 
 
 def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
-             layout: str = DEFAULT_LAYOUT) -> QuantReport:
+             layout: str = DEFAULT_LAYOUT, ray: str | None = None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -54,9 +54,21 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     once (default: the cores this process may use, at most 4); the result does not depend on it.
     ``layout``: the order of sequence samples and ``inputs`` shapes, "model" (each input's declared layout,
     as MNN reads them) or "nchw" (Caffe order, converted; ``mnnlite.layout``); images are built in the
-    model's layout either way.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
-    before anything is written.
+    model's layout either way.
+    ``ray``: a Ray cluster address ("auto", "local", "host:port"; ``mnnlite.distributed``): KL and EMA
+    samples then run in shards as Ray tasks, with byte-identical output (ADMM and debug mode, whose sums
+    depend on the order, stay on this process).  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
+    (``ClusterError`` for an unreachable cluster) before anything is written.
     """
+    if ray is not None:
+        from ..distributed import cluster
+
+        with cluster(ray) as connected:
+            return _quantize(src, dst, config, log, impl, threads, layout, connected)
+    return _quantize(src, dst, config, log, impl, threads, layout, None)
+
+
+def _quantize(src, dst, config, log, impl: str, threads, layout: str, ray) -> QuantReport:
     start = time.perf_counter()
     threads = _thread_count(threads)
     layout = check_layout(layout)
@@ -79,7 +91,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
         dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads)
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads, ray)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
@@ -174,9 +186,11 @@ class _Runtime:
     layout: str
 
     def interpreter(self, model):
-        from ..runtime import Interpreter
+        return cal.float_interpreter(model, self.impl, self.layout)
 
-        return Interpreter(model, impl=self.impl, precision="float", layout=self.layout)
+    def workers(self, model, threads: int, ray=None):
+        """``threads`` local interpreters, or Ray tasks when ``ray`` (the connected module) is given."""
+        return cal.make_workers(cal.float_interpreter, model, (self.impl, self.layout), threads, ray)
 
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
@@ -199,17 +213,19 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1):
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
     graph = model.graph
     samples = _Feeds(cal.Samples(dataset), dataset.specs, cfg.source)
-    workers = cal.Workers(lambda: runtime.interpreter(model), threads)
+    # ADMM's float sums depend on the order of the samples: it calibrates here, one sample at a time
+    sharded = ray if cfg.feature_quantize_method == "KL" else None
+    workers = runtime.workers(model, threads, sharded)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     clock = time.perf_counter()
     facts = cal.tensor_facts(interp, first)
-    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS:
+    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS and isinstance(workers, cal.Workers):
         workers.count = 1
     plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
@@ -339,7 +355,7 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     return single
 
 
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1):
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
     graph = model.graph
     specs = dataset.specs
     batch = dataset.batch_size
@@ -357,7 +373,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
 
     def calibrate(data):
         return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data), specs, cfg.source), fclamp, wclamp,
-                                 qlog, runtime.interpreter, cfg.weight_quantize_method, threads)
+                                 qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
+                                 runtime.layout)
     try:
         params = calibrate(dataset)
     except ShapeError as exc:       # batches run in order: the first one fails before any result is used
