@@ -79,7 +79,7 @@ def run_one(name: str, wanted, measure_mnn: bool, threads=None) -> list:
 
     rows: list = []
     built = corpus.build(name)
-    if any(built.get(k) != "ok" for k in ("source", "float", "calib", "heldout")):
+    if not corpus.usable(built):
         rows.append({"model": name, "step": "build", "case": "", "status": "FAIL",
                      "detail": "; ".join(f"{k}: {v}" for k, v in built.items() if v != "ok")})
         return rows
