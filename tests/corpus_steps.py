@@ -47,7 +47,7 @@ STEP_ROUNDING = 1e-5
 NO_WORSE_MARGIN = 1e-3
 QUANT_TIMEOUT_S = 1800
 QUANT_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"), ("ADMM", "MAX_ABS"), ("KL", "ADMM"))
-MNN_FILE_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"))
+MNN_FILE_CASES = corpus.DEFAULT_MNN_CASES
 
 
 class StepFailed(AssertionError):
@@ -168,16 +168,36 @@ def _run_module_declared(MNN, path, feeds):
 
 
 _ORACLE_CHILD = """
-import sys, numpy as np
+import os, sys, numpy as np
 import corpus_steps
-data = np.load(sys.argv[2])
-count = int(data["count"])
+path, fin, fout, fresh = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+data = np.load(fin)
+samples = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+           for i in range(int(data["count"]))]
 out = {}
-for i in range(count):
-    feeds = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
-    for name, value in corpus_steps.run_oracle_declared(sys.argv[1], feeds).items():
-        out[f"{i}/{name}"] = value
-np.savez(sys.argv[3], **out)
+for i, feeds in enumerate(samples):
+    if not fresh:
+        out.update({f"{i}/{k}": v for k, v in corpus_steps.run_oracle_declared(path, feeds).items()})
+        continue
+    # one forked process per sample: MNN's heap starts as a new process's would (nothing of an
+    # earlier run's buffers), without paying the interpreter start-up per sample
+    part = f"{fout}.{i}.npz"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            np.savez(part, **corpus_steps.run_oracle_declared(path, feeds))
+            os._exit(0)
+        except BaseException as exc:
+            print(f"sample {i}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"sample {i}: the run exited {code}", file=sys.stderr, flush=True)
+        sys.exit(code if code > 0 else 4)
+    with np.load(part) as got:
+        out.update({f"{i}/{k}": got[k] for k in got.files})
+np.savez(fout, **out)
 """
 
 _oracle_cache: Dict[tuple, List[Dict[str, np.ndarray]]] = {}
@@ -185,25 +205,23 @@ _oracle_cache: Dict[tuple, List[Dict[str, np.ndarray]]] = {}
 
 def oracle_outputs(path, samples: List[Dict[str, np.ndarray]], fresh: bool = False,
                    key: Optional[str] = None) -> List[Dict[str, np.ndarray]]:
-    """The official runtime's outputs on each sample, in child processes (one for all samples, or one
-    per sample with ``fresh``).  Raises OracleToolError when MNN crashes.  Cached per (path, key)."""
+    """The official runtime's outputs on each sample, in a child process (with ``fresh``, each sample
+    in a process of its own, forked from it).  Raises OracleToolError when MNN fails or crashes.
+    Cached per (path, key) within this process."""
     cache_key = (str(path), os.path.getmtime(path), key, fresh, len(samples))
     if key is not None and cache_key in _oracle_cache:
         return _oracle_cache[cache_key]
-    groups = [[s] for s in samples] if fresh else [samples]
-    results: List[Dict[str, np.ndarray]] = []
     with tempfile.TemporaryDirectory(prefix="mnnlite-corpus-") as tmp:
-        for group in groups:
-            fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-            arrays = {f"{i}/{k}": v for i, s in enumerate(group) for k, v in s.items()}
-            np.savez(fin, count=len(group), **arrays)
-            res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout], 900)
-            if res["code"] != 0:
-                raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
-                                          f"{_last_line(res['output'])}")
-            with np.load(fout) as data:
-                for i in range(len(group)):
-                    results.append({k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")})
+        fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        arrays = {f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()}
+        np.savez(fin, count=len(samples), **arrays)
+        res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout, "1" if fresh else "0"], 1800)
+        if res["code"] != 0 or not os.path.exists(fout):
+            raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
+                                      f"{_last_line(res['output'])}")
+        with np.load(fout) as data:
+            results = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+                       for i in range(len(samples))]
     if key is not None:
         _oracle_cache[cache_key] = results
     return results
@@ -232,41 +250,52 @@ def step_info(name: str) -> dict:
 
 
 def step_run(name: str) -> dict:
-    """Our float runtime against the official runtime on held-out samples, declared layout both sides."""
+    """Our float runtime against the official runtime on held-out samples, declared layout both sides;
+    models with dynamic input dims also at a second size."""
     from mnnlite.runtime import Interpreter
 
     path = corpus.float_model(name)
-    samples = corpus.heldout_samples(name)[:FLOAT_SAMPLES]
-    refs = oracle_outputs(path, samples, key="float")
     interp = Interpreter(path)
-    rel = FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR)
+    sizes = [None] + ([corpus.spec(name).other_size] if corpus.spec(name).other_size else [])
+    worst, count = 1.0, 0
+    for size in sizes:
+        samples = corpus.heldout_samples(name, size)[:FLOAT_SAMPLES]
+        refs = oracle_outputs(path, samples, key=f"float-{size}")
+        for i, (feeds, ref) in enumerate(zip(samples, refs)):
+            worst = min(worst, _check_float(interp, name, f"sample {i}" + (f" at {size[0]}x{size[1]}" if size else ""),
+                                            feeds, ref))
+            count += 1
+    return {"cosine": worst, "detail": f"{count} runs" + (f", 2 sizes" if len(sizes) > 1 else "")}
+
+
+def _check_float(interp, name: str, label: str, feeds, ref) -> float:
+    try:
+        got = interp.run(feeds)
+    except Exception as exc:  # noqa: BLE001 -- a refusal is the finding, reported as such
+        raise StepFailed(f"{name}: our runtime refused {label}: {type(exc).__name__}: {exc}") from None
     worst = 1.0
-    for i, (feeds, ref) in enumerate(zip(samples, refs)):
+    for out, r in ref.items():
+        if out not in got:
+            raise StepFailed(f"{name}: our outputs {sorted(got)} lack {out!r}")
+        if got[out].shape != r.shape:
+            raise StepFailed(f"{name} {label} output {out!r}: shape {got[out].shape}, the official runtime's {r.shape}")
         try:
-            got = interp.run(feeds)
-        except Exception as exc:  # noqa: BLE001 -- a refusal is the finding, reported as such
-            raise StepFailed(f"{name}: our runtime refused sample {i}: {type(exc).__name__}: {exc}") from None
-        for out, r in ref.items():
-            if out not in got:
-                raise StepFailed(f"{name}: our outputs {sorted(got)} lack {out!r}")
-            if got[out].shape != r.shape:
-                raise StepFailed(f"{name} sample {i} output {out!r}: shape {got[out].shape}, "
-                                 f"the official runtime's {r.shape}")
-            try:
-                zoo.assert_close_to_oracle(got[out], r, f"{name} sample {i} output {out!r}", rel_err=rel)
-            except AssertionError as exc:
-                raise StepFailed(str(exc)) from None
-            worst = min(worst, _cosine(got[out], r))
-    return {"cosine": worst, "detail": f"{len(samples)} samples"}
+            zoo.assert_close_to_oracle(got[out], r, f"{name} {label} output {out!r}",
+                                       rel_err=FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR))
+        except AssertionError as exc:
+            raise StepFailed(str(exc)) from None
+        worst = min(worst, _cosine(got[out], r))
+    return worst
 
 
-def our_quantize(name: str, feature: str, weight: str, out_dir) -> dict:
+def our_quantize(name: str, feature: str, weight: str, out_dir, threads: Optional[int] = None) -> dict:
     """``python -m mnnlite quantize`` (the user's command) on the corpus config; {"path", "seconds",
-    "peak_rss_mb"}; StepFailed on a non-zero exit."""
+    "peak_rss_mb"}; StepFailed on a non-zero exit.  ``threads``: its --threads (default: its own)."""
     out = Path(out_dir) / f"{name}.ours.{feature}.{weight}.mnn"
     cfg = corpus.config_path(name, feature, weight)
+    extra = ["--threads", str(threads)] if threads else []
     res = run_child([sys.executable, "-m", "mnnlite", "quantize", str(corpus.float_model(name)), str(out),
-                     str(cfg)], QUANT_TIMEOUT_S)
+                     str(cfg), *extra], QUANT_TIMEOUT_S)
     if res["code"] != 0 or not out.exists():
         raise StepFailed(f"{name} {feature}/{weight}: mnnlite quantize {_exit_text(res)}: "
                          f"{_last_line(res['output'])}")
@@ -365,4 +394,5 @@ def step_validate(name: str, ours_path, feature: str, weight: str) -> dict:
     cosines = [o["cosine"] for o in data.get("outputs", [])]
     if not cosines or not all(np.isfinite(cosines)):
         raise StepFailed(f"{name}: validate reported no finite cosine: {data.get('outputs')}")
-    return {"cosine": float(min(cosines)), "seconds": res["seconds"], "detail": f"{len(data.get('samples') or [])} samples"}
+    samples = len(data.get("samples") or [])
+    return {"cosine": float(min(cosines)), "seconds": res["seconds"], "detail": f"{samples} samples"}

