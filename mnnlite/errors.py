@@ -29,5 +29,13 @@ class DataError(MnnliteError):
     """Calibration or validation data cannot be used."""
 
 
-class BuildError(ImportError):
+class BuildError(MnnliteError, ImportError):
     """The compiled extensions are missing: the package was not built."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'width'?)`` when ``word`` is close to one of ``choices`` (difflib), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

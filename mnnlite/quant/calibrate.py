@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..format.tables import DataFormat, OpType
+from .log import RANGES
 
 NCHW, NHWC, NC4HW4 = int(DataFormat.NCHW), int(DataFormat.NHWC), int(DataFormat.NC4HW4)
 
@@ -696,13 +697,14 @@ def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, 
                 with locks[i]:
                     obs.update(observe_values(a))
         count = [0]
+        label, shown_by_mnn = (progress, True) if p == 1 else (RANGES, False)
 
         def done():
             count[0] += 1
-            log.progress(progress, count[0], total)
-        runner.stream(samples, feed, done if p == 1 else None)
-        if p == 1:
-            log.end_progress()
+            log.progress(label, count[0], total, mnn=shown_by_mnn)
+        log.progress(label, 0, total, mnn=shown_by_mnn)
+        runner.stream(samples, feed, done)
+        log.end_progress(mnn=shown_by_mnn)
 
 
 def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
@@ -710,6 +712,7 @@ def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, lo
     observers = {t: StreamingADMM(clamp) for t in plan.tracked}
     _two_passes(workers, observers, samples, log, "ProcessCalibrationFiles", parallel=False)
     scales = {}
+    log.progress("ComputeADMM", 0, len(observers))
     for n, (t, obs) in enumerate(observers.items(), 1):
         scales[t] = obs.compute()
         log.progress("ComputeADMM", n, len(observers))
@@ -752,6 +755,7 @@ def debug_distances(interp_float, interp_quant, plan: TrackingPlan, scales: dict
     sums: dict[int, list] = {t: [0.0, 0.0] for t in plan.tracked if t not in plan.raster_input_first}
     total = len(samples)
     count = 0
+    log.progress("computeDistance", 0, total)
     for feeds in samples:
         fq: dict[int, np.ndarray] = {}
         over: dict[int, float] = {}
@@ -998,6 +1002,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
         interp.run(feeds, observe=simulate)
         return ranges
     total = len(samples)
+    log.progress("quantize with EMA", 0, total)
     for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
         for i, (lo, hi) in ranges.items():
             observers[i].add_range(lo, hi)

@@ -21,7 +21,7 @@ from ..format.model_io import dumps, load_model, write_atomic
 from ..format.tables import DataFormat, OpType
 from . import calibrate as cal
 from .config import QuantConfig, load_config
-from .dataset import CalibrationSet, InputSpec
+from .dataset import InputSpec, sample_source
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
@@ -40,37 +40,53 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", threads: int | None = None,
+             progress=None, mnn_log: bool = False) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
-    ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
-    console lines (or a ``QuantLog``); None is silent.  ``impl``: the float kernels calibration runs with;
-    the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
-    simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
-    which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
-    once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
-    before anything is written.
+    ``config``: a dict or the path of a JSON file with MNN's keys.  ``samples``: calibrate on these instead
+    of the config's ``path`` folder: an iterable of ``{input name: array}`` (or bare arrays for a one-input
+    model), in the model input's own layout and already preprocessed (``ArraySamples`` in dataset.py);
+    the config's ``path`` and image keys are then not used.  ``log``: a text stream for the console lines
+    (or a ``QuantLog``); None is silent.  ``progress``: called as ``progress(stage, done, total)`` when a
+    calibration loop starts (done 0) and after each step.  ``mnn_log``: write MNN's exact lines (with
+    its C++ source line numbers and ``\\r`` progress) instead of readable ones.  ``impl``: the float
+    kernels calibration runs with; the default "mnn" reproduces MNN's float rounding, so statistics, KL
+    thresholds and the EMA simulation see MNN's own activations ("fast" is the same speed here but
+    differs in the last bits, which can move a KL threshold a few bins).  ``threads``: how many samples
+    KL calibration runs at once (default: the cores this process may use, at most 4); the result does
+    not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError`` (``TypeError`` /
+    ``ValueError`` for bad ``samples``) before anything is printed or written.
     """
     start = time.perf_counter()
     threads = _thread_count(threads)
-    qlog = log if isinstance(log, QuantLog) else QuantLog(log)
+    if isinstance(log, QuantLog):
+        qlog = log
+        qlog.callback = progress or qlog.callback
+    else:
+        qlog = QuantLog(log, mnn_lines=mnn_log, progress=progress)
     src, dst = os.fspath(src), os.fspath(dst)
+    # everything that can be checked is checked before the first line is printed
+    cfg = load_config(config, require_path=samples is None)
+    model = load_model(src)
+    _check_paths(src, dst)
+    specs = _input_specs(model)
+    asked = cfg
+    batchnorm = _batchnorm_line(model)
+    if batchnorm is not None:
+        cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (doc §2)
+    report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
+    dataset = sample_source(cfg, specs, samples, on_warning=lambda m: _warn(qlog, report, m))
     qlog.line("model_file", src)
     qlog.line("config_file", config if not isinstance(config, dict) else "<dict>")
     qlog.line("dst_file", dst)
-    model = load_model(src)
-    _check_paths(src, dst)
     qlog.line("calibrate")
-    cfg = load_config(config)
-    _log_config(qlog, cfg)
-    report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
-    specs = _input_specs(model)
-    dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    _log_config(qlog, asked)
+    if samples is not None:
+        qlog.text(f"calibration samples: {dataset.sample_count} given as arrays\n")
     qlog.line("dataset_num", dataset.sample_count)
-    report.feature_method = _feature_method(model, cfg, qlog)
-    if report.feature_method != cfg.feature_quantize_method:
-        cfg = _with(cfg, feature_quantize_method=report.feature_method)
-        dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    if batchnorm is not None:
+        qlog.line(batchnorm)
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
     quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads)
     _write(report, quantized, entries, debug_text)
@@ -105,15 +121,14 @@ def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
         qlog.text(f"input: {entry.name}\n")
 
 
-def _feature_method(model, cfg: QuantConfig, qlog: QuantLog) -> str:
-    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2)."""
+def _batchnorm_line(model) -> str | None:
+    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2): the
+    key of that line, or None."""
     if any(op.type == OpType.BatchNorm for op in model.graph.ops):
-        qlog.line("has_batchnorm")
-        return "EMA"
+        return "has_batchnorm"
     if any(op.type == OpType.BatchNorm for g in model.subgraphs.values() for op in g.ops):
-        qlog.line("has_batchnorm_subgraph")
-        return "EMA"
-    return cfg.feature_quantize_method
+        return "has_batchnorm_subgraph"
+    return None
 
 
 def _write(report: QuantReport, quantized, entries, debug_text) -> None:
