@@ -1,24 +1,27 @@
-"""``mnnlite regress CASES.toml [--jobs N] [--json OUT] [--junit OUT] [--update-golden]``."""
+"""``mnnlite regress CASES.toml [--jobs N] [--json [OUT]] [--junit OUT] [--update-golden]``."""
 from __future__ import annotations
+
+from .common import Output, add_common_options
 
 
 def add_parser(sub):
     p = sub.add_parser("regress", help="quantize + validate declared cases and compare with golden metrics")
     p.add_argument("cases", help="the case file (TOML)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="cases run in parallel processes (default 1)")
-    p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--junit", metavar="OUT", help="write JUnit XML")
     p.add_argument("--update-golden", action="store_true",
                    help="after showing the differences, record this run's metrics as the new goldens")
     p.add_argument("--only", action="append", metavar="NAME", help="run only the named case(s)")
+    add_common_options(p, "the full report (every case, metric, golden value and check)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..errors import ConfigError
     from ..regress import load_cases, run_cases
-    from ..regress.report import golden_diff, table, write_json, write_junit
+    from ..regress.report import golden_diff, table, to_dict, write_junit
 
+    out = Output(args)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     cases = load_cases(args.cases)
@@ -29,16 +32,20 @@ def main(args) -> int:
         cases = [c for c in cases if c.name in args.only]
 
     def progress(done, total, result):
-        print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
-              + (f" - {result.message}" if result.message and not result.ok else ""), flush=True)
+        out.print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
+                  + (f" - {result.message}" if result.message and (not result.ok or out.verbose) else ""))
 
     run = run_cases(cases, jobs=args.jobs, progress=progress)
     if args.update_golden:
-        print("Golden changes:\n" + golden_diff(run))
+        out.print("Golden changes:\n" + golden_diff(run))
         run = _rejudge_with_update(cases, run)
-    print(table(run))
-    if args.json:
-        write_json(run, args.json)
+    out.print(table(run))
+    if out.verbose:
+        for r in run.results:
+            for name, value in sorted(((r.result or {}).get("metrics") or {}).items()):
+                golden = ((r.golden or {}).get("metrics") or {}).get(name)
+                out.print(f"{r.case.name}: {name} = {value:.6g}" + ("" if golden is None else f" (golden {golden:.6g})"))
+    out.json(to_dict(run))
     if args.junit:
         write_junit(run, args.junit)
     return 0 if run.ok else 1

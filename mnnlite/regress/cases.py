@@ -15,8 +15,8 @@
     labels = "labels.txt"         # optional
     num = 6                       # optional: held-out samples to use
     golden = "golden/cnn-kl.json" # optional
-    [case.thresholds]             # optional absolute gates: min_cosine, min_agreement
-    min_cosine = 0.99
+    [case.thresholds]             # absolute gates: min_cosine, min_agreement (default: DEFAULT_THRESHOLDS;
+    min_cosine = 0.99             #   an empty table means none: the case is then only compared with its golden)
     [case.tolerances]             # optional, per case, over the file-level ones
     "out.cosine" = 0.001
 
@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +40,9 @@ else:  # pragma: no cover - exercised on older interpreters only
 CASE_KEYS = {"name", "model", "config", "calibration", "heldout", "labels", "num", "golden", "thresholds",
              "tolerances"}
 THRESHOLD_KEYS = {"min_cosine", "min_agreement"}
+# A case that declares no [case.thresholds] is gated by these: a floor that catches a broken
+# quantization (every output's cosine to the float model, top-1 agreement of classifier outputs).
+DEFAULT_THRESHOLDS = {"min_cosine": 0.95, "min_agreement": 0.90}
 DEFAULT_TOLERANCE = 1e-4
 
 
@@ -127,7 +130,9 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
 
     unknown = set(raw) - CASE_KEYS
     if unknown:
-        raise ConfigError(f"case {case.name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(CASE_KEYS)}")
+        first = sorted(unknown)[0]
+        raise ConfigError(f"case {case.name!r}: unknown key(s) {sorted(unknown)}{did_you_mean(first, CASE_KEYS)}; "
+                          f"allowed: {sorted(CASE_KEYS)}")
     if "model" not in raw or "config" not in raw:
         raise ConfigError(f"case {case.name!r}: needs both 'model' and 'config'")
     case.model = path_of("model")
@@ -142,10 +147,18 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
     if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num <= 0):
         raise ConfigError(f"case {case.name!r}: num must be a positive integer, got {num!r}")
     case.num = num
-    case.thresholds = dict(raw.get("thresholds", {}))
+    thresholds = raw.get("thresholds", DEFAULT_THRESHOLDS)
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"case {case.name!r}: thresholds must be a table, got {thresholds!r}")
+    case.thresholds = dict(thresholds)
     bad = set(case.thresholds) - THRESHOLD_KEYS
     if bad:
-        raise ConfigError(f"case {case.name!r}: unknown threshold(s) {sorted(bad)}; allowed: {sorted(THRESHOLD_KEYS)}")
+        first = sorted(bad)[0]
+        raise ConfigError(f"case {case.name!r}: unknown threshold(s) {sorted(bad)}"
+                          f"{did_you_mean(first, THRESHOLD_KEYS)}; allowed: {sorted(THRESHOLD_KEYS)}")
+    for key, value in case.thresholds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ConfigError(f"case {case.name!r}: threshold {key} must be a number in [0, 1], got {value!r}")
     case.tolerances = {**file_tolerances, **raw.get("tolerances", {})}
     for key, value in case.tolerances.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
