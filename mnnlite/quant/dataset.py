@@ -357,16 +357,16 @@ class ArraySamples(SampleSource):
             raise TypeError(f"{where}: expected a numpy array, got {type(value).__name__}")
         if value.dtype.kind not in "biuf":
             raise TypeError(f"{where}: expected a numeric array, got dtype {value.dtype}")
-        dims = spec.shape
+        dims, given = spec.shape, list(value.shape)
         if dims and value.ndim == len(dims) - 1 and dims[0] in (1, 0, -1):
             value = value[None]                                   # the batch dim of 1 left out
         if dims and value.ndim != len(dims):
-            raise ValueError(f"{where}: shape {list(value.shape)} does not fit input {spec.name!r} of shape "
+            raise ValueError(f"{where}: shape {given} does not fit input {spec.name!r} of shape "
                              f"{list(dims)} ({spec.layout}; -1 or 0 = any size)")
         bad = [(axis, d, n) for axis, (d, n) in enumerate(zip(dims, value.shape)) if d > 0 and d != n]
         if bad:
             axis, want, got = bad[0]
-            raise ValueError(f"{where}: shape {list(value.shape)} does not fit input {spec.name!r} of shape "
+            raise ValueError(f"{where}: shape {given} does not fit input {spec.name!r} of shape "
                              f"{list(dims)} ({spec.layout}): axis {axis} is {got}, the model needs {want}")
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ValueError(f"{where}: holds NaN or infinite values")

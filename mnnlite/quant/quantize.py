@@ -96,6 +96,18 @@ def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", thr
     return report
 
 
+def preprocess(model, config) -> list[dict[str, np.ndarray]]:
+    """The samples of the config's ``path`` folder as arrays, ``{input name: array}`` each: decoded and
+    preprocessed exactly as ``quantize`` feeds them (MNN's image math, or the sequence files), in the
+    model input's own layout.  ``model``: a path or a loaded model.  What ``quantize(..., samples=)``
+    and ``validate(..., samples=)`` take, e.g. to add samples of your own or to keep them in memory."""
+    from .dataset import CalibrationSet
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    return [inputs for _, inputs in CalibrationSet(load_config(config), _input_specs(model)).samples()]
+
+
 # ---------------------------------------------------------------------------------------------- set-up
 
 def _check_paths(src: str, dst: str) -> None:
@@ -396,4 +408,4 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
     return quantized, scale_dump(graph, set(scales), scales), None
 
 
-__all__ = ["quantize", "QuantReport"]
+__all__ = ["quantize", "preprocess", "QuantReport"]
