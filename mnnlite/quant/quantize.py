@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .._build_check import require_extensions
 from ..errors import ConfigError, DataError
 from ..format.model_io import dumps, load_model, write_atomic
 from ..format.tables import DataFormat, OpType
@@ -26,6 +27,8 @@ from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
 from .weight import fake_quant_weights, quantize_weights
+
+require_extensions()        # calibration runs the compiled kernels: one clear error without them
 
 EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (doc §9.7)
 
