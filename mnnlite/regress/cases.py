@@ -1,26 +1,8 @@
 """The case file (TOML): what to quantize, on which data, checked against which golden file.
 
-    [defaults]                    # optional; any case key, applied to every case
-    num = 6
-
-    [tolerances]                  # optional; metric pattern -> allowed slack against the golden value
-    "*.cosine" = 0.002
-
-    [[case]]
-    name = "cnn-kl"               # unique; names the golden file golden/<name>.json
-    model = "models/cnn.mnn"      # paths are relative to the case file; $VARS and ~ are expanded
-    config = "configs/kl.json"    # a quantizer config file, or an inline table [case.config]
-    calibration = "data/calib"    # optional: overrides the config's "path"
-    heldout = "data/heldout"      # optional: held-out samples for validation (default: after calibration)
-    labels = "labels.txt"         # optional
-    num = 6                       # optional: held-out samples to use
-    golden = "golden/cnn-kl.json" # optional
-    [case.thresholds]             # absolute gates: min_cosine, min_agreement (default: DEFAULT_THRESHOLDS;
-    min_cosine = 0.99             #   an empty table means none: the case is then only compared with its golden)
-    [case.tolerances]             # optional, per case, over the file-level ones
-    "out.cosine" = 0.001
-
-A problem in one case (missing file, bad key, unknown metric) is reported for that case only.
+The format, with every key, is in README ("Regression harness").  Cases without ``[case.thresholds]`` get
+``DEFAULT_THRESHOLDS``; an empty table means no absolute gate (only the golden comparison).  A problem in
+one case (missing file, bad key, unknown metric) is reported for that case only.
 """
 from __future__ import annotations
 
