@@ -19,29 +19,29 @@ class Clock:
         return self.now
 
 
-def test_plain_lines_every_step_of_a_short_loop():
+def _drive(label: str, total: int, seconds_per_step: float) -> str:
+    """What a plain display prints for a loop of ``total`` steps of ``seconds_per_step`` each."""
     out, clock = io.StringIO(), Clock()
     display = ProgressDisplay(out, clock=clock)
-    display.start("validate", 4)
-    for done in range(1, 5):
-        clock.now += 2.0
-        display.update("validate", done, 4)
-    lines = out.getvalue().splitlines()
+    display.start(label, total)
+    for done in range(1, total + 1):
+        clock.now += seconds_per_step
+        display.update(label, done, total)
+    return out.getvalue()
+
+
+def test_plain_lines_every_step_of_a_short_loop():
+    text = _drive("validate", 4, 2.0)
+    lines = text.splitlines()
     assert lines == ["validate: 1/4 (25%), 2 s/sample, elapsed 0:00:02, ETA 0:00:06",
                      "validate: 2/4 (50%), 2 s/sample, elapsed 0:00:04, ETA 0:00:04",
                      "validate: 3/4 (75%), 2 s/sample, elapsed 0:00:06, ETA 0:00:02",
                      "validate: 4/4 (100%), 2 s/sample, elapsed 0:00:08"]
-    assert "\r" not in out.getvalue()
+    assert "\r" not in text
 
 
 def test_plain_lines_every_tenth_of_a_long_loop():
-    out, clock = io.StringIO(), Clock()
-    display = ProgressDisplay(out, clock=clock)
-    display.start("CollectFeatureDistribution", 600)
-    for done in range(1, 601):
-        clock.now += 0.1
-        display.update("CollectFeatureDistribution", done, 600)
-    lines = out.getvalue().splitlines()
+    lines = _drive("CollectFeatureDistribution", 600, 0.1).splitlines()
     # the first step (an early rate and ETA), then each tenth
     assert len(lines) == 11 and lines[-1].startswith("CollectFeatureDistribution: 600/600 (100%), 10 samples/s")
     assert lines[0] == "CollectFeatureDistribution: 1/600 (0%), 10 samples/s, elapsed 0:00:00, ETA 0:01:00"
