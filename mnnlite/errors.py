@@ -29,5 +29,15 @@ class DataError(MnnliteError):
     """Calibration or validation data cannot be used."""
 
 
-class BuildError(ImportError):
+class BuildError(MnnliteError, ImportError):
     """The compiled extensions are missing: the package was not built."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'width'?)`` when ``word`` is close to one of ``choices`` (difflib), else ""."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layout import exchange_name
-from .common import add_layout_option, add_runtime_options, apply_threads
+from .common import Output, add_common_options, add_layout_option, add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -26,40 +26,51 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--float", dest="force_float", action="store_true",
                    help="run a quantized model in float (default: int8 where the file carries quant info, as MNN)")
+    add_common_options(p, "the summary (outputs with shape and value range, latency)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..runtime import Interpreter
 
+    out = Output(args)
     if args.repeat < 1:
         raise ShapeError(f"--repeat must be at least 1, got {args.repeat}")
     apply_threads(args)
     interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto",
                          layout=args.layout)
     if interp.model.is_quantized:
-        print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
-    feeds = _feeds(interp, args.input, args.seed)
+        out.print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
+    feeds = _feeds(interp, args.input, args.seed, out)
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
         outputs = interp.run(feeds)
         times.append(time.perf_counter() - start)
     declared = interp.output_layouts()
+    summary = {"model": args.model, "precision": interp.precision, "impl": args.impl, "threads": args.threads,
+               "outputs": {}, "output_file": args.output}
     for name, value in outputs.items():
         order = exchange_name(declared.get(name, "NCHW"), value.ndim, interp.layout)
-        print(f"output {name}: shape {list(value.shape)} {value.dtype} {order}")
+        out.print(f"output {name}: shape {list(value.shape)} {value.dtype} {order}")
+        stats = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if value.size and value.dtype.kind in "biuf":
+            stats.update(min=float(value.min()), max=float(value.max()), mean=float(value.mean(dtype=np.float64)))
+            out.print(f"       min {stats['min']:.6g}, max {stats['max']:.6g}, mean {stats['mean']:.6g}", level=2)
+        summary["outputs"][name] = stats
     ms = [t * 1000 for t in times]
     spread = f" (min {min(ms):.2f}, max {max(ms):.2f})" if len(ms) > 1 else ""
-    print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
-          f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
+    out.print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
+              f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
+    summary["latency_ms"] = {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "runs": len(ms)}
     if args.output:
         np.savez(args.output, **outputs)
-        print(f"wrote {len(outputs)} output(s) to {args.output}")
+        out.print(f"wrote {len(outputs)} output(s) to {args.output}")
+    out.json(summary)
     return 0
 
 
-def _feeds(interp, specs, seed) -> dict:
+def _feeds(interp, specs, seed, out) -> dict:
     """Arrays from NAME=FILE.npy arguments; random values for the inputs not given, if their shape is fixed."""
     names = interp.input_names
     feeds = {}
@@ -88,6 +99,6 @@ def _feeds(interp, specs, seed) -> dict:
         else:
             feeds[name] = rng.integers(0, 2, size=shape).astype(info.dtype)
         order = exchange_name(info.layout, len(shape), interp.layout)
-        print(f"input {name}: random {info.dtype} values of shape {shape} {order} (no --input given)")
+        out.print(f"input {name}: random {info.dtype} values of shape {shape} {order} (no --input given)")
     return feeds
 
