@@ -63,6 +63,11 @@ class QuantConfig:
     input_type: str = "image"
     inputs: tuple[InputConfig, ...] = ()
     model: str | None = None                 # in MNN's documented example, ignored by the tool
+    # mnnlite's opt-in deviations from MNN 3.6.1 (README "Where mnnlite follows MNN's intent"); the
+    # defaults give MNN's own file, which is never less accurate in MNN's runtime
+    file_order: str = "directory"            # "sorted": sort the folder before taking used_*_num files
+    input_threshold: str = "auto"            # "max": model inputs use the MAX threshold (MNN's intent)
+    quantize_rangeless_tensors: bool = True  # false: no quant info where the scale is 0 (MNN writes it)
     source: str = field(default="<dict>", compare=False)
 
     @property
@@ -183,7 +188,10 @@ _KNOWN_KEYS = (
     "quant_bits", "path", "used_image_num", "used_sample_num", "feature_quantize_method",
     "weight_quantize_method", "feature_clamp_value", "weight_clamp_value", "winogradOpt",
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
+    "file_order", "input_threshold", "quantize_rangeless_tensors",
 )
+FILE_ORDERS = ("directory", "sorted")
+INPUT_THRESHOLDS = ("auto", "max")
 
 
 def _read(path_or_dict) -> tuple[dict, str]:
@@ -258,6 +266,9 @@ def load_config(path_or_dict) -> QuantConfig:
         input_type=_choice(keys, "input_type", INPUT_TYPES, "image"),
         inputs=_inputs(keys),
         model=keys.get("model", _is_str, "a string (unused)", None),
+        file_order=_choice(keys, "file_order", FILE_ORDERS, "directory"),
+        input_threshold=_choice(keys, "input_threshold", INPUT_THRESHOLDS, "auto"),
+        quantize_rangeless_tensors=keys.get("quantize_rangeless_tensors", _is_bool, "true or false", True),
         source=source,
     )
 

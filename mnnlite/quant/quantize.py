@@ -221,7 +221,8 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
     if cfg.feature_quantize_method == "KL":
-        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs), facts=facts)
+        max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
+        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts)
     else:
         raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog)
     report.samples = len(samples)
@@ -231,22 +232,28 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     if cfg.debug:
         debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
     tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
-               for t, (s, z) in scales.items() if _usable(t, s, facts)}
+               for t, (s, z) in scales.items() if _usable(t, s, facts, cfg.quantize_rangeless_tensors)}
     quantized = rewrite(model, tensors, convs)
     report.scales = {graph.tensors[t]: (q.scale, q.zero) for t, q in sorted(tensors.items())}
     return quantized, scale_dump(graph, plan.seen, scales), debug_text
 
 
-def _usable(t: int, scale: float, facts) -> bool:
-    """Tensors that get quant info: float tensors with a positive scale.
+def _usable(t: int, scale: float, facts, rangeless: bool) -> bool:
+    """Tensors that get quant info.
 
-    MNN also writes scale-0 entries (tensors without a usable range: all-zero constants, and integer
-    tensors such as comparison results, whose bits it reads as floats).  Its runtime then runs ops like
-    BinaryOp or Select in int8 with a zero scale and gives different outputs from run to run (README:
-    deviations); leaving them out keeps those ops in float.
+    MNN (default, ``rangeless`` true) writes every tensor of its scale map, scale-0 ones included: all-zero
+    constants, and integer tensors such as comparison results, whose bits it reads as floats.  Its runtime
+    then runs ops like BinaryOp or Select in int8 with a zero scale; that is how MNN's own file runs, and
+    on MTCNN-type PReLU (GREATER + Select + MUL) it is more accurate in MNN's runtime than leaving them
+    out.  ``"quantize_rangeless_tensors": false`` writes only float tensors with a positive finite scale,
+    which keeps those ops in float and their outputs reproducible (README: deviations).
     """
+    if t < 0:
+        return False
+    if rangeless:
+        return True
     fact = facts.get(t)
-    return t >= 0 and scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
+    return scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
 
 
 def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) -> dict[int, ConvQuant]:
@@ -333,7 +340,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
         qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
                   f"set batch size as {dataset.sample_count}\n")
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
+    samples = _Feeds(cal.Samples(dataset, budget=0), specs, cfg.source)     # one pass: nothing to keep
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
     params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
                                threads)
