@@ -971,17 +971,20 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     Each batch runs the float model with, for every module, fake-quantized weights, its input
     fake-quantized with the batch's own range and its output fake-quantized the same way before the next
     layer reads it; each range, nudged onto the int8 grid, feeds a moving average (momentum 0.99).
-    Batch norms run with their running statistics (MNN trains them, doc §14.10).  A batch's forward
-    depends on no other batch, so batches run on ``threads`` interpreters at once; the moving averages
-    take their ranges in batch order, so the result does not depend on ``threads``.
+    Batch norms run with their running statistics (MNN trains them, doc §14.10).  Memory: one batch is
+    in flight (a 640x640 batch of 32 holds hundreds of MB per activation; two at once would double the
+    peak), each activation is fake-quantized in place and freed after its last reader (the runtime's
+    plan), and ``threads`` split the batch's dense convs by column chunks instead
+    (``ops.nn.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``.
     """
     from ..graph import Model
+    from ..kernels.threads import get_num_threads, set_num_threads
     from ..runtime import Interpreter
     from .feature.ema import EMAObserver, fake_quantize
 
     net, private = _simulation_net(model, modules, clamp_w, weight_method)
     simulation = Model(net, path=model.path)
-    workers = Workers(lambda: Interpreter(simulation, impl=impl, precision="float"), threads)
+    workers = Workers(lambda: Interpreter(simulation, impl=impl, precision="float"), 1)
     observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
 
@@ -991,17 +994,25 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
         def simulate(i, _name, a):
             if i not in observers or a.dtype != np.float32:
                 return
-            xq, lo, hi = fake_quantize(a, clamp_act)
+            if a.flags.writeable and a.flags.c_contiguous:
+                _, lo, hi = fake_quantize(a, clamp_act, out=a)      # no second copy of the activation
+            else:
+                xq, lo, hi = fake_quantize(a, clamp_act)
+                if a.flags.writeable:
+                    np.copyto(a, xq)
             ranges[i] = (lo, hi)
-            if a.flags.writeable:
-                np.copyto(a, xq)
         interp.run(feeds, observe=simulate)
         return ranges
     total = len(samples)
-    for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
-        for i, (lo, hi) in ranges.items():
-            observers[i].add_range(lo, hi)
-        log.progress("quantize with EMA", count, total)
+    kernel_threads = get_num_threads()
+    set_num_threads(max(kernel_threads, threads))
+    try:
+        for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
+            for i, (lo, hi) in ranges.items():
+                observers[i].add_range(lo, hi)
+            log.progress("quantize with EMA", count, total)
+    finally:
+        set_num_threads(kernel_threads)
     log.end_progress()
     result = {}
     for m in modules:
