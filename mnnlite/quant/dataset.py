@@ -8,11 +8,12 @@ raised only when no sample is usable.
 Image preprocessing (MNN's ``ImageProcess`` math, exactly) lives in ``image.py``.
 
 Deviations (doc §14): with ``"file_order": "sorted"`` files are sorted before the first N are taken (the
-default takes the first N in readdir order, then sorts, as MNN); only regular files are image candidates and only folders / .npy / .npz files are
-sequence candidates (MNN feeds everything); an undecodable file is skipped with a warning (MNN reuses the
-previous sample's data); EMA + sequence batches really hold ``batch`` samples (MNN feeds only the last of
-each batch); a missing ``width``/``height`` falls back to the model input's own size (MNN leaves it
-uninitialised); a 1-pixel output side uses plain corner-aligned scaling (MNN's solve yields NaN).
+default takes the first N in readdir order, then sorts, as MNN); only regular files are image candidates and
+only folders / .npy / .npz files are sequence candidates (MNN feeds everything); an undecodable file is
+skipped with a warning (MNN reuses the previous sample's data); EMA + sequence batches really hold ``batch``
+samples (MNN feeds only the last of each batch); a missing ``width``/``height`` falls back to the model
+input's own size (MNN leaves it uninitialised); a 1-pixel output side uses plain corner-aligned scaling (MNN's
+solve yields NaN).
 """
 from __future__ import annotations
 

@@ -163,7 +163,8 @@ def test_decoded_weights_are_cached_per_op(paths):
 @pytest.mark.parametrize("n, c, h, w, o, k, s, pad, d", [
     (3, 5, 13, 11, 7, 3, 1, (1, 1, 1, 1), 1), (4, 3, 17, 17, 16, 3, 2, (1, 1, 1, 1), 1),
     (5, 8, 9, 9, 12, 1, 1, (0, 0, 0, 0), 1), (7, 2, 6, 6, 5, 1, 2, (0, 0, 0, 0), 1),
-    (3, 3, 15, 12, 5, 3, 2, (2, 0, 1, 1), 2), (2, 4, 11, 9, 6, 5, 1, (2, 1, 2, 1), 1), (1, 6, 10, 10, 9, 3, 1, (1,) * 4, 1)])
+    (3, 3, 15, 12, 5, 3, 2, (2, 0, 1, 1), 2), (2, 4, 11, 9, 6, 5, 1, (2, 1, 2, 1), 1),
+    (1, 6, 10, 10, 9, 3, 1, (1,) * 4, 1)])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_tiled_conv_batch_is_mnn_exact_conv2d(n, c, h, w, o, k, s, pad, d, threads):
     """The EMA simulation's batch conv in whole-tile column chunks (bounded memory, optional threads)
