@@ -68,6 +68,7 @@ class QuantConfig:
     file_order: str = "directory"            # "sorted": sort the folder before taking used_*_num files
     input_threshold: str = "auto"            # "max": model inputs use the MAX threshold (MNN's intent)
     quantize_rangeless_tensors: bool = True  # false: no quant info where the scale is 0 (MNN writes it)
+    ema_sequence_batch: str = "last"         # "full": EMA sequence batches run every sample (MNN: the last)
     source: str = field(default="<dict>", compare=False)
 
     @property
@@ -188,9 +189,10 @@ _KNOWN_KEYS = (
     "quant_bits", "path", "used_image_num", "used_sample_num", "feature_quantize_method",
     "weight_quantize_method", "feature_clamp_value", "weight_clamp_value", "winogradOpt",
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
-    "file_order", "input_threshold", "quantize_rangeless_tensors",
+    "file_order", "input_threshold", "quantize_rangeless_tensors", "ema_sequence_batch",
 )
 FILE_ORDERS = ("directory", "sorted")
+EMA_SEQUENCE_BATCHES = ("last", "full")
 INPUT_THRESHOLDS = ("auto", "max")
 
 
@@ -269,6 +271,7 @@ def load_config(path_or_dict) -> QuantConfig:
         file_order=_choice(keys, "file_order", FILE_ORDERS, "directory"),
         input_threshold=_choice(keys, "input_threshold", INPUT_THRESHOLDS, "auto"),
         quantize_rangeless_tensors=keys.get("quantize_rangeless_tensors", _is_bool, "true or false", True),
+        ema_sequence_batch=_choice(keys, "ema_sequence_batch", EMA_SEQUENCE_BATCHES, "last"),
         source=source,
     )
 

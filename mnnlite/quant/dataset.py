@@ -10,10 +10,10 @@ Image preprocessing (MNN's ``ImageProcess`` math, exactly) lives in ``image.py``
 Deviations (doc §14): with ``"file_order": "sorted"`` files are sorted before the first N are taken (the
 default takes the first N in readdir order, then sorts, as MNN); only regular files are image candidates and
 only folders / .npy / .npz files are sequence candidates (MNN feeds everything); an undecodable file is
-skipped with a warning (MNN reuses the previous sample's data); EMA + sequence batches really hold ``batch``
-samples (MNN feeds only the last of each batch); a missing ``width``/``height`` falls back to the model
-input's own size (MNN leaves it uninitialised); a 1-pixel output side uses plain corner-aligned scaling (MNN's
-solve yields NaN).
+skipped with a warning (MNN reuses the previous sample's data); EMA + sequence batches hold only the last
+sample of each batch, as MNN's (``"ema_sequence_batch": "full"``: every sample); a missing
+``width``/``height`` falls back to the model input's own size (MNN leaves it uninitialised); a 1-pixel output
+side uses plain corner-aligned scaling (MNN's solve yields NaN).
 """
 from __future__ import annotations
 
@@ -195,6 +195,11 @@ class CalibrationSet:
         self.skipped: dict[str, str] = {}
         self._warned: set[str] = set()
         self._reader = _SequenceReader(self.specs, config, self._warn)
+        # MNN's EMA with sequence input reads each sample of a batch into the same input and runs the
+        # batch once: only its last sample is calibrated on (doc §14.18); "ema_sequence_batch": "full"
+        # runs every sample
+        self._last_of_batch = (config.input_type == "sequence" and config.feature_quantize_method == "EMA"
+                               and config.ema_sequence_batch == "last" and self.drop_last)
         if config.input_type == "image":
             self._image_geometry()                          # fail early on a bad format / shape combo
 
@@ -270,6 +275,8 @@ class CalibrationSet:
             produced += 1
             batch.append(inputs)
             if len(batch) == self.batch_size:
+                if self._last_of_batch:
+                    batch = batch[-1:]
                 stacked, batch = _stack(batch), []      # the samples are not kept while the batch runs
                 yield stacked
                 del stacked

@@ -233,9 +233,15 @@ def test_sequence_npy_npz_and_batching(tmp_path):
     for i in range(5):
         np.savez(root / f"s{i}.npz", a=np.full((1, 4), i, np.float32), b=np.arange(3.0)[None])
     cfg = load_config({"path": str(root), "input_type": "sequence", "feature_quantize_method": "EMA",
-                       "batch_size": 2})
+                       "batch_size": 2, "ema_sequence_batch": "full", "file_order": "sorted"})
     batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))
     assert [b["a"][:, 0].tolist() for b in batches] == [[0, 1], [2, 3]] and batches[0]["b"].shape == (2, 3)
+    # MNN's EMA on sequence input (default): each sample of a batch overwrites the same input, so only
+    # the last one runs (doc §14.18)
+    cfg = load_config({"path": str(root), "input_type": "sequence", "feature_quantize_method": "EMA",
+                       "batch_size": 2, "file_order": "sorted"})
+    batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))
+    assert [b["a"][:, 0].tolist() for b in batches] == [[1], [3]] and batches[0]["b"].shape == (1, 3)
     np.save(root / "single.npy", np.zeros((1, 4), np.float32))
     cfg = load_config({"path": str(root), "input_type": "sequence"})
     messages = []

@@ -101,6 +101,7 @@ def test_low_bits_weight_clamp(caplog):
     ({"file_order": "name"}, r'"file_order" must be one of directory, sorted, got "name"'),
     ({"input_threshold": "KL"}, r'"input_threshold" must be one of auto, max, got "KL"'),
     ({"quantize_rangeless_tensors": 0}, r'"quantize_rangeless_tensors" must be true or false, got 0'),
+    ({"ema_sequence_batch": "all"}, r'"ema_sequence_batch" must be one of last, full, got "all"'),
     ({"input_type": "video"}, r'"input_type" must be one of image, sequence'),
     ({"inputs": [{"shape": [1]}]}, r'"inputs\[0\].name" must be given'),
     ({"inputs": [{"name": "a", "shape": [1, -1]}]}, r'"inputs\[0\].shape" must be a non-empty list of positive'),
