@@ -67,7 +67,7 @@ class QuantConfig:
     # defaults give MNN's own file, which is never less accurate in MNN's runtime
     file_order: str = "directory"            # "sorted": sort the folder before taking used_*_num files
     input_threshold: str = "auto"            # "max": model inputs use the MAX threshold (MNN's intent)
-    quantize_rangeless_tensors: bool = True  # false: no quant info where the scale is 0 (MNN writes it)
+    quantize_rangeless_tensors: bool | None = None   # scale-0 quant info: None = MNN's (KL) / none (ADMM)
     ema_sequence_batch: str = "last"         # "full": EMA sequence batches run every sample (MNN: the last)
     source: str = field(default="<dict>", compare=False)
 
@@ -85,6 +85,16 @@ class QuantConfig:
     def normal4(self) -> tuple[float, ...]:
         """``normal`` padded to MNN's four slots (missing entries are 1)."""
         return tuple(self.normal) + (1.0,) * (4 - len(self.normal))
+
+    @property
+    def writes_rangeless_tensors(self) -> bool:
+        """Whether scale-0 tensors get quant info.  Default: as MNN's KL file does (its runtime then runs a
+        GREATER + Select PReLU in int8, which MTCNN's accuracy needs); under ADMM, whose MNN version crashes
+        on every ONNX model, so there is no file of MNN's to match, they stay float (those int8 commands
+        read memory no kernel wrote: cnn's held-out cosine 0.952 with them, 0.999 without)."""
+        if self.quantize_rangeless_tensors is not None:
+            return self.quantize_rangeless_tensors
+        return self.feature_quantize_method != "ADMM"
 
     @property
     def use_winograd(self) -> bool:
@@ -270,7 +280,7 @@ def load_config(path_or_dict) -> QuantConfig:
         model=keys.get("model", _is_str, "a string (unused)", None),
         file_order=_choice(keys, "file_order", FILE_ORDERS, "directory"),
         input_threshold=_choice(keys, "input_threshold", INPUT_THRESHOLDS, "auto"),
-        quantize_rangeless_tensors=keys.get("quantize_rangeless_tensors", _is_bool, "true or false", True),
+        quantize_rangeless_tensors=keys.get("quantize_rangeless_tensors", _is_bool, "true or false", None),
         ema_sequence_batch=_choice(keys, "ema_sequence_batch", EMA_SEQUENCE_BATCHES, "last"),
         source=source,
     )

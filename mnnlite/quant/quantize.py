@@ -232,7 +232,7 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     if cfg.debug:
         debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
     tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
-               for t, (s, z) in scales.items() if _usable(t, s, facts, cfg.quantize_rangeless_tensors)}
+               for t, (s, z) in scales.items() if _usable(t, s, facts, cfg.writes_rangeless_tensors)}
     quantized = rewrite(model, tensors, convs)
     report.scales = {graph.tensors[t]: (q.scale, q.zero) for t, q in sorted(tensors.items())}
     return quantized, scale_dump(graph, plan.seen, scales), debug_text

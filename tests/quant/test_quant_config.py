@@ -28,7 +28,9 @@ def test_defaults_are_mnns():
     assert (cfg.center_crop_h, cfg.center_crop_w, cfg.input_type, cfg.debug) == (1.0, 1.0, "image", False)
     assert not cfg.use_winograd
     # the opt-in deviations are off: MNN's selection, thresholds and quant info
-    assert (cfg.file_order, cfg.input_threshold, cfg.quantize_rangeless_tensors) == ("directory", "auto", True)
+    assert (cfg.file_order, cfg.input_threshold, cfg.ema_sequence_batch) == ("directory", "auto", "last")
+    assert cfg.quantize_rangeless_tensors is None and cfg.writes_rangeless_tensors
+    assert not load_config({"path": "imgs", "feature_quantize_method": "ADMM"}).writes_rangeless_tensors
     opted = load_config({"path": "imgs", "file_order": "sorted", "input_threshold": "max",
                          "quantize_rangeless_tensors": False})
     assert (opted.file_order, opted.input_threshold, opted.quantize_rangeless_tensors) == ("sorted", "max", False)
