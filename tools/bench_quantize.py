@@ -6,6 +6,8 @@
     python tools/bench_quantize.py --json bench.json
     python tools/bench_quantize.py --images 200 --methods KL   # many samples: the forward passes dominate
     python tools/bench_quantize.py --threads 1 --methods KL    # mnnlite on one core, like quantized.out
+    python tools/bench_quantize.py --models ppocr_det --methods EMA --size 640 640 --batch-size 32 --images 64
+                                                            # calibration memory on large batches
 
 Both tools run as child processes on the same float model, config and calibration images (every image of
 the zoo folder, so both pick the same files); each child's wall time is measured around it and its peak
@@ -44,12 +46,16 @@ def run_child(argv: list[str], cwd: str) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, proc.returncode     # ru_maxrss is in KiB on Linux
 
 
-def config(zoo, name: str, method: str, images: Path | None) -> dict:
+def config(zoo, name: str, method: str, images: Path | None, size=None, batch_size: int = 0) -> dict:
     cfg = zoo.quant_config(name, "quant_kl")
     cfg.pop("used_image_num")
     cfg["feature_quantize_method"] = method
     if images is not None:
         cfg["path"] = str(images)
+    if size:
+        cfg["width"], cfg["height"] = size
+    if batch_size:
+        cfg["batch_size"] = batch_size
     return cfg
 
 
@@ -67,23 +73,37 @@ def make_images(zoo, name: str, count: int, work: Path) -> Path:
     return folder
 
 
-def model_for(zoo, name: str, method: str) -> Path:
+def model_for(zoo, name: str, method: str, work: Path, size=None) -> Path:
     """The float model both tools quantize: as converted for KL; for EMA a copy with fixed input dims and for
     ADMM one with an NC4HW4 input, the only forms ``quantized.out`` runs those methods on (it crashes on the
-    converted models); the test suite compares scales on the same copies (tests/quant/test_pipeline_oracle.py)."""
+    converted models); the test suite compares scales on the same copies (tests/quant/test_pipeline_oracle.py).
+    ``size`` (width, height): the copies' input dims, when not the zoo's calibration size."""
     if method == "KL":
         return zoo.model_path(name, "float")
     sys.path.insert(0, str(REPO / "tests" / "quant"))
     import test_pipeline_oracle as copies
 
-    return copies.fixed_shape_model(name) if method == "EMA" else copies.c4_input_model(name)
+    path = copies.fixed_shape_model(name) if method == "EMA" else copies.c4_input_model(name)
+    if not size:
+        return path
+    import mnnlite
+    from mnnlite.format.tables import OpType
+
+    model = mnnlite.load_model(path)
+    for op in model.net.oplists:
+        if op.type == OpType.Input:
+            op.main.dims = [1, 3, size[1], size[0]]
+    out = work / f"{name}.{method}.{size[0]}x{size[1]}.mnn"
+    mnnlite.save_model(model, out)
+    return out
 
 
-def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0, threads: int = 0) -> dict:
-    src = str(model_for(zoo, name, method))
+def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int = 0, threads: int = 0,
+              size=None, batch_size: int = 0, tools=("ours", "oracle")) -> dict:
+    src = str(model_for(zoo, name, method, work, size))
     cfg_path = work / f"{name}.{method}.json"
     folder = make_images(zoo, name, images, work) if images else None
-    cfg_path.write_text(json.dumps(config(zoo, name, method, folder)))
+    cfg_path.write_text(json.dumps(config(zoo, name, method, folder, size, batch_size)))
     ours_cmd = [sys.executable, str(REPO / "tools" / "quantized.py"), src, str(work / "ours.mnn"), str(cfg_path)]
     if threads:
         ours_cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -92,7 +112,10 @@ def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int 
     oracle_cmd = [sys.executable, "-c", "import sys, _tools; _tools.mnnquant(sys.argv[1:])", "quantized.out",
                   src, str(work / "oracle.mnn"), str(cfg_path)]
     row = {"model": name, "method": method, "images": images or len(os.listdir(zoo.calibration_dir(name)))}
+    row["ours"] = row["oracle"] = {"failed": "not run"}
     for tag, cmd, out in (("ours", ours_cmd, work / "ours.mnn"), ("oracle", oracle_cmd, work / "oracle.mnn")):
+        if tag not in tools:
+            continue
         walls, peaks, failed = [], [], None
         for _ in range(repeat):
             if out.exists():
@@ -112,6 +135,8 @@ def bench_one(zoo, name: str, method: str, repeat: int, work: Path, images: int 
 
 
 def _cell(side: dict) -> str:
+    if side.get("failed") == "not run":
+        return "not run"
     return f"crash ({side['failed']})" if "failed" in side else f"{side['seconds']:.2f} s, {side['peak_mib']:.0f} MiB"
 
 
@@ -125,6 +150,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="mnnlite's calibration threads (default: its own choice, the cores up to 4); "
                          "quantized.out always runs one")
+    ap.add_argument("--size", nargs=2, type=int, metavar=("W", "H"),
+                    help="calibrate at this input size (config width/height; EMA/ADMM copies get these dims)")
+    ap.add_argument("--batch-size", type=int, default=0, help="the config's batch_size (EMA)")
+    ap.add_argument("--tools", nargs="+", default=["ours", "oracle"], choices=("ours", "oracle"),
+                    help="run only one side (e.g. to re-measure ours after a change)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
     import model_zoo as zoo
@@ -135,7 +165,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mnnlite-bench-") as tmp:
         for name in args.models:
             for method in args.methods:
-                row = bench_one(zoo, name, method, args.repeat, Path(tmp), args.images, args.threads)
+                row = bench_one(zoo, name, method, args.repeat, Path(tmp), args.images, args.threads,
+                                args.size, args.batch_size, args.tools)
                 rows.append(row)
                 speed = f"{row['speedup']:.2f}x" if "speedup" in row else "-"
                 memory = f"{row['memory_ratio']:.2f}x" if "memory_ratio" in row else "-"

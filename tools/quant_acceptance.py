@@ -18,8 +18,8 @@ Where the pipeline tests compare on a copy of the model, so does this tool, and 
 EMA on a copy with fixed input dims (``quantized.out``'s EMA crashes on dynamic dims) and winogradOpt off;
 ADMM on an NC4HW4-input copy (its ADMM crashes on NCHW inputs), fidelity on the copy carried back to NCHW.
 MNN's EMA dump holds only zero scales and MNN renames the tensors, so EMA compares each int8 conv's
-scaleIn/scaleOut and zero points in op order (test_pipeline_ema.py).  KL leaves the model inputs out:
-ours use the MAX threshold (README deviation 2).
+scaleIn/scaleOut and zero points in op order (test_pipeline_ema.py).  KL compares every tensor, the model
+inputs and scale-0 tensors included (the defaults follow MNN; README deviations 2 and 3 are opt-in).
 
 Exit status 1 when our quantizer or check (a) fails, else 0 (oracle crashes and mismatches are reported).
 Needs the test extras (the ``mnn`` wheel, pytest) and the zoo fixtures (built on first use).
@@ -142,7 +142,6 @@ def _tally(entries, tol: float) -> dict:
 
 
 def evaluate(name: str, features: str, weights: str, oracle_timeout: float = 900) -> dict:
-    from test_pipeline_kl import _inputs as kl_inputs
     from test_pipeline_oracle import (OracleQuantError, c4_input_model, calib_config, fixed_shape_model, no_worse,
                                       oracle_quant, our_quant, transplant_c4, zoo)
 
@@ -191,10 +190,7 @@ def evaluate(name: str, features: str, weights: str, oracle_timeout: float = 900
         row["notes"].append("int8 conv scaleIn/scaleOut + zero points (MNN's EMA dump is all zero)")
     else:
         graph = mnnlite.load_model(src or zoo().model_path(name, "float")).graph
-        exclude = kl_inputs(graph) if features == "KL" else set()
-        row.update(compare_dumps(graph, ours, theirs, tol, exclude))
-        if exclude:
-            row["notes"].append(f"{len(exclude)} input tensors excluded (MAX threshold)")
+        row.update(compare_dumps(graph, ours, theirs, tol, set()))
     if row.get("one_side_only"):
         row["notes"].append(f"{row['one_side_only']} scaled on one side only (worst rel excludes them)")
     if row.get("oracle_nonfinite"):

@@ -118,6 +118,11 @@ class Command:
     params: object = None      # parameter table for the int8 support check
     int8: bool = False
     name: str = ""
+    # The kernel the backend then creates: CPUBinaryCreator takes CPUBinaryInt8 only when both inputs
+    # and the output hold int8 (getDataType: a quant attribute with applyQuant set, i.e. produced by an
+    # int8 command or a cast); a BinaryOp decided int8 on int32 inputs that no int8 command wrote (token
+    # ids, integer constants) runs its integer kernel on the true values (MiniLM's Gather indices).
+    int8_kernel: bool = True
 
 
 @dataclass(eq=False)
@@ -465,6 +470,9 @@ class _Builder:
             for cmd in buffer:
                 out = self.tensors[cmd.outputs[0]]
                 use = out.attr is not None and support_quant(cmd, self.tensors)
+                if use and cmd.type == "BinaryOp":
+                    # float inputs are cast to int8 below; integer ones hold codes only if an int8 command wrote them
+                    cmd.int8_kernel = all(self.tensors[i].is_float or self.tensors[i].int8 for i in cmd.inputs)
                 if out.attr is not None:
                     for o in cmd.outputs:
                         self.tensors[o].int8 = use
@@ -501,7 +509,7 @@ class _Builder:
 
     def compute_plan(self, op) -> OpPlan:
         cmd = self.main.get(id(op))
-        plan = OpPlan(op, "compute", int8=bool(cmd and cmd.int8), command=cmd)
+        plan = OpPlan(op, "compute", int8=bool(cmd and cmd.int8 and cmd.int8_kernel), command=cmd)
         t = _op_type(op)
         for k, i in enumerate(_ints(op.inputIndexes)):
             if not need_content(t, k):

@@ -349,12 +349,78 @@ def _mnn_multi_input_conv(call):
     x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
     act = _activation(call.params.common)
     if groups == 1:
-        from ..kernels import mnn_exact
-        y = mnn_exact.conv2d(_f32(x), w, b, stride, pad, dilation, act, strassen=False)
+        y = tiled_conv_batch(_f32(x), _f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
     else:
         from ..kernels.conv import conv2d
         y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
     return [from_nchw(y, call.formats[0])]
+
+
+TILE_COLUMNS = 24                 # MNNPackedMatMul's tile (csrc/mnn_exact.c MNN_EP)
+CHUNK_BYTES = 32 << 20            # im2col columns gathered at a time by tiled_conv_batch
+
+
+def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHUNK_BYTES):
+    """``mnn_exact.conv2d(..., strassen=False)`` with memory bounded by ``chunk_bytes``, same bits.
+
+    MNN tiles the batch's N * OH * OW output pixels as one plane; each full 24-column tile of
+    MNNPackedMatMul depends only on its own columns, and the remainder columns only on E % 24
+    (csrc/mnn_exact.c), so the plane is computed in column chunks that are whole tiles, the last one
+    keeping the plane's remainder.  Each chunk's im2col columns are gathered from the images it spans
+    and its product written straight into the NCHW output: no batch-sized im2col (3x3 convs of a
+    640x640 batch of 32: gigabytes), no second copy of the output.
+    """
+    from ..kernels import mnn_exact as me
+
+    if x.ndim != 4 or x.shape[1] != w.shape[1]:
+        return me.conv2d(x, w, b, stride, pad, dilation, act, strassen=False)     # its own error
+    n, c, height = x.shape[:3]
+    o, _, kh, kw = w.shape
+    pointwise = (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
+    wk = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+    (sy, sx), (dy, dx), (pt, pl, pb, pr) = stride, dilation, pad
+    oh = (x.shape[2] + pt + pb - dy * (kh - 1) - 1) // sy + 1
+    ow = (x.shape[3] + pl + pr - dx * (kw - 1) - 1) // sx + 1
+    plane, k = oh * ow, kh * kw * c
+    total = n * plane
+    out = np.empty((n, o, oh, ow), _F32)
+    flat = out.reshape(n, o, plane)
+    step = max(TILE_COLUMNS, chunk_bytes // (4 * max(k, 1)) // TILE_COLUMNS * TILE_COLUMNS)
+
+    def columns(img, lo, hi):
+        """im2col columns [lo, hi) of image ``img``: only the output rows they cover are gathered."""
+        if pointwise:
+            return x[img].reshape(c, -1)[:, lo:hi]
+        r0, r1 = lo // ow, (hi - 1) // ow + 1
+        top, end = r0 * sy - pt, (r1 - 1) * sy + dy * (kh - 1) + 1 - pt        # input rows read, unpadded
+        src0, src1 = max(top, 0), min(end, height)
+        rows = np.pad(x[img, :, src0:src1], ((0, 0), (src0 - top, end - src1), (pl, pr)))
+        a, _ = me.im2col(rows, (kh, kw), stride, (0, 0, 0, 0), dilation)
+        return a[:, lo - r0 * ow: hi - r0 * ow]
+    from ..kernels.threads import get_num_threads
+
+    def chunk(e0):
+        e1 = min(total, e0 + step)
+        parts = []
+        for img in range(e0 // plane, (e1 - 1) // plane + 1):
+            lo, hi = max(e0, img * plane) - img * plane, min(e1, (img + 1) * plane) - img * plane
+            parts.append((img, lo, hi, columns(img, lo, hi)))
+        a = parts[0][3] if len(parts) == 1 else np.concatenate([p[3] for p in parts], axis=1)
+        y = me.packed_matmul(np.ascontiguousarray(a), wk, b, act)
+        at = 0
+        for img, lo, hi, _ in parts:
+            flat[img, :, lo:hi] = y[:, at:at + hi - lo]
+            at += hi - lo
+    starts = range(0, total, step)
+    threads = min(get_num_threads(), len(starts))
+    if threads <= 1:
+        for e0 in starts:
+            chunk(e0)
+    else:       # chunks are independent and write disjoint outputs: same bits on any thread count
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(chunk, starts))
+    return out
 
 
 def _output_shape(call, h: int, w: int, kh: int, kw: int):

@@ -1005,10 +1005,13 @@ def ema_batch_ranges(tracked: frozenset, clamp_act: int, interp, feeds) -> dict:
     def simulate(i, _name, a):
         if i not in tracked or a.dtype != np.float32:
             return
-        xq, lo, hi = fake_quantize(a, clamp_act)
+        if a.flags.writeable and a.flags.c_contiguous:
+            _, lo, hi = fake_quantize(a, clamp_act, out=a)      # no second copy of the activation
+        else:
+            xq, lo, hi = fake_quantize(a, clamp_act)
+            if a.flags.writeable:
+                np.copyto(a, xq)
         ranges[i] = (lo, hi)
-        if a.flags.writeable:
-            np.copyto(a, xq)
     interp.run(feeds, observe=simulate)
     return ranges
 
@@ -1057,27 +1060,35 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     Each batch runs the float model with, for every module, fake-quantized weights, its input
     fake-quantized with the batch's own range and its output fake-quantized the same way before the next
     layer reads it; each range, nudged onto the int8 grid, feeds a moving average (momentum 0.99).
-    Batch norms run with their running statistics (MNN trains them, doc §14.10).  A batch's forward
-    depends on no other batch, so batches run on ``threads`` interpreters at once; the moving averages
-    take their ranges in batch order, so the result does not depend on ``threads`` (nor on ``ray``, the
-    connected Ray module: batches then run as tasks on the cluster).  ``layout``: the feeds' order
-    (``mnnlite.layout``).
+    Batch norms run with their running statistics (MNN trains them, doc §14.10).  Memory: one batch is
+    in flight locally (a 640x640 batch of 32 holds hundreds of MB per activation; two at once would double
+    the peak), each activation is fake-quantized in place and freed after its last reader (the runtime's
+    plan), and ``threads`` split the batch's dense convs by column chunks instead
+    (``ops.nn.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
+    (nor on ``ray``, the connected Ray module: batches then run as tasks on the cluster, one batch per
+    task).  ``layout``: the feeds' order (``mnnlite.layout``).
     """
     import functools
 
+    from ..kernels.threads import get_num_threads, set_num_threads
     from .feature.ema import EMAObserver
 
     private = _private_inputs(model, modules)
-    workers = make_workers(ema_interpreter, model, (impl, modules, clamp_w, weight_method, layout), threads, ray)
+    workers = make_workers(ema_interpreter, model, (impl, modules, clamp_w, weight_method, layout), 1, ray)
     observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
     batch_ranges = functools.partial(ema_batch_ranges, frozenset(observers), clamp_act)
     total = len(samples)
     log.progress("quantize with EMA", 0, total)
-    for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
-        for i, (lo, hi) in ranges.items():
-            observers[i].add_range(lo, hi)
-        log.progress("quantize with EMA", count, total)
+    kernel_threads = get_num_threads()
+    set_num_threads(max(kernel_threads, threads))
+    try:
+        for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
+            for i, (lo, hi) in ranges.items():
+                observers[i].add_range(lo, hi)
+            log.progress("quantize with EMA", count, total)
+    finally:
+        set_num_threads(kernel_threads)
     log.end_progress()
     result = {}
     for m in modules:

@@ -7,12 +7,13 @@ raised only when no sample is usable.
 
 Image preprocessing (MNN's ``ImageProcess`` math, exactly) lives in ``image.py``.
 
-Deviations (doc §14): files are sorted before the first N are taken (MNN takes the first N in readdir
-order, then sorts); only regular files are image candidates and only folders / .npy / .npz files are
-sequence candidates (MNN feeds everything); an undecodable file is skipped with a warning (MNN reuses the
-previous sample's data); EMA + sequence batches really hold ``batch`` samples (MNN feeds only the last of
-each batch); a missing ``width``/``height`` falls back to the model input's own size (MNN leaves it
-uninitialised); a 1-pixel output side uses plain corner-aligned scaling (MNN's solve yields NaN).
+Deviations (doc §14): with ``"file_order": "sorted"`` files are sorted before the first N are taken (the
+default takes the first N in readdir order, then sorts, as MNN); only regular files are image candidates and
+only folders / .npy / .npz files are sequence candidates (MNN feeds everything); an undecodable file is
+skipped with a warning (MNN reuses the previous sample's data); EMA + sequence batches hold only the last
+sample of each batch, as MNN's (``"ema_sequence_batch": "full"``: every sample); a missing
+``width``/``height`` falls back to the model input's own size (MNN leaves it uninitialised); a 1-pixel output
+side uses plain corner-aligned scaling (MNN's solve yields NaN).
 """
 from __future__ import annotations
 
@@ -51,15 +52,20 @@ def _specs(input_specs) -> list[InputSpec]:
 
 
 def list_candidates(config: QuantConfig) -> list[str]:
-    """Sorted entries of ``config.path`` (hidden names skipped) that can hold a sample, first N of them.
+    """The entries of ``config.path`` (hidden names skipped) that can hold a sample: the first N, sorted.
 
-    Image mode: regular files.  Sequence mode: folders, ``.npy`` and ``.npz`` files.
+    Image mode: regular files.  Sequence mode: folders, ``.npy`` and ``.npz`` files.  ``file_order``
+    "directory" (default) takes the first N in the order the file system lists them, as MNN does (doc §4:
+    readdir order, then sorted), so a folder with more files than N gives MNN's own selection;
+    "sorted" sorts first, which selects the same files on every file system.
     """
     try:
-        names = sorted(n for n in os.listdir(config.path) if not n.startswith("."))
+        names = [n for n in os.listdir(config.path) if not n.startswith(".")]   # listdir is readdir order
     except OSError as exc:
         raise DataError(f'{config.source}: "path" {config.path} cannot be listed: '
                         f"{exc.strerror or exc}") from None
+    if config.file_order == "sorted":
+        names.sort()
     paths = [os.path.join(config.path, n) for n in names]
     if config.input_type == "image":
         paths = [p for p in paths if os.path.isfile(p)]
@@ -67,6 +73,7 @@ def list_candidates(config: QuantConfig) -> list[str]:
         paths = [p for p in paths if os.path.isdir(p) or p.endswith((".npy", ".npz"))]
     if config.used_sample_num is not None:
         paths = paths[:config.used_sample_num]
+    paths.sort()
     if not paths:
         kind = "image files" if config.input_type == "image" else "sample folders or .npy/.npz files"
         raise DataError(f'{config.source}: "path" {config.path} holds no {kind}')
@@ -177,6 +184,7 @@ class SampleSource:
 
     batch_size: int = 1
     drop_last: bool = False
+    _last_of_batch: bool = False        # MNN's EMA sequence batches: only the last sample runs (CalibrationSet)
 
     @property
     def sample_count(self) -> int:
@@ -196,8 +204,11 @@ class SampleSource:
             produced += 1
             batch.append(inputs)
             if len(batch) == self.batch_size:
-                yield _stack(batch)
-                batch = []
+                if self._last_of_batch:
+                    batch = batch[-1:]
+                stacked, batch = _stack(batch), []      # the samples are not kept while the batch runs
+                yield stacked
+                del stacked
         if batch and not self.drop_last:
             yield _stack(batch)
         if produced == 0:
@@ -229,6 +240,11 @@ class CalibrationSet(SampleSource):
         self.skipped: dict[str, str] = {}
         self._warned: set[str] = set()
         self._reader = _SequenceReader(self.specs, config, self._warn)
+        # MNN's EMA with sequence input reads each sample of a batch into the same input and runs the
+        # batch once: only its last sample is calibrated on (doc §14.18); "ema_sequence_batch": "full"
+        # runs every sample
+        self._last_of_batch = (config.input_type == "sequence" and config.feature_quantize_method == "EMA"
+                               and config.ema_sequence_batch == "last" and self.drop_last)
         if config.input_type == "image":
             self._image_geometry()                          # fail early on a bad format / shape combo
 

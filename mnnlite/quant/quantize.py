@@ -260,7 +260,8 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, thread
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
     if cfg.feature_quantize_method == "KL":
-        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs), facts=facts)
+        max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
+        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts)
     else:
         raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog)
     report.samples = len(samples)
@@ -270,22 +271,28 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, thread
     if cfg.debug:
         debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report)
     tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
-               for t, (s, z) in scales.items() if _usable(t, s, facts)}
+               for t, (s, z) in scales.items() if _usable(t, s, facts, cfg.writes_rangeless_tensors)}
     quantized = rewrite(model, tensors, convs)
     report.scales = {graph.tensors[t]: (q.scale, q.zero) for t, q in sorted(tensors.items())}
     return quantized, scale_dump(graph, plan.seen, scales), debug_text
 
 
-def _usable(t: int, scale: float, facts) -> bool:
-    """Tensors that get quant info: float tensors with a positive scale.
+def _usable(t: int, scale: float, facts, rangeless: bool) -> bool:
+    """Tensors that get quant info.
 
-    MNN also writes scale-0 entries (tensors without a usable range: all-zero constants, and integer
-    tensors such as comparison results, whose bits it reads as floats).  Its runtime then runs ops like
-    BinaryOp or Select in int8 with a zero scale and gives different outputs from run to run (README:
-    deviations); leaving them out keeps those ops in float.
+    MNN (default, ``rangeless`` true) writes every tensor of its scale map, scale-0 ones included: all-zero
+    constants, and integer tensors such as comparison results, whose bits it reads as floats.  Its runtime
+    then runs ops like BinaryOp or Select in int8 with a zero scale; that is how MNN's own file runs, and
+    on MTCNN-type PReLU (GREATER + Select + MUL) it is more accurate in MNN's runtime than leaving them
+    out.  ``"quantize_rangeless_tensors": false`` writes only float tensors with a positive finite scale,
+    which keeps those ops in float and their outputs reproducible (README: deviations).
     """
+    if t < 0:
+        return False
+    if rangeless:
+        return True
     fact = facts.get(t)
-    return t >= 0 and scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
+    return scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
 
 
 def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) -> dict[int, ConvQuant]:
@@ -362,25 +369,20 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.
 
     Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
-    a batch of 32 cannot pass.  MNN's EMA still quantizes them because its sequence path feeds one
-    sample per iteration -- the last of each batch, every sample of the batch overwriting the input in
-    turn (calibration.cpp ``_quantizeModelEMA``, doc §14.18) -- so its forwards have batch 1.  When the
-    first batch fails in our runtime, calibration does exactly that: N / batch forwards of the last
-    sample of each batch, the same samples and so the same parameters as MNN.  In image mode MNN stacks
-    real batches and cannot run such a graph; there every sample gets its own forward.  None when the
-    batch was 1 already (the error is then the model's or the data's).
+    a batch of 32 cannot pass.  MNN's sequence EMA never meets this: it feeds only the last sample of each
+    batch (calibration.cpp ``_quantizeModelEMA``, doc §14.18), which ``CalibrationSet`` reproduces by
+    default, so its forwards have batch 1.  Image batches (which MNN stacks and then cannot run through
+    such a graph) and ``"ema_sequence_batch": "full"`` do get here: every sample then gets its own
+    forward.  None when the batch was 1 already (the error is then the model's or the data's) or the
+    samples are arrays (the caller chose the batches).
     """
     batch = dataset.batch_size
-    if batch <= 1 or not isinstance(dataset, CalibrationSet):     # arrays: the caller chose the batches
+    if batch <= 1 or not isinstance(dataset, CalibrationSet):
         return None
     single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
-    if cfg.input_type == "sequence":
-        single.files = dataset.files[batch - 1::batch][:len(dataset.files) // batch]
-        how = f"the last sample of each batch of {batch}, {len(single.files)} forward(s), as MNN feeds"
-    else:
-        how = f"each of the {len(single.files)} samples on its own"
     reason = str(error).split(": ", 1)[-1]
-    qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with {how}\n")
+    qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with each of the "
+              f"{len(single.files)} samples on its own\n")
     return single
 
 
@@ -401,7 +403,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
 
     def calibrate(data):
-        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data), specs, cfg.source), fclamp, wclamp,
+        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data, budget=0), specs, cfg.source), fclamp,
+                                 wclamp,
                                  qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
                                  runtime.layout)
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 import pytest
 
 import model_zoo as zoo
@@ -56,3 +58,32 @@ def test_float_precision_has_no_plan(zoo):
     assert interp.precision == "float"
     with pytest.raises(ValueError, match="float"):
         int8_plan(interp, zoo.image_feeds("cnn")[0])
+
+
+def test_integer_binary_ops_decided_int8_keep_their_integer_kernel(zoo, tmp_path):
+    """Token-id arithmetic (the converter's Gather index wrap, (ids + n) mod n) with MNN's scale-0 quant
+    info: the commands are decided int8 (the official runtime's callbacks mark them DT_INT8), but
+    CPUBinaryCreator takes CPUBinaryInt8 only when inputs and output hold int8 (applyQuant), and token
+    ids never do: MNN runs the integer kernel, so the gather indices are the true ones (checked on the
+    MiniLM corpus model against the official runtime's callbacks)."""
+    import mnnlite
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i in range(3):
+        np.savez(folder / f"s{i}.npz", tokens=np.random.default_rng(i).integers(0, 128, (1, 16)).astype(np.int64))
+    dst = tmp_path / "transformer.kl.mnn"
+    mnnlite.quantize(zoo.model_path("transformer", "float"), dst, {"path": str(folder), "input_type": "sequence"})
+    feeds = {"tokens": np.random.default_rng(9).integers(0, 128, (1, 16)).astype(np.int64)}
+    interp = Interpreter(dst)
+    plan = int8_plan(interp, feeds)
+    wraps = [p for p in plan.ops if p.command is not None and p.command.type == "BinaryOp"
+             and p.op.name in ("BinaryOp16", "BinaryOp17")]
+    assert len(wraps) == 2 and all(p.command.int8 and not p.command.int8_kernel and not p.int8 for p in wraps)
+    assert any(p.int8 and p.command.type == "BinaryOp" for p in plan.ops)       # float BinaryOps still int8
+    index = {}
+    interp.run(feeds, observe=lambda i, name, a: index.__setitem__(name, np.array(a)) if name == "BinaryOp17" else None)
+    floats = {}
+    Interpreter(dst, precision="float").run(
+        feeds, observe=lambda i, name, a: floats.__setitem__(name, np.array(a)) if name == "BinaryOp17" else None)
+    assert index["BinaryOp17"].dtype == np.int32 and np.array_equal(index["BinaryOp17"], floats["BinaryOp17"])

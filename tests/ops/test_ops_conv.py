@@ -158,3 +158,28 @@ def test_decoded_weights_are_cached_per_op(paths):
     op.main.quanParameter = None
     op.main.weight = np.ones(first[0].size, np.float32)
     assert np.array_equal(conv_weights(op)[0], np.ones(first[0].shape, np.float32))   # edited op: decoded again
+
+
+@pytest.mark.parametrize("n, c, h, w, o, k, s, pad, d", [
+    (3, 5, 13, 11, 7, 3, 1, (1, 1, 1, 1), 1), (4, 3, 17, 17, 16, 3, 2, (1, 1, 1, 1), 1),
+    (5, 8, 9, 9, 12, 1, 1, (0, 0, 0, 0), 1), (7, 2, 6, 6, 5, 1, 2, (0, 0, 0, 0), 1),
+    (3, 3, 15, 12, 5, 3, 2, (2, 0, 1, 1), 2), (2, 4, 11, 9, 6, 5, 1, (2, 1, 2, 1), 1),
+    (1, 6, 10, 10, 9, 3, 1, (1,) * 4, 1)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_tiled_conv_batch_is_mnn_exact_conv2d(n, c, h, w, o, k, s, pad, d, threads):
+    """The EMA simulation's batch conv in whole-tile column chunks (bounded memory, optional threads)
+    gives mnn_exact.conv2d's bits for every chunk size, chunks straddling images included."""
+    from mnnlite.kernels import mnn_exact
+    from mnnlite.kernels.threads import get_num_threads, set_num_threads
+    from mnnlite.ops.nn import tiled_conv_batch
+
+    x, wt, b = _x((n, c, h, w)), _x((o, c, k, k)), _x((o,))
+    want = mnn_exact.conv2d(x, wt, b, (s, s), pad, (d, d), 0, strassen=False)
+    before = get_num_threads()
+    set_num_threads(threads)
+    try:
+        for chunk in (4 * c * k * k * 24, 4 * c * k * k * 72, 1 << 20, 32 << 20):
+            got = tiled_conv_batch(x, wt, b, (s, s), pad, (d, d), 0, chunk_bytes=chunk)
+            assert got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32)), chunk
+    finally:
+        set_num_threads(before)

@@ -105,10 +105,22 @@ def _folder(tmp_path, names, size=(8, 8)):
 def test_sorted_first_n_hidden_and_folders_skipped(tmp_path):
     folder = _folder(tmp_path, ["c.png", "a.png", ".hidden.png", "b.png", "d.png"])
     (folder / "sub").mkdir()
-    cfg = load_config({"path": str(folder), "width": 4, "height": 4, "used_image_num": 3})
+    cfg = load_config({"path": str(folder), "width": 4, "height": 4, "used_image_num": 3,
+                       "file_order": "sorted"})
     cs = CalibrationSet(cfg, [InputSpec("x", (1, 3, 4, 4))])
     assert [os.path.basename(p) for p in cs.files] == ["a.png", "b.png", "c.png"]
     assert len(cs) == 3 and cs.batch_size == 1 and len(list(cs)) == 3
+
+
+def test_default_takes_the_first_n_in_directory_order_then_sorts(tmp_path):
+    """MNN's selection (doc §4): the first N entries readdir lists, then sorted."""
+    folder = _folder(tmp_path, [f"{c}.png" for c in "qwertyuiop"])
+    listed = [n for n in os.listdir(folder) if not n.startswith(".")]
+    cfg = load_config({"path": str(folder), "width": 4, "height": 4, "used_image_num": 4})
+    cs = CalibrationSet(cfg, [InputSpec("x", (1, 3, 4, 4))])
+    assert [os.path.basename(p) for p in cs.files] == sorted(listed[:4])
+    every = CalibrationSet(load_config({"path": str(folder), "width": 4, "height": 4}), [InputSpec("x", (1, 3, 4, 4))])
+    assert [os.path.basename(p) for p in every.files] == sorted(listed)
 
 
 def test_corrupt_image_is_warned_and_skipped(tmp_path, caplog):
@@ -221,9 +233,15 @@ def test_sequence_npy_npz_and_batching(tmp_path):
     for i in range(5):
         np.savez(root / f"s{i}.npz", a=np.full((1, 4), i, np.float32), b=np.arange(3.0)[None])
     cfg = load_config({"path": str(root), "input_type": "sequence", "feature_quantize_method": "EMA",
-                       "batch_size": 2})
+                       "batch_size": 2, "ema_sequence_batch": "full", "file_order": "sorted"})
     batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))
     assert [b["a"][:, 0].tolist() for b in batches] == [[0, 1], [2, 3]] and batches[0]["b"].shape == (2, 3)
+    # MNN's EMA on sequence input (default): each sample of a batch overwrites the same input, so only
+    # the last one runs (doc §14.18)
+    cfg = load_config({"path": str(root), "input_type": "sequence", "feature_quantize_method": "EMA",
+                       "batch_size": 2, "file_order": "sorted"})
+    batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))
+    assert [b["a"][:, 0].tolist() for b in batches] == [[1], [3]] and batches[0]["b"].shape == (1, 3)
     np.save(root / "single.npy", np.zeros((1, 4), np.float32))
     cfg = load_config({"path": str(root), "input_type": "sequence"})
     messages = []

@@ -332,3 +332,16 @@ def test_ema_scales_equal_mnn(oracle_dir):
 def _fake_weights(w):
     codes, scale = ema_weight_quant(w.reshape(w.shape[0], -1))
     return (codes * scale[:, None]).reshape(w.shape).astype(F)
+
+
+def test_ema_fake_quantize_in_place_is_the_same(monkeypatch):
+    """``out=x`` (calibration's memory plan: no second copy of a batch activation) gives the bits of the
+    copying form, chunk boundaries included, and the NaN of an all-zero batch."""
+    monkeypatch.setattr(ema_mod, "IN_PLACE_CHUNK", 1000)
+    x = (np.random.default_rng(3).standard_normal((2, 5, 17, 19)) * 3).astype(F)
+    want, lo, hi = ema_mod.fake_quantize(x)
+    y = x.copy()
+    got, lo2, hi2 = ema_mod.fake_quantize(y, out=y)
+    assert got is y and np.array_equal(y.view(np.int32), want.view(np.int32)) and (lo, hi) == (lo2, hi2)
+    z = np.zeros((3, 4), F)
+    assert np.isnan(ema_mod.fake_quantize(z, out=z)[0]).all() and np.isnan(z).all()

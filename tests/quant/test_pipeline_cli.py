@@ -239,17 +239,18 @@ def test_debug_mode(case):
     assert _digest(tmp / "d.mnn") == _digest(tmp / "n.mnn")
 
 
-def test_zero_scale_tensors_get_no_quant_info(zoo):
-    """MNN writes scale-0 quant info for integer tensors and all-zero constants (cnn's PReLU lowering);
-    its runtime then gives run-to-run different outputs.  We leave them out (README: deviations)."""
+def test_zero_scale_tensors_get_quant_info_like_mnns(zoo):
+    """MNN writes scale-0 quant info for integer tensors and all-zero constants (cnn's PReLU lowering), and
+    so do we by default (README: deviation 3); ``"quantize_rangeless_tensors": false`` leaves them out."""
     from test_pipeline_oracle import our_quant
 
     cfg = calib_config("cnn")
     theirs = mnnlite.load_model(oracle_quant("cnn", cfg)).graph.quant_info
     ours = mnnlite.load_model(our_quant("cnn", cfg)[0]).graph.quant_info
     zero = {t for t, q in theirs.items() if q.scale == 0}
-    assert zero and set(ours) == set(theirs) - zero
-    assert all(q.scale > 0 for q in ours.values())
+    assert zero and set(ours) == set(theirs) and {t for t, q in ours.items() if q.scale == 0} == zero
+    opted = mnnlite.load_model(our_quant("cnn", dict(cfg, quantize_rangeless_tensors=False))[0]).graph.quant_info
+    assert set(opted) == set(theirs) - zero and all(q.scale > 0 for q in opted.values())
 
 
 def test_config_errors_raise_before_writing(case):

@@ -10,7 +10,9 @@ our int8 model is at least as close to the float model as the oracle's.  Two lev
   model (a KL threshold is an argmin over a histogram: where the divergence curve is flat, one last-bit
   difference in an activation moves it a few bins, so this needs MNN's bits exactly).
 
-Model inputs use the MAX threshold MNN intends (doc §14.6), so they are compared separately.
+By default every tensor MNN gives quant info gets it from us too, with the same scale: model inputs use
+KL as in MNN 3.6.1 (doc §14.6) and scale-0 tensors (comparison outputs, all-zero constants) are written.
+The opt-in deviations (``input_threshold``, ``quantize_rangeless_tensors``) are checked separately.
 """
 from __future__ import annotations
 
@@ -64,17 +66,33 @@ def test_kl_end_to_end(zoo, name):
     # (a) the official runtime loads and runs our file
     out = zoo.run_oracle(ours_path, image_feeds(name, "heldout")[0])
     assert all(np.isfinite(v).all() for v in out.values())
-    # (b) scales
-    inputs = _inputs(graph)
-    compared = [t for t in set(ours) & set(theirs) if t not in inputs]
-    off = sorted((rel(ours[t], theirs[t]), graph.tensors[t]) for t in compared if rel(ours[t], theirs[t]) > TOL)
+    # (b) scales: the same tensors get quant info, with the same scales (inputs and scale-0 tensors included)
+    assert set(ours) == set(theirs), sorted(set(ours) ^ set(theirs))
+    off = sorted((rel(ours[t], theirs[t]), graph.tensors[t]) for t in ours if rel(ours[t], theirs[t]) > TOL)
     allowed, worst = NOT_BIT_EXACT.get(name, (0, 0.0))
     assert len(off) <= allowed and all(r <= worst for r, _ in off), off
-    for t in inputs & set(ours):        # MAX threshold: (2047 + 0.5) / interval / 127
-        assert ours[t] >= theirs[t] * (1 - TOL)
     # (c) fidelity on held-out images, both files in the official runtime
     assert no_worse(fidelity(name, ours_path), fidelity(name, theirs_path))
     assert report.feature_method == "KL" and report.quantized_ops
+
+
+def test_opt_in_deviations(zoo):
+    """``input_threshold: max`` raises the input scales to MAX's; ``quantize_rangeless_tensors: false``
+    leaves out exactly the scale-0 tensors (cnn's PReLU: GREATER output, its NC4HW4 copy, the 0 constant);
+    every other scale stays MNN's."""
+    default = scale_map(our_quant("cnn", calib_config("cnn"))[0])
+    graph = mnnlite.load_model(zoo.model_path("cnn", "float")).graph
+    inputs = _inputs(graph)
+    zero = {t for t, s in default.items() if s == 0}
+    assert len(zero) == 3
+    opted = scale_map(our_quant("cnn", calib_config("cnn", input_threshold="max",
+                                                    quantize_rangeless_tensors=False))[0])
+    assert set(opted) == set(default) - zero
+    for t in opted:
+        if t in inputs:     # MAX threshold: (2047 + 0.5) / interval / 127, above KL's
+            assert opted[t] > default[t] * (1 + TOL)
+        else:
+            assert opted[t] == default[t], graph.tensors[t]
 
 
 @pytest.mark.parametrize("weights", ["MAX_ABS", pytest.param("ADMM", marks=pytest.mark.slow)])

@@ -27,6 +27,13 @@ def test_defaults_are_mnns():
     assert (cfg.batch_size, cfg.used_sample_num) == (None, None)
     assert (cfg.center_crop_h, cfg.center_crop_w, cfg.input_type, cfg.debug) == (1.0, 1.0, "image", False)
     assert not cfg.use_winograd
+    # the opt-in deviations are off: MNN's selection, thresholds and quant info
+    assert (cfg.file_order, cfg.input_threshold, cfg.ema_sequence_batch) == ("directory", "auto", "last")
+    assert cfg.quantize_rangeless_tensors is None and cfg.writes_rangeless_tensors
+    assert not load_config({"path": "imgs", "feature_quantize_method": "ADMM"}).writes_rangeless_tensors
+    opted = load_config({"path": "imgs", "file_order": "sorted", "input_threshold": "max",
+                         "quantize_rangeless_tensors": False})
+    assert (opted.file_order, opted.input_threshold, opted.quantize_rangeless_tensors) == ("sorted", "max", False)
 
 
 def test_mnn_example_configs_load(tmp_path):
@@ -96,6 +103,10 @@ def test_low_bits_weight_clamp(caplog):
     ({"batch_size": 0}, r'"batch_size" must be a positive integer'),
     ({"skip_quant_op_names": ["a", 1]}, r'"skip_quant_op_names" must be a list of op names'),
     ({"debug": 1}, r'"debug" must be true or false, got 1'),
+    ({"file_order": "name"}, r'"file_order" must be one of directory, sorted, got "name"'),
+    ({"input_threshold": "KL"}, r'"input_threshold" must be one of auto, max, got "KL"'),
+    ({"quantize_rangeless_tensors": 0}, r'"quantize_rangeless_tensors" must be true or false, got 0'),
+    ({"ema_sequence_batch": "all"}, r'"ema_sequence_batch" must be one of last, full, got "all"'),
     ({"input_type": "video"}, r'"input_type" must be one of image, sequence'),
     ({"inputs": [{"shape": [1]}]}, r'"inputs\[0\].name" must be given'),
     ({"inputs": [{"name": "a", "shape": [1, -1]}]}, r'"inputs\[0\].shape" must be a non-empty list of positive'),

@@ -31,7 +31,10 @@ def scale_zero(lo, hi, clamp: int = 127) -> tuple[np.float32, np.float32]:
     return np.float32(s), np.float32(z)
 
 
-def fake_quantize(x: np.ndarray, clamp: int = 127):
+IN_PLACE_CHUNK = 1 << 20          # elements fake-quantized at a time by fake_quantize(..., out=x)
+
+
+def fake_quantize(x: np.ndarray, clamp: int = 127, out: np.ndarray | None = None):
     """``fakeQuantFeatureWithMinMax`` with the batch's own range.
 
     Returns ``(x_hat, nudged_min, nudged_max)``: ``x_hat = s * (clamp(round(x / s + z)) - z)`` is what
@@ -42,11 +45,21 @@ def fake_quantize(x: np.ndarray, clamp: int = 127):
     ReLU6 the -inf that follows into 0): that is what downstream layers see in MNN, so it is reproduced.
     Its nudged range (NaN in MNN, which then poisons that tensor's average) is reported as (0, 0).
     The arithmetic runs in C (``kernels.calib``); ``fake_quantize_ref`` is the same in numpy.
+    ``out=x`` (a writeable contiguous float32 ``x``) writes ``x_hat`` over ``x`` a chunk at a time, so a
+    batch's activation (hundreds of MB at 640x640, batch 32) is never held twice.
     """
     x = np.asarray(x, np.float32)
     if x.size == 0:
-        return x.copy(), np.float32(0), np.float32(0)
+        return (x if out is not None else x.copy()), np.float32(0), np.float32(0)
     s, z, nudged_min, nudged_max = nudged_range(*_calib.batch_range(x), clamp)
+    if out is not None:
+        flat = out.reshape(-1)                     # a view: out must be contiguous
+        if s == 0:
+            flat[:] = np.nan
+        for i in range(0, flat.size, IN_PLACE_CHUNK):
+            if s != 0:
+                flat[i:i + IN_PLACE_CHUNK] = _calib.fake_quant(flat[i:i + IN_PLACE_CHUNK], s, z, np.float32(clamp))
+        return out, nudged_min, nudged_max
     if s == 0:                                     # all-zero batch: MNN's x_hat is 0 * (q - NaN)
         return np.full_like(x, np.nan), nudged_min, nudged_max
     return _calib.fake_quant(x, s, z, np.float32(clamp)), nudged_min, nudged_max
