@@ -29,7 +29,11 @@ from .ranges import Range, RangeObserver, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
 
 MAX_REPAIR_ROUNDS = 4
-PROFILE_SAMPLES = 2          # held-out samples for the per-layer error profile
+PROFILE_SAMPLES = 1          # held-out samples for the per-layer error profile (a ranking, not a score)
+# the flow runs the compiled kernels with their own float rounding ("fast"): MNN's rounding ("mnn", ~2x
+# slower) moves statistics and scores by ~1e-5, far below what decides a range or a conv's fate; the
+# numpy references ("ref") are used when asked for
+CONTROL_IMPL = "fast"
 
 
 @dataclass
@@ -218,6 +222,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     from .report import scale_dump
 
     clock = {"start": time.perf_counter()}
+    impl = "ref" if impl == "ref" else CONTROL_IMPL
     graph = model.graph
     specs = _input_specs(model)
     feeds = list(_Feeds(cal.Samples(dataset), specs, cfg.source))
@@ -256,29 +261,35 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     damage: dict[str, float] = {}
     float_names: list[str] = []
     if held:
-        from .sensitivity import Evaluator, layer_errors, leave_float
+        from .sensitivity import Evaluator, Profiler, leave_float
 
         evaluator = Evaluator(model, held, impl, metric, target)
         full, _ = builder.build(names)
         acc.cosine_before = evaluator.score(full)
         goal = cfg.target_cosine if cfg.target_cosine is not None else 1.0
+        acc.cosine_after = dict(acc.cosine_before)
         if min(acc.cosine_before.values()) < goal:
-            tensors_needed = {s.input for s in usable} | {s.output for s in usable}
-            errors = layer_errors(model, full, held[:PROFILE_SAMPLES], tensors_needed, impl, target)
-            for s in usable:
-                damage[s.name] = max(errors.get(s.output, 0.0) - errors.get(s.input, 0.0), 0.0)
-            ranked = sorted(((s.name, damage[s.name], s.macs) for s in usable), key=lambda r: -r[1])
-            total_macs = sum(s.macs for s in sites) or 1
+            profiler = Profiler(model, held[:PROFILE_SAMPLES], {s.input for s in usable} | {s.output for s in usable},
+                                impl, target)
+            models = {(): full}
+
+            def rank(left_float):
+                key = tuple(sorted(left_float))
+                m = models.get(key) or builder.build([n for n in names if n not in set(left_float)])[0]
+                errors = profiler.errors(m)
+                found = {s.name: max(errors.get(s.output, 0.0) - errors.get(s.input, 0.0), 0.0)
+                         for s in usable if s.name not in set(left_float)}
+                for n, d in found.items():
+                    damage.setdefault(n, d)
+                return sorted(found, key=lambda n: -found[n])
 
             def evaluate(left_float):
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
+                models[tuple(sorted(left_float))] = m
                 return evaluator.score(m)
-            float_names, acc.cosine_after, acc.trials = leave_float(
-                evaluate, ranked, goal, int(cfg.max_float_convs * total_macs), acc.cosine_before)
-            acc.reached = min(acc.cosine_after.values()) >= goal
-        else:
-            acc.cosine_after = dict(acc.cosine_before)
-            acc.reached = True
+            limit = int(cfg.max_float_convs * len(sites) + 1e-9)
+            float_names, acc.cosine_after, acc.trials = leave_float(evaluate, rank, goal, limit, acc.cosine_before)
+        acc.reached = min(acc.cosine_after.values()) >= goal
         acc.evaluations = evaluator.evaluations
     clock["control"] = time.perf_counter()
 
@@ -288,9 +299,9 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     _describe(acc, graph, sites, excluded, int8_names, float_names, damage, tensors, ranges, stats, quantized,
               feeds[0])
     if held:
-        from .sensitivity import layer_errors
+        from .sensitivity import Profiler
 
-        errs = layer_errors(model, quantized, held[:PROFILE_SAMPLES], {s.output for s in sites}, impl, target)
+        errs = Profiler(model, held[:PROFILE_SAMPLES], {s.output for s in sites}, impl, target).errors(quantized)
         by_out = {graph.ops[s.pos].name: errs.get(s.output) for s in sites}
         for o in acc.ops:
             o.error = by_out.get(o.name)

@@ -75,7 +75,7 @@ class QuantConfig:
     int8_ops: str | None = None              # mnnlite: which ops run int8 (opselect.py)
     target_cosine: float | None = None       # mnnlite: leave ops float until held-out cosine >= this
     holdout: float = 0.25                    # mnnlite: share of the samples held out for target_cosine
-    max_float_convs: float = 0.1             # mnnlite: share of conv MACs target_cosine may leave float
+    max_float_convs: float = 0.1             # mnnlite: share of convolutions target_cosine may leave float
     source: str = field(default="<dict>", compare=False)
 
     @property

@@ -71,10 +71,28 @@ def conv_sites(graph, facts, skip=()) -> tuple[list[ConvSite], dict[str, str]]:
     return sites, excluded
 
 
+# commands along which MNN's runtime spreads quant attributes (int8/plan.py PROPAGATE_TYPES), as named in
+# the calibration schedule (calibrate.lower)
+_SPREAD_STEPS = {"Raster", "ReLU", "ReLU6", "Pooling", "Pooling3D", "Interp", "CropAndResize", "ROIPooling"}
+
+
 def stat_tensors(plan, sites: list[ConvSite]) -> set[int]:
     """Tensors whose statistics the choice may need: conv inputs/outputs, and every tensor MNN's runtime
-    may hand a quant attribute to (the ones its session visits, as MNN's KL flow tracks them)."""
-    return {s.input for s in sites} | {s.output for s in sites} | set(plan.tracked)
+    may hand one of their attributes to (connected to them through the commands it spreads along)."""
+    wanted = {s.input for s in sites} | {s.output for s in sites}
+    links: dict[int, set[int]] = {}
+    for step in plan.steps:
+        if step.type in _SPREAD_STEPS:
+            ends = [t for t in step.inputs + step.outputs if t >= 0]
+            for t in ends:
+                links.setdefault(t, set()).update(ends)
+    todo = list(wanted)
+    while todo:
+        for t in links.get(todo.pop(), ()):
+            if t not in wanted:
+                wanted.add(t)
+                todo.append(t)
+    return wanted
 
 
 def nudged(q, factor: float = 1 + 2.0 ** -20):

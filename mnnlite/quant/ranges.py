@@ -88,8 +88,10 @@ class RangeObserver:
             return
         before = int(self.all.sum())
         _calib.histogram(x, interval, self.all)
-        _calib.histogram(np.minimum(x, np.float32(0)), interval, self.neg)
-        self.zeros += x.size - (int(self.all.sum()) - before)
+        counted = int(self.all.sum()) - before
+        if self.lo < 0 < self.hi:           # one-signed tensors need one histogram (see histogram())
+            _calib.histogram(np.minimum(x, np.float32(0)), interval, self.neg)
+        self.zeros += x.size - counted
         self.count += x.size
 
     @property
@@ -105,6 +107,8 @@ class RangeObserver:
     def histogram(self) -> "SignedHistogram | None":
         if self.interval is None or self.count == 0:
             return None
+        if self.hi <= 0:
+            self.neg = self.all.copy()          # every counted value is negative
         return SignedHistogram(self.all - self.neg, self.neg, self.zeros, self.max_abs,
                                float(self.lo), float(self.hi))
 

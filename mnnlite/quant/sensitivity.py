@@ -6,17 +6,17 @@ x86 runtime, on samples held out of calibration, against the float model's outpu
 1. ``Evaluator.score``: per output, the cosine of the int8 outputs to the float ones over every held-out
    sample (all values of an output as one vector); a user ``metric(reference, test) -> float`` (higher is
    better, Python API) replaces it.  The file's score is its worst output's.
-2. ``layer_errors``: one int8 run observing every tensor gives each conv's local damage, the growth of
-   the relative error from its input to its output (a conv that turns a 0.1 % error into 3 % is what to
+2. ``Profiler``: one int8 run observing every tensor gives each conv's local damage, the growth of the
+   relative error from its input to its output (a conv that turns a 0.1 % error into 3 % is what to
    leave float, not the ones downstream that merely carry it).
-3. ``leave_float``: the most damaging convs are left float in growing numbers (1, 2, 4, ...) until the
-   target is met, then the count is narrowed by bisection, so a model costs O(log n) evaluations instead
-   of n (NNCF's accuracy control ranks by the same kind of score, then reverts greedily).  The share of
-   conv MACs left float is bounded (``max_float_convs``).
+3. ``leave_float``: greedy, one conv at a time: the most damaging conv that improves the worst output
+   joins the float set, then the damage is measured again with it float, until the target is met; a
+   model costs a few evaluations per conv left float instead of one per conv (NNCF's accuracy control
+   ranks by a similar score, then reverts greedily).  The share of convolutions left float is bounded
+   (``max_float_convs``); the report gives the share of MACs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -66,88 +66,67 @@ class Evaluator:
         return scores
 
 
-def layer_errors(float_model, quant_model, feeds: list[dict], tensors: set[int], impl: str,
-                 target: str = "x86") -> dict[int, float]:
-    """Relative L2 error of each of ``tensors`` in the int8 run against the float run, over ``feeds``."""
-    from ..runtime import Interpreter
+class Profiler:
+    """Relative L2 error of chosen tensors in an int8 run against the float run (float values cached)."""
 
-    f_interp = Interpreter(float_model, impl=impl, precision="float")
-    q_interp = Interpreter(quant_model, impl=impl, target=target)
-    num = {t: 0.0 for t in tensors}
-    den = {t: 0.0 for t in tensors}
-    for feed in feeds:
-        ref = {}
+    def __init__(self, float_model, feeds: list[dict], tensors: set[int], impl: str, target: str = "x86"):
+        from ..runtime import Interpreter
 
-        def keep(i, _name, a):
-            if i in num:
-                ref[i] = np.asarray(a, np.float64).copy()
+        self.feeds, self.tensors, self.impl, self.target = feeds, set(tensors), impl, target
+        self.references: list[dict] = []
+        self.energy: dict[int, float] = dict.fromkeys(self.tensors, 0.0)
+        interp = Interpreter(float_model, impl=impl, precision="float")
+        for feed in feeds:
+            ref: dict = {}
 
-        def compare(i, _name, a):
-            r = ref.get(i)
-            if r is not None and np.shape(a) == r.shape:
-                num[i] += float(np.sum(np.square(np.asarray(a, np.float64) - r)))
-                den[i] += float(np.sum(np.square(r)))
-        f_interp.run(feed, observe=keep)
-        q_interp.run(feed, observe=compare)
-    return {t: (np.sqrt(num[t] / den[t]) if den[t] > 0 else 0.0) for t in tensors}
+            def keep(i, _name, a, ref=ref):
+                if i in self.tensors:
+                    r = ref[i] = np.array(a, np.float32).reshape(-1)
+                    self.energy[i] += float(np.dot(r, r))
+            interp.run(feed, observe=keep)
+            self.references.append(ref)
 
+    def errors(self, quant_model) -> dict[int, float]:
+        from ..runtime import Interpreter
 
-@dataclass
-class Control:
-    """What accuracy control did."""
-
-    target: float
-    before: dict[str, float]                       # scores with every candidate conv int8
-    after: dict[str, float]                        # scores of the file written
-    float_convs: list[str] = field(default_factory=list)      # in order of damage
-    damage: dict[str, float] = field(default_factory=dict)    # conv name -> local error growth
-    evaluations: int = 0
-    reached: bool = True
-    trials: list[tuple[int, float]] = field(default_factory=list)   # (convs left float, worst score)
+        q_interp = Interpreter(quant_model, impl=self.impl, target=self.target)
+        num = dict.fromkeys(self.tensors, 0.0)
+        den = self.energy
+        for feed, ref in zip(self.feeds, self.references):
+            def compare(i, _name, a):
+                r = ref.get(i)
+                if r is not None and np.size(a) == r.size:
+                    d = np.asarray(a, np.float32).reshape(-1) - r
+                    num[i] += float(np.dot(d, d))
+            q_interp.run(feed, observe=compare)
+        return {t: (float(np.sqrt(num[t] / den[t])) if den[t] > 0 else 0.0) for t in self.tensors}
 
 
-def leave_float(evaluate: Callable[[list[str]], dict[str, float]], ranked: list[tuple[str, float, int]],
-                target: float, max_float_macs: int, before: dict[str, float]) -> tuple[list[str], dict, list]:
+def leave_float(evaluate: Callable[[list[str]], dict[str, float]], rank: Callable[[list[str]], list[str]],
+                target: float, limit: int, before: dict[str, float], tries: int = 3):
     """The fewest most damaging convs to leave float so that every score reaches ``target``.
 
-    ``ranked``: (conv name, damage, MACs), most damaging first.  ``evaluate(names)`` scores the file with
-    those convs float.  Returns (names, their scores, trials); when even the largest allowed set misses
-    the target, the best-scoring set tried.
+    Greedy with re-ranking: ``rank(float_names)`` orders the convs still int8 by damage measured with
+    ``float_names`` float (leaving the worst conv float changes what the others' errors look like), and
+    the first of its ``tries`` best candidates that improves the worst score joins the float set.  At most
+    ``limit`` convs are left float.  ``evaluate(names)`` scores the file with those convs float.  Returns
+    (names, their scores, trials [(float count, worst score)]); when the target is out of reach, the
+    best set found.
     """
+    chosen: list[str] = []
+    scores = before
     trials: list[tuple[int, float]] = [(0, min(before.values()))]
-    cache: dict[int, dict] = {0: before}
-
-    def run(k: int) -> dict:
-        if k not in cache:
-            cache[k] = evaluate([name for name, _, _ in ranked[:k]])
-            trials.append((k, min(cache[k].values())))
-        return cache[k]
-
-    macs = np.cumsum([m for _, _, m in ranked]) if ranked else np.zeros(0)
-    limit = int(np.searchsorted(macs, max_float_macs, side="right"))      # convs allowed float
-    if min(before.values()) >= target or limit == 0:
-        return [], before, trials
-    k, good, bad = 1, None, 0
-    while k <= limit:
-        if min(run(k).values()) >= target:
-            good = k
+    while min(scores.values()) < target and len(chosen) < limit:
+        improved = False
+        for name in rank(chosen)[:tries]:
+            trial = evaluate(chosen + [name])
+            trials.append((len(chosen) + 1, min(trial.values())))
+            if min(trial.values()) > min(scores.values()):
+                chosen, scores, improved = chosen + [name], trial, True
+                break
+        if not improved:
             break
-        bad = k
-        k *= 2
-    if good is None and bad < limit:
-        if min(run(limit).values()) >= target:
-            good = limit
-    if good is None:
-        best = max(cache, key=lambda n: min(cache[n].values()))
-        return [name for name, _, _ in ranked[:best]], cache[best], trials
-    lo, hi = bad, good                      # lo misses, hi meets
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if min(run(mid).values()) >= target:
-            hi = mid
-        else:
-            lo = mid
-    return [name for name, _, _ in ranked[:hi]], cache[hi], trials
+    return chosen, scores, trials
 
 
-__all__ = ["Evaluator", "Control", "layer_errors", "leave_float"]
+__all__ = ["Evaluator", "Profiler", "leave_float"]
