@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import calibrate as cal
-from .opselect import ConvSite, check_plan, conv_sites, nudged, stat_tensors
+from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
 from .ranges import Range, RangeObserver, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
 
@@ -174,7 +174,7 @@ class _Builder:
         repairs = []
         for _ in range(MAX_REPAIR_ROUNDS):
             model = rewrite(self.model, tensors, {s.pos: self.conv_quant(s, tensors) for s in active})
-            fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.target)
+            fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.ranges, self.target)
             fixes = [(t, why) for t, why in fixes if not any(r["tensor"] == t for r in repairs)]
             if not fixes:
                 break
@@ -252,9 +252,11 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
 
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
     builder.sample = feeds[0]
-    usable = [s for s in sites if s.input in ranges and s.output in ranges]
+    mixed = mixed_concat_inputs(plan, sites, stats)
+    excluded.update(mixed)
+    usable = [s for s in sites if s.input in ranges and s.output in ranges and s.name not in mixed]
     for s in sites:
-        if s not in usable:
+        if s not in usable and s.name not in mixed:
             excluded[s.name] = "no usable range (its input or output is zero on every calibration sample)"
     names = [s.name for s in usable]
     acc = AccuracyReport(cfg.preset, method, cfg.int8_ops or "auto", cfg.target_cosine, len(feeds), len(held))
@@ -287,7 +289,9 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
                 models[tuple(sorted(left_float))] = m
                 return evaluator.score(m)
-            limit = int(cfg.max_float_convs * len(sites) + 1e-9)
+            # at most max_float_convs of the convs (float already counted), but one where that rounds to 0
+            limit = int(cfg.max_float_convs * len(sites) + 1e-9) - (len(sites) - len(usable))
+            limit = max(limit, 1 if cfg.max_float_convs > 0 else 0)
             float_names, acc.cosine_after, acc.trials = leave_float(evaluate, rank, goal, limit, acc.cosine_before)
         acc.reached = min(acc.cosine_after.values()) >= goal
         acc.evaluations = evaluator.evaluations

@@ -15,7 +15,8 @@ behaves"), by giving a tensor quant info of its own so the command runs float:
 * max pooling on codes that can be negative (x86 compares ``q + 128`` as signed bytes; fine after a
   ReLU with zero point 0, and on ARM): the pool's output gets its own attribute;
 * a Raster (Concat, ...) whose inputs would share one scale while their ranges differ by more than
-  ``MIXED_RANGE_RATIO`` (boxes in pixels next to scores in [0, 1]): each input gets its own range;
+  ``MIXED_RANGE_RATIO`` (boxes in pixels next to scores in [0, 1]): each input gets its own range, and
+  a conv reading such a concat runs float (``mixed_concat_inputs``);
 * an int8 Raster whose inputs' clamp ranges differ from the output's (codes pass through unclamped).
 
 Comparison outputs are integer tensors and tensors without a usable range (scale 0) never get quant info.
@@ -95,6 +96,25 @@ def stat_tensors(plan, sites: list[ConvSite]) -> set[int]:
     return wanted
 
 
+def mixed_concat_inputs(plan, sites: list[ConvSite], stats: dict) -> dict[str, str]:
+    """{conv name: why} for convs whose input concatenates tensors with ranges over ``MIXED_RANGE_RATIO``
+    apart: MNN's int8 conv reads its input with one scale, which the small-range part cannot share (a
+    detector's FPN concat, ppocr_det's conv2d_497: output cosine 0.12 int8, 0.989 with it float)."""
+    out = {}
+    for name, (dst, ins) in plan.rasters.items():
+        ranges = [stats[t].max_abs for t in ins if t in stats]
+        if len(ins) < 2 or len(ranges) != len(ins) or not min(ranges) > 0:
+            continue
+        ratio = max(ranges) / min(ranges)
+        if ratio <= MIXED_RANGE_RATIO:
+            continue
+        for s in sites:
+            if s.input == dst:
+                out[s.name] = (f"its input concatenates ranges {min(ranges):.3g} to {max(ranges):.3g} "
+                               f"({ratio:.1f}x): one int8 input scale cannot hold both")
+    return out
+
+
 def nudged(q, factor: float = 1 + 2.0 ** -20):
     """A copy of quant info ``q`` with a scale one step away: same codes' meaning to 1e-6, but a key of
     its own, so MNN's runtime never runs a Raster/Pooling between the two in int8."""
@@ -103,14 +123,15 @@ def nudged(q, factor: float = 1 + 2.0 ** -20):
     return dataclasses.replace(q, scale=float(np.float32(q.scale * factor)))
 
 
-def check_plan(plan8, tensors: dict, stats: dict, target: str = "x86") -> list[tuple[int, str]]:
+def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -> list[tuple[int, str]]:
     """Repairs for the int8 plan MNN would run (``plan8``, ``mnnlite.int8.plan.Plan``): a list of
     (tensor index, reason) that must get quant info of their own.  ``tensors``: the current quant info
-    by tensor index; ``stats``: tensor index -> SignedHistogram (for range ratios)."""
+    by tensor index; ``stats``: tensor index -> SignedHistogram (for range ratios); ``ranges``: tensor
+    index -> the Range the tensor would get of its own."""
     fixes: list[tuple[int, str]] = []
     for t, info in plan8.tensors.items():
         if isinstance(t, int) and t not in tensors and info.attr is not None and info.is_float and t in stats:
-            why = _misfit(info.attr, stats[t])
+            why = _misfit(info.attr, stats[t], ranges[t])
             if why:
                 fixes.append((t, f"tensor {info.name}: MNN's runtime would quantize it with a neighbour's "
                                  f"range ({why}); it gets its own"))
@@ -143,18 +164,23 @@ def check_plan(plan8, tensors: dict, stats: dict, target: str = "x86") -> list[t
     return fixes
 
 
-def _misfit(attr, hist) -> str | None:
+MISFIT_ERROR_RATIO = 2.0     # an inherited range may cost this much more expected error than the tensor's own
+
+
+def _misfit(attr, hist, own) -> str | None:
     """Why quantizing a tensor with a range inherited from a neighbour (MNN propagates attributes along
-    Raster/Pooling/ReLU/Interp commands) loses accuracy: it clips, or uses under half the codes."""
+    Raster/Pooling/ReLU/Interp commands) loses accuracy: its expected error is over ``MISFIT_ERROR_RATIO``
+    times that of the tensor's own range ``own`` (a reshape or transpose of the same values inherits a
+    fitting range and keeps its int8 data movement)."""
     s, z = float(attr.scale), float(attr.zero)
     if not s > 0:
         return "scale 0"
-    lo, hi = hist.lo / s + z, hist.hi / s + z
-    if lo < float(attr.min) - 1 or hi > float(attr.max) + 1:
-        return f"its values span codes {lo:.0f}..{hi:.0f}, clipped to {attr.min:g}..{attr.max:g}"
-    if hi - lo < 0.5 * (float(attr.max) - float(attr.min)):
-        return f"its values use codes {lo:.0f}..{hi:.0f} only"
-    return None
+    lo, hi = (float(attr.min) - z) * s, (float(attr.max) - z) * s
+    inherited = hist.error(lo, hi)
+    if inherited <= MISFIT_ERROR_RATIO * own.error + 1e-30:
+        return None
+    return (f"expected error {inherited:.3g} against {own.error:.3g} with its own range; values "
+            f"{hist.lo:.4g}..{hist.hi:.4g}, inherited range {lo:.4g}..{hi:.4g}")
 
 
 def _lowest_code(attr, hist) -> int:
@@ -165,5 +191,5 @@ def _lowest_code(attr, hist) -> int:
     return int(max(attr.min, np.round(hist.lo / float(attr.scale)) + float(attr.zero)))
 
 
-__all__ = ["ConvSite", "conv_sites", "stat_tensors", "check_plan", "nudged", "INT8_CONV_TYPES",
+__all__ = ["ConvSite", "conv_sites", "mixed_concat_inputs", "stat_tensors", "check_plan", "nudged", "INT8_CONV_TYPES",
            "MIXED_RANGE_RATIO"]
