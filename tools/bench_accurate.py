@@ -37,7 +37,7 @@ import numpy as np
 from test_pipeline_oracle import image_feeds, zoo
 from mnnlite.runtime import Interpreter
 worst = 0.0
-ours = Interpreter(sys.argv[5], impl="mnn")
+ours = Interpreter(sys.argv[5])
 for feeds in image_feeds(sys.argv[4], "heldout"):
     ref, got = zoo().run_oracle(sys.argv[5], feeds), ours.run(feeds)
     worst = max(worst, max(float(np.max(np.abs(ref[k] - got[k]))) for k in ref))

@@ -155,6 +155,9 @@ class _Builder:
             self.weights[site.pos] = quantize_weights(w, self.cfg.weight_quantize_method, self.cfg.quant_bits,
                                                       self.cfg.weight_clamp_value)
         codes, alpha = self.weights[site.pos]
+        # an all-zero weight channel: alpha 0 makes MNN's int8 conv write other values than the bias
+        # (seen on ppocr_rec's depthwise_conv2d_10, channel 95); its codes are 0 whatever alpha is
+        alpha = np.where(alpha > 0, alpha, np.float32(1)).astype(np.float32)
         qi, qo = tensors[site.input], tensors[site.output]
         fact = self.facts.get(site.input)
         channels = int(fact.shape[-1] if self.plan.formats.get(site.input) == cal.NHWC else fact.shape[1])

@@ -64,7 +64,7 @@ def _oracle_agrees(path, feeds_list, tol: float = 1e-4) -> None:
     """Our int8 runtime (MNN's rounding) gives the official runtime's outputs on ``path``."""
     import model_zoo as zoo
 
-    ours = Interpreter(str(path), impl="mnn")
+    ours = Interpreter(str(path))
     for feeds in feeds_list:
         theirs, got = zoo.run_oracle(path, feeds), ours.run(feeds)
         for k in theirs:
