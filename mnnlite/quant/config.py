@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 FORMATS = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "GRAY": 1}   # destination format -> channels
 FEATURE_METHODS = ("KL", "ADMM", "EMA")
 WEIGHT_METHODS = ("MAX_ABS", "ADMM")
+WEIGHT_RANGE_METHODS = ("max_abs", "mse")    # mnnlite's own key (weight.py: RANGE_METHODS)
 INPUT_TYPES = ("image", "sequence")
 MIN_BITS, MAX_BITS = 2, 8
 FEATURE_CLAMP_MAX = 127                      # activations are always int8 (doc §3)
@@ -63,6 +64,10 @@ class QuantConfig:
     input_type: str = "image"
     inputs: tuple[InputConfig, ...] = ()
     model: str | None = None                 # in MNN's documented example, ignored by the tool
+    # mnnlite's weight-side corrections (not MNN keys; off by default, so the output stays MNN's)
+    bias_correction: bool = False            # bias_correction.py
+    cross_layer_equalization: bool = False   # equalize.py
+    weight_range_method: str = "max_abs"     # weight.py: RANGE_METHODS
     source: str = field(default="<dict>", compare=False)
 
     @property
@@ -183,6 +188,7 @@ _KNOWN_KEYS = (
     "quant_bits", "path", "used_image_num", "used_sample_num", "feature_quantize_method",
     "weight_quantize_method", "feature_clamp_value", "weight_clamp_value", "winogradOpt",
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
+    "bias_correction", "cross_layer_equalization", "weight_range_method",
 )
 
 
@@ -258,8 +264,18 @@ def load_config(path_or_dict) -> QuantConfig:
         input_type=_choice(keys, "input_type", INPUT_TYPES, "image"),
         inputs=_inputs(keys),
         model=keys.get("model", _is_str, "a string (unused)", None),
+        **_weight_side_keys(keys),
         source=source,
     )
+
+
+def _weight_side_keys(keys: _Keys) -> dict:
+    """mnnlite's weight-side correction keys (README "Weight-side corrections")."""
+    return {
+        "bias_correction": keys.get("bias_correction", _is_bool, "true or false", False),
+        "cross_layer_equalization": keys.get("cross_layer_equalization", _is_bool, "true or false", False),
+        "weight_range_method": _choice(keys, "weight_range_method", WEIGHT_RANGE_METHODS, "max_abs"),
+    }
 
 
 def _weight_clamp(keys: _Keys, bits: int) -> int:
