@@ -68,16 +68,17 @@ MASK_THRESHOLD = 0.3               # PP-OCR det's binarisation threshold (its DB
 
 @dataclass
 class Case:
-    """One model: its source ONNX, float .mnn, quantizer config, samples and task."""
+    """One model: its source ONNX (None: no ONNX source), float .mnn, quantizer config, samples, task."""
 
     name: str
-    onnx: Path
+    onnx: Path | None
     float_mnn: Path
     config: dict                       # mnnlite / quantized.out config (calibration data included)
     calib: list                        # [{input: array}] the same samples the config points at
-    held: list                         # held-out feeds
-    task: str | None = None            # "top1", "ctc", "mask_iou", "f1" or None
-    extra: dict = field(default_factory=dict)
+    held: list                         # held-out feeds, in the model's declared layout
+    task: tuple | None = None          # (kind, parameters): see TASKS
+    source: str = "zoo"
+    why_no_onnx: str = ""
 
 
 def _zoo_case(name: str, work: Path) -> Case:
@@ -88,14 +89,13 @@ def _zoo_case(name: str, work: Path) -> Case:
         spec = z.image_spec(name)
     except ValueError:
         spec = None
+    task = TASKS.get(name, ("top1",) if spec is not None else None)
     if spec is not None:
         config = z.quant_config(name, "quant_kl")
         files = sorted(Path(config["path"]).glob("*.png"))[:config["used_image_num"]]
         (inp,) = z.input_shapes(name)
         calib = [{inp: z.load_image(name, f)} for f in files]
-        held = z.image_feeds(name)
-        task = {"ppocr_rec": "ctc", "ppocr_det": "mask_iou"}.get(name, "top1")
-        return Case(name, onnx_file, float_mnn, config, calib, held, task)
+        return Case(name, onnx_file, float_mnn, config, calib, z.image_feeds(name), task)
     # sequence models: random valid feeds, written as .npz samples for the quantizer's sequence mode
     folder = work / "samples" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,37 +104,43 @@ def _zoo_case(name: str, work: Path) -> Case:
     for i, feeds in enumerate(calib):
         np.savez(folder / f"sample_{i:02d}.npz", **feeds)
     config = {"input_type": "sequence", "path": str(folder), "used_sample_num": len(calib)}
-    return Case(name, onnx_file, float_mnn, config, calib, held, None)
+    return Case(name, onnx_file, float_mnn, config, calib, held, task)
 
 
-def _corpus_cases(work: Path) -> dict:
-    """The real-model corpus (branch ``corpus``): ``tests/corpus.py`` when present."""
+CORPUS_PREFIX = "corpus:"
+
+
+def _corpus_case(name: str) -> Case:
+    """A model of the real-model corpus (tests/corpus.py): its own calibration and held-out data."""
+    import corpus
+
+    spec = corpus.spec(name)
+    source = corpus.source_model(name)
+    onnx_file = source if str(source).endswith(".onnx") else None
+    task = TASKS.get(name) or ({"classifier": ("top1",)}.get(spec.kind) if spec.metric is None else (spec.metric,))
+    return Case(CORPUS_PREFIX + name, onnx_file, corpus.float_model(name), corpus.config(name, "KL", "MAX_ABS"),
+                corpus.calibration_samples(name), corpus.heldout_samples(name), task, "corpus",
+                "" if onnx_file else f"the source model is {spec.origin} (the peers quantize ONNX)")
+
+
+def corpus_names() -> list[str]:
     try:
         import corpus
     except ImportError:
-        return {}
-    cases = {}
-    for entry in corpus.bench_cases(work) if hasattr(corpus, "bench_cases") else []:
-        cases[entry.name] = entry if isinstance(entry, Case) else Case(**entry)
-    return cases
+        return []
+    return [CORPUS_PREFIX + n for n in corpus.names()]
 
 
 def model_names() -> list[str]:
-    try:
-        import corpus
-        names = list(corpus.model_names()) if hasattr(corpus, "model_names") else []
-    except ImportError:
-        names = []
-    return list(ZOO_MODELS) + [n for n in names if n not in ZOO_MODELS]
+    return list(ZOO_MODELS) + corpus_names()
 
 
 def load_case(name: str, work: Path) -> Case:
     if name in ZOO_MODELS:
         return _zoo_case(name, work)
-    cases = _corpus_cases(work)
-    if name not in cases:
-        raise SystemExit(f"bench_accuracy: unknown model {name!r}; known: {', '.join(model_names())}")
-    return cases[name]
+    if name in corpus_names():
+        return _corpus_case(name[len(CORPUS_PREFIX):])
+    raise SystemExit(f"bench_accuracy: unknown model {name!r}; known: {', '.join(model_names())}")
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -149,50 +155,136 @@ def cosine(a, b) -> float:
     return float(a @ b / (na * nb))
 
 
-def ctc_greedy(probs: np.ndarray, characters: list[str]) -> str:
-    """PP-OCR's CTC decoding: argmax per step, repeats merged, blank (class 0) dropped."""
-    best = np.asarray(probs).reshape(-1, np.asarray(probs).shape[-1]).argmax(axis=1)
-    keep = np.ones(best.size, bool)
-    keep[1:] = best[1:] != best[:-1]
-    return "".join(characters[i] for i in best[keep] if 0 < i < len(characters))
-
-
-def ctc_characters(onnx_file: Path) -> list[str]:
-    """blank + the dictionary in the model's ``character`` metadata + space (rapidocr's use_space_char)."""
+def ctc_characters(onnx_file: Path) -> list[str] | None:
+    """blank + the dictionary in the model's ``character`` metadata + space (rapidocr's use_space_char),
+    or None when the model carries no dictionary."""
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(onnx_file), load_external_data=False).metadata_props}
     if "character" not in meta:
-        raise ValueError(f"{onnx_file}: no 'character' metadata (the CTC dictionary)")
+        return None
     return ["blank"] + meta["character"].splitlines() + [" "]
 
 
-def task_metric(task: str | None, refs: list, outs: list, extra: dict) -> float | None:
-    """The int8 outputs' task score against the float outputs' decisions, in % (None: no task)."""
+def _iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of matching rows of two [N, 4] (cx, cy, w, h) arrays."""
+    a_lo, a_hi = a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2
+    b_lo, b_hi = b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    inter = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None).prod(axis=1)
+    union = np.abs(a[:, 2:]).prod(axis=1) + np.abs(b[:, 2:]).prod(axis=1) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _anchor_rows(x: np.ndarray, columns: int) -> np.ndarray:
+    """[anchors, columns] from an output laid out either way ([1, A, C] or [1, C, A])."""
+    x = np.asarray(x, np.float64)
+    if x.shape[-1] != columns and x.ndim >= 2 and x.shape[-2] == columns:
+        x = np.swapaxes(x, -1, -2)
+    return x.reshape(-1, columns)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-np.clip(x, -80, 80)))
+
+
+def detections(outputs: dict, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [A], boxes [A, 4] cx/cy/w/h) per anchor of a detector head, before NMS.
+
+    Boxes are only compared anchor by anchor, so offsets that do not depend on the anchor (grid position,
+    anchor centre, stride) cancel in the IoU and are left out."""
+    layout = params["layout"]
+    if layout == "yolox":                       # [1, A, 5 + C]: cx, cy, log w, log h, obj, cls (sigmoided)
+        rows = _anchor_rows(outputs[params["output"]], params["columns"])
+        return rows[:, 4] * rows[:, 5:].max(axis=1), np.c_[rows[:, :2], np.exp(np.clip(rows[:, 2:4], -20, 20))]
+    if layout == "ssd":                          # scores (logits) [1, A, 1], regressors [1, A, R]: dx, dy, w, h
+        scores = _sigmoid(_anchor_rows(outputs[params["scores"]], 1)[:, 0])
+        return scores, _anchor_rows(outputs[params["boxes"]], params["columns"])[:, :4]
+    if layout == "mtcnn":                        # prob [1, H, W, 2], offsets [1, H, W, 4] of a 12x12 cell
+        prob = _anchor_rows(outputs[params["scores"]], 2)[:, 1]
+        off = _anchor_rows(outputs[params["boxes"]], 4) * 12.0
+        x1, y1, x2, y2 = off[:, 0], off[:, 1], 12.0 + off[:, 2], 12.0 + off[:, 3]
+        return prob, np.c_[(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+    raise ValueError(f"unknown detector layout {layout!r}")
+
+
+def detection_f1(ref: dict, out: dict, params: dict) -> float:
+    """F1 of the int8 detections against the float ones: a detection is an anchor scoring above the
+    threshold; it matches when the other model keeps the same anchor with box IoU >= 0.5."""
+    s_ref, b_ref = detections(ref, params)
+    s_out, b_out = detections(out, params)
+    pos_ref, pos_out = s_ref > params["threshold"], s_out > params["threshold"]
+    both = pos_ref & pos_out
+    hits = int((_iou_cxcywh(b_ref[both], b_out[both]) >= 0.5).sum())
+    total = int(pos_ref.sum() + pos_out.sum())
+    return 1.0 if total == 0 else 2.0 * hits / total
+
+
+def _smallest_output(outputs: dict) -> np.ndarray:
+    """The classifier's decision: the smallest output with at least two values (one for a probability)."""
+    sized = sorted((np.size(v), k) for k, v in outputs.items() if np.size(v) >= 1)
+    multi = [k for n, k in sized if n >= 2]
+    return np.asarray(outputs[multi[0] if multi else sized[0][1]])
+
+
+def ctc_indices(probs: np.ndarray) -> tuple:
+    """CTC greedy decoding: argmax per step, repeats merged, blank (class 0) dropped."""
+    best = np.asarray(probs).reshape(-1, np.asarray(probs).shape[-1]).argmax(axis=1)
+    keep = np.ones(best.size, bool)
+    keep[1:] = best[1:] != best[:-1]
+    return tuple(int(i) for i in best[keep] if i != 0)
+
+
+def task_score(task: tuple, ref: dict, out: dict) -> float:
+    """One sample's task score of the int8 outputs against the float outputs' decisions (0..1)."""
+    kind, params = task[0], (task[1] if len(task) > 1 else {})
+    if kind == "top1":
+        return float(np.argmax(_smallest_output(ref).reshape(-1)) == np.argmax(_smallest_output(out).reshape(-1)))
+    if kind == "vad":
+        return float((_smallest_output(ref).reshape(-1)[0] > 0.5) == (_smallest_output(out).reshape(-1)[0] > 0.5))
+    if kind == "ctc":
+        key = params.get("output") or sorted(ref)[0]
+        chars = params.get("characters")
+        a, b = ctc_indices(ref[key]), ctc_indices(out[key])
+        if chars is not None:                    # decoded text (indices past the dictionary decode to "")
+            a, b = ("".join(chars[i] for i in a if i < len(chars)), "".join(chars[i] for i in b if i < len(chars)))
+        return float(a == b)
+    if kind == "mask_iou":
+        key = params.get("output") or sorted(ref)[0]
+        a, b = np.asarray(ref[key]) > params["threshold"], np.asarray(out[key]) > params["threshold"]
+        union = np.logical_or(a, b).sum()
+        return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    if kind == "f1":
+        return detection_f1(ref, out, params)
+    raise ValueError(f"unknown task {kind!r}")
+
+
+def task_metric(task: tuple | None, refs: list, outs: list) -> float | None:
+    """Mean task score over the held-out samples, in % (None: the model has no task metric here)."""
     if task is None:
         return None
-    scores = []
-    for ref, out in zip(refs, outs):
-        r, o = _first(ref), _first(out)
-        if task == "top1":
-            scores.append(float(np.argmax(r.reshape(-1)) == np.argmax(o.reshape(-1))))
-        elif task == "ctc":
-            chars = extra["characters"]
-            scores.append(float(ctc_greedy(r, chars) == ctc_greedy(o, chars)))
-        elif task == "mask_iou":
-            a, b = r > MASK_THRESHOLD, o > MASK_THRESHOLD
-            union = np.logical_or(a, b).sum()
-            scores.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
-        elif task == "f1":
-            scores.append(extra["f1"](r, o))
-        else:
-            raise ValueError(f"unknown task {task!r}")
-    return 100.0 * float(np.mean(scores))
+    return 100.0 * float(np.mean([task_score(task, r, o) for r, o in zip(refs, outs)]))
 
 
-def _first(outputs: dict) -> np.ndarray:
-    """The output a task reads: the first by name (the zoo's task models have one output)."""
-    return np.asarray(outputs[sorted(outputs)[0]])
+def task_label(task: tuple | None) -> str:
+    if task is None:
+        return "-"
+    return {"top1": "top-1", "vad": "speech", "ctc": "text", "mask_iou": "IoU", "f1": "F1"}[task[0]]
+
+
+# Task metrics by model (zoo names and corpus names alike); image classifiers default to top-1.
+_BLAZE = {"layout": "ssd", "scores": "classificators", "boxes": "regressors", "columns": 16, "threshold": 0.5}
+TASKS = {
+    "ppocr_det": ("mask_iou", {"threshold": MASK_THRESHOLD}),
+    "ppocr_rec": ("ctc", {}),                    # characters: from the model's metadata (run_cell)
+    "ddddocr_ocr": ("ctc", {}),                  # decoded index sequences (the charset is not in the model)
+    "selfie_segmentation": ("mask_iou", {"threshold": 0.5}),
+    "silero_vad": ("vad",),
+    "ddddocr_det": ("f1", {"layout": "yolox", "output": "output", "columns": 6, "threshold": 0.3}),
+    "mtcnn_pnet": ("f1", {"layout": "mtcnn", "scores": "softmax", "boxes": "conv2d_4", "threshold": 0.6}),
+    "blazeface_short": ("f1", _BLAZE), "blazeface_back": ("f1", _BLAZE), "blazeface_full": ("f1", _BLAZE),
+    "palm_detection": ("f1", {**_BLAZE, "columns": 18}),
+    "transformer": None, "lstm": None,
+}
 
 
 def mean_cosine(refs: list, outs: list) -> float:
@@ -206,9 +298,24 @@ def mean_cosine(refs: list, outs: list) -> float:
 # ------------------------------------------------------------------------------------- MNN side (ours)
 
 def _oracle_outputs(path, feeds_list) -> list:
-    import model_zoo as z
+    """The official runtime's outputs, feeds and outputs in the declared layout, one fresh child process
+    per sample (MNN's int8 kernels may read memory they never wrote; a fresh process reads zeros)."""
+    import corpus_steps
 
-    return [z.run_oracle(path, feeds) for feeds in feeds_list]
+    return corpus_steps.oracle_outputs(path, feeds_list, fresh=True)
+
+
+def _runtime_feeds(interp, feeds: dict) -> dict:
+    """Feeds for mnnlite's Interpreter, which takes NCHW (Caffe) order: samples of NHWC inputs (TFLite
+    models, kept in their declared layout) are transposed."""
+    info = interp.input_info()
+    out = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        if name in info and info[name].layout == "NHWC" and value.ndim == 4:
+            value = np.ascontiguousarray(value.transpose(0, 3, 1, 2))
+        out[name] = value
+    return out
 
 
 def _mnn_macs(float_mnn: Path, feeds: dict) -> dict:
@@ -220,7 +327,8 @@ def _mnn_macs(float_mnn: Path, feeds: dict) -> dict:
 
     model = mnnlite.load_model(float_mnn)
     shapes = {}
-    Interpreter(model, precision="float").run(feeds, observe=lambda i, _n, a: shapes.__setitem__(i, np.shape(a)))
+    interp = Interpreter(model, precision="float")
+    interp.run(_runtime_feeds(interp, feeds), observe=lambda i, _n, a: shapes.__setitem__(i, np.shape(a)))
     macs = {}
     for op in model.graph.ops:
         outs = [int(t) for t in (op.outputIndexes if op.outputIndexes is not None else [])]
@@ -250,7 +358,7 @@ def mnn_int8_share(case: Case, quant_path: Path) -> float:
     feeds = case.held[0]
     macs = _mnn_macs(case.float_mnn, feeds)
     interp = Interpreter(str(quant_path))
-    int8 = set(int8_plan(interp, feeds).int8_ops())
+    int8 = set(int8_plan(interp, _runtime_feeds(interp, feeds)).int8_ops())
     total = sum(macs.values())
     return 100.0 * sum(v for k, v in macs.items() if k in int8) / total if total else float("nan")
 
@@ -261,7 +369,7 @@ def run_mnn_method(case: Case, method: str, work: Path) -> dict:
 
     refs = _oracle_outputs(case.float_mnn, case.held)
     if method == "float":
-        return {"cos": 1.0, "task": task_metric(case.task, refs, refs, case.extra), "int8": 0.0}
+        return {"cos": 1.0, "task": task_metric(case.task, refs, refs), "int8": 0.0}
     config = dict(case.config)
     config["feature_quantize_method"] = "EMA" if method in ("mnn_ema", "ema_w") else "KL"
     if method in ("kl_w", "ema_w"):
@@ -272,12 +380,12 @@ def run_mnn_method(case: Case, method: str, work: Path) -> dict:
         except Exception as exc:   # this mnnlite has no preset yet
             raise RuntimeError(f"no preset: {str(exc).splitlines()[0][:80]}") from None
         config["preset"] = "accurate"
-    dst = work / f"{case.name}.{method}.mnn"
+    dst = work / f"{_file_stem(case)}.{method}.mnn"
     start = time.perf_counter()
     quantize(case.float_mnn, dst, config)
     seconds = time.perf_counter() - start
     outs = _oracle_outputs(dst, case.held)
-    return {"cos": mean_cosine(refs, outs), "task": task_metric(case.task, refs, outs, case.extra),
+    return {"cos": mean_cosine(refs, outs), "task": task_metric(case.task, refs, outs),
             "int8": mnn_int8_share(case, dst), "seconds": seconds}
 
 
@@ -380,16 +488,17 @@ def run_ort(case: Case, method: str, work: Path) -> dict:
             return next(self.items, None)
 
     _, calibrator, granularity = method.split("_")
-    session = _ort_session(case.onnx)
+    source = peer_source(case, work)
+    session = _ort_session(source)
     reader = Reader([_onnx_feeds(session, f) for f in case.calib])
-    dst = work / f"{case.name}.{method}.onnx"
+    dst = work / f"{_file_stem(case)}.{method}.onnx"
     start = time.perf_counter()
-    quantize_static(str(case.onnx), str(dst), reader, quant_format=QuantFormat.QDQ,
+    quantize_static(str(source), str(dst), reader, quant_format=QuantFormat.QDQ,
                     per_channel=granularity == "pc",
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                       "percentile": CalibrationMethod.Percentile}[calibrator])
     seconds = time.perf_counter() - start
-    return _peer_result(case, onnx.load(str(dst)), dst, seconds)
+    return _peer_result(case, source, onnx.load(str(dst)), dst, seconds)
 
 
 def run_nncf(case: Case, method: str, work: Path) -> dict:
@@ -401,31 +510,65 @@ def run_nncf(case: Case, method: str, work: Path) -> dict:
 
     if not isinstance(wrapper.telemetry, MagicMock):
         raise RuntimeError("NNCF telemetry is not the stub: refusing to run nncf")
-    model = onnx.load(str(case.onnx))
-    session = _ort_session(case.onnx)
+    source = peer_source(case, work)
+    model = onnx.load(str(source))
+    session = _ort_session(source)
     items = [_onnx_feeds(session, f) for f in case.calib]
     start = time.perf_counter()
     quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
     seconds = time.perf_counter() - start
-    dst = work / f"{case.name}.nncf.onnx"
+    dst = work / f"{_file_stem(case)}.nncf.onnx"
     onnx.save(quantized, str(dst))
-    return _peer_result(case, quantized, dst, seconds)
+    return _peer_result(case, source, quantized, dst, seconds)
 
 
-def _peer_result(case: Case, quant_model, dst: Path, seconds: float) -> dict:
-    refs, outs = _ort_outputs(case.onnx, case.held), _ort_outputs(dst, case.held)
-    return {"cos": mean_cosine(refs, outs), "task": task_metric(case.task, refs, outs, case.extra),
-            "int8": qdq_int8_share(case.onnx, quant_model, case.held[0]), "seconds": seconds}
+PEER_OPSET = 13    # per-channel QDQ (DequantizeLinear's axis) needs opset 13; both peers say so
+
+
+def _file_stem(case: Case) -> str:
+    return case.name.replace(":", "_")
+
+
+def peer_source(case: Case, work: Path) -> Path:
+    """The ONNX model the peers quantize: the source, converted to opset 13 when it is older (what the
+    peers' documentation asks a user to do for per-channel weights); the source itself when the
+    conversion fails."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(case.onnx))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=PEER_OPSET)
+    if opset >= PEER_OPSET:
+        return case.onnx
+    out = work / f"{_file_stem(case)}.opset{PEER_OPSET}.onnx"
+    if not out.exists():
+        try:
+            converted = version_converter.convert_version(model, PEER_OPSET)
+            onnx.checker.check_model(converted)
+        except Exception:   # noqa: BLE001 - a model the converter cannot lift stays as it is
+            return case.onnx
+        onnx.save(converted, str(out))
+    return out
+
+
+def _peer_result(case: Case, source: Path, quant_model, dst: Path, seconds: float) -> dict:
+    refs, outs = _ort_outputs(source, case.held), _ort_outputs(dst, case.held)
+    return {"cos": mean_cosine(refs, outs), "task": task_metric(case.task, refs, outs),
+            "int8": qdq_int8_share(source, quant_model, case.held[0]), "seconds": seconds}
 
 
 # ---------------------------------------------------------------------------------------- one cell
 
 def run_cell(name: str, method: str, work: Path) -> dict:
     case = load_case(name, work)
-    if case.task == "ctc":
-        case.extra["characters"] = ctc_characters(case.onnx)
+    if case.task is not None and case.task[0] == "ctc" and case.onnx is not None:
+        characters = ctc_characters(case.onnx)
+        if characters is not None:
+            case.task = ("ctc", {**case.task[1], "characters": characters})
     if method in ("float",) + MNN_METHODS:
         return run_mnn_method(case, method, work)
+    if case.onnx is None:
+        raise RuntimeError(case.why_no_onnx)
     if method in ORT_METHODS:
         return run_ort(case, method, work)
     if method == "nncf":
@@ -435,7 +578,7 @@ def run_cell(name: str, method: str, work: Path) -> dict:
 
 def child(name: str, method: str, work: Path, timeout: float) -> dict:
     """``run_cell`` in a fresh process: a crash, an exception or a timeout becomes the cell's reason."""
-    out = work / f"{name}.{method}.result.json"
+    out = work / f"{name.replace(':', '_')}.{method}.result.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", name, method, str(out), "--work", str(work)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)

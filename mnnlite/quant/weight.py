@@ -111,7 +111,7 @@ def _channel_errors(w: np.ndarray, alpha: np.ndarray, clamp: int) -> np.ndarray:
     Only ranks candidate ranges, so it rounds half to even (``np.rint``, ~20x faster than the encoder's
     ``roundf``; they differ on exact ties only)."""
     a = np.asarray(alpha, np.float32)
-    ok = a > np.float32(ALPHA_EPS)
+    ok = a > 0
     safe = np.where(ok, a, np.float32(1))[:, None]
     q = np.rint(w / safe)
     np.clip(q, -clamp, clamp, out=q)
@@ -165,8 +165,20 @@ def weight_alpha(w, method: str = "MAX_ABS", clamp: int = 127, range_method: str
 
 
 def symmetric_codes(w, alpha, bits: int, clamp: int) -> np.ndarray:
-    """Encoder codes limited to ±clamp (a clipped range must not produce -2^(b-1))."""
-    return np.clip(encoder_codes(w, alpha, bits), -int(clamp), int(clamp)).astype(np.int8)
+    """``clamp(roundf(w / alpha), ±clamp)``, 0 only where alpha is 0.
+
+    Unlike the encoder (``encoder_codes``), a channel with a tiny but positive alpha keeps its codes:
+    the int8 conv scales by alpha whatever its size, and zeroing channels with alpha <= 1e-6 (weights
+    below ~1.3e-4 after batch-norm folding, e.g. PP-OCRv4 det's head conv2d_497) wipes them out.  A
+    clipped range must not produce -2^(b-1) either.
+    """
+    w = _as_channels(w)
+    a = np.asarray(alpha, np.float32)
+    ok = a > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = roundf(w / np.where(ok, a, np.float32(1))[:, None])
+    q = np.clip(q, -int(clamp), int(clamp))
+    return np.where(ok[:, None], q, 0).astype(np.int8)
 
 
 def quantize_weights(w, method: str = "MAX_ABS", bits: int = 8, clamp: int | None = None,

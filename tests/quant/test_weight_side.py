@@ -53,6 +53,17 @@ def test_mse_range_beats_max_abs_on_heavy_tailed_channel():
     assert codes.min() >= -7 and codes.max() <= 7      # clipped ranges stay symmetric: never -8
 
 
+def test_mse_range_keeps_codes_of_tiny_channels():
+    # a channel whose alpha is below MNN's 1e-6 encoder cut (PP-OCRv4 det's head after batch-norm folding):
+    # MAX_ABS's encoder writes zeros there, the MSE path keeps the weights
+    rng = np.random.default_rng(3)
+    w = rng.uniform(-1e-4, 1e-4, (1, 216)).astype(np.float32)
+    assert not quantize_weights(w, "MAX_ABS", 8, 127)[0].any()
+    codes, alpha = quantize_weights(w, "MAX_ABS", 8, 127, range_method="mse")
+    assert 0 < alpha[0] < 1e-6
+    assert np.linalg.norm(codes.astype(np.float32) * alpha[0] - w) < 0.01 * np.linalg.norm(w)
+
+
 def test_mse_range_keeps_max_abs_where_it_is_exact():
     w = (np.arange(-127, 128, dtype=np.float32) / 127 * 0.3)[None, :]   # every value on the MAX_ABS grid
     np.testing.assert_array_equal(mse_alpha(w, 127), max_abs_alpha(w, 127))
