@@ -274,19 +274,23 @@ class _LayerStats:
 
 def validate(float_path, quant_path, config, *, data=None, labels=None, num=None, min_cosine=None,
              min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS, layers: bool = True,
-             on_sample=None) -> ValidationReport:
+             on_sample=None, target: str = "x86") -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
     applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like
     outputs; ``report.failures`` lists each missed one.  ``layers=False`` skips per-layer statistics.
+    ``target``: whose int8 kernels to emulate, "x86" (MNN's x86 build, the default) or "arm" (its max
+    pool takes the true maximum where x86 compares codes as signed bytes).
     """
     from .quant.config import load_config
     from .runtime import Interpreter
 
     cfg = load_config(config)
     float_rt = Interpreter(float_path, impl=impl, precision="float")
-    quant_rt = Interpreter(quant_path, impl=impl)
+    if target not in ("x86", "arm"):
+        raise ConfigError(f"target must be x86 or arm, got {target!r}")
+    quant_rt = Interpreter(quant_path, impl=impl, target=target)
     specs = _input_specs(quant_rt)
     if set(float_rt.input_names) != set(quant_rt.input_names):
         raise DataError(f"{quant_path}: inputs {quant_rt.input_names} differ from {float_path}'s "

@@ -22,6 +22,8 @@ def add_parser(sub):
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
+    p.add_argument("--preset", choices=("accurate",), default=None,
+                   help="mnnlite's accurate flow (README 'Accurate preset'); the config's \"preset\" key wins")
     p.set_defaults(func=main)
 
 
@@ -29,7 +31,7 @@ def main(args) -> int:
     from ..quant.quantize import quantize
 
     quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
-             threads=getattr(args, "threads", None))
+             threads=getattr(args, "threads", None), preset=getattr(args, "preset", None))
     return 0
 
 
@@ -41,10 +43,17 @@ def quantized_main(argv=None) -> int:
     from .main import run_guarded
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    preset = None
+    if len(argv) >= 2 and argv[-2] == "--preset":       # MNN's three arguments, then --preset NAME
+        preset, argv = argv[-1], argv[:-2]
+        if preset not in ("accurate",):
+            print(f"--preset must be accurate, got {preset!r}", file=sys.stderr)
+            return 2
     if len(argv) != 3 or any(a.startswith("-") and a != "-" for a in argv):
         QuantLog(sys.stderr).line("usage")
         return 2
-    return run_guarded(main, argparse.Namespace(src=argv[0], dst=argv[1], config=argv[2], quiet=False))
+    return run_guarded(main, argparse.Namespace(src=argv[0], dst=argv[1], config=argv[2], quiet=False,
+                                                preset=preset))
 
 
 __all__ = ["add_parser", "main", "quantized_main", "USAGE"]

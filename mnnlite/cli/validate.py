@@ -24,6 +24,9 @@ def add_parser(sub):
     p.add_argument("--min-agreement", type=float, metavar="X",
                    help="fail (exit 1) when a classifier output's top-1 agreement is below X")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    p.add_argument("--target", choices=("x86", "arm"), default="x86",
+                   help="whose int8 kernels to emulate: MNN's x86 build (default, bit-exact) or ARM (true "
+                        "max pooling where x86 compares codes as signed bytes)")
     p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
     add_runtime_options(p)
     p.set_defaults(func=main)
@@ -41,7 +44,8 @@ def main(args) -> int:
     apply_threads(args)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
-                      impl=args.impl, worst=args.worst, layers=args.worst > 0)
+                      impl=args.impl, worst=args.worst, layers=args.worst > 0,
+                      target=args.target)
     print(report.render())
     if args.json:
         try:

@@ -41,7 +41,8 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
+             preset: str | None = None, metric=None, target: str = "x86") -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -51,6 +52,11 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
     once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
     before anything is written.
+
+    mnnlite's accuracy options (README "Accurate preset"): ``preset="accurate"`` (the config's ``"preset"``
+    key wins when both are given); ``metric(reference, test) -> float`` (higher is better) replaces the
+    held-out cosine of accuracy control; ``target`` "x86" | "arm": whose int8 kernels accuracy control
+    emulates.  Files and report then also include ``<dst>.report.json`` and ``<dst>.report.html``.
     """
     start = time.perf_counter()
     threads = _thread_count(threads)
@@ -62,13 +68,30 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     model = load_model(src)
     _check_paths(src, dst)
     qlog.line("calibrate")
-    cfg = load_config(config)
+    cfg = load_config(config, overrides={"preset": preset} if preset is not None else None)
+    if metric is not None and not callable(metric):
+        raise ConfigError(f"metric must be a callable (reference, test) -> float, got {type(metric).__name__}")
+    if target not in ("x86", "arm"):
+        raise ConfigError(f"target must be x86 or arm, got {target!r}")
+    if metric is not None and cfg.target_cosine is None:
+        raise ConfigError(f'{cfg.source}: metric= needs a target: "target_cosine" in the config (or preset accurate)')
     _log_config(qlog, cfg)
     model = _equalized(model, cfg, qlog)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
     specs = _input_specs(model)
     dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     qlog.line("dataset_num", dataset.sample_count)
+    if cfg.accurate:
+        from . import accurate
+
+        report.feature_method = "accurate"
+        quantized, entries, debug_text = accurate.run(model, cfg, dataset, qlog, impl, report, threads,
+                                                      metric=metric, target=target)
+        _write(report, quantized, entries, debug_text)
+        qlog.line("done")
+        report.seconds = time.perf_counter() - start
+        qlog.summary(report.summary())
+        return report
     report.feature_method = _feature_method(model, cfg, qlog)
     if report.feature_method != cfg.feature_quantize_method:
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
@@ -126,6 +149,14 @@ def _write(report: QuantReport, quantized, entries, debug_text) -> None:
     if debug_text is not None:
         report.debug_file = report.dst + ".debug.json"
         write_atomic(report.debug_file, debug_text.encode())
+    if report.accuracy is not None:
+        import json
+
+        from .report_html import render_html
+
+        report.report_file = report.dst + ".report.json"
+        write_atomic(report.report_file, (json.dumps(report.accuracy.to_dict(), indent=1) + "\n").encode())
+        write_atomic(report.dst + ".report.html", render_html(report).encode())
 
 
 def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
