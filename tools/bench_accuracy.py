@@ -633,8 +633,20 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write every cell (figures, times, reasons) to this JSON file")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per cell (default 1800)")
     parser.add_argument("--work", help="folder for the files made (default: a temporary folder)")
+    parser.add_argument("--render", nargs="+", metavar="JSON",
+                        help="print the table of earlier --json files (merged) instead of running")
     parser.add_argument("--cell", nargs=3, metavar=("MODEL", "METHOD", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.render:
+        rows, tasks = {}, {}
+        for path in args.render:            # later files add or replace cells
+            data = json.loads(Path(path).read_text())
+            for name, cells in data["rows"].items():
+                rows.setdefault(name, {}).update(cells)
+            tasks.update(data["tasks"])
+        methods = [m for m in METHODS if any(m in cells for cells in rows.values())]
+        print(render(rows, methods, tasks))
+        return 0
     if args.cell:
         name, method, out = args.cell
         result = run_cell(name, method, Path(args.work))
@@ -646,7 +658,13 @@ def main(argv=None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         rows, tasks = {}, {}
         for name in models:
-            tasks[name] = load_case(name, work).task
+            try:
+                tasks[name] = task_label(load_case(name, work).task)
+            except Exception as exc:   # noqa: BLE001 - a model whose files cannot be built is a row saying why
+                tasks[name] = "-"
+                rows[name] = {m: {"error": f"model not available: {type(exc).__name__}: {exc}"[:200]}
+                              for m in args.methods}
+                continue
             rows[name] = {}
             for method in args.methods:
                 rows[name][method] = result = child(name, method, work, args.timeout)
