@@ -207,16 +207,16 @@ def detections(outputs: dict, params: dict) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown detector layout {layout!r}")
 
 
-def detection_f1(ref: dict, out: dict, params: dict) -> float:
-    """F1 of the int8 detections against the float ones: a detection is an anchor scoring above the
-    threshold; it matches when the other model keeps the same anchor with box IoU >= 0.5."""
+def detection_counts(ref: dict, out: dict, params: dict) -> tuple[float, float]:
+    """(2 x matched detections, detections of both models) of one sample: a detection is an anchor
+    scoring above the threshold; it matches when the other model keeps the same anchor with box IoU >= 0.5.
+    Pooled over the samples this is the F1 of the int8 detections against the float ones."""
     s_ref, b_ref = detections(ref, params)
     s_out, b_out = detections(out, params)
     pos_ref, pos_out = s_ref > params["threshold"], s_out > params["threshold"]
     both = pos_ref & pos_out
     hits = int((_iou_cxcywh(b_ref[both], b_out[both]) >= 0.5).sum())
-    total = int(pos_ref.sum() + pos_out.sum())
-    return 1.0 if total == 0 else 2.0 * hits / total
+    return 2.0 * hits, float(pos_ref.sum() + pos_out.sum())
 
 
 def _smallest_output(outputs: dict) -> np.ndarray:
@@ -234,35 +234,38 @@ def ctc_indices(probs: np.ndarray) -> tuple:
     return tuple(int(i) for i in best[keep] if i != 0)
 
 
-def task_score(task: tuple, ref: dict, out: dict) -> float:
-    """One sample's task score of the int8 outputs against the float outputs' decisions (0..1)."""
+def task_counts(task: tuple, ref: dict, out: dict) -> tuple[float, float]:
+    """One sample's (hits, cases) of the int8 outputs against the float outputs' decisions; the metric is
+    sum(hits) / sum(cases) over the held-out samples, so a sample with nothing to find (an empty mask, no
+    detection) weighs nothing instead of counting as a perfect score."""
     kind, params = task[0], (task[1] if len(task) > 1 else {})
     if kind == "top1":
-        return float(np.argmax(_smallest_output(ref).reshape(-1)) == np.argmax(_smallest_output(out).reshape(-1)))
+        return float(np.argmax(_smallest_output(ref).reshape(-1)) == np.argmax(_smallest_output(out).reshape(-1))), 1.0
     if kind == "vad":
-        return float((_smallest_output(ref).reshape(-1)[0] > 0.5) == (_smallest_output(out).reshape(-1)[0] > 0.5))
+        return float((_smallest_output(ref).reshape(-1)[0] > 0.5) == (_smallest_output(out).reshape(-1)[0] > 0.5)), 1.0
     if kind == "ctc":
         key = params.get("output") or sorted(ref)[0]
         chars = params.get("characters")
         a, b = ctc_indices(ref[key]), ctc_indices(out[key])
         if chars is not None:                    # decoded text (indices past the dictionary decode to "")
             a, b = ("".join(chars[i] for i in a if i < len(chars)), "".join(chars[i] for i in b if i < len(chars)))
-        return float(a == b)
-    if kind == "mask_iou":
+        return float(a == b), 1.0
+    if kind == "mask_iou":                       # pooled over the samples: sum(intersection) / sum(union)
         key = params.get("output") or sorted(ref)[0]
         a, b = np.asarray(ref[key]) > params["threshold"], np.asarray(out[key]) > params["threshold"]
-        union = np.logical_or(a, b).sum()
-        return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+        return float(np.logical_and(a, b).sum()), float(np.logical_or(a, b).sum())
     if kind == "f1":
-        return detection_f1(ref, out, params)
+        return detection_counts(ref, out, params)
     raise ValueError(f"unknown task {kind!r}")
 
 
 def task_metric(task: tuple | None, refs: list, outs: list) -> float | None:
-    """Mean task score over the held-out samples, in % (None: the model has no task metric here)."""
+    """The task metric over the held-out samples, in % (None: the model has no task metric here)."""
     if task is None:
         return None
-    return 100.0 * float(np.mean([task_score(task, r, o) for r, o in zip(refs, outs)]))
+    counts = np.array([task_counts(task, r, o) for r, o in zip(refs, outs)], np.float64).reshape(-1, 2)
+    hits, cases = counts.sum(axis=0)
+    return 100.0 if cases == 0 else 100.0 * float(hits / cases)
 
 
 def task_label(task: tuple | None) -> str:
@@ -297,12 +300,28 @@ def mean_cosine(refs: list, outs: list) -> float:
 
 # ------------------------------------------------------------------------------------- MNN side (ours)
 
-def _oracle_outputs(path, feeds_list) -> list:
-    """The official runtime's outputs, feeds and outputs in the declared layout, one fresh child process
-    per sample (MNN's int8 kernels may read memory they never wrote; a fresh process reads zeros)."""
+def _oracle_outputs(path, feeds_list, fresh: bool = True) -> list:
+    """The official runtime's outputs, feeds and outputs in the declared layout, in child processes; with
+    ``fresh`` one per sample (MNN's int8 kernels may read memory they never wrote; a fresh process reads
+    zeros)."""
     import corpus_steps
 
-    return corpus_steps.oracle_outputs(path, feeds_list, fresh=True)
+    return corpus_steps.oracle_outputs(path, feeds_list, fresh=fresh)
+
+
+def _float_references(case: Case, work: Path) -> list:
+    """The float model's outputs in the official runtime, computed once per model and kept in ``work``."""
+    cache = work / f"{_file_stem(case)}.float_outputs.npz"
+    if cache.exists():
+        with np.load(cache) as data:
+            refs = [{} for _ in case.held]
+            for key in data.files:
+                i, name = key.split("/", 1)
+                refs[int(i)][name] = data[key]
+            return refs
+    refs = _oracle_outputs(case.float_mnn, case.held, fresh=False)
+    np.savez(cache, **{f"{i}/{k}": v for i, r in enumerate(refs) for k, v in r.items()})
+    return refs
 
 
 def _runtime_feeds(interp, feeds: dict) -> dict:
@@ -367,7 +386,7 @@ def run_mnn_method(case: Case, method: str, work: Path) -> dict:
     from mnnlite.quant.config import load_config
     from mnnlite.quant.quantize import quantize
 
-    refs = _oracle_outputs(case.float_mnn, case.held)
+    refs = _float_references(case, work)
     if method == "float":
         return {"cos": 1.0, "task": task_metric(case.task, refs, refs), "int8": 0.0}
     config = dict(case.config)
