@@ -250,3 +250,13 @@ def test_keys_on_ppocr_cls_run_in_mnn_and_keep_cosine(tmp_path, zoo, keys):
     assert _digest(tmp_path / "plain.mnn") != _digest(tmp_path / "keys.mnn")
     plain, ours = fidelity("ppocr_cls", tmp_path / "plain.mnn"), fidelity("ppocr_cls", tmp_path / "keys.mnn")
     assert np.isfinite(ours) and ours >= plain - 2e-3, (plain, ours)
+
+
+@needs_oracle
+@pytest.mark.parametrize("feature", ["KL", "EMA"])
+def test_bias_correction_same_bytes_for_any_thread_count(tmp_path, zoo, feature):
+    # mobilenet: a forward long enough that KL really runs samples on several interpreters
+    cfg = {**zoo.quant_config("mobilenet", "quant_kl"), "feature_quantize_method": feature, "bias_correction": True}
+    quantize(zoo.model_path("mobilenet", "float"), tmp_path / "one.mnn", cfg, threads=1)
+    quantize(zoo.model_path("mobilenet", "float"), tmp_path / "three.mnn", cfg, threads=3)
+    assert _digest(tmp_path / "one.mnn") == _digest(tmp_path / "three.mnn")
