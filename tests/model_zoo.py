@@ -738,9 +738,9 @@ def variants_for(name: str) -> List[str]:
 # Locking, atomic writes, subprocess calls into the official tools
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _locked(key: str) -> Iterator[None]:
-    """Inter-process exclusive lock (fcntl.flock) on FIXTURE_DIR/.locks/<key>.lock."""
-    lock_dir = FIXTURE_DIR / ".locks"
+def _locked(key: str, lock_dir: Optional[Path] = None) -> Iterator[None]:
+    """Inter-process exclusive lock (fcntl.flock) on <lock_dir>/<key>.lock (default FIXTURE_DIR/.locks)."""
+    lock_dir = lock_dir or FIXTURE_DIR / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -792,11 +792,12 @@ def _convert(argv: List[str], expected: Sequence[Path], log: Optional[Path] = No
                               f"missing: {missing}\n{_tail(output)}")
 
 
-def _quantize(src: Path, dst: Path, config: Path, log: Optional[Path] = None) -> None:
+def _quantize(src: Path, dst: Path, config: Path, log: Optional[Path] = None,
+              timeout: float = QUANT_TIMEOUT_S) -> None:
     """Run the official offline quantizer (quantized.out); it returns 0 even on most errors."""
     with tempfile.TemporaryDirectory(prefix="mnnquant-") as cwd:
         proc = _run_tool("mnnquant", ["quantized.out", str(src), str(dst), str(config)],
-                         QUANT_TIMEOUT_S, Path(cwd))
+                         timeout, Path(cwd))
     output = proc.stdout + proc.stderr
     if log is not None:
         log.write_text(output)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 FORMATS = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "GRAY": 1}   # destination format -> channels
 FEATURE_METHODS = ("KL", "ADMM", "EMA")
 WEIGHT_METHODS = ("MAX_ABS", "ADMM")
+WEIGHT_RANGE_METHODS = ("max_abs", "mse")    # mnnlite's own key (weight.py: RANGE_METHODS)
 INPUT_TYPES = ("image", "sequence")
 # mnnlite's own accuracy keys (README "Accurate preset"); absent, the output is MNN's, byte for byte
 PRESETS = ("accurate",)
@@ -70,6 +71,10 @@ class QuantConfig:
     input_type: str = "image"
     inputs: tuple[InputConfig, ...] = ()
     model: str | None = None                 # in MNN's documented example, ignored by the tool
+    # mnnlite's weight-side corrections (not MNN keys; off by default, so the output stays MNN's)
+    bias_correction: bool = False            # bias_correction.py
+    cross_layer_equalization: bool = False   # equalize.py
+    weight_range_method: str = "max_abs"     # weight.py: RANGE_METHODS
     preset: str | None = None                # mnnlite: "accurate" (the keys of PRESET_KEYS)
     range_method: str | None = None          # mnnlite: per-tensor range choice (ranges.py)
     int8_ops: str | None = None              # mnnlite: which ops run int8 (opselect.py)
@@ -201,6 +206,7 @@ _KNOWN_KEYS = (
     "quant_bits", "path", "used_image_num", "used_sample_num", "feature_quantize_method",
     "weight_quantize_method", "feature_clamp_value", "weight_clamp_value", "winogradOpt",
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
+    "bias_correction", "cross_layer_equalization", "weight_range_method",
     "preset", "range_method", "int8_ops", "target_cosine", "holdout", "max_float_convs",
 )
 
@@ -280,9 +286,24 @@ def load_config(path_or_dict, overrides: dict | None = None) -> QuantConfig:
         input_type=_choice(keys, "input_type", INPUT_TYPES, "image"),
         inputs=_inputs(keys),
         model=keys.get("model", _is_str, "a string (unused)", None),
+        **_weight_side_keys(keys),
         source=source,
         **_accuracy_keys(keys),
     )
+
+
+def _weight_side_keys(keys: _Keys) -> dict:
+    """mnnlite's weight-side correction keys (README "Weight-side corrections"); a preset's PRESET_KEYS
+    give the defaults of those the config does not set."""
+    preset = keys.obj.get("preset")
+    base = PRESET_KEYS.get(preset, {}) if isinstance(preset, str) else {}
+    return {
+        "bias_correction": keys.get("bias_correction", _is_bool, "true or false", base.get("bias_correction", False)),
+        "cross_layer_equalization": keys.get("cross_layer_equalization", _is_bool, "true or false",
+                                             base.get("cross_layer_equalization", False)),
+        "weight_range_method": _choice(keys, "weight_range_method", WEIGHT_RANGE_METHODS,
+                                       base.get("weight_range_method", "max_abs")),
+    }
 
 
 def _accuracy_keys(keys: _Keys) -> dict:

@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError
 from ..format.model_io import dumps, load_model, write_atomic
 from ..format.tables import DataFormat, OpType
 from . import calibrate as cal
+from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
 from .dataset import CalibrationSet, InputSpec
 from .log import QuantLog
@@ -75,6 +76,7 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     if metric is not None and cfg.target_cosine is None:
         raise ConfigError(f'{cfg.source}: metric= needs a target: "target_cosine" in the config (or preset accurate)')
     _log_config(qlog, cfg)
+    model = _equalized(model, cfg, qlog)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
     specs = _input_specs(model)
     dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
@@ -251,13 +253,15 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
+    means = _input_means(graph, plan) if cfg.bias_correction else {}
     if cfg.feature_quantize_method == "KL":
-        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs), facts=facts)
+        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=set(graph.inputs), facts=facts,
+                               extra=means)
     else:
-        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog)
+        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog, extra=means)
     report.samples = len(samples)
     scales = cal.propagate(raw, plan)
-    convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
+    convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report, means)
     debug_text = None
     if cfg.debug:
         debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
@@ -280,8 +284,9 @@ def _usable(t: int, scale: float, facts) -> bool:
     return t >= 0 and scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
 
 
-def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) -> dict[int, ConvQuant]:
-    """§8.1-8.2: int8 weights for every eligible conv (main graph, not skipped, one input, tensors seen)."""
+def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report, means=None) -> dict[int, ConvQuant]:
+    """§8.1-8.2: int8 weights for every eligible conv (main graph, not skipped, one input, tensors seen).
+    ``means``: conv input tensor -> ChannelMeans when bias correction is on."""
     from ..ops.weights import conv_weights
 
     skip = set(cfg.skip_quant_op_names)
@@ -295,16 +300,49 @@ def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) ->
             continue
         w, _ = conv_weights(op)
         count = int(op.main.common.outputCount)
-        w = np.asarray(w, np.float32).reshape(count, -1)
-        if op.type != OpType.Deconvolution:
-            w = fake_quant_weights(w, cfg.weight_clamp_value)          # §6.2
-        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value)
+        w_float = w = np.asarray(w, np.float32).reshape(count, -1)
+        if op.type != OpType.Deconvolution and cfg.weight_range_method == "max_abs":
+            w = fake_quant_weights(w, cfg.weight_clamp_value)          # §6.2 (a clipped range starts from w)
+        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value,
+                                        cfg.weight_range_method)
         if cfg.weight_quantize_method == "ADMM":
             qlog.line("admm_weight", _admm_diff(w, alpha, cfg.weight_clamp_value))
         convs[pos] = ConvQuant(codes, alpha, cfg.quant_bits, scales.get(ins[0], (0.0, 0.0))[0],
-                               scales.get(outs[0], (0.0, 0.0))[0], _channels(facts, plan, ins[0]))
+                               scales.get(outs[0], (0.0, 0.0))[0], _channels(facts, plan, ins[0]),
+                               bias=_corrected_bias(op, w_float, codes, alpha, (means or {}).get(ins[0])))
         report.quantized_ops.append(op.name)
     return convs
+
+
+def _input_means(graph, plan) -> dict:
+    """Bias correction: a ChannelMeans observer on the input of every conv that may be quantized."""
+    means = {}
+    for op in graph.ops:
+        ins = cal._ints(op.inputIndexes)
+        if op.type in CONV_TYPES and op.type != OpType.Deconvolution and len(ins) == 1 and ins[0] in plan.seen:
+            means.setdefault(ins[0], ChannelMeans(channel_axis(cal._layout(plan, ins[0]))))
+    return means
+
+
+def _corrected_bias(op, w_float, codes, alpha, means):
+    """The bias with the weight-quantization mean shift removed (None: keep the op's bias)."""
+    if means is None:
+        return None
+    from ..ops.weights import conv_weights
+
+    w_quant = codes.astype(np.float32) * alpha[:, None]
+    return corrected_bias(op, w_float, w_quant, conv_weights(op)[1], means.compute())
+
+
+def _equalized(model, cfg: QuantConfig, qlog):
+    """Cross-layer equalization of the float model, when the config asks for it."""
+    if not cfg.cross_layer_equalization:
+        return model
+    from .equalize import equalize
+
+    result = equalize(model)
+    qlog.text(f"cross_layer_equalization: {len(result.pairs)} conv pairs equalized in {result.sweeps} sweeps\n")
+    return result.model
 
 
 def _admm_diff(w: np.ndarray, alpha: np.ndarray, clamp: int) -> str:
@@ -366,8 +404,9 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
     samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
+    means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
     params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
-                               threads)
+                               threads, cfg.weight_range_method, means)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}
@@ -379,7 +418,13 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
             report.skipped_ops.append(op.name)          # never saw a non-zero value: keep it float
             continue
         w, b = m.weights(graph)
-        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits)
+        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits,
+                                          cfg.weight_range_method)
+        bias = b if m.absorbed else None
+        if m.pos in means:
+            w_quant = codes.astype(np.float32) * s_w[:, None]
+            corrected = corrected_bias(op, w, w_quant, b, means[m.pos].compute())
+            bias = bias if corrected is None else corrected
         merged = m.output if m.absorbed else None
         activation = None
         for pos in m.absorbed:
@@ -389,7 +434,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
             elif kind == OpType.ReLU6:
                 activation = "relu6"
         convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
-                                 p.zero_out, bias=b if m.absorbed else None, output=merged, activation=activation)
+                                 p.zero_out, bias=bias, output=merged, activation=activation)
         # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (doc §9.7): one ulp off s at times
         s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
         inputs[m.input] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
