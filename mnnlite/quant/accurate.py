@@ -137,6 +137,7 @@ class _Builder:
         self.ranges, self.stats, self.observers, self.target = ranges, stats, observers, target
         self.weights: dict[int, tuple] = {}
         self.repairs: list[dict] = []
+        self.means: dict = {}                 # conv input -> ChannelMeans (bias correction)
 
     def tensor_quant(self, t: int) -> TensorQuant:
         clamp = self.cfg.feature_clamp_value
@@ -145,24 +146,29 @@ class _Builder:
 
     def conv_quant(self, site: ConvSite, tensors: dict) -> ConvQuant:
         from ..ops.weights import conv_weights
+        from .quantize import _corrected_bias
         from .weight import fake_quant_weights, quantize_weights
 
+        cfg = self.cfg
         if site.pos not in self.weights:
             op = self.model.graph.ops[site.pos]
             w, _ = conv_weights(op)
-            w = np.asarray(w, np.float32).reshape(int(op.main.common.outputCount), -1)
-            w = fake_quant_weights(w, self.cfg.weight_clamp_value)
-            self.weights[site.pos] = quantize_weights(w, self.cfg.weight_quantize_method, self.cfg.quant_bits,
-                                                      self.cfg.weight_clamp_value)
-        codes, alpha = self.weights[site.pos]
-        # an all-zero weight channel: alpha 0 makes MNN's int8 conv write other values than the bias
-        # (seen on ppocr_rec's depthwise_conv2d_10, channel 95); its codes are 0 whatever alpha is
-        alpha = np.where(alpha > 0, alpha, np.float32(1)).astype(np.float32)
+            w_float = w = np.asarray(w, np.float32).reshape(int(op.main.common.outputCount), -1)
+            if cfg.weight_range_method == "max_abs":
+                w = fake_quant_weights(w, cfg.weight_clamp_value)          # MNN's start (a clipped range starts from w)
+            codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value,
+                                            cfg.weight_range_method)
+            bias = _corrected_bias(op, w_float, codes, alpha, self.means.get(site.input))
+            # an all-zero weight channel: alpha 0 makes MNN's int8 conv write other values than the bias
+            # (seen on ppocr_rec's depthwise_conv2d_10, channel 95); its codes are 0 whatever alpha is
+            alpha = np.where(alpha > 0, alpha, np.float32(1)).astype(np.float32)
+            self.weights[site.pos] = (codes, alpha, bias)
+        codes, alpha, bias = self.weights[site.pos]
         qi, qo = tensors[site.input], tensors[site.output]
         fact = self.facts.get(site.input)
         channels = int(fact.shape[-1] if self.plan.formats.get(site.input) == cal.NHWC else fact.shape[1])
-        return ConvQuant(codes, alpha, self.cfg.quant_bits, qi.scale, qo.scale, channels,
-                         int(qi.zero), int(qo.zero))
+        return ConvQuant(codes, alpha, cfg.quant_bits, qi.scale, qo.scale, channels, int(qi.zero), int(qo.zero),
+                         bias=bias)
 
     def build(self, int8_names, record: bool = False):
         """(model, tensors) with the convs ``int8_names`` int8; the plan MNN would run is checked and the
@@ -227,6 +233,12 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     clock = {"start": time.perf_counter()}
     impl = "ref" if impl == "ref" else CONTROL_IMPL
     graph = model.graph
+    if model.subgraphs:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{model.path or 'model'}: the accurate flow checks its file with mnnlite's int8 runtime, "
+                          f"which does not run models with subgraphs (While/If: {', '.join(sorted(model.subgraphs))}); "
+                          f'quantize it with "feature_quantize_method" KL or EMA')
     specs = _input_specs(model)
     feeds = list(_Feeds(cal.Samples(dataset), specs, cfg.source))
     if not feeds:
@@ -247,7 +259,13 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     # one statistics pass over every tensor the choice may need
     wanted = sorted(t for t in stat_tensors(plan, sites) if t in facts and facts[t].dtype == np.float32)
     observers = {t: RangeObserver() for t in wanted}
-    cal._two_passes(workers, observers, feeds, qlog, "CollectFeatureDistribution", parallel=True)
+    means = {}
+    if cfg.bias_correction:
+        from .quantize import _input_means
+
+        means = {t: m for t, m in _input_means(graph, plan).items() if t in {s.input for s in sites}}
+    cal._two_passes(workers, cal._joined(observers, means), feeds, qlog, "CollectFeatureDistribution",
+                    parallel=True)
     stats = {t: h for t, h in ((t, o.histogram()) for t, o in observers.items()) if h is not None}
     method = cfg.range_method or "auto"
     ranges = _Ranges(stats, method, cfg.feature_clamp_value)
@@ -255,6 +273,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
 
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
     builder.sample = feeds[0]
+    builder.means = means
     mixed = mixed_concat_inputs(plan, sites, stats)
     excluded.update(mixed)
     usable = [s for s in sites if s.input in ranges and s.output in ranges and s.name not in mixed]

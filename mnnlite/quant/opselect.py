@@ -101,7 +101,12 @@ def mixed_concat_inputs(plan, sites: list[ConvSite], stats: dict) -> dict[str, s
     apart: MNN's int8 conv reads its input with one scale, which the small-range part cannot share (a
     detector's FPN concat, ppocr_det's conv2d_497: output cosine 0.12 int8, 0.989 with it float)."""
     out = {}
-    for name, (dst, ins) in plan.rasters.items():
+    # every Raster of the schedule (plan.rasters leaves Interp outputs out: that is MNN's scale
+    # propagation, not what the Raster reads)
+    for step in plan.steps:
+        if step.type != "Raster" or not step.outputs:
+            continue
+        dst, ins = step.outputs[0], [t for t in step.inputs if t >= 0]
         ranges = [stats[t].max_abs for t in ins if t in stats]
         if len(ins) < 2 or len(ranges) != len(ins) or not min(ranges) > 0:
             continue
