@@ -26,7 +26,7 @@ import numpy as np
 
 from mnnlite.kernels import calib as _calib
 
-from .feature.kl import BINS, bin_values, kl_threshold
+from .feature.kl import BINS, bin_values, kl_threshold, two_pass_update
 
 RANGE_METHOD_NAMES = ("auto", "max", "kl", "percentile", "mse")
 PERCENTILES = (99.9, 99.99, 99.999)
@@ -74,18 +74,10 @@ class RangeObserver:
         self.pass_index = index
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float32)
-        if self.shape is None:
-            self.shape = x.shape
-        if x.size == 0:
+        step = two_pass_update(self, x)
+        if step is None:
             return
-        if self.pass_index == 0:
-            self.lo, self.hi = _calib.value_range(x, self.lo, self.hi)
-            self.seen = True
-            return
-        interval = self.interval
-        if interval is None:
-            return
+        x, interval = step
         before = int(self.all.sum())
         _calib.histogram(x, interval, self.all)
         counted = int(self.all.sum()) - before
@@ -98,14 +90,13 @@ class RangeObserver:
     def max_abs(self) -> float:
         return float(max(abs(self.lo), abs(self.hi))) if self.seen else 0.0
 
-    @property
-    def interval(self) -> np.float32 | None:
+    def _interval(self) -> np.float32 | None:
         if not self.seen or not self.max_abs > MIN_MAX_ABS:
             return None
         return np.float32(self.bins) / np.float32(self.max_abs)
 
     def histogram(self) -> "SignedHistogram | None":
-        if self.interval is None or self.count == 0:
+        if self._interval() is None or self.count == 0:
             return None
         if self.hi <= 0:
             self.neg = self.all.copy()          # every counted value is negative

@@ -130,6 +130,7 @@ def test_unknown_range_method_is_rejected():
 def test_config_keys_and_preset(tmp_path):
     cfg = load_config({"path": "x", "preset": "accurate"})
     assert (cfg.range_method, cfg.int8_ops, cfg.target_cosine) == ("auto", "auto", 0.99) and cfg.accurate
+    assert cfg.weight_range_method == "mse" and cfg.cross_layer_equalization and not cfg.bias_correction
     cfg = load_config({"path": "x", "preset": "accurate", "target_cosine": 0.995, "range_method": "mse"})
     assert (cfg.range_method, cfg.target_cosine) == ("mse", 0.995)
     assert not load_config({"path": "x"}).accurate
