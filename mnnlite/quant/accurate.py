@@ -183,6 +183,8 @@ class _Builder:
         repairs = []
         for _ in range(MAX_REPAIR_ROUNDS):
             model = rewrite(self.model, tensors, {s.pos: self.conv_quant(s, tensors) for s in active})
+            if self.cfg.int8_ops == "convs":
+                break                                  # as chosen, MNN's attribute spreading unchecked
             fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.ranges, self.target)
             fixes = [(t, why) for t, why in fixes if not any(r["tensor"] == t for r in repairs)]
             if not fixes:
@@ -274,7 +276,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
     builder.sample = feeds[0]
     builder.means = means
-    mixed = mixed_concat_inputs(plan, sites, stats)
+    mixed = mixed_concat_inputs(plan, sites, stats) if cfg.int8_ops != "convs" else {}
     excluded.update(mixed)
     usable = [s for s in sites if s.input in ranges and s.output in ranges and s.name not in mixed]
     for s in sites:

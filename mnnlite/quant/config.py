@@ -29,7 +29,7 @@ INPUT_TYPES = ("image", "sequence")
 # mnnlite's own accuracy keys (README "Accurate preset"); absent, the output is MNN's, byte for byte
 PRESETS = ("accurate",)
 RANGE_METHODS = ("auto", "max", "kl", "percentile", "mse")
-INT8_OPS = ("auto", "convs")
+INT8_OPS = ("auto", "convs")                 # "convs": conv inputs/outputs only, no plan repairs
 # what "preset": "accurate" switches on; explicit keys in the config win.  Of the weight-side corrections,
 # MSE weight ranges and cross-layer equalization help on every zoo model (held-out cosine of the all-int8
 # file, ppocr_cls / det / rec: 0.9947 / 0.9890 / 0.9613 -> 0.99998 / 0.9906 / 0.9718); bias correction is

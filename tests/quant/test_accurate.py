@@ -184,6 +184,10 @@ def test_concat_of_two_ranges_keeps_a_scale_per_input(tmp_path):
     ours = _output_cosine(src, dst, feeds)
     theirs = _output_cosine(src, _mnn_kl(tmp_path, src, {**cfg}), feeds)
     assert ours > 0.999 and ours > theirs
+    # int8_ops "convs" (no repairs, no concat rule): the reader is int8, and accuracy drops
+    plain = mnnlite.quantize(src, tmp_path / "convs.mnn", {**cfg, "int8_ops": "convs"})
+    assert next(o for o in plain.accuracy.ops if o.name == "y").int8 and not plain.accuracy.repairs
+    assert _output_cosine(src, tmp_path / "convs.mnn", feeds) < ours
 
 
 def _attention_model(tmp_path):
