@@ -181,21 +181,23 @@ class _Builder:
                     tensors.setdefault(t, self.tensor_quant(t))
         active = [s for s in active if s.input in tensors and s.output in tensors]
         repairs = []
-        for _ in range(MAX_REPAIR_ROUNDS):
+        for rounds in range(MAX_REPAIR_ROUNDS + 1):
             model = rewrite(self.model, tensors, {s.pos: self.conv_quant(s, tensors) for s in active})
-            if self.cfg.int8_ops == "convs":
-                break                                  # as chosen, MNN's attribute spreading unchecked
+            if self.cfg.int8_ops == "convs" or rounds == MAX_REPAIR_ROUNDS:
+                break                                  # "convs": MNN's attribute spreading left unchecked
             fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.ranges, self.target)
-            fixes = [(t, why) for t, why in fixes if not any(r["tensor"] == t for r in repairs)]
+            fixes = [f for f in fixes if not any(r["tensor"] == f[0] for r in repairs)]
             if not fixes:
                 break
-            for t, why in fixes:
+            for t, why, apart in fixes:
                 if t in tensors:
-                    tensors[t] = nudged(tensors[t])
+                    q = tensors[t]
                 elif t in self.ranges:
-                    tensors[t] = self.tensor_quant(t)
+                    q = self.tensor_quant(t)
                 else:
                     continue
+                # apart: a key of its own even where its own range equals a neighbour's
+                tensors[t] = nudged(q) if apart else q
                 repairs.append({"tensor": t, "name": self.model.graph.tensors[t], "reason": why})
         if record:
             self.repairs = repairs

@@ -17,7 +17,9 @@ behaves"), by giving a tensor quant info of its own so the command runs float:
 * a Raster (Concat, ...) whose inputs would share one scale while their ranges differ by more than
   ``MIXED_RANGE_RATIO`` (boxes in pixels next to scores in [0, 1]): each input gets its own range, and
   a conv reading a concat of ranges over ``MIXED_INPUT_RATIO`` apart runs float (``mixed_concat_inputs``);
-* an int8 Raster whose inputs' clamp ranges differ from the output's (codes pass through unclamped).
+* an int8 Raster whose inputs' clamp ranges differ from the output's (codes pass through unclamped);
+* average pooling on codes with a non-zero zero point (MNN's rounding there is not the one our runtime
+  emulates exactly: one code off on mobilenet's global pool).
 
 Comparison outputs are integer tensors and tensors without a usable range (scale 0) never get quant info.
 """
@@ -132,18 +134,19 @@ def nudged(q, factor: float = 1 + 2.0 ** -20):
     return dataclasses.replace(q, scale=float(np.float32(q.scale * factor)))
 
 
-def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -> list[tuple[int, str]]:
+def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -> list[tuple[int, str, bool]]:
     """Repairs for the int8 plan MNN would run (``plan8``, ``mnnlite.int8.plan.Plan``): a list of
-    (tensor index, reason) that must get quant info of their own.  ``tensors``: the current quant info
+    (tensor index, reason, apart) for tensors that must get quant info of their own; ``apart``: its key
+    must differ from its neighbours' so that the command between them runs float.  ``tensors``: the current quant info
     by tensor index; ``stats``: tensor index -> SignedHistogram (for range ratios); ``ranges``: tensor
     index -> the Range the tensor would get of its own."""
-    fixes: list[tuple[int, str]] = []
+    fixes: list[tuple[int, str, bool]] = []
     for t, info in plan8.tensors.items():
         if isinstance(t, int) and t not in tensors and info.attr is not None and info.is_float and t in stats:
             why = _misfit(info.attr, stats[t], ranges[t])
             if why:
                 fixes.append((t, f"tensor {info.name}: MNN's runtime would quantize it with a neighbour's "
-                                 f"range ({why}); it gets its own"))
+                                 f"range ({why}); it gets its own", False))
     for cmd in plan8.commands:
         if not cmd.int8:
             continue
@@ -154,21 +157,26 @@ def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -
             lowest = _lowest_code(plan8.tensors[src].attr, stats.get(src) if isinstance(src, int) else None)
             if lowest < 0 and outs:
                 fixes.append((outs[0], f"max pool {cmd.name}: MNN's x86 int8 max pool compares q+128 as "
-                                       f"signed bytes and codes here reach {lowest}; the pool runs float"))
+                                       f"signed bytes and codes here reach {lowest}; the pool runs float", True))
+        elif cmd.type == "Pooling" and cmd.params is not None and int(cmd.params.type) == 1 and outs \
+                and float(plan8.tensors[cmd.inputs[0]].attr.zero) != 0:
+            fixes.append((outs[0], f"average pool {cmd.name} on codes with a zero point: MNN's int8 average "
+                                   f"rounds differently there (one code off on mobilenet's global pool, where "
+                                   f"our emulation is exact for zero point 0); the pool runs float", True))
         elif cmd.type == "Raster" and len(ins) > 1:
             ranges = [stats[t].max_abs for t in ins if t in stats]
             if len(ranges) == len(ins) and min(ranges) > 0 and max(ranges) / min(ranges) > MIXED_RANGE_RATIO:
                 for t in ins:
                     if t not in tensors:
                         fixes.append((t, f"Raster {cmd.name} concatenates ranges {min(ranges):.3g} to "
-                                         f"{max(ranges):.3g}: each input keeps its own scale"))
+                                         f"{max(ranges):.3g}: each input keeps its own scale", True))
         if cmd.type == "Raster" and outs:
             out_attr = plan8.tensors[cmd.outputs[0]].attr
             for t in cmd.inputs:
                 a = plan8.tensors[t].attr
                 if a is not None and out_attr is not None and (a.min, a.max) != (out_attr.min, out_attr.max):
                     fixes.append((outs[0], f"Raster {cmd.name}: inputs clamp to another code range than its "
-                                           f"output (MNN passes the codes through); it runs float"))
+                                           f"output (MNN passes the codes through); it runs float", True))
                     break
     return fixes
 
