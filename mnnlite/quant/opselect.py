@@ -156,8 +156,11 @@ def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -
             src = cmd.inputs[0]
             lowest = _lowest_code(plan8.tensors[src].attr, stats.get(src) if isinstance(src, int) else None)
             if lowest < 0 and outs:
-                fixes.append((outs[0], f"max pool {cmd.name}: MNN's x86 int8 max pool compares q+128 as "
-                                       f"signed bytes and codes here reach {lowest}; the pool runs float", True))
+                why = (f"max pool {cmd.name}: MNN's x86 int8 max pool compares q+128 as signed bytes and codes "
+                       f"here reach {lowest}; the pool runs float")
+                fixes.append((outs[0], why, True))
+                if isinstance(src, int) and src not in tensors:     # else MNN hands it the output's attribute
+                    fixes.append((src, why, False))
         elif cmd.type == "Pooling" and cmd.params is not None and int(cmd.params.type) == 1 and outs \
                 and float(plan8.tensors[cmd.inputs[0]].attr.zero) != 0:
             fixes.append((outs[0], f"average pool {cmd.name} on codes with a zero point: MNN's int8 average "
