@@ -57,10 +57,15 @@ class Interpreter:
     the compiled kernels with MNN's x86 rounding where known ("mnn")."""
 
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto",
-                 layout: str = layouts.DEFAULT_LAYOUT):
+                 layout: str = layouts.DEFAULT_LAYOUT, target: str = "x86"):
         self.layout = layouts.check_layout(layout)
         if impl not in ("fast", "ref", "mnn"):
             raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
+        if target not in ("x86", "arm"):
+            raise ValueError(f"target must be 'x86' or 'arm', not {target!r}")
+        # the CPU whose int8 kernels are emulated: MNN's x86 build compares max-pool codes as signed
+        # q + 128 bytes (README "How MNN really behaves"); its ARM build takes the true maximum
+        self.target = target
         if precision not in ("auto", "float"):
             raise ValueError(f"precision must be 'auto' or 'float', not {precision!r}")
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)

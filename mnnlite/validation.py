@@ -365,7 +365,7 @@ def int8_max_pools(quant_rt) -> dict[str, str]:
 def validate(float_path, quant_path, config, *, samples=None, data=None, labels=None, num=None,
              min_cosine=None, min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS,
              layers: bool = True, progress=None, on_sample=None, layout: str = DEFAULT_LAYOUT,
-             ray=None) -> ValidationReport:
+             ray=None, target: str = "x86") -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``samples``:
@@ -380,6 +380,8 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
     ``layout``: the order of sequence samples, "model" (declared layouts) or "nchw" (``mnnlite.layout``).
     ``ray``: a Ray cluster address (``mnnlite.distributed``): the samples then run in shards as Ray
     tasks and their per-sample terms are folded here in sample order, so the report is identical.
+    ``target``: whose int8 kernels to emulate, "x86" (MNN's x86 build, the default) or "arm" (its max
+    pool takes the true maximum where x86 compares codes as signed bytes).
     """
     connected_ray = None if isinstance(ray, str) or ray is None else ray
     ray = ray if isinstance(ray, str) else None
@@ -388,6 +390,8 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
     from .runtime import Interpreter
 
     cfg = load_config(config, require_path=samples is None and data is None)
+    if target not in ("x86", "arm"):
+        raise ConfigError(f"target must be x86 or arm, got {target!r}")
     if ray is not None:
         from .distributed import cluster
 
@@ -395,9 +399,9 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
             return validate(float_path, quant_path, config, samples=samples, data=data, labels=labels, num=num,
                             min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
                             layers=layers, progress=progress, on_sample=on_sample, layout=layout,
-                            ray=connected)
+                            ray=connected, target=target)
     float_rt = Interpreter(float_path, impl=impl, precision="float", layout=layout)
-    quant_rt = Interpreter(quant_path, impl=impl, layout=layout)
+    quant_rt = Interpreter(quant_path, impl=impl, layout=layout, target=target)
     specs = input_specs(quant_rt.model, layout)
     if set(float_rt.input_names) != set(quant_rt.input_names):
         raise DataError(f"{quant_path}: inputs {quant_rt.input_names} differ from {float_path}'s "
@@ -443,7 +447,7 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
         from .format.model_io import dumps
 
         pair = functools.partial(_interpreter_pair, dumps(float_rt.model), dumps(quant_rt.model), impl,
-                                 layout)
+                                 layout, target)
         records = RayWorkers(connected_ray, pair).map(_Items(items, total), compare)
     for record in records:
         path = record["path"]
@@ -562,13 +566,14 @@ class _Items:
         return self.count
 
 
-def _interpreter_pair(float_bytes: bytes, quant_bytes: bytes, impl: str, layout: str = DEFAULT_LAYOUT):
+def _interpreter_pair(float_bytes: bytes, quant_bytes: bytes, impl: str, layout: str = DEFAULT_LAYOUT,
+                      target: str = "x86"):
     """The float and the quantized interpreter, from their .mnn bytes (a Ray worker's copy)."""
     from .format.model_io import loads
     from .runtime import Interpreter
 
     return (Interpreter(loads(float_bytes), impl=impl, precision="float", layout=layout),
-            Interpreter(loads(quant_bytes), impl=impl, layout=layout))
+            Interpreter(loads(quant_bytes), impl=impl, layout=layout, target=target))
 
 
 def _score(label_of, path, ref, got, outputs, graph):

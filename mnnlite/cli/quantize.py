@@ -24,6 +24,8 @@ def _arguments(p) -> None:
     p.add_argument("config", metavar="CONFIG", help="quantizer JSON config (MNN's keys)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
+    p.add_argument("--preset", choices=("accurate",), default=None,
+                   help="mnnlite's accurate flow (README 'Accurate preset'); the config's \"preset\" key wins")
     add_layout_option(p)
     add_ray_option(p, "calibration samples (KL, EMA)")
     add_common_options(p, "the summary (files, methods, ops quantized and skipped, time)", log=True)
@@ -42,7 +44,7 @@ def main(args) -> int:
     out = Output(args)
     report = quantize(args.src, args.dst, args.config, log=out.stream, threads=getattr(args, "threads", None),
                       mnn_log=getattr(args, "mnn_log", False), layout=getattr(args, "layout", DEFAULT_LAYOUT),
-                      ray=getattr(args, "ray", None))
+                      ray=getattr(args, "ray", None), preset=getattr(args, "preset", None))
     if out.verbose:
         out.print("quantized ops: " + (", ".join(report.quantized_ops) or "-"))
         out.print("float ops:     " + (", ".join(report.skipped_ops) or "-"))

@@ -23,6 +23,9 @@ def add_parser(sub):
     p.add_argument("--min-cosine", type=float, metavar="X", help="fail (exit 1) when an output's cosine is below X")
     p.add_argument("--min-agreement", type=float, metavar="X",
                    help="fail (exit 1) when a classifier output's top-1 agreement is below X")
+    p.add_argument("--target", choices=("x86", "arm"), default="x86",
+                   help="whose int8 kernels to emulate: MNN's x86 build (default, bit-exact) or ARM (true "
+                        "max pooling where x86 compares codes as signed bytes)")
     p.add_argument("--worst", type=int, default=None, metavar="N",
                    help=f"worst layers to list (default 5, {VERBOSE_WORST} with -v; 0 skips per-layer statistics)")
     add_runtime_options(p)
@@ -49,7 +52,7 @@ def main(args) -> int:
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
                       impl=args.impl, worst=worst, layers=worst > 0, progress=display.update,
-                      layout=args.layout, ray=args.ray)
+                      layout=args.layout, ray=args.ray, target=args.target)
     display.close()
     out.print(report.render())
     if out.verbose:

@@ -257,7 +257,8 @@ class _Execution:
                         impl=self.runner.interp.kernel_impl,
                         float_kernel=lambda xs: [a for a, _ in self.program._call(
                             step, [(a, v.fmt) for a, v in zip(xs, ins)])],
-                        cache=self.runner.caches.setdefault(id(step.op), {}), out_is_float=out_float)
+                        cache=self.runner.caches.setdefault(id(step.op), {}), out_is_float=out_float,
+                        target=getattr(self.runner.interp, "target", "x86"))
         try:
             results = kernel(call)
         except MnnliteError:

@@ -48,6 +48,7 @@ class Int8Call:
     float_kernel: Callable | None = None     # runs the op's float kernel: fn(arrays) -> arrays
     cache: dict = field(default_factory=dict)
     out_is_float: list = field(default_factory=lambda: [True])
+    target: str = "x86"                      # "arm": no x86 max-pool quirk
 
     @property
     def params(self):
@@ -211,7 +212,7 @@ def pooling(call: Int8Call):
     else:
         maxpool, avgpool = R.maxpool_int8_ref, R.avgpool_int8_ref
     if int(p.type) == 0:
-        y = maxpool(x, kernel, stride, pad, x86_max_bug=True)
+        y = maxpool(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
     else:
         y = avgpool(x, kernel, stride, pad)
     return [nn.from_nchw(y, call.formats[0])]

@@ -488,12 +488,13 @@ def _compute_all(observers) -> list[tuple]:
 
 
 def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log, max_tensors=(),
-                 facts=None) -> dict[int, tuple]:
+                 facts=None, extra=None) -> dict[int, tuple]:
     """Two streamed passes (ranges, then histograms); returns tensor -> (scale, zero) before propagation.
 
     ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
     intent, doc §14.6).  ``facts``: the first sample's tensor shapes, which decide the MAX-or-KL rule
-    (samples may finish in any order on several workers).
+    (samples may finish in any order on several workers).  ``extra``: more two-pass observers
+    (tensor -> observer, order-independent) fed in the same passes (bias correction's channel means).
     """
     from .feature.kl import KLObserver
 
@@ -503,7 +504,7 @@ def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log,
     for t, obs in observers.items():
         if facts is not None and t in facts:
             obs.shape = facts[t].shape
-    _two_passes(workers, observers, samples, log, "CollectFeatureDistribution", parallel=True)
+    _two_passes(workers, _joined(observers, extra), samples, log, "CollectFeatureDistribution", parallel=True)
     scales = dict(zip(observers, _compute_all(observers.values())))
     # tensors whose own statistics propagation overwrites: any value will do, MNN's map holds them too
     scales.update({t: (0.0, 0.0) for t in plan.tracked if t not in observers})
@@ -726,6 +727,40 @@ def _as_model(model):
     return loads(model) if isinstance(model, (bytes, bytearray)) else model
 
 
+class _Both:
+    """Two observers of one tensor fed together (``start_pass``/``update``; results read from each)."""
+
+    def __init__(self, first, second):
+        self.observers = (first, second)
+
+    def start_pass(self, index: int) -> None:
+        for obs in self.observers:
+            obs.start_pass(index)
+
+    def update(self, x) -> None:
+        for obs in self.observers:
+            obs.update(x)
+
+    def shard(self) -> "_Both":
+        return _Both(*(obs.shard() for obs in self.observers))
+
+    def partial(self) -> tuple:
+        return tuple(obs.partial() for obs in self.observers)
+
+    def merge(self, part) -> None:
+        for obs, p in zip(self.observers, part):
+            obs.merge(p)
+
+
+def _joined(observers: dict, extra) -> dict:
+    if not extra:
+        return observers
+    joined = dict(observers)
+    for t, obs in extra.items():
+        joined[t] = _Both(joined[t], obs) if t in joined else obs
+    return joined
+
+
 def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, parallel: bool) -> None:
     """Stream every sample through the model twice, feeding each tracked tensor to its observer
     (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line).  ``parallel``:
@@ -753,10 +788,11 @@ def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, 
         log.end_progress(mnn=shown_by_mnn)
 
 
-def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
-    """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0)."""
+def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log, extra=None) -> dict[int, tuple]:
+    """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0).
+    ``extra``: as ``calibrate_kl``'s."""
     observers = {t: StreamingADMM(clamp) for t in plan.tracked}
-    _two_passes(workers, observers, samples, log, "ProcessCalibrationFiles", parallel=False)
+    _two_passes(workers, _joined(observers, extra), samples, log, "ProcessCalibrationFiles", parallel=False)
     scales = {}
     log.progress("ComputeADMM", 0, len(observers))
     for n, (t, obs) in enumerate(observers.items(), 1):
@@ -923,7 +959,8 @@ class EMAParams:
     zero_out: int
 
 
-def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str = "MAX_ABS"):
+def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str = "MAX_ABS",
+                    range_method: str = "max_abs"):
     """A copy of the net where each module's conv reads a private copy of its input (``x + 0``, so the
     input fake quantization does not leak to other readers) and has fake-quantized weights."""
     import copy
@@ -950,7 +987,7 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
         new_ops.append(Op(name=f"__mnnlite_ema_copy_{pos}", type=OpType.BinaryOp, inputIndexes=[m.input, zero],
                           outputIndexes=[copy_index], main=BinaryOp(opType=0, T=1, activationType=0)))
         w, b = _conv_float(op)
-        codes, scale = ema_weight_codes(w, clamp_w, method)
+        codes, scale = ema_weight_codes(w, clamp_w, method, range_method=range_method)
         conv = copy.copy(op)
         conv.main = copy.copy(op.main)
         conv.main.weight = (codes.astype(np.float32) * scale[:, None]).reshape(-1)
@@ -986,34 +1023,40 @@ def _private_inputs(model, modules: list[FusedConv]) -> dict[int, int]:
     return {pos: base + 1 + 3 * k for k, pos in enumerate(sorted(m.pos for m in modules))}
 
 
-def ema_interpreter(model, impl: str, modules: list[FusedConv], clamp_w: int, method: str, layout: str = "model"):
+def ema_interpreter(model, impl: str, modules: list[FusedConv], clamp_w: int, method: str, layout: str = "model",
+                    range_method: str = "max_abs"):
     """The EMA simulation's float interpreter (``model``: a Model or an .mnn file's bytes)."""
     from ..graph import Model
     from ..runtime import Interpreter
 
     model = _as_model(model)
-    net, _ = _simulation_net(model, modules, clamp_w, method)
+    net, _ = _simulation_net(model, modules, clamp_w, method, range_method)
     return Interpreter(Model(net, path=model.path), impl=impl, precision="float", layout=layout)
 
 
-def ema_batch_ranges(tracked: frozenset, clamp_act: int, interp, feeds) -> dict:
-    """One EMA batch: every tracked tensor fake-quantized with its own range; tensor -> nudged range."""
+def ema_batch_ranges(tracked: frozenset, clamp_act: int, mean_axes: dict, interp, feeds) -> tuple[dict, dict]:
+    """One EMA batch: every tracked tensor fake-quantized with its own range.  Returns (tensor -> nudged
+    range, tensor -> (per-channel sums, count) of the fake-quantized values for the tensors of
+    ``mean_axes`` (tensor -> channel axis; bias correction))."""
+    from .bias_correction import ChannelMeans
     from .feature.ema import fake_quantize
 
-    ranges = {}
+    ranges, sums = {}, {}
 
     def simulate(i, _name, a):
         if i not in tracked or a.dtype != np.float32:
             return
         if a.flags.writeable and a.flags.c_contiguous:
-            _, lo, hi = fake_quantize(a, clamp_act, out=a)      # no second copy of the activation
+            xq, lo, hi = fake_quantize(a, clamp_act, out=a)     # no second copy of the activation
         else:
             xq, lo, hi = fake_quantize(a, clamp_act)
             if a.flags.writeable:
                 np.copyto(a, xq)
         ranges[i] = (lo, hi)
+        if i in mean_axes:
+            sums[i] = ChannelMeans(mean_axes[i]).sample_sums(xq)
     interp.run(feeds, observe=simulate)
-    return ranges
+    return ranges, sums
 
 
 def _conv_float(op):
@@ -1023,14 +1066,22 @@ def _conv_float(op):
     return np.asarray(w, np.float32).reshape(int(op.main.common.outputCount), -1), np.asarray(b, np.float32)
 
 
-def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: int = 8):
+def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: int = 8,
+                     range_method: str = "max_abs"):
     """Int8 codes and per-channel scales of the EMA path's conv weights.
 
     MAX_ABS as NN.cpp: ``s = max(max|w[o]|, 1e-6) · (1/L)``, ``q = clamp(round(w · (1/s)), ±L)`` (reciprocals,
     as MNN), for any limit ``L`` (the config's weight_clamp_value).  ADMM: the KL path's ADMM scales, per
     channel where they fit the weights better than MAX_ABS (smaller squared error).  MNN's EMA ignores both
-    the clamp value and the method (doc §14.8).
+    the clamp value and the method (doc §14.8).  ``range_method="mse"`` (mnnlite's): then, per channel,
+    the MSE-optimal clipped range where it beats that (weight.mse_alpha).
     """
+    if range_method != "max_abs":
+        from .weight import mse_alpha, symmetric_codes
+
+        codes, scale = ema_weight_codes(w, limit, method, bits)
+        alpha = mse_alpha(w, limit, scale)
+        return symmetric_codes(w, alpha, bits, limit), alpha
     from ..format.idst import roundf
     from .weight import admm_alpha, encoder_codes
 
@@ -1054,7 +1105,8 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
 
 def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clamp_w: int, log,
                   impl: str = "mnn", weight_method: str = "MAX_ABS", threads: int = 1,
-                  ray=None, layout: str = "model") -> dict[int, EMAParams]:
+                  ray=None, layout: str = "model", range_method: str = "max_abs",
+                  means: dict | None = None) -> dict[int, EMAParams]:
     """Per fused conv (by position): EMA ranges of its input and output over the calibration batches.
 
     Each batch runs the float model with, for every module, fake-quantized weights, its input
@@ -1066,7 +1118,8 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     plan), and ``threads`` split the batch's dense convs by column chunks instead
     (``ops.nn.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
     (nor on ``ray``, the connected Ray module: batches then run as tasks on the cluster, one batch per
-    task).  ``layout``: the feeds' order (``mnnlite.layout``).
+    task).  ``layout``: the feeds' order (``mnnlite.layout``).  ``means``: conv position ->
+    ``bias_correction.ChannelMeans``, given the (fake-quantized) input each conv reads, in batch order.
     """
     import functools
 
@@ -1074,18 +1127,23 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     from .feature.ema import EMAObserver
 
     private = _private_inputs(model, modules)
-    workers = make_workers(ema_interpreter, model, (impl, modules, clamp_w, weight_method, layout), 1, ray)
+    mean_of = {private[pos]: obs for pos, obs in (means or {}).items() if pos in private}
+    workers = make_workers(ema_interpreter, model, (impl, modules, clamp_w, weight_method, layout, range_method),
+                           1, ray)
     observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
-    batch_ranges = functools.partial(ema_batch_ranges, frozenset(observers), clamp_act)
+    batch_ranges = functools.partial(ema_batch_ranges, frozenset(observers), clamp_act,
+                                     {i: obs.axis for i, obs in mean_of.items()})
     total = len(samples)
     log.progress("quantize with EMA", 0, total)
     kernel_threads = get_num_threads()
     set_num_threads(max(kernel_threads, threads))
     try:
-        for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
+        for count, (ranges, sums) in enumerate(workers.map(samples, batch_ranges), 1):
             for i, (lo, hi) in ranges.items():
                 observers[i].add_range(lo, hi)
+            for i, (channel_sums, n) in sums.items():
+                mean_of[i].add_sums(channel_sums, n)
             log.progress("quantize with EMA", count, total)
     finally:
         set_num_threads(kernel_threads)

@@ -24,7 +24,18 @@ log = logging.getLogger(__name__)
 FORMATS = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "GRAY": 1}   # destination format -> channels
 FEATURE_METHODS = ("KL", "ADMM", "EMA")
 WEIGHT_METHODS = ("MAX_ABS", "ADMM")
+WEIGHT_RANGE_METHODS = ("max_abs", "mse")    # mnnlite's own key (weight.py: RANGE_METHODS)
 INPUT_TYPES = ("image", "sequence")
+# mnnlite's own accuracy keys (README "Accurate preset"); absent, the output is MNN's, byte for byte
+PRESETS = ("accurate",)
+RANGE_METHODS = ("auto", "max", "kl", "percentile", "mse")
+INT8_OPS = ("auto", "convs")                 # "convs": conv inputs/outputs only, no plan repairs
+# what "preset": "accurate" switches on; explicit keys in the config win.  Of the weight-side corrections,
+# MSE weight ranges and cross-layer equalization help on every zoo model (held-out cosine of the all-int8
+# file, ppocr_cls / det / rec: 0.9947 / 0.9890 / 0.9613 -> 0.99998 / 0.9906 / 0.9718); bias correction is
+# left out: it lowers ppocr_cls to 0.948 and det/rec alone too.
+PRESET_KEYS = {"accurate": {"range_method": "auto", "int8_ops": "auto", "target_cosine": 0.99,
+                            "weight_range_method": "mse", "cross_layer_equalization": True}}
 MIN_BITS, MAX_BITS = 2, 8
 FEATURE_CLAMP_MAX = 127                      # activations are always int8 (doc §3)
 
@@ -69,7 +80,22 @@ class QuantConfig:
     input_threshold: str = "auto"            # "max": model inputs use the MAX threshold (MNN's intent)
     quantize_rangeless_tensors: bool | None = None   # scale-0 quant info: None = MNN's (KL) / none (ADMM)
     ema_sequence_batch: str = "last"         # "full": EMA sequence batches run every sample (MNN: the last)
+    # mnnlite's weight-side corrections (not MNN keys; off by default, so the output stays MNN's)
+    bias_correction: bool = False            # bias_correction.py
+    cross_layer_equalization: bool = False   # equalize.py
+    weight_range_method: str = "max_abs"     # weight.py: RANGE_METHODS
+    preset: str | None = None                # mnnlite: "accurate" (the keys of PRESET_KEYS)
+    range_method: str | None = None          # mnnlite: per-tensor range choice (ranges.py)
+    int8_ops: str | None = None              # mnnlite: which ops run int8 (opselect.py)
+    target_cosine: float | None = None       # mnnlite: leave ops float until held-out cosine >= this
+    holdout: float = 0.25                    # mnnlite: share of the samples held out for target_cosine
+    max_float_convs: float = 0.1             # mnnlite: share of convolutions target_cosine may leave float
     source: str = field(default="<dict>", compare=False)
+
+    @property
+    def accurate(self) -> bool:
+        """Whether mnnlite's own range / op choice runs (else MNN's exact flow)."""
+        return self.range_method is not None or self.int8_ops is not None or self.target_cosine is not None
 
     @property
     def channels(self) -> int:
@@ -201,6 +227,8 @@ _KNOWN_KEYS = (
     "weight_quantize_method", "feature_clamp_value", "weight_clamp_value", "winogradOpt",
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
     "file_order", "input_threshold", "quantize_rangeless_tensors", "ema_sequence_batch",
+    "bias_correction", "cross_layer_equalization", "weight_range_method",
+    "preset", "range_method", "int8_ops", "target_cosine", "holdout", "max_float_convs",
 )
 FILE_ORDERS = ("directory", "sorted")
 EMA_SEQUENCE_BATCHES = ("last", "full")
@@ -251,11 +279,14 @@ def _image_keys(keys: _Keys) -> dict:
     return out
 
 
-def load_config(path_or_dict, require_path: bool = True) -> QuantConfig:
+def load_config(path_or_dict, require_path: bool = True, overrides: dict | None = None) -> QuantConfig:
     """Parse and validate a quantizer config (a JSON file path, or the parsed dict).
 
-    ``require_path=False``: the samples come from elsewhere (arrays), so ``path`` may be left out."""
+    ``require_path=False``: the samples come from elsewhere (arrays), so ``path`` may be left out.
+    ``overrides``: keys that fill in what the config does not give (e.g. a ``--preset`` flag)."""
     obj, source = _read(path_or_dict)
+    if overrides:
+        obj = {**{k: v for k, v in overrides.items() if v is not None}, **obj}
     unknown = sorted(set(obj) - set(_KNOWN_KEYS))
     if unknown:
         raise ConfigError(f'{source}: unknown key "{unknown[0]}"{did_you_mean(unknown[0], _KNOWN_KEYS)}; '
@@ -288,8 +319,43 @@ def load_config(path_or_dict, require_path: bool = True) -> QuantConfig:
         input_threshold=_choice(keys, "input_threshold", INPUT_THRESHOLDS, "auto"),
         quantize_rangeless_tensors=keys.get("quantize_rangeless_tensors", _is_bool, "true or false", None),
         ema_sequence_batch=_choice(keys, "ema_sequence_batch", EMA_SEQUENCE_BATCHES, "last"),
+        **_weight_side_keys(keys),
         source=source,
+        **_accuracy_keys(keys),
     )
+
+
+def _weight_side_keys(keys: _Keys) -> dict:
+    """mnnlite's weight-side correction keys (README "Weight-side corrections"); a preset's PRESET_KEYS
+    give the defaults of those the config does not set."""
+    preset = keys.obj.get("preset")
+    base = PRESET_KEYS.get(preset, {}) if isinstance(preset, str) else {}
+    return {
+        "bias_correction": keys.get("bias_correction", _is_bool, "true or false", base.get("bias_correction", False)),
+        "cross_layer_equalization": keys.get("cross_layer_equalization", _is_bool, "true or false",
+                                             base.get("cross_layer_equalization", False)),
+        "weight_range_method": _choice(keys, "weight_range_method", WEIGHT_RANGE_METHODS,
+                                       base.get("weight_range_method", "max_abs")),
+    }
+
+
+def _accuracy_keys(keys: _Keys) -> dict:
+    """mnnlite's accuracy keys; a preset fills the ones the config does not give."""
+    preset = keys.get("preset", _is_str, "a string: " + ", ".join(PRESETS), None)
+    if preset is not None and preset not in PRESETS:
+        keys.fail("preset", "one of " + ", ".join(PRESETS), preset)
+    base = dict(PRESET_KEYS.get(preset, {}))
+    out = {"preset": preset}
+    for key, allowed in (("range_method", RANGE_METHODS), ("int8_ops", INT8_OPS)):
+        out[key] = _choice(keys, key, allowed, None) if key in keys.obj else base.get(key)
+    fraction = (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")
+    out["target_cosine"] = keys.get("target_cosine", fraction[0], "a number in (0, 1)", base.get("target_cosine"))
+    out["holdout"] = float(keys.get("holdout", *fraction, 0.25))
+    out["max_float_convs"] = float(keys.get("max_float_convs", lambda v: _is_number(v) and 0 <= v <= 1,
+                                            "a number in [0, 1]", 0.1))
+    if out["target_cosine"] is not None:
+        out["target_cosine"] = float(out["target_cosine"])
+    return out
 
 
 def _weight_clamp(keys: _Keys, bits: int) -> int:

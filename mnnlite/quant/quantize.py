@@ -23,6 +23,7 @@ from ..format.model_io import dumps, load_model, write_atomic
 from ..format.tables import OpType
 from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
 from . import calibrate as cal
+from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
 from .dataset import CalibrationSet, InputSpec, sample_source
 from .log import QuantLog
@@ -46,8 +47,8 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
 
 
 def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", threads: int | None = None,
-             progress=None, mnn_log: bool = False, layout: str = DEFAULT_LAYOUT,
-             ray: str | None = None) -> QuantReport:
+             progress=None, mnn_log: bool = False, layout: str = DEFAULT_LAYOUT, ray: str | None = None,
+             preset: str | None = None, metric=None, target: str = "x86") -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``samples``: calibrate on these instead
@@ -68,33 +69,59 @@ def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", thr
     byte-identical output (ADMM and debug mode, whose sums depend on the order, stay on this process).
     Raises ``ConfigError`` / ``DataError`` / ``FormatError`` (``TypeError`` / ``ValueError`` for bad
     ``samples``, ``ClusterError`` for an unreachable cluster) before anything is printed or written.
+
+    mnnlite's accuracy options (README "Accurate preset"): ``preset="accurate"`` (the config's ``"preset"``
+    key wins when both are given); ``metric(reference, test) -> float`` (higher is better) replaces the
+    held-out cosine of accuracy control; ``target`` "x86" | "arm": whose int8 kernels accuracy control
+    emulates.  Files and report then also include ``<dst>.report.json`` and ``<dst>.report.html``.
     """
+    options = _Options(samples, log, impl, threads, progress, mnn_log, layout, None, preset, metric, target)
     if ray is not None:
         from ..distributed import cluster
 
         with cluster(ray) as connected:
-            return _quantize(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout, connected)
-    return _quantize(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout, None)
+            return _quantize(src, dst, config, dataclasses.replace(options, ray=connected))
+    return _quantize(src, dst, config, options)
 
 
-def _quantize(src, dst, config, samples, log, impl: str, threads, progress, mnn_log: bool, layout: str,
-              ray) -> QuantReport:
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """``quantize``'s keyword arguments (``ray``: the connected Ray module, or None)."""
+
+    samples: object
+    log: object
+    impl: str
+    threads: int | None
+    progress: object
+    mnn_log: bool
+    layout: str
+    ray: object
+    preset: str | None
+    metric: object
+    target: str
+
+
+def _quantize(src, dst, config, options: _Options) -> QuantReport:
     start = time.perf_counter()
-    threads = _thread_count(threads)
-    layout = check_layout(layout)
+    samples, log, impl, progress, ray = options.samples, options.log, options.impl, options.progress, options.ray
+    metric, target = options.metric, options.target
+    threads = _thread_count(options.threads)
+    layout = check_layout(options.layout)
     if isinstance(log, QuantLog):
         qlog = log
         qlog.callback = progress or qlog.callback
     else:
-        qlog = QuantLog(log, mnn_lines=mnn_log, progress=progress)
+        qlog = QuantLog(log, mnn_lines=options.mnn_log, progress=progress)
     src, dst = os.fspath(src), os.fspath(dst)
     # everything that can be checked is checked before the first line is printed
-    cfg = load_config(config, require_path=samples is None)
+    cfg = load_config(config, require_path=samples is None,
+                      overrides={"preset": options.preset} if options.preset is not None else None)
+    _check_accuracy_options(cfg, metric, target)
     model = load_model(src)
     _check_paths(src, dst)
     specs = input_specs(model, layout)
     asked = cfg
-    batchnorm = _batchnorm_line(model)
+    batchnorm = None if cfg.accurate else _batchnorm_line(model)
     if batchnorm is not None:
         cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (doc §2)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
@@ -109,6 +136,18 @@ def _quantize(src, dst, config, samples, log, impl: str, threads, progress, mnn_
     qlog.line("dataset_num", dataset.sample_count)
     if batchnorm is not None:
         qlog.line(batchnorm)
+    model = _equalized(model, cfg, qlog)
+    if cfg.accurate:
+        from . import accurate
+
+        report.feature_method = "accurate"
+        quantized, entries, debug_text = accurate.run(model, cfg, dataset, qlog, impl, report, threads,
+                                                      metric=metric, target=target)
+        _write(report, quantized, entries, debug_text)
+        qlog.line("done")
+        report.seconds = time.perf_counter() - start
+        qlog.summary(report.summary())
+        return report
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
     quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads, ray)
     _write(report, quantized, entries, debug_text)
@@ -130,6 +169,15 @@ def preprocess(model, config) -> list[dict[str, np.ndarray]]:
 
 
 # ---------------------------------------------------------------------------------------------- set-up
+
+def _check_accuracy_options(cfg: QuantConfig, metric, target: str) -> None:
+    if metric is not None and not callable(metric):
+        raise ConfigError(f"metric must be a callable (reference, test) -> float, got {type(metric).__name__}")
+    if target not in ("x86", "arm"):
+        raise ConfigError(f"target must be x86 or arm, got {target!r}")
+    if metric is not None and cfg.target_cosine is None:
+        raise ConfigError(f'{cfg.source}: metric= needs a target: "target_cosine" in the config (or preset accurate)')
+
 
 def _check_paths(src: str, dst: str) -> None:
     if os.path.abspath(src) == os.path.abspath(dst) or (os.path.exists(dst) and os.path.samefile(src, dst)):
@@ -172,6 +220,14 @@ def _write(report: QuantReport, quantized, entries, debug_text) -> None:
     if debug_text is not None:
         report.debug_file = report.dst + ".debug.json"
         write_atomic(report.debug_file, debug_text.encode())
+    if report.accuracy is not None:
+        import json
+
+        from .report_html import render_html
+
+        report.report_file = report.dst + ".report.json"
+        write_atomic(report.report_file, (json.dumps(report.accuracy.to_dict(), indent=1) + "\n").encode())
+        write_atomic(report.dst + ".report.html", render_html(report).encode())
 
 
 def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
@@ -259,14 +315,16 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, thread
     plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
+    means = _input_means(graph, plan) if cfg.bias_correction else {}
     if cfg.feature_quantize_method == "KL":
         max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
-        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts)
+        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts,
+                               extra=means)
     else:
-        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog)
+        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog, extra=means)
     report.samples = len(samples)
     scales = cal.propagate(raw, plan)
-    convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
+    convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report, means)
     debug_text = None
     if cfg.debug:
         debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report)
@@ -295,8 +353,9 @@ def _usable(t: int, scale: float, facts, rangeless: bool) -> bool:
     return scale > 0 and np.isfinite(scale) and (fact is None or fact.dtype == np.float32)
 
 
-def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) -> dict[int, ConvQuant]:
-    """§8.1-8.2: int8 weights for every eligible conv (main graph, not skipped, one input, tensors seen)."""
+def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report, means=None) -> dict[int, ConvQuant]:
+    """§8.1-8.2: int8 weights for every eligible conv (main graph, not skipped, one input, tensors seen).
+    ``means``: conv input tensor -> ChannelMeans when bias correction is on."""
     from ..ops.weights import conv_weights
 
     skip = set(cfg.skip_quant_op_names)
@@ -310,16 +369,49 @@ def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report) ->
             continue
         w, _ = conv_weights(op)
         count = int(op.main.common.outputCount)
-        w = np.asarray(w, np.float32).reshape(count, -1)
-        if op.type != OpType.Deconvolution:
-            w = fake_quant_weights(w, cfg.weight_clamp_value)          # §6.2
-        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value)
+        w_float = w = np.asarray(w, np.float32).reshape(count, -1)
+        if op.type != OpType.Deconvolution and cfg.weight_range_method == "max_abs":
+            w = fake_quant_weights(w, cfg.weight_clamp_value)          # §6.2 (a clipped range starts from w)
+        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value,
+                                        cfg.weight_range_method)
         if cfg.weight_quantize_method == "ADMM":
             qlog.line("admm_weight", _admm_diff(w, alpha, cfg.weight_clamp_value))
         convs[pos] = ConvQuant(codes, alpha, cfg.quant_bits, scales.get(ins[0], (0.0, 0.0))[0],
-                               scales.get(outs[0], (0.0, 0.0))[0], _channels(facts, plan, ins[0]))
+                               scales.get(outs[0], (0.0, 0.0))[0], _channels(facts, plan, ins[0]),
+                               bias=_corrected_bias(op, w_float, codes, alpha, (means or {}).get(ins[0])))
         report.quantized_ops.append(op.name)
     return convs
+
+
+def _input_means(graph, plan) -> dict:
+    """Bias correction: a ChannelMeans observer on the input of every conv that may be quantized."""
+    means = {}
+    for op in graph.ops:
+        ins = cal._ints(op.inputIndexes)
+        if op.type in CONV_TYPES and op.type != OpType.Deconvolution and len(ins) == 1 and ins[0] in plan.seen:
+            means.setdefault(ins[0], ChannelMeans(channel_axis(cal._layout(plan, ins[0]))))
+    return means
+
+
+def _corrected_bias(op, w_float, codes, alpha, means):
+    """The bias with the weight-quantization mean shift removed (None: keep the op's bias)."""
+    if means is None:
+        return None
+    from ..ops.weights import conv_weights
+
+    w_quant = codes.astype(np.float32) * alpha[:, None]
+    return corrected_bias(op, w_float, w_quant, conv_weights(op)[1], means.compute())
+
+
+def _equalized(model, cfg: QuantConfig, qlog):
+    """Cross-layer equalization of the float model, when the config asks for it."""
+    if not cfg.cross_layer_equalization:
+        return model
+    from .equalize import equalize
+
+    result = equalize(model)
+    qlog.text(f"cross_layer_equalization: {len(result.pairs)} conv pairs equalized in {result.sweeps} sweeps\n")
+    return result.model
 
 
 def _admm_diff(w: np.ndarray, alpha: np.ndarray, clamp: int) -> str:
@@ -401,12 +493,12 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
                   f"set batch size as {dataset.sample_count}\n")
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
+    means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
 
     def calibrate(data):
         return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data, budget=0), specs, cfg.source), fclamp,
-                                 wclamp,
-                                 qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
-                                 runtime.layout)
+                                 wclamp, qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
+                                 runtime.layout, cfg.weight_range_method, means)
     try:
         params = calibrate(dataset)
     except ShapeError as exc:       # batches run in order: the first one fails before any result is used
@@ -414,6 +506,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
         if single is None:
             raise
         dataset = single
+        means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
         params = calibrate(dataset)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
@@ -426,7 +519,13 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
             report.skipped_ops.append(op.name)          # never saw a non-zero value: keep it float
             continue
         w, b = m.weights(graph)
-        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits)
+        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits,
+                                          cfg.weight_range_method)
+        bias = b if m.absorbed else None
+        if m.pos in means:
+            w_quant = codes.astype(np.float32) * s_w[:, None]
+            corrected = corrected_bias(op, w, w_quant, b, means[m.pos].compute())
+            bias = bias if corrected is None else corrected
         merged = m.output if m.absorbed else None
         activation = None
         for pos in m.absorbed:
@@ -436,7 +535,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
             elif kind == OpType.ReLU6:
                 activation = "relu6"
         convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
-                                 p.zero_out, bias=b if m.absorbed else None, output=merged, activation=activation)
+                                 p.zero_out, bias=bias, output=merged, activation=activation)
         # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (doc §9.7): one ulp off s at times
         s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
         inputs[m.input] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins

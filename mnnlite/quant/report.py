@@ -43,6 +43,8 @@ class QuantReport:
     warnings: list[str] = field(default_factory=list)
     scale_file: str = ""
     debug_file: str | None = None
+    accuracy: object = None                    # accurate.AccuracyReport when mnnlite's accurate flow ran
+    report_file: str | None = None             # <dst>.report.json (accurate flow)
 
     @property
     def tensors(self) -> int:

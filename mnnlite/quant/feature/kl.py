@@ -235,6 +235,23 @@ def histogram_ref(x: np.ndarray, interval, bins: int = BINS) -> np.ndarray:
     return np.bincount(ax.astype(np.intp), minlength=bins + 1)[:bins]
 
 
+def two_pass_update(obs, x: np.ndarray):
+    """The shared ``update`` of the two-pass histogram observers (``KLObserver``, ``ranges.RangeObserver``):
+    records the first shape; pass 0 widens ``obs.lo``/``obs.hi``; pass 1 returns ``(x, interval)`` for the
+    caller to histogram, or None when there is nothing to count (empty array, no usable range)."""
+    x = np.asarray(x, np.float32)
+    if obs.shape is None:
+        obs.shape = x.shape
+    if x.size == 0:
+        return None
+    if obs.pass_index == 0:
+        obs.lo, obs.hi = _calib.value_range(x, obs.lo, obs.hi)           # range_ref in C
+        obs.seen = True
+        return None
+    interval = obs._interval()
+    return None if interval is None else (x, interval)
+
+
 class KLObserver(FeatureObserver):
     """KL (or MAX) threshold over a 2048-bin |x| histogram.
 
@@ -257,19 +274,9 @@ class KLObserver(FeatureObserver):
         self.shape = None
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float32)
-        if self.shape is None:
-            self.shape = x.shape
-        if x.size == 0:
-            return
-        if self.pass_index == 0:
-            self.lo, self.hi = _calib.value_range(x, self.lo, self.hi)      # range_ref in C
-            self.seen = True
-            return
-        interval = self._interval()
-        if interval is None:
-            return
-        _calib.histogram(x, interval, self.counts)                         # histogram_ref in C
+        step = two_pass_update(self, x)
+        if step is not None:
+            _calib.histogram(step[0], step[1], self.counts)                # histogram_ref in C
 
     # Order-free statistics: a pass can be split over shards of the samples (threads, Ray tasks) and
     # merged exactly, since min/max and integer bin counts do not depend on the order of the values.

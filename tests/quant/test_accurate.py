@@ -1,0 +1,364 @@
+"""The accurate flow (``"preset": "accurate"``, README "Accurate preset"): each technique on a small graph
+whose right answer is known, a real model end to end, and every file checked in MNN's official runtime.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from quant_oracle import convert, needs_oracle
+from test_pipeline_oracle import calib_config, cosine, image_feeds
+
+import mnnlite
+from mnnlite.errors import ConfigError
+from mnnlite.format.tables import OpType
+from mnnlite.quant.config import load_config
+from mnnlite.quant.ranges import RangeObserver, choose_range
+from mnnlite.runtime import Interpreter
+
+pytestmark = needs_oracle
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _histogram(x: np.ndarray):
+    obs = RangeObserver()
+    for p in range(2):
+        obs.start_pass(p)
+        obs.update(np.asarray(x, np.float32))
+    return obs.histogram()
+
+
+def _fake_quant_mse(x, r) -> float:
+    s, z = r.params()
+    q = np.clip(np.round(x / s) + z, -127, 127)
+    return float(np.mean(np.square((q - z) * s - x)))
+
+
+def _save_onnx(tmp_path, nodes, inits, x_shape, name="m"):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / f"{name}.onnx")
+    convert(tmp_path, f"{name}.onnx", f"{name}.mnn")
+    return tmp_path / f"{name}.mnn"
+
+
+def _samples(tmp_path, make, count: int = 12):
+    """A sequence-mode calibration folder: one .npz per sample (input "x")."""
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for k in range(count):
+        np.savez(folder / f"s{k:02d}.npz", x=make(rng).astype(np.float32))
+    return folder
+
+
+def _oracle_agrees(path, feeds_list, tol: float = 1e-4) -> None:
+    """Our int8 runtime (MNN's rounding) gives the official runtime's outputs on ``path``."""
+    import model_zoo as zoo
+
+    ours = Interpreter(str(path))
+    for feeds in feeds_list:
+        theirs, got = zoo.run_oracle(path, feeds), ours.run(feeds)
+        for k in theirs:
+            assert np.all(np.isfinite(theirs[k]))
+            np.testing.assert_allclose(got[k], theirs[k], rtol=0, atol=tol * max(1.0, float(np.abs(theirs[k]).max())))
+
+
+def _output_cosine(src, dst, feeds_list) -> float:
+    ref, q = Interpreter(str(src), precision="float"), Interpreter(str(dst), impl="mnn")
+    a = np.concatenate([ref.run(f)["y"].ravel() for f in feeds_list])
+    b = np.concatenate([q.run(f)["y"].ravel() for f in feeds_list])
+    return cosine(a, b)
+
+
+def _mnn_kl(tmp_path, src, cfg):
+    """MNN's KL file (mnnlite's MNN-exact flow: ``quantized.out`` reads sequence samples only from its own
+    per-sample folders; the scales are the same, tests/quant/test_pipeline_kl.py)."""
+    mnnlite.quantize(src, tmp_path / "mnn_kl.mnn", {**cfg, "feature_quantize_method": "KL"})
+    return tmp_path / "mnn_kl.mnn"
+
+
+# ------------------------------------------------------------------------------------------ ranges
+
+def test_bimodal_activation_gets_an_asymmetric_range():
+    """Two modes at -5 and +20: a zero point spends the codes on [-5, 20] instead of [-20, 20]."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-5, 0.3, 20000), rng.normal(20, 0.3, 20000)])
+    h = _histogram(x)
+    auto, sym = choose_range(h, "auto"), choose_range(h, "auto", asymmetric=False)
+    assert not auto.symmetric and auto.lo < -4.5 and auto.hi > 19.5
+    assert _fake_quant_mse(x, auto) < 0.7 * _fake_quant_mse(x, sym)
+
+
+def test_relu_output_uses_every_code():
+    x = np.maximum(np.random.default_rng(1).normal(size=50000), 0)
+    r = choose_range(_histogram(x), "auto")
+    assert r.lo == 0 and not r.symmetric and r.params()[1] == -127
+
+
+def test_heavy_tail_is_clipped_by_mse_and_percentile_but_not_max():
+    x = np.random.default_rng(2).standard_t(2, size=100000)
+    h = _histogram(x)
+    top = float(np.abs(x).max())
+    assert choose_range(h, "max").hi == pytest.approx(max(x.max(), 0), rel=1e-6)
+    for method in ("mse", "auto"):
+        r = choose_range(h, method)
+        assert max(abs(r.lo), r.hi) < 0.9 * top
+        assert _fake_quant_mse(x, r) < _fake_quant_mse(x, choose_range(h, "max"))
+    assert choose_range(h, "percentile").error <= choose_range(h, "max").error
+    # the histogram's error estimate ranks ranges like the real error does
+    est = {m: choose_range(h, m).error for m in ("max", "kl", "mse")}
+    real = {m: _fake_quant_mse(x, choose_range(h, m)) for m in est}
+    assert sorted(est, key=est.get) == sorted(real, key=real.get)
+
+
+def test_unknown_range_method_is_rejected():
+    with pytest.raises(ValueError, match="range method"):
+        choose_range(_histogram(np.ones(10)), "entropy")
+
+
+# ------------------------------------------------------------------------------------------ config
+
+def test_config_keys_and_preset(tmp_path):
+    cfg = load_config({"path": "x", "preset": "accurate"})
+    assert (cfg.range_method, cfg.int8_ops, cfg.target_cosine) == ("auto", "auto", 0.99) and cfg.accurate
+    assert cfg.weight_range_method == "mse" and cfg.cross_layer_equalization and not cfg.bias_correction
+    cfg = load_config({"path": "x", "preset": "accurate", "target_cosine": 0.995, "range_method": "mse"})
+    assert (cfg.range_method, cfg.target_cosine) == ("mse", 0.995)
+    assert not load_config({"path": "x"}).accurate
+    assert load_config({"path": "x"}, overrides={"preset": "accurate"}).accurate
+    assert load_config({"path": "x", "range_method": "max"}, overrides={"preset": "accurate"}).range_method == "max"
+    for bad, key in (({"preset": "fast"}, "preset"), ({"range_method": "KL"}, "range_method"),
+                     ({"target_cosine": 1.5}, "target_cosine"), ({"int8_ops": "all"}, "int8_ops"),
+                     ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs")):
+        with pytest.raises(ConfigError, match=key):
+            load_config({"path": "x", **bad})
+
+
+# ------------------------------------------------------------------------------------------ small graphs
+
+def _concat_model(tmp_path):
+    """Two convs of one input, one 100x the other, concatenated and read by a third conv."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 3, 3)) * 0.2
+    nodes = [_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             _node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             _node("Concat", ["a", "b"], ["c"], axis=1),
+             _node("Conv", ["c", "w3"], ["y"])]
+    inits = {"w1": w1, "w2": rng.standard_normal((4, 3, 3, 3)) * 20.0,
+             "w3": np.concatenate([np.eye(4), np.eye(4) * 0.01], axis=1).reshape(4, 8, 1, 1)}
+    return _save_onnx(tmp_path, nodes, inits, [1, 3, 16, 16])
+
+
+def _node(*args, **kwargs):
+    from onnx import helper
+
+    return helper.make_node(*args, **kwargs)
+
+
+def test_concat_of_two_ranges_keeps_a_scale_per_input(tmp_path):
+    src = _concat_model(tmp_path)
+    folder = _samples(tmp_path, lambda rng: rng.standard_normal((1, 3, 16, 16)))
+    cfg = {"path": str(folder), "input_type": "sequence"}
+    dst = tmp_path / "acc.mnn"
+    report = mnnlite.quantize(src, dst, {**cfg, "preset": "accurate"})
+    g = mnnlite.load_model(dst).graph
+    concat = next(op for op in mnnlite.load_model(src).graph.ops if op.type == OpType.Concat)
+    a, b = (int(t) for t in concat.inputIndexes)
+    c = int(concat.outputIndexes[0])
+    qa, qb = (g.quant_info[t] for t in (a, b))
+    assert qb.scale > 20 * qa.scale                       # each input its own range, not b's for both
+    assert c not in g.quant_info                          # so MNN's Raster (Concat) runs float ...
+    reader = next(o for o in report.accuracy.ops if o.name == "y")
+    assert not reader.int8 and "concatenates" in reader.reason     # ... and so does the conv reading it
+    feeds = [{"x": np.load(p)["x"]} for p in sorted(folder.iterdir())][-3:]
+    _oracle_agrees(dst, feeds)
+    ours = _output_cosine(src, dst, feeds)
+    theirs = _output_cosine(src, _mnn_kl(tmp_path, src, {**cfg}), feeds)
+    assert ours > 0.999 and ours > theirs
+    # int8_ops "convs" (no repairs, no concat rule): the reader is int8, and accuracy drops
+    plain = mnnlite.quantize(src, tmp_path / "convs.mnn", {**cfg, "int8_ops": "convs"})
+    assert next(o for o in plain.accuracy.ops if o.name == "y").int8 and not plain.accuracy.repairs
+    assert _output_cosine(src, tmp_path / "convs.mnn", feeds) < ours
+
+
+def _attention_model(tmp_path):
+    """Conv 1x1 -> tokens; scores = h h^T + additive -10000 mask; softmax; attn h -> conv 1x1."""
+    rng = np.random.default_rng(3)
+    mask = np.zeros((1, 8, 8))
+    mask[..., 6:] = -10000.0
+    nodes = [_node("Conv", ["x", "w1"], ["h4"]),
+             _node("Reshape", ["h4", "s3"], ["h"]),                 # [1, 16, 8]
+             _node("Transpose", ["h"], ["ht"], perm=[0, 2, 1]),     # [1, 8, 16]
+             _node("MatMul", ["ht", "h"], ["scores"]),              # [1, 8, 8]
+             _node("Add", ["scores", "mask"], ["masked"]),
+             _node("Softmax", ["masked"], ["attn"], axis=-1),
+             _node("MatMul", ["attn", "ht"], ["ctx"]),              # [1, 8, 16]
+             _node("Transpose", ["ctx"], ["ctxt"], perm=[0, 2, 1]),
+             _node("Reshape", ["ctxt", "s4"], ["c4"]),
+             _node("Conv", ["c4", "w2"], ["y"])]
+    inits = {"w1": rng.standard_normal((16, 16, 1, 1)) * 0.25, "w2": rng.standard_normal((16, 16, 1, 1)) * 0.25,
+             "mask": mask, "s3": np.array([1, 16, 8]), "s4": np.array([1, 16, 8, 1])}
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    init_list = [numpy_helper.from_array(np.asarray(v, np.int64 if k.startswith("s") else np.float32), k)
+                 for k, v in inits.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init_list)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "att.onnx")
+    convert(tmp_path, "att.onnx", "att.mnn")
+    return tmp_path / "att.mnn"
+
+
+def test_attention_mask_never_shares_a_range_with_the_scores(tmp_path):
+    src = _attention_model(tmp_path)
+    folder = _samples(tmp_path, lambda rng: rng.standard_normal((1, 16, 8, 1)))
+    cfg = {"path": str(folder), "input_type": "sequence"}
+    dst = tmp_path / "acc.mnn"
+    mnnlite.quantize(src, dst, {**cfg, "preset": "accurate"})
+    g = mnnlite.load_model(dst).graph
+    for op in g.ops:                       # the mask add and the softmax carry no int8 range
+        if op.type in (OpType.Softmax, OpType.BinaryOp) or op.type == OpType.Eltwise:
+            assert not any(int(t) in g.quant_info for t in op.outputIndexes), op.name
+    feeds = [{"x": np.load(p)["x"]} for p in sorted(folder.iterdir())][-3:]
+    _oracle_agrees(dst, feeds)
+    ours = _output_cosine(src, dst, feeds)
+    theirs = _output_cosine(src, _mnn_kl(tmp_path, src, cfg), feeds)
+    assert ours > 0.995 and ours >= theirs
+
+
+# ------------------------------------------------------------------------------------------ real model
+
+@pytest.fixture(scope="module")
+def cls_accurate(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("acc")
+    import model_zoo as zoo
+
+    src = zoo.model_path("ppocr_cls", "float")
+    dst = tmp / "cls.mnn"
+    report = mnnlite.quantize(src, dst, calib_config("ppocr_cls"), preset="accurate")
+    return src, dst, report
+
+
+def test_real_model_accurate_file(cls_accurate):
+    src, dst, report = cls_accurate
+    acc = report.accuracy
+    assert acc.int8_conv_mac_share >= 0.9
+    assert min(acc.cosine_after.values()) >= 0.99 or not acc.reached
+    feeds = list(image_feeds("ppocr_cls", "heldout"))
+    _oracle_agrees(dst, feeds[:2])
+    v = mnnlite.validate(src, dst, calib_config("ppocr_cls"), data=str(_heldout("ppocr_cls")))
+    assert min(o.cosine for o in v.outputs) >= 0.99
+
+
+def _heldout(name):
+    import model_zoo as zoo
+
+    return zoo.heldout_dir(name)
+
+
+def test_report_json_and_html(cls_accurate):
+    _, dst, report = cls_accurate
+    data = json.loads((dst.parent / (dst.name + ".report.json")).read_text())
+    convs = [o for o in data["ops"] if o["type"].startswith("Convolution")]
+    assert convs and all(o["reason"] for o in data["ops"])
+    assert {t["method"] for t in data["tensors"]} <= {"max", "mse", "kl", "percentile99.9", "percentile99.99",
+                                                      "percentile99.999"}
+    assert data["cosine_before"] and data["cosine_after"]
+    page = (dst.parent / (dst.name + ".report.html")).read_text()
+    assert page.count("<svg") >= 2 and "Ops left float" in page and "http" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert report.summary().startswith("quantized")
+
+
+def test_default_flow_ignores_the_accuracy_machinery(tmp_path):
+    """Without the keys the MNN-exact flow runs: no report, KL's file."""
+    import model_zoo as zoo
+
+    src = zoo.model_path("cnn", "float")
+    report = mnnlite.quantize(src, tmp_path / "kl.mnn", calib_config("cnn"))
+    assert report.accuracy is None and not (tmp_path / "kl.mnn.report.json").exists()
+    assert report.feature_method == "KL"
+
+
+def test_target_cosine_leaves_the_most_harmful_convs_float(tmp_path):
+    """ppocr_cls at an unreachable-without-help target: the file's score rises above the all-int8 one, the
+    convs left float are listed with their reason, and a user metric replaces the cosine."""
+    import model_zoo as zoo
+
+    src = zoo.model_path("ppocr_cls", "float")
+    calls = []
+
+    def metric(ref, test):
+        calls.append(1)
+        ref, test = (np.concatenate([np.ravel(a) for a in (x if isinstance(x, list) else [x])]) for x in (ref, test))
+        return 1.0 - float(np.abs(ref - test).max())
+
+    cfg = dict(calib_config("ppocr_cls"), target_cosine=0.9999, max_float_convs=0.2, range_method="max",
+               int8_ops="auto")
+    report = mnnlite.quantize(src, tmp_path / "t.mnn", cfg, metric=metric)
+    acc = report.accuracy
+    assert calls and acc.evaluations >= 2
+    before, after = min(acc.cosine_before.values()), min(acc.cosine_after.values())
+    floats = [o for o in acc.ops if o.type.startswith("Conv") and not o.int8]
+    assert after > before and floats and all("accuracy control" in o.reason for o in floats)
+    assert len(floats) <= int(0.2 * len([o for o in acc.ops if o.type.startswith("Conv")]))
+
+
+def test_validate_target_arm_switches_the_max_pool_quirk(tmp_path):
+    """cnn's KL file runs maxpool_21 in int8 on signed codes: x86 (MNN's signed-byte compare) and ARM (true
+    max) differ, and ARM equals float max pooling of the dequantized codes."""
+    import model_zoo as zoo
+
+    path = zoo.model_path("cnn", "quant_kl")
+    feeds = image_feeds("cnn", "heldout")[0]
+    seen = {}
+    for target in ("x86", "arm"):
+        values = {}
+
+        def grab(i, name, a, values=values):
+            values[name] = np.array(a)
+        Interpreter(path, target=target).run(feeds, observe=grab)
+        seen[target] = values
+    pool = next(op for op in mnnlite.load_model(path).graph.ops if op.name == "maxpool_21")
+    name = mnnlite.load_model(path).graph.tensors[int(pool.outputIndexes[0])]
+    assert not np.array_equal(seen["x86"][name], seen["arm"][name])
+    with pytest.raises(ValueError, match="target"):
+        Interpreter(path, target="riscv")
+
+
+def test_cli_preset_and_errors(tmp_path):
+    import model_zoo as zoo
+
+    src = zoo.model_path("cnn", "float")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(calib_config("cnn")))
+    run = [sys.executable, "-m", "mnnlite", "quantize", "--quiet", "--preset", "accurate", str(src),
+           str(tmp_path / "a.mnn"), str(cfg)]
+    assert subprocess.run(run, capture_output=True).returncode == 0
+    assert (tmp_path / "a.mnn.report.html").exists()
+    tool = [sys.executable, "-c", "import sys; from mnnlite.cli.quantize import quantized_main; "
+            "sys.exit(quantized_main(sys.argv[1:]))"]
+    proc = subprocess.run(tool + [str(src), str(tmp_path / "b.mnn"), str(cfg), "--preset", "accurate"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and (tmp_path / "b.mnn.report.json").exists()
+    bad = subprocess.run(run[:6] + ["fast"] + run[7:], capture_output=True, text=True)
+    assert bad.returncode == 2 and "preset" in bad.stderr and "Traceback" not in bad.stderr
+    cfg.write_text(json.dumps({**calib_config("cnn"), "target_cosine": 2}))
+    bad = subprocess.run(run, capture_output=True, text=True)
+    assert bad.returncode == 2 and "target_cosine" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "c.mnn").exists()
+    cfg.write_text(json.dumps(calib_config("cnn")))
+    val = [sys.executable, "-m", "mnnlite", "validate", str(src), str(tmp_path / "a.mnn"), str(cfg),
+           "--data", str(_heldout("cnn")), "--target", "arm", "--worst", "0"]
+    proc = subprocess.run(val, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
