@@ -549,24 +549,34 @@ def _file_stem(case: Case) -> str:
 
 
 def peer_source(case: Case, work: Path) -> Path:
-    """The ONNX model the peers quantize: the source, converted to opset 13 when it is older (what the
-    peers' documentation asks a user to do for per-channel weights); the source itself when the
-    conversion fails."""
+    """The ONNX model the peers quantize, prepared as their documentation asks of a user: Constant nodes
+    turned into initializers (PaddlePaddle exports keep every weight in a Constant node, and both peers
+    only treat initializers as weights: they would quantize those weights per tensor as activations),
+    and opset raised to 13 when older (per-channel DequantizeLinear needs it).  The source itself when
+    the conversion fails."""
     import onnx
-    from onnx import version_converter
+    from onnx import numpy_helper, version_converter
 
+    out = work / f"{_file_stem(case)}.peer.onnx"
+    if out.exists():
+        return out
     model = onnx.load(str(case.onnx))
+    constants = [n for n in model.graph.node if n.op_type == "Constant" and len(n.attribute) == 1
+                 and n.attribute[0].name == "value"]
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=PEER_OPSET)
-    if opset >= PEER_OPSET:
+    if not constants and opset >= PEER_OPSET:
         return case.onnx
-    out = work / f"{_file_stem(case)}.opset{PEER_OPSET}.onnx"
-    if not out.exists():
-        try:
-            converted = version_converter.convert_version(model, PEER_OPSET)
-            onnx.checker.check_model(converted)
-        except Exception:   # noqa: BLE001 - a model the converter cannot lift stays as it is
-            return case.onnx
-        onnx.save(converted, str(out))
+    try:
+        for node in constants:
+            array = numpy_helper.to_array(node.attribute[0].t)
+            model.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+            model.graph.node.remove(node)
+        if opset < PEER_OPSET:
+            model = version_converter.convert_version(model, PEER_OPSET)
+        onnx.checker.check_model(model)
+    except Exception:   # noqa: BLE001 - a model the converter cannot lift stays as it is
+        return case.onnx
+    onnx.save(model, str(out))
     return out
 
 
