@@ -605,9 +605,12 @@ def run_cell(name: str, method: str, work: Path) -> dict:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
-def child(name: str, method: str, work: Path, timeout: float) -> dict:
-    """``run_cell`` in a fresh process: a crash, an exception or a timeout becomes the cell's reason."""
+def child(name: str, method: str, work: Path, timeout: float, resume: bool = False) -> dict:
+    """``run_cell`` in a fresh process: a crash, an exception or a timeout becomes the cell's reason.
+    ``resume``: a cell whose result is already in ``work`` is not run again."""
     out = work / f"{name.replace(':', '_')}.{method}.result.json"
+    if resume and out.exists():
+        return json.loads(out.read_text())
     cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", name, method, str(out), "--work", str(work)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
@@ -662,6 +665,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write every cell (figures, times, reasons) to this JSON file")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per cell (default 1800)")
     parser.add_argument("--work", help="folder for the files made (default: a temporary folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --work: keep the cells an earlier run left there, run the others")
     parser.add_argument("--render", nargs="+", metavar="JSON",
                         help="print the table of earlier --json files (merged) instead of running")
     parser.add_argument("--cell", nargs=3, metavar=("MODEL", "METHOD", "OUT"), help=argparse.SUPPRESS)
@@ -696,7 +701,7 @@ def main(argv=None) -> int:
                 continue
             rows[name] = {}
             for method in args.methods:
-                rows[name][method] = result = child(name, method, work, args.timeout)
+                rows[name][method] = result = child(name, method, work, args.timeout, args.resume)
                 print(f"{name:12s} {method:18s} {format_cell(result):24s} {result.get('error', '')}",
                       file=sys.stderr, flush=True)
             if args.json:
