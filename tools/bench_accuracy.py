@@ -530,11 +530,18 @@ def run_nncf(case: Case, method: str, work: Path) -> dict:
     if not isinstance(wrapper.telemetry, MagicMock):
         raise RuntimeError("NNCF telemetry is not the stub: refusing to run nncf")
     source = peer_source(case, work)
-    model = onnx.load(str(source))
     session = _ort_session(source)
     items = [_onnx_feeds(session, f) for f in case.calib]
     start = time.perf_counter()
-    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    try:
+        quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(items), subset_size=len(items))
+    except AttributeError:
+        if source == case.onnx:
+            raise
+        # NNCF 3.4's eliminate_nop_cast reads a value_info `type` that initializers feeding a Cast lack
+        # (ppocr_cls); NNCF takes Constant-node weights itself, so it gets the model as exported
+        source = case.onnx
+        quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(items), subset_size=len(items))
     seconds = time.perf_counter() - start
     dst = work / f"{_file_stem(case)}.nncf.onnx"
     onnx.save(quantized, str(dst))
