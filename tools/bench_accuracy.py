@@ -371,13 +371,17 @@ def _mnn_macs(float_mnn: Path, feeds: dict) -> dict:
 
 
 def mnn_int8_share(case: Case, quant_path: Path) -> float:
+    from mnnlite.errors import UnsupportedOpError
     from mnnlite.int8 import int8_plan
     from mnnlite.runtime import Interpreter
 
     feeds = case.held[0]
     macs = _mnn_macs(case.float_mnn, feeds)
-    interp = Interpreter(str(quant_path))
-    int8 = set(int8_plan(interp, _runtime_feeds(interp, feeds)).int8_ops())
+    try:
+        interp = Interpreter(str(quant_path))
+        int8 = set(int8_plan(interp, _runtime_feeds(interp, feeds)).int8_ops())
+    except UnsupportedOpError:          # While/If models: mnnlite's int8 plan covers the main graph only
+        return float("nan")
     total = sum(macs.values())
     return 100.0 * sum(v for k, v in macs.items() if k in int8) / total if total else float("nan")
 
@@ -640,7 +644,7 @@ def format_cell(result: dict) -> str:
     parts = [f"{result['cos']:.4f}" if np.isfinite(result["cos"]) else "nan"]
     if result.get("task") is not None:
         parts.append(f"{result['task']:.0f}")
-    parts.append(f"{result['int8']:.0f}%")
+    parts.append(f"{result['int8']:.0f}%" if np.isfinite(result["int8"]) else "no MACs")
     return " / ".join(parts)
 
 
