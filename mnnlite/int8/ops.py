@@ -349,7 +349,7 @@ def unary(call: Int8Call):
         lut = call.cache.get("lut")
         if lut is None:       # table[q + 127] for q + 128 = 0..255 (q = -128 reads entry 0, see the ref)
             lut = call.cache["lut"] = R.unary_table_ref(fastq._CODES, np.asarray(table).astype(np.int8))
-        return [lut[fastq.offset_codes(np.ascontiguousarray(q))]]
+        return [fastq.lookup(lut, q)]
     op = int(p.opType)
     if op not in (U.NEG, U.ABS, U.SIGN):
         raise UnsupportedOpError(f"{call.name}: UnaryOp {U(op).name} without a lookup table has no int8 kernel")
