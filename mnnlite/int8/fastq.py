@@ -33,6 +33,9 @@ def offset_codes(q: np.ndarray) -> np.ndarray:
 def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     """``mnnlite.ref.int8.quantize``: roundf(clamp(x * (1/s) + z, qmin, qmax)) with MNN's rounding."""
     inv = F32(0.0) if F32(scale) == 0 else F32(1.0) / F32(scale)
+    if _quantize is not None and type(x) is np.ndarray and x.dtype == F32 and -128 <= qmin <= qmax <= 127 \
+            and qmin == int(qmin) and qmax == int(qmax):
+        return _quantize(x, inv, F32(zero), int(qmin), int(qmax))     # the same operations, one pass
     f = np.array(x, dtype=F32)                      # a copy, even of a 0-d array
     f *= inv
     if zero:
@@ -45,10 +48,11 @@ def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     return f.astype(np.int8)
 
 
-try:        # compiled gathers (mnnlite.kernels.eltwise); numpy's fancy indexing where they are not built
+try:        # compiled gathers and cast (mnnlite.kernels.eltwise); the numpy forms where they are not built
     from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
+    from ..kernels.eltwise import quantize_f32 as _quantize
 except ImportError:
-    _lut = _lut2 = _lut2_outer = None
+    _lut = _lut2 = _lut2_outer = _quantize = None
 
 
 def _outer_broadcast(small: tuple, big: tuple) -> bool:

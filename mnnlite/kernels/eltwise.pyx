@@ -6,6 +6,8 @@
 * ``lut2_int8(table, qa, qb)``: ``table[(qa + 128) * 256 + qb + 128]`` for two int8 arrays of one
   shape: the int8 BinaryOp on equal shapes; ``lut2_outer_int8`` the same with one operand broadcast
   along the trailing dims (squeeze-excitation scales).
+* ``quantize_f32(x, inv, zero, qmin, qmax)``: MNN's FloatToInt8 cast as ``mnnlite.int8.fastq.quantize``
+  computes it: ``x * inv (+ zero)``, clamp, ``trunc(v ± 0.5)``, NaN to ``qmax`` -- one pass, not six.
 * ``hardswish_f32(x)``: ``x * clamp(x + 3, 0, 6) / 6`` in float32, the same operations in the same
   order as ``mnnlite.ops.elementwise._hardswish`` (one pass instead of four; NaN propagates).
 
@@ -17,6 +19,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t
 from libc.stddef cimport size_t
+from libc.math cimport copysignf, truncf
 
 cnp.import_array()
 
@@ -126,4 +129,37 @@ def hardswish_f32(x):
                 t = 6.0
             t = v * t
             d[i] = t / <float> 6.0
+    return out
+
+
+def quantize_f32(x, float inv, float zero, int qmin, int qmax):
+    """int8 codes of a float32 array: ``x * inv``, ``+ zero`` when ``zero`` is not 0, clamped to
+    [qmin, qmax] (NaN stays NaN), ``+ copysign(0.5, v)``, truncated; NaN gives ``qmax``."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError("quantize_f32: a float32 array is needed")
+    if not -128 <= qmin <= qmax <= 127:
+        raise ValueError(f"quantize_f32: code range [{qmin}, {qmax}] is not within int8")
+    src = np.ascontiguousarray(x)
+    out = np.empty(src.shape, np.int8)
+    cdef size_t n = src.size, i
+    if n == 0:
+        return out
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
+    cdef float lo = <float> qmin, hi = <float> qmax, v
+    cdef bint add_zero = zero != 0
+    cdef int8_t nan_code = <int8_t> qmax
+    with nogil:
+        for i in range(n):
+            v = s[i] * inv
+            if add_zero:
+                v = v + zero
+            if v < lo:
+                v = lo
+            if v > hi:
+                v = hi
+            if v != v:                # minps/maxps: NaN becomes the upper bound
+                d[i] = nan_code
+            else:
+                d[i] = <int8_t> truncf(v + copysignf(<float> 0.5, v))
     return out

@@ -85,3 +85,25 @@ def test_lut2_outer_repeats_each_row_code_over_its_block():
     np.testing.assert_array_equal(eltwise.lut2_outer_int8(table, q, r, True), table.reshape(256, 256)[ri, qi])
     with pytest.raises(ValueError, match="do not divide"):
         eltwise.lut2_outer_int8(table, q, np.zeros(7, np.int8))
+
+
+@pytest.mark.parametrize("scale, zero, qmin, qmax", [(0.0123, 0, -127, 127), (0.5, -7, -128, 127), (1e-7, 117, -128, 127),
+                                                     (0.0, 0, -127, 127), (3.0, 5, 0, 127), (0.02, 0, -8, 7)])
+def test_quantize_is_the_numpy_cast(scale, zero, qmin, qmax):
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.standard_normal(5000).astype(np.float32) * 4,
+                        np.array([0.5, -0.5, 1.5, -1.5, 2.5, 0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan, -np.nan],
+                                 np.float32) * np.float32(scale or 1)])
+    inv = np.float32(0) if np.float32(scale) == 0 else np.float32(1) / np.float32(scale)
+    f = x * inv
+    if zero:
+        f += np.float32(zero)
+    np.clip(f, np.float32(qmin), np.float32(qmax), out=f)
+    f += np.copysign(np.float32(0.5), f)
+    np.trunc(f, out=f)
+    f[np.isnan(f)] = qmax
+    want = f.astype(np.int8)
+    np.testing.assert_array_equal(eltwise.quantize_f32(x, inv, np.float32(zero), qmin, qmax), want)
+    np.testing.assert_array_equal(fastq.quantize(x, scale, zero, qmin, qmax), want)
+    np.testing.assert_array_equal(fastq.quantize(x.reshape(-1, 1)[::3], scale, zero, qmin, qmax), want[::3, None])
+    assert fastq.quantize(np.float32(x[0]).reshape(()), scale, zero, qmin, qmax).shape == ()
