@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,9 +29,36 @@ from .layout import DEFAULT_LAYOUT, input_specs
 WORST_LAYERS = 5
 
 
+# Per-layer comparisons run on every tensor of every sample: their float64 temporaries live in one
+# reused per-thread scratch (fresh multi-MB arrays cost page faults on each call), up to this many
+# elements per tensor; larger tensors take fresh arrays.
+_SCRATCH_MAX = 1 << 21
+_scratch = threading.local()
+
+
+def _scratch_rows(n: int) -> np.ndarray:
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape[1] < n:
+        buf = _scratch.buf = np.empty((3, max(n, 1 << 12)), np.float64)
+    return buf[:, :n]
+
+
 def contribution(ref: np.ndarray, test: np.ndarray, saturated: int = 0) -> tuple:
     """One comparison's terms for ``_Accumulator.fold``: dot, |ref|², |test|², |diff|², max |diff|, count,
     saturated."""
+    ref, test = np.asarray(ref), np.asarray(test)
+    n = ref.size
+    if 0 < n <= _SCRATCH_MAX and test.size == n:
+        # the sums below on the same float64 values, in scratch rows: the same reductions, the same bits
+        r, t, w = _scratch_rows(n)
+        np.copyto(r, ref.reshape(-1), casting="unsafe")
+        np.copyto(t, test.reshape(-1), casting="unsafe")
+        dot = float(np.add.reduce(np.multiply(r, t, out=w)))
+        ref2 = float(np.add.reduce(np.multiply(r, r, out=w)))
+        test2 = float(np.add.reduce(np.multiply(t, t, out=w)))
+        d = np.subtract(t, r, out=w)
+        diff2 = float(np.add.reduce(np.multiply(d, d, out=r)))
+        return dot, ref2, test2, diff2, float(np.maximum.reduce(np.abs(d, out=d))), n, saturated
     r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
     d = t - r
     # numpy's pairwise sums, not BLAS dot products: a threaded BLAS splits long sums by its thread count,
