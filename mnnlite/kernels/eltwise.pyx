@@ -31,6 +31,14 @@ def _table(name, table, size):
     return t.reshape(-1)
 
 
+def _floats(name, x, out_dtype):
+    """(contiguous float32 source, fresh output of its shape) for a one-pass float32 kernel."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"{name}: a float32 array is needed")
+    src = np.ascontiguousarray(x)
+    return src, np.empty(src.shape, out_dtype)
+
+
 def _codes(name, q):
     if not isinstance(q, np.ndarray) or q.dtype != np.int8:
         raise TypeError(f"{name}: int8 codes are needed")
@@ -109,10 +117,7 @@ def lut2_outer_int8(table, q, r, r_first=False):
 
 def hardswish_f32(x):
     """``x * clamp(x + 3, 0, 6) / 6`` of a float32 array, in a new C-contiguous array."""
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-        raise TypeError("hardswish_f32: a float32 array is needed")
-    src = np.ascontiguousarray(x)
-    out = np.empty(src.shape, np.float32)
+    src, out = _floats("hardswish_f32", x, np.float32)
     cdef size_t n = src.size, i
     if n == 0:
         return out
@@ -135,12 +140,9 @@ def hardswish_f32(x):
 def quantize_f32(x, float inv, float zero, int qmin, int qmax):
     """int8 codes of a float32 array: ``x * inv``, ``+ zero`` when ``zero`` is not 0, clamped to
     [qmin, qmax] (NaN stays NaN), ``+ copysign(0.5, v)``, truncated; NaN gives ``qmax``."""
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-        raise TypeError("quantize_f32: a float32 array is needed")
     if not -128 <= qmin <= qmax <= 127:
         raise ValueError(f"quantize_f32: code range [{qmin}, {qmax}] is not within int8")
-    src = np.ascontiguousarray(x)
-    out = np.empty(src.shape, np.int8)
+    src, out = _floats("quantize_f32", x, np.int8)
     cdef size_t n = src.size, i
     if n == 0:
         return out
