@@ -218,6 +218,7 @@ class _Step:
     single: int | None = None
     single_name: str | None = None
     in0: int | None = None         # the input of a single-input op
+    op_type: object = None         # OpType of the op (its raw int for types this build does not know)
 
 
 class _Program:
@@ -249,7 +250,7 @@ class _Program:
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         tensors = self.graph.tensors
         step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
-                     is_input=op.type == OpType.Input)
+                     is_input=op.type == OpType.Input, op_type=_op_type(op))
         if op.type in _SOURCE_OPS:
             step.const = [(_frozen(a), f) for a, f in self._call(step, [])]
         return step

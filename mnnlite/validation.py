@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,15 +30,41 @@ from .layout import DEFAULT_LAYOUT, input_specs
 WORST_LAYERS = 5
 
 
+# Per-layer comparisons run on every tensor of every sample: their float64 temporaries live in one
+# reused per-thread scratch (fresh multi-MB arrays cost page faults on each call), up to this many
+# elements per tensor; larger tensors take fresh arrays.
+_SCRATCH_MAX = 1 << 21
+_scratch = threading.local()
+
+
+def _scratch_rows(n: int) -> np.ndarray:
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape[1] < n:
+        buf = _scratch.buf = np.empty((3, max(n, 1 << 12)), np.float64)
+    return buf[:, :n]
+
+
 def contribution(ref: np.ndarray, test: np.ndarray, saturated: int = 0) -> tuple:
     """One comparison's terms for ``_Accumulator.fold``: dot, |ref|², |test|², |diff|², max |diff|, count,
-    saturated.  Sums by ``_dot`` (no BLAS: a threaded BLAS splits long sums by its thread count, which
-    differs between processes -- Ray workers run single-threaded -- and the last bits with it)."""
-    dtype = np.float64 if np.result_type(ref, test) == np.float64 else np.float32
-    r, t = np.asarray(ref, dtype).ravel(), np.asarray(test, dtype).ravel()
+    saturated.  numpy's pairwise reductions, not BLAS dot products: a threaded BLAS splits long sums by its
+    thread count, which differs between processes (Ray workers run single-threaded), and the last bits with it."""
+    ref, test = np.asarray(ref), np.asarray(test)
+    n = ref.size
+    if 0 < n <= _SCRATCH_MAX and test.size == n:
+        # the sums below on the same float64 values, in scratch rows: the same reductions, the same bits
+        r, t, w = _scratch_rows(n)
+        np.copyto(r, ref.reshape(-1), casting="unsafe")
+        np.copyto(t, test.reshape(-1), casting="unsafe")
+        dot = float(np.add.reduce(np.multiply(r, t, out=w)))
+        ref2 = float(np.add.reduce(np.multiply(r, r, out=w)))
+        test2 = float(np.add.reduce(np.multiply(t, t, out=w)))
+        d = np.subtract(t, r, out=w)
+        diff2 = float(np.add.reduce(np.multiply(d, d, out=r)))
+        return dot, ref2, test2, diff2, float(np.maximum.reduce(np.abs(d, out=d))), n, saturated
+    r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
     d = t - r
-    return (_dot(r, t), _dot(r, r), _dot(t, t), _dot(d, d), float(np.abs(d).max()) if d.size else 0.0,
-            r.size, saturated)
+    return (float(np.add.reduce(r * t)), float(np.add.reduce(r * r)), float(np.add.reduce(t * t)),
+            float(np.add.reduce(d * d)), float(np.abs(d).max()) if d.size else 0.0, r.size, saturated)
 
 
 @dataclass
@@ -82,24 +109,6 @@ class _Accumulator:
     @property
     def overflow(self) -> float:
         return self.saturated / self.count if self.count else 0.0
-
-
-DOT_BLOCK = 1024        # float32 products summed in blocks this long, the block sums in float64
-
-
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``a · b`` of two 1-D arrays to about 1e-9 relative: float32 inputs are summed in float32 blocks of
-    ``DOT_BLOCK`` products (einsum's SIMD loop) and the block sums in float64.  Per-layer statistics call
-    this for every tensor of every sample, so it avoids both a float64 copy and BLAS (whose threads, on a
-    busy machine, made a float64 dot 10x slower than this)."""
-    if a.dtype != np.float32:
-        return float(np.einsum("i,i->", a, b))
-    whole = a.size - a.size % DOT_BLOCK
-    total = float(np.einsum("ij,ij->i", a[:whole].reshape(-1, DOT_BLOCK), b[:whole].reshape(-1, DOT_BLOCK))
-                  .sum(dtype=np.float64)) if whole else 0.0
-    if whole < a.size:
-        total += float(np.einsum("i,i->", a[whole:].astype(np.float64), b[whole:].astype(np.float64)))
-    return total
 
 
 @dataclass

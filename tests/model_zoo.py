@@ -1340,14 +1340,14 @@ def assert_close_to_oracle(got: np.ndarray, ref: np.ndarray, label: str, rel_err
 
 
 class OracleSession:
-    """One official-runtime Session (1 thread) resized once, for timing: ``run()`` copies the feeds in
-    (an int8 session overwrites its input tensor while running) and runs the session."""
+    """One official-runtime Session (``threads`` threads, default 1) resized once, for timing: ``run()``
+    copies the feeds in (an int8 session overwrites its input tensor while running) and runs the session."""
 
-    def __init__(self, path, feeds: Dict[str, np.ndarray]):
+    def __init__(self, path, feeds: Dict[str, np.ndarray], threads: int = 1):
         self.MNN = _mnn()
         self.feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
         self.interp = self.MNN.Interpreter(str(path))
-        self.session = self.interp.createSession({"numThread": 1})
+        self.session = self.interp.createSession({"numThread": int(threads)})
         self.inputs = self.interp.getSessionInputAll(self.session)
         for name, tensor in self.inputs.items():
             self.interp.resizeTensor(tensor, self.feeds[name].shape)

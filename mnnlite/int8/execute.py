@@ -168,7 +168,7 @@ class _Execution:
         if memo is not None:
             return memo
         step = self.lazy[i]
-        t = _op_type(step.op)
+        t = step.op_type
         ins = []
         for k, j in enumerate(step.inputs):
             if need_content(t, k):
@@ -242,29 +242,34 @@ class _Execution:
         return [Value(DataFormat(f), f=a) for a, f in results]
 
     def compute_int8(self, step, op_plan: OpPlan, ins) -> list:
-        t = _op_type(step.op)
-        kernel = INT8_KERNELS.get(t)
-        if kernel is None:
-            raise UnsupportedOpError(f"{self.program.where}: op {step.op.name!r} ({_name(t)}) runs in int8 "
-                                     f"in MNN, and mnnlite has no int8 kernel for it; supported: "
-                                     f"{sorted(_name(k) for k in INT8_KERNELS)}")
+        fixed = op_plan.fixed
+        if fixed is None:     # what depends on the plan only, looked up on the first run
+            t = step.op_type
+            kernel = INT8_KERNELS.get(t)
+            if kernel is None:
+                raise UnsupportedOpError(f"{self.program.where}: op {step.op.name!r} ({_name(t)}) runs in int8 "
+                                         f"in MNN, and mnnlite has no int8 kernel for it; supported: "
+                                         f"{sorted(_name(k) for k in INT8_KERNELS)}")
+            fixed = op_plan.fixed = (kernel, [self.plan.tensors[o].is_float for o in step.outputs],
+                                     self.runner.caches.setdefault(id(step.op), {}))
+        kernel, out_float, cache = fixed
         arrays, attrs = [v.raw() for v in ins], [None] * len(ins)
         for ip in op_plan.inputs:
             arrays[ip.slot] = as_codes(through(ins[ip.slot], ip.stages), ip.attr).q
             attrs[ip.slot] = ip.attr
-        out_float = [self.plan.tensors[o].is_float for o in step.outputs]
         call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs,
                         impl=self.runner.interp.kernel_impl,
                         float_kernel=lambda xs: [a for a, _ in self.program._call(
                             step, [(a, v.fmt) for a, v in zip(xs, ins)])],
-                        cache=self.runner.caches.setdefault(id(step.op), {}), out_is_float=out_float,
+                        cache=cache, out_is_float=out_float,
                         target=getattr(self.runner.interp, "target", "x86"))
         try:
             results = kernel(call)
         except MnnliteError:
             raise
         except (ValueError, IndexError, TypeError) as exc:
-            raise ShapeError(f"{self.program.where}: op {step.op.name!r} ({_name(t)}, int8): {exc}") from exc
+            raise ShapeError(f"{self.program.where}: op {step.op.name!r} ({_name(step.op_type)}, int8): "
+                             f"{exc}") from exc
         out = []
         for o, a, attr, is_float in zip(step.outputs, results, op_plan.out_attrs, out_float):
             fmt = self.plan.layouts.get(o, ins[0].fmt if ins else DataFormat.NCHW)
@@ -301,13 +306,6 @@ def _lazy_frees(program, plan: Plan, keep: set) -> dict:
         if i not in keep and pos < end:
             frees.setdefault(pos, []).append(i)
     return frees
-
-
-def _op_type(op):
-    try:
-        return OpType(op.type)
-    except ValueError:
-        return op.type
 
 
 def _name(t) -> str:

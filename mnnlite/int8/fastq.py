@@ -33,6 +33,9 @@ def offset_codes(q: np.ndarray) -> np.ndarray:
 def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     """``mnnlite.ref.int8.quantize``: roundf(clamp(x * (1/s) + z, qmin, qmax)) with MNN's rounding."""
     inv = F32(0.0) if F32(scale) == 0 else F32(1.0) / F32(scale)
+    if _quantize is not None and type(x) is np.ndarray and x.dtype == F32 and -128 <= qmin <= qmax <= 127 \
+            and qmin == int(qmin) and qmax == int(qmax):
+        return _quantize(x, inv, F32(zero), int(qmin), int(qmax))     # the same operations, one pass
     f = np.array(x, dtype=F32)                      # a copy, even of a 0-d array
     f *= inv
     if zero:
@@ -45,6 +48,32 @@ def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     return f.astype(np.int8)
 
 
+try:        # compiled gathers and cast (mnnlite.kernels.eltwise); the numpy forms where they are not built
+    from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
+    from ..kernels.eltwise import quantize_f32 as _quantize
+except ImportError:
+    _lut = _lut2 = _lut2_outer = _quantize = None
+
+
+def _outer_broadcast(small: tuple, big: tuple) -> bool:
+    """``small`` broadcasts to ``big`` by repeating each of its elements over trailing dims only
+    ([1, C, 1, 1] against [1, C, H, W]): big's leading dims are small's (left-padded with 1s), then 1s."""
+    if len(small) > len(big):
+        return False
+    small = (1,) * (len(big) - len(small)) + tuple(small)
+    k = len(small)
+    while k and small[k - 1] == 1:
+        k -= 1
+    return small[:k] == big[:k]
+
+
+def lookup(table: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``table[q + 128]`` for a 256-entry int8 table."""
+    if _lut is not None and q.dtype == np.int8:
+        return _lut(table, q)
+    return table[offset_codes(np.ascontiguousarray(q))]
+
+
 class BinaryTable:
     """out = table[qa + 128, qb + 128] for an elementwise int8 op whose result depends on the codes only."""
 
@@ -53,8 +82,25 @@ class BinaryTable:
         b = np.tile(_CODES, 256).reshape(256, 256)
         self.table = np.ascontiguousarray(fn(a, b))
         self.flat = self.table.reshape(-1)
+        self.columns: dict = {}         # qb + 128 -> the table's column, contiguous (scalar qb)
 
     def __call__(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+        if _lut is not None and self.table.dtype == np.int8 and qa.dtype == np.int8 and qb.dtype == np.int8:
+            # the usual cases in one compiled pass: equal shapes, or one scalar operand of no more dims
+            if qa.shape == qb.shape:
+                return _lut2(self.flat, qa, qb)
+            if qb.size == 1 and qb.ndim <= qa.ndim:
+                j = int(qb.reshape(-1)[0]) + 128
+                column = self.columns.get(j)
+                if column is None:
+                    column = self.columns[j] = np.ascontiguousarray(self.table[:, j])
+                return _lut(column, qa)
+            if qa.size == 1 and qa.ndim <= qb.ndim:
+                return _lut(self.table[int(qa.reshape(-1)[0]) + 128], qb)
+            if _outer_broadcast(qb.shape, qa.shape):
+                return _lut2_outer(self.flat, qa, qb, False)
+            if _outer_broadcast(qa.shape, qb.shape):
+                return _lut2_outer(self.flat, qb, qa, True)
         ia, ib = offset_codes(np.ascontiguousarray(qa)), offset_codes(np.ascontiguousarray(qb))
         if ia.size == 1:
             return self.table[int(ia.reshape(-1)[0])][ib].reshape(np.broadcast_shapes(qa.shape, qb.shape))
@@ -63,4 +109,4 @@ class BinaryTable:
         return self.flat[np.left_shift(ia, 8, dtype=np.uint16) | ib]
 
 
-__all__ = ["dequantize", "quantize", "offset_codes", "BinaryTable"]
+__all__ = ["dequantize", "quantize", "offset_codes", "lookup", "BinaryTable"]

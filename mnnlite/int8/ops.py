@@ -102,10 +102,11 @@ def conv_weights_int8(op) -> ConvWeights:
     return ConvWeights(np.ascontiguousarray(codes), alpha, np.ascontiguousarray(bias))
 
 
-def _conv_geometry(common, x, kh, kw):
-    """(stride, pad (t, l, b, r), dilation, out size) as the float kernel computes them (nn.py)."""
+def _conv_geometry(common, shape, kh, kw):
+    """(stride, pad (t, l, b, r), dilation, out size) for an input of ``shape`` as the float kernel
+    computes them (nn.py)."""
     (sy, sx), (dy, dx) = (common.strideY, common.strideX), (common.dilateY, common.dilateX)
-    h, w = x.shape[2:]
+    h, w = shape[2:]
     oh, ow = nn._conv_size(common, h, kh, sy, dy, 0), nn._conv_size(common, w, kw, sx, dx, 1)
     pt, pl = nn._conv_pad(common, h, oh, kh, sy, dy, 0), nn._conv_pad(common, w, ow, kw, sx, dx, 1)
     pb = (oh - 1) * sy + dy * (kh - 1) + 1 - h - pt
@@ -126,55 +127,76 @@ def _crop_to_pads(x, pad):
 @register(OpType.Convolution, OpType.ConvolutionDepthwise)
 def convolution(call: Int8Call):
     """ConvInt8 / DepthwiseConvInt8 (doc §13.2-13.3): input/output scale and zero from the tensors;
-    relu and relu6 both only raise the lower bound to z_out."""
-    op, common = call.op, call.op.main.common
+    relu and relu6 both only raise the lower bound to z_out.  What depends on the input shape and the
+    two attributes only (geometry, crop, the prepared kernel) is fixed on the first call and cached."""
     x = nn.to_nchw(call.inputs[0], call.formats[0])
-    wts = call.cache.get("weights")
+    in_attr, out_attr = call.in_attrs[0], call.out_attrs[0]
+    key = ("run", x.shape, in_attr.key, out_attr.key, out_attr.qrange, call.impl)
+    run = call.cache.get(key)
+    if run is None:
+        run = call.cache[key] = _conv_runner(call.op, call.cache, x.shape, in_attr, out_attr, call.impl)
+    return [nn.from_nchw(run(x), call.formats[0])]
+
+
+def _conv_runner(op, cache: dict, shape: tuple, in_attr, out_attr, impl: str):
+    """``run(x) -> y`` for one input shape of one int8 conv node: the geometry, the crop of rows and
+    columns no window reads, and the kernel with its bound arguments."""
+    common = op.main.common
+    wts = cache.get("weights")
     if wts is None:
-        wts = call.cache["weights"] = conv_weights_int8(op)
+        wts = cache["weights"] = conv_weights_int8(op)
     kh, kw = wts.codes.shape[2:]
-    stride, pad, dilation, _ = _conv_geometry(common, x, kh, kw)
-    x, pad = _crop_to_pads(x, pad)
-    (s_in, z_in), (s_out, z_out) = _sz(call.in_attrs[0]), _sz(call.out_attrs[0])
-    lo, hi = call.out_attrs[0].qrange
+    stride, pad, dilation, _ = _conv_geometry(common, shape, kh, kw)
+    pt, pl, pb, pr = pad
+    crop_h, crop_w = (shape[2] + pb if pb < 0 else None), (shape[3] + pr if pr < 0 else None)
+    pad = (pt, pl, max(pb, 0), max(pr, 0))
+    # the Winograd path sizes its output from the cropped input, as before the cache
+    out_hw = _conv_geometry(common, shape[:2] + (shape[2] if crop_h is None else crop_h, shape[3] if crop_w is None else crop_w), kh, kw)[3]
+
+    def cropped(x):       # _crop_to_pads with the shape's decisions taken
+        if crop_h is not None:
+            x = x[:, :, :crop_h]
+        if crop_w is not None:
+            x = x[:, :, :, :crop_w]
+        return np.ascontiguousarray(x)
+
+    (s_in, z_in), (s_out, z_out) = _sz(in_attr), _sz(out_attr)
+    lo, hi = out_attr.qrange
     relu = bool(common.relu or common.relu6)
     depthwise = op.type == OpType.ConvolutionDepthwise
     wino = getattr(op.main.symmetricQuan, "winogradAttr", None)
     if wino is not None and len(wino) and not depthwise:
-        y = _winograd(call, x, wts, pad, lo, hi, relu)
-    elif depthwise:
+        return lambda x: _winograd(op, cache, cropped(x), wts, pad, out_hw, in_attr, out_attr, lo, hi, relu)
+    if depthwise:
         from ..kernels import int8 as K
-        fn = K.depthwise_int8 if call.impl == "fast" else R.depthwise_int8_ref
-        y = fn(x, wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo, hi, stride, pad, dilation, relu=relu)
-    else:
-        groups = x.shape[1] // wts.codes.shape[1]
-        if call.impl == "fast":
-            key = (x.shape[1], stride, pad, dilation, float(s_in), z_in, float(s_out), z_out, lo, hi, relu)
-            kernel = call.cache.get(key)
-            if kernel is None:
-                from ..kernels import int8 as K
-                kernel = call.cache[key] = K.Conv2dInt8(wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out,
-                                                        lo, hi, stride, pad, dilation, groups, relu)
-            y = kernel(x)
-        else:
-            y = R.conv2d_int8_ref(x, wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo, hi, stride, pad,
-                                  dilation, groups, relu)
-    return [nn.from_nchw(y, call.formats[0])]
+        fn = K.depthwise_int8 if impl == "fast" else R.depthwise_int8_ref
+        return lambda x: fn(cropped(x), wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo, hi, stride,
+                            pad, dilation, relu=relu)
+    groups = shape[1] // wts.codes.shape[1]
+    if impl == "fast":
+        key = (shape[1], stride, pad, dilation, float(s_in), z_in, float(s_out), z_out, lo, hi, relu)
+        kernel = cache.get(key)
+        if kernel is None:
+            from ..kernels import int8 as K
+            kernel = cache[key] = K.Conv2dInt8(wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out,
+                                               lo, hi, stride, pad, dilation, groups, relu)
+        return lambda x: kernel(cropped(x))
+    return lambda x: R.conv2d_int8_ref(cropped(x), wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo,
+                                       hi, stride, pad, dilation, groups, relu)
 
 
-def _winograd(call: Int8Call, x, wts: ConvWeights, pad, lo, hi, relu):
+def _winograd(op, cache: dict, x, wts: ConvWeights, pad, out_hw, in_attr, out_attr, lo, hi, relu):
     """ConvInt8Winograd (mnnlite.int8.winograd): MNN runs it whenever ``winogradAttr`` is present."""
     from .winograd import conv2d_int8_winograd, parse_units
 
-    units = call.cache.get("winograd")
+    units = cache.get("winograd")
     if units is None:
-        units = call.cache["winograd"] = parse_units(call.op.main.symmetricQuan.winogradAttr, wts.codes, wts.alpha)
-    common, quan, sq = call.op.main.common, call.op.main.quanParameter, call.op.main.symmetricQuan
-    oh, ow = _conv_geometry(common, x, *wts.codes.shape[2:])[3]
-    (s_in, z_in), z_tensor = _sz(call.in_attrs[0]), int(call.out_attrs[0].zero)
+        units = cache["winograd"] = parse_units(op.main.symmetricQuan.winogradAttr, wts.codes, wts.alpha)
+    quan, sq = op.main.quanParameter, op.main.symmetricQuan
+    (s_in, z_in), z_tensor = _sz(in_attr), int(out_attr.zero)
     lo = z_tensor if relu else lo          # relu: the output tensor's zero point (outputQuant[1])
     return conv2d_int8_winograd(x, units, wts.bias, s_in, z_in, quan.scaleOut, int(sq.outputZeroPoint), lo, hi,
-                                pad[:2], (oh, ow))
+                                pad[:2], out_hw)
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -350,7 +372,7 @@ def unary(call: Int8Call):
         lut = call.cache.get("lut")
         if lut is None:       # table[q + 127] for q + 128 = 0..255 (q = -128 reads entry 0, see the ref)
             lut = call.cache["lut"] = R.unary_table_ref(fastq._CODES, np.asarray(table).astype(np.int8))
-        return [lut[fastq.offset_codes(np.ascontiguousarray(q))]]
+        return [fastq.lookup(lut, q)]
     op = int(p.opType)
     if op not in (U.NEG, U.ABS, U.SIGN):
         raise UnsupportedOpError(f"{call.name}: UnaryOp {U(op).name} without a lookup table has no int8 kernel")

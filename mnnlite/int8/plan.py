@@ -63,25 +63,19 @@ _UNARY_INT8_NO_TABLE = {UnaryOpOperation.NEG, UnaryOpOperation.ABS, UnaryOpOpera
 class QuantAttr:
     """A tensor's quant attribute (MNN's ``QuantAttr``); compared by identity where MNN compares pointers."""
 
-    __slots__ = ("scale", "zero", "min", "max", "type")
+    __slots__ = ("scale", "zero", "min", "max", "type", "key", "qrange")
 
     def __init__(self, scale, zero=0.0, qmin=-127.0, qmax=127.0, type_=DT_INT8):
         self.scale, self.zero = _F32(scale), _F32(zero)
         self.min, self.max = _F32(qmin), _F32(qmax)
         self.type = int(type_) or DT_INT8          # DT_INVALID keeps the default (InitNet.cpp)
+        # fixed at construction (an attribute never changes): read on every int8 step of every run
+        self.key = (float(self.scale), float(self.zero))    # what an int8 Raster compares
+        self.qrange = (int(self.min), int(self.max))
 
     @classmethod
     def from_info(cls, info) -> "QuantAttr":
         return cls(info.scale, info.zero, info.min, info.max, info.type)
-
-    @property
-    def key(self) -> tuple:
-        """What an int8 Raster compares: scale and zero point."""
-        return (float(self.scale), float(self.zero))
-
-    @property
-    def qrange(self) -> tuple[int, int]:
-        return int(self.min), int(self.max)
 
     def __repr__(self):
         return f"QuantAttr(scale={float(self.scale):.6g}, zero={float(self.zero):g}, [{self.min:g}, {self.max:g}])"
@@ -144,6 +138,7 @@ class OpPlan:
     command: Command | None = None
     inputs: list = field(default_factory=list)          # InputPlan per content input (compute)
     out_attrs: list = field(default_factory=list)       # attribute of each output (int8 compute)
+    fixed: tuple | None = None         # the executor's per-plan lookups (kernel, outputs' kinds, cache)
 
 
 @dataclass(eq=False)

@@ -161,6 +161,16 @@ def _hardswish(x):
     return t
 
 
+def _fast_hardswish():
+    """``_hardswish`` in one compiled pass (mnnlite.kernels.eltwise: the same float32 operations in
+    the same order, so the same bits), or ``_hardswish`` where the kernels are not built."""
+    try:
+        from ..kernels.eltwise import hardswish_f32
+    except ImportError:
+        return _hardswish
+    return hardswish_f32
+
+
 def _sigmoid(x):
     """compute/CommonOptFunction.cpp MNNSigmoid: 1 / (1 + exp(-x)), the exponent clamped to +-87."""
     return _F32(1) / (_F32(1) + np.exp(_clamp(-x, _F32(-87), _F32(87))))
@@ -267,6 +277,8 @@ def plan_unary_op(op, impl: str):
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
+    if code == U.HARDSWISH and impl in ("fast", "mnn"):
+        fn = _fast_hardswish()
 
     def run(call):
         x = call.inputs[0]

@@ -164,3 +164,26 @@ def test_ppocr_thresholds_both_ways_from_the_cli(zoo, name, tmp_path, capsys):
     assert "PASS" in capsys.readouterr().out
     assert cli(args + ["--min-cosine", f"{worst + 1e-4:.6f}"]) == 1
     assert "FAIL: " in capsys.readouterr().out
+
+
+def _contribution_direct(ref, test, saturated=0):
+    """The per-layer terms as plain numpy expressions (fresh float64 arrays, numpy's pairwise sums)."""
+    r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
+    d = t - r
+    return (float(np.sum(r * t)), float(np.sum(r * r)), float(np.sum(t * t)), float(np.sum(d * d)),
+            float(np.abs(d).max()) if d.size else 0.0, r.size, saturated)
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 128, 129, 4097, 65537, 1 << 19])
+def test_layer_contribution_is_the_direct_formula_bit_for_bit(n):
+    """contribution() computes in a reused scratch buffer; its sums must stay those of the direct
+    formula (validate/regress results and Ray shards fold them, golden files compare them)."""
+    from mnnlite.validation import contribution
+
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal(n).astype(np.float32) * 10
+    b = a + rng.standard_normal(n).astype(np.float32)
+    for ref, test in ((a, b), (b, a), (a.astype(np.int32), b), (a.reshape(1, -1), b)):
+        assert contribution(ref, test, 2) == _contribution_direct(ref, test, 2)
+    x = rng.standard_normal((3, 8, 5)).astype(np.float32)[:, ::2]      # strided
+    assert contribution(x, x * 3) == _contribution_direct(x, x * 3)
