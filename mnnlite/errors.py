@@ -31,3 +31,15 @@ class DataError(MnnliteError):
 
 class BuildError(ImportError):
     """The compiled extensions are missing: the package was not built."""
+
+
+class ResourceError(MnnliteError):
+    """An op, input or image would need more memory or iterations than the limits allow."""
+
+
+class OutputError(MnnliteError):
+    """An output cannot be written, or would overwrite an input or another output."""
+
+
+class Interrupted(MnnliteError):
+    """SIGINT or SIGTERM arrived; temporaries were removed (the CLI exits with code 3)."""

@@ -274,8 +274,21 @@ class _LayerStats:
 
 def validate(float_path, quant_path, config, *, data=None, labels=None, num=None, min_cosine=None,
              min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS, layers: bool = True,
-             on_sample=None) -> ValidationReport:
+             on_sample=None, max_memory=None) -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
+    ``max_memory``: the largest single allocation allowed (bytes or "2G"; ``mnnlite.limits``).
+    """
+    from .limits import memory_limit
+
+    with memory_limit(max_memory):
+        return _validate(float_path, quant_path, config, data=data, labels=labels, num=num,
+                         min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
+                         layers=layers, on_sample=on_sample)
+
+
+def _validate(float_path, quant_path, config, *, data, labels, num, min_cosine, min_agreement, impl, worst,
+              layers, on_sample) -> ValidationReport:
+    """``validate`` inside its memory budget.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
     applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like

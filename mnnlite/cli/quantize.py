@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from .common import add_memory_option
+
 USAGE = "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json"
 
 
@@ -22,6 +24,7 @@ def add_parser(sub):
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
+    add_memory_option(p)
     p.set_defaults(func=main)
 
 
@@ -29,7 +32,7 @@ def main(args) -> int:
     from ..quant.quantize import quantize
 
     quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
-             threads=getattr(args, "threads", None))
+             threads=getattr(args, "threads", None), max_memory=getattr(args, "max_memory", None))
     return 0
 
 

@@ -9,6 +9,8 @@ import time
 import numpy as np
 
 from ..errors import ShapeError
+from ..limits import check_alloc
+from ..safety import check_distinct, write_files
 from .common import add_runtime_options, apply_threads
 
 
@@ -36,6 +38,8 @@ def main(args) -> int:
     interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto")
     if interp.model.is_quantized:
         print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
+    if args.output:     # refused before the run, not after it
+        check_distinct([("--output file", args.output)], _read_files(args, interp))
     feeds = _feeds(interp, args.input, args.seed)
     times = []
     for _ in range(args.repeat):
@@ -49,9 +53,25 @@ def main(args) -> int:
     print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
           f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
     if args.output:
-        np.savez(args.output, **outputs)
-        print(f"wrote {len(outputs)} output(s) to {args.output}")
+        _save_outputs(args, interp, outputs)
     return 0
+
+
+def _save_outputs(args, interp, outputs) -> None:
+    """The .npz written atomically to exactly ``--output`` (np.savez would add ".npz"), never over the
+    model, its weights or an input file."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **outputs)
+    write_files([(args.output, buf.getbuffer(), "--output file")], _read_files(args, interp))
+    print(f"wrote {len(outputs)} output(s) to {args.output}")
+
+
+def _read_files(args, interp) -> list:
+    inputs = [("model", args.model), ("model's weight file", args.model + ".weight"),
+              ("model's weight file", interp.model.external_weights)]
+    return inputs + [("input file", spec.partition("=")[2] or spec) for spec in args.input]
 
 
 def _feeds(interp, specs, seed) -> dict:
@@ -78,6 +98,7 @@ def _feeds(interp, specs, seed) -> dict:
         if any(d < 0 for d in shape):
             raise ShapeError(f"input {name!r} has dynamic dims {shape} (-1 = any): give it with "
                              f"--input {name}=FILE.npy")
+        check_alloc(f"input {name!r}", "random input", shape, info.dtype.itemsize)
         if info.dtype.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(info.dtype)
         else:

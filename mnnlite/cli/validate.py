@@ -8,6 +8,7 @@ import json
 import sys
 
 from ..errors import ConfigError
+from ..safety import check_distinct, write_files
 from .common import add_runtime_options, apply_threads
 
 
@@ -38,16 +39,18 @@ def main(args) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     if args.worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {args.worst}")
+    inputs = [("float model", args.float_model), ("quantized model", args.quant_model),
+              ("config", args.config), ("labels file", args.labels)]
+    if args.json:       # refuse before the work, and again once the held-out files are known
+        check_distinct([("--json report", args.json)], inputs)
     apply_threads(args)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
                       impl=args.impl, worst=args.worst, layers=args.worst > 0)
     print(report.render())
     if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(report.to_dict(), f, indent=2)
-        except OSError as exc:
-            raise ConfigError(f"--json {args.json}: {exc.strerror or exc}") from None
+        inputs += [("held-out file", path) for path in report.samples if isinstance(path, str)]
+        write_files([(args.json, (json.dumps(report.to_dict(), indent=2) + "\n").encode(), "--json report")],
+                    inputs)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0 if report.passed else 1

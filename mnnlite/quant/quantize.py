@@ -17,8 +17,10 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..format.model_io import dumps, load_model, write_atomic
+from ..format.model_io import dumps, load_model
 from ..format.tables import DataFormat, OpType
+from ..limits import memory_limit
+from ..safety import OutputSet, check_distinct
 from . import calibrate as cal
 from .config import QuantConfig, load_config
 from .dataset import CalibrationSet, InputSpec
@@ -40,7 +42,15 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
+             max_memory=None) -> QuantReport:
+    """Quantize ``src`` into ``dst``; see ``_quantize``.  ``max_memory``: the largest single allocation
+    allowed (bytes or "2G"; default: the available RAM, ``mnnlite.limits``)."""
+    with memory_limit(max_memory):
+        return _quantize(src, dst, config, log=log, impl=impl, threads=threads)
+
+
+def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -59,13 +69,14 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     qlog.line("config_file", config if not isinstance(config, dict) else "<dict>")
     qlog.line("dst_file", dst)
     model = load_model(src)
-    _check_paths(src, dst)
+    _check_paths(src, dst, model, config)
     qlog.line("calibrate")
     cfg = load_config(config)
     _log_config(qlog, cfg)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
     specs = _input_specs(model)
     dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    check_distinct(_outputs(dst, cfg), _inputs(src, model, config, dataset.files))
     qlog.line("dataset_num", dataset.sample_count)
     report.feature_method = _feature_method(model, cfg, qlog)
     if report.feature_method != cfg.feature_quantize_method:
@@ -82,12 +93,36 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
 
 # ---------------------------------------------------------------------------------------------- set-up
 
-def _check_paths(src: str, dst: str) -> None:
-    if os.path.abspath(src) == os.path.abspath(dst) or (os.path.exists(dst) and os.path.samefile(src, dst)):
-        raise ConfigError(f"{dst}: the destination is the source model; the source is never overwritten")
-    folder = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"{dst}: the destination folder {folder} does not exist")
+def _check_paths(src: str, dst: str, model, config) -> None:
+    """Before the config is read: no output may be the source model, its weights or the config file
+    (checked again with the calibration files once they are listed)."""
+    check_distinct(_outputs(dst, None), _inputs(src, model, config, ()))
+
+
+def _outputs(dst: str, cfg) -> list[tuple[str, str]]:
+    outputs = [("quantized model", dst), ("scale dump", dst + ".json")]
+    if cfg is None or cfg.debug:
+        outputs.append(("debug dump", dst + ".debug.json"))
+    return outputs
+
+
+def _inputs(src: str, model, config, calibration_files) -> list[tuple[str, str]]:
+    """Every file quantize reads: the model, its external weights, the config, the calibration data
+    (a sample folder's files too)."""
+    inputs = [("source model", src), ("source model's weight file", src + ".weight")]
+    if model.external_weights:
+        inputs.append(("source model's weight file", model.external_weights))
+    if not isinstance(config, dict):
+        inputs.append(("config", os.fspath(config)))
+    for path in calibration_files:
+        if os.path.isdir(path):
+            try:
+                inputs += [("calibration file", os.path.join(path, n)) for n in sorted(os.listdir(path))]
+            except OSError:
+                pass
+        else:
+            inputs.append(("calibration file", path))
+    return inputs
 
 
 def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
@@ -117,13 +152,20 @@ def _feature_method(model, cfg: QuantConfig, qlog: QuantLog) -> str:
 
 
 def _write(report: QuantReport, quantized, entries, debug_text) -> None:
-    """The model, then its scale dump (and debug JSON), each written atomically."""
-    write_atomic(report.dst, dumps(quantized))
+    """The dumps and the model as one set (``safety.OutputSet``): all written to temporaries first,
+    then renamed debug dump, scale dump, model — the model last, so a reader that sees the new model
+    also sees its new dumps."""
     report.scale_file = report.dst + ".json"
-    write_atomic(report.scale_file, dumps_scales(entries).encode())
+    items = []
     if debug_text is not None:
         report.debug_file = report.dst + ".debug.json"
-        write_atomic(report.debug_file, debug_text.encode())
+        items.append((report.debug_file, debug_text.encode(), "debug dump"))
+    items += [(report.scale_file, dumps_scales(entries).encode(), "scale dump"),
+              (report.dst, dumps(quantized), "quantized model")]
+    with OutputSet() as out:
+        for path, data, role in items:
+            out.add(path, data, role)
+        out.commit()
 
 
 def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
