@@ -20,7 +20,8 @@ CONV_TYPES = (T.Convolution, T.ConvolutionDepthwise, T.Deconvolution, T.Deconvol
 DEPTHWISE = (T.ConvolutionDepthwise, T.DeconvolutionDepthwise, T.DepthwiseConvInt8)
 # ops whose kernels read their parameter table unconditionally (MNN dereferences it too)
 NEEDS_PARAMS = CONV_TYPES + (T.Pooling, T.Pooling3D, T.Interp, T.ConvertTensor, T.Scale, T.BatchNorm,
-                             T.Permute, T.StridedSlice, T.Reduction, T.Cast, T.LayerNorm, T.While, T.If)
+                             T.Permute, T.StridedSlice, T.Reduction, T.Cast, T.LayerNorm, T.While, T.If,
+                             T.UnaryOp, T.BinaryOp)
 PAD_MODES = range(3)            # PadMode / PoolPadType: CAFFE, VALID, SAME
 RESIZE_TYPES = range(1, 5)      # Interp.resizeType: nearest, bilinear, cubic, nearest-round
 MAX_WINDOW = 1 << 16            # kernel, stride, dilation: beyond any real model (and any real input)
