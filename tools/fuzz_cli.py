@@ -43,7 +43,8 @@ import time
 import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+if not os.environ.get("MNNLITE_FUZZ_INSTALLED"):     # tools/asan_check.sh: test the installed (ASan) build
+    sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests", "format"))
 
 # the three real PP-OCR networks in the encodings a user meets (float, weight-quantized, offline int8,
@@ -58,8 +59,9 @@ HOSTILE_PATHS = ["/etc/passwd", "../../etc/passwd", "..", "sub/../../x", "missin
 
 
 def parse_size(text: str) -> int:
+    """Bytes for --max-as ("3G"); 0 means no address-space limit (ASan builds need terabytes)."""
     from mnnlite.limits import parse_size as parse
-    return parse(text)
+    return 0 if str(text).strip() == "0" else parse(text)
 
 
 # ------------------------------------------------------------------------------------------ seeds
@@ -209,16 +211,19 @@ def _input_file(model_path: str, folder: str) -> list[str]:
 
 
 def run_mutant(data: bytes, folder: str, inputs: list, quantize: bool, info_json: bool,
-               max_memory: str) -> tuple[str, str]:
-    """(outcome, detail) of one mutant through info, run and (optionally) quantize."""
+               max_memory: str, commands=("info", "run", "quantize")) -> tuple[str, str]:
+    """(outcome, detail) of one mutant through info, run and (when ``quantize``) quantize."""
     from mnnlite.errors import MnnliteError
 
     model = os.path.join(folder, "m.mnn")
     with open(model, "wb") as f:
         f.write(data)
-    commands = [["info", model, "--json"] if info_json else ["info", model]]
-    commands.append(["run", model, "--max-memory", max_memory, *sum((["--input", a] for a in inputs), [])])
-    if quantize:
+    wanted, commands = commands, []
+    if "info" in wanted:
+        commands.append(["info", model, "--json"] if info_json else ["info", model])
+    if "run" in wanted:
+        commands.append(["run", model, "--max-memory", max_memory, *sum((["--input", a] for a in inputs), [])])
+    if quantize and "quantize" in wanted:
         calib = os.path.join(REPO, "mnnlite", "demo", "calib")
         cfg = os.path.join(folder, "cfg.json")
         with open(cfg, "w") as f:
@@ -243,6 +248,17 @@ def run_mutant(data: bytes, folder: str, inputs: list, quantize: bool, info_json
                           if "mnnlite" in fr.filename), "?")
             return "traceback", f"{argv[0]}: {type(exc).__name__} at {where}: {str(exc)[:160]}"
     return worst
+
+
+def run_command(command: str, data: bytes, folder: str) -> tuple[str, str]:
+    """One model through one command (the atheris harness's target): (outcome, detail)."""
+    inputs = []
+    if command == "run":
+        with open(os.path.join(folder, "m.mnn"), "wb") as f:
+            f.write(data)
+        inputs = _input_file(os.path.join(folder, "m.mnn"), folder)
+    return run_mutant(data, folder, inputs, command == "quantize", False, "1G",
+                      commands=("info",) if command == "info" else (command,))
 
 
 class _Seed:
@@ -283,6 +299,8 @@ def worker_main(max_as: int) -> None:
             if path not in seeds:
                 seeds[path] = _Seed(path, os.path.join(folder, f"seed{len(seeds)}"))
             seed = seeds[path]
+            if os.environ.get("MNNLITE_FUZZ_SELFTEST_CRASH"):     # the harness's own test: die by a signal
+                os.kill(os.getpid(), signal.SIGSEGV)
             rng = random.Random(job["seed"])
             data = make_mutant(seed.data, seed.model, rng)
             outcome, detail = run_mutant(data, seed.folder, seed.inputs, job["quantize"], job["id"] % 10 == 0,
@@ -299,7 +317,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
                                       "--max-as", str(args.max_as)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1, cwd=REPO)
+                                     text=True, bufsize=1)
         self.job = None
         self.started = 0.0
 
