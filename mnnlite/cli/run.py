@@ -3,6 +3,7 @@
 forces float), print output shapes and latency, optionally save the outputs."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -86,9 +87,11 @@ def _feeds(interp, specs, seed) -> dict:
             name, path = names[0], spec
         if name not in names:
             raise ShapeError(f"--input {spec!r}: the model has no input {name!r}; its inputs are {names}")
+        if os.path.exists(path) and not os.path.isfile(path):     # a FIFO or device would block or never end
+            raise ShapeError(f"--input {spec!r}: {path} is not a regular file")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, MemoryError) as exc:     # MemoryError: a header with a huge shape
             raise ShapeError(f"--input {spec!r}: cannot read {path} as a .npy array: {exc}") from None
     rng = np.random.default_rng(seed)
     for name, info in interp.input_info().items():

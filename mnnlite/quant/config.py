@@ -191,6 +191,8 @@ def _read(path_or_dict) -> tuple[dict, str]:
         _check_depth(path_or_dict, "<dict>")
         return path_or_dict, "<dict>"
     path = os.fspath(path_or_dict)
+    if os.path.exists(path) and not os.path.isfile(path):      # a folder, FIFO or device: never opened
+        raise ConfigError(f"{path}: the config is not a regular file")
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")

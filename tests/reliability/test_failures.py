@@ -189,3 +189,13 @@ def test_info_on_a_fifo_refuses_at_once(tmp_path):
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
     proc = _cli("info", "/dev/null")
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
+
+
+def test_fifo_config_and_input_refuse_at_once(zoo, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    model = zoo.model_path("ppocr_cls", "float")
+    proc = _cli("quantize", model, tmp_path / "q.mnn", fifo)
+    assert proc.returncode == 2 and "config is not a regular file" in proc.stderr
+    proc = _cli("run", model, "--input", fifo)
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr
