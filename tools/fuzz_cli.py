@@ -286,27 +286,26 @@ class _Seed:
         self.inputs = _input_file(os.path.join(folder, "m.mnn"), folder)
 
 
-def worker_main(max_as: int) -> None:
+def worker_main(max_as: int, folder: str) -> None:
     import resource
 
     if max_as:
         resource.setrlimit(resource.RLIMIT_AS, (max_as, max_as))
     seeds: dict[str, _Seed] = {}
-    with tempfile.TemporaryDirectory(prefix="mnnlite-fuzz-") as folder:
-        for line in sys.stdin:
-            job = json.loads(line)
-            path = job["seed_path"]
-            if path not in seeds:
-                seeds[path] = _Seed(path, os.path.join(folder, f"seed{len(seeds)}"))
-            seed = seeds[path]
-            if os.environ.get("MNNLITE_FUZZ_SELFTEST_CRASH"):     # the harness's own test: die by a signal
-                os.kill(os.getpid(), signal.SIGSEGV)
-            rng = random.Random(job["seed"])
-            data = make_mutant(seed.data, seed.model, rng)
-            outcome, detail = run_mutant(data, seed.folder, seed.inputs, job["quantize"], job["id"] % 10 == 0,
-                                         job["max_memory"])
-            sys.stdout.write(json.dumps({"id": job["id"], "outcome": outcome, "detail": detail}) + "\n")
-            sys.stdout.flush()
+    for line in sys.stdin:      # ``folder`` is the parent's: it removes it however this worker ends
+        job = json.loads(line)
+        path = job["seed_path"]
+        if path not in seeds:
+            seeds[path] = _Seed(path, os.path.join(folder, f"seed{len(seeds)}"))
+        seed = seeds[path]
+        if os.environ.get("MNNLITE_FUZZ_SELFTEST_CRASH"):     # the harness's own test: die by a signal
+            os.kill(os.getpid(), signal.SIGSEGV)
+        rng = random.Random(job["seed"])
+        data = make_mutant(seed.data, seed.model, rng)
+        outcome, detail = run_mutant(data, seed.folder, seed.inputs, job["quantize"], job["id"] % 10 == 0,
+                                     job["max_memory"])
+        sys.stdout.write(json.dumps({"id": job["id"], "outcome": outcome, "detail": detail}) + "\n")
+        sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------------------- parent
@@ -314,8 +313,9 @@ def worker_main(max_as: int) -> None:
 class Worker:
     def __init__(self, args):
         self.args = args
+        self.folder = tempfile.mkdtemp(prefix="mnnlite-fuzz-")
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
-                                      "--max-as", str(args.max_as)],
+                                      "--max-as", str(args.max_as), "--work", self.folder],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, bufsize=1)
         self.job = None
@@ -327,9 +327,12 @@ class Worker:
         self.proc.stdin.flush()
 
     def kill(self) -> None:
+        import shutil
+
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_campaign(args) -> dict:
@@ -383,6 +386,7 @@ def run_campaign(args) -> dict:
                     w.job = None
                 else:                                   # the worker died
                     code = w.proc.wait()
+                    w.kill()
                     outcome = "signal" if code < 0 else "traceback"
                     detail = f"worker exit {signal.Signals(-code).name if code < 0 else code}"
                     record(w.job, outcome, detail)
@@ -415,9 +419,10 @@ def main(argv=None) -> int:
     p.add_argument("--progress", type=int, default=1000, help="print counts every N mutants")
     p.add_argument("--json", help="write the counts and failures as JSON")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker_main(args.max_as)
+        worker_main(args.max_as, args.work)
         return 0
     summary = run_campaign(args)
     print(json.dumps({k: summary[k] for k in ("mutants", "planned", "seconds", "counts")}))
