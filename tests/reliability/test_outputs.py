@@ -246,3 +246,16 @@ def test_save_model_refuses_its_own_source(work):
     model = mnnlite.load_model(folder / "e.mnn")
     with pytest.raises(OutputError, match="weight file"):
         mnnlite.save_model(model, folder / "e.mnn.weight")
+
+
+def test_regress_reports_never_overwrite_the_cases_or_each_other(work):
+    folder, _ = work
+    cases = folder / "cases.toml"
+    cases.write_text('[[case]]\nname = "c"\nmodel = "m.mnn"\nconfig = "cfg.json"\ngolden = "g.json"\n')
+    before = _files(folder)
+    for extra, needle in ((["--json", cases], "is the cases file"),
+                          (["--json", folder / "r.json", "--junit", folder / "r.json"], "is the --json report"),
+                          (["--junit", folder / "m.mnn"], "is the case 'c' model")):
+        proc = _cli("regress", cases, *extra)
+        assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert _files(folder) == before
