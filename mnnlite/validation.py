@@ -276,6 +276,10 @@ def validate(float_path, quant_path, config, *, data=None, labels=None, num=None
              min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS, layers: bool = True,
              on_sample=None, max_memory=None) -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
+
+    ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
+    applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like
+    outputs; ``report.failures`` lists each missed one.  ``layers=False`` skips per-layer statistics.
     ``max_memory``: the largest single allocation allowed (bytes or "2G"; ``mnnlite.limits``).
     """
     from .limits import memory_limit
@@ -288,12 +292,7 @@ def validate(float_path, quant_path, config, *, data=None, labels=None, num=None
 
 def _validate(float_path, quant_path, config, *, data, labels, num, min_cosine, min_agreement, impl, worst,
               layers, on_sample) -> ValidationReport:
-    """``validate`` inside its memory budget.
-
-    ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
-    applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like
-    outputs; ``report.failures`` lists each missed one.  ``layers=False`` skips per-layer statistics.
-    """
+    """``validate`` inside its memory budget."""
     from .quant.config import load_config
     from .runtime import Interpreter
 

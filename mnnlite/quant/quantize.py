@@ -44,13 +44,6 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
 
 def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
              max_memory=None) -> QuantReport:
-    """Quantize ``src`` into ``dst``; see ``_quantize``.  ``max_memory``: the largest single allocation
-    allowed (bytes or "2G"; default: the available RAM, ``mnnlite.limits``)."""
-    with memory_limit(max_memory):
-        return _quantize(src, dst, config, log=log, impl=impl, threads=threads)
-
-
-def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -58,9 +51,17 @@ def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | N
     the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
     simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
     which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
-    once (default: the cores this process may use, at most 4); the result does not depend on it.  Raises ``ConfigError`` / ``DataError`` / ``FormatError``
-    before anything is written.
+    once (default: the cores this process may use, at most 4); the result does not depend on it.
+    ``max_memory``: the largest single allocation allowed (bytes or "2G"; default: the available RAM,
+    ``mnnlite.limits``).  Raises ``ConfigError`` / ``DataError`` / ``FormatError`` / ``ResourceError``
+    before anything is written, ``OutputError`` when an output is an input or cannot be written.
     """
+    with memory_limit(max_memory):
+        return _quantize(src, dst, config, log=log, impl=impl, threads=threads)
+
+
+def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
+    """``quantize`` inside its memory budget."""
     start = time.perf_counter()
     threads = _thread_count(threads)
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
