@@ -18,8 +18,9 @@ regression reports and goldens, ``save_model``) goes through ``OutputSet``:
    its dump was renamed before it.  Each rename is atomic, so no reader ever sees a partial file.
 4. Temporaries are removed on every exit path: an exception (including KeyboardInterrupt), SIGTERM
    (turned into ``Interrupted`` while an ``OutputSet`` is open) and interpreter exit (atexit).  A
-   SIGKILL cannot be caught: the next ``OutputSet`` writing into the same folder removes temporaries
-   whose pid is no longer alive (a live writer's temporaries carry its pid and are left alone).
+   SIGKILL cannot be caught: the next command writing into the same folder removes, when it checks its
+   outputs and again when it writes, temporaries whose pid is no longer alive (a live writer's
+   temporaries carry its pid and are left alone).
 """
 from __future__ import annotations
 
@@ -62,9 +63,14 @@ def check_distinct(outputs, inputs) -> None:
     for role, path in inputs:
         if path:
             seen.append((role, path, *_identity(os.fspath(path))))
+    swept = set()
     for role, path in outputs:
         path = os.fspath(path)
         check_writable(path, role)
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in swept:         # a command's start: leftovers of a killed writer go first
+            remove_stale_temporaries(folder)
+            swept.add(folder)
         real, ino = _identity(path)
         for other_role, other_path, other_real, other_ino in seen:
             if real == other_real or (ino is not None and ino == other_ino):
