@@ -259,3 +259,16 @@ def test_regress_reports_never_overwrite_the_cases_or_each_other(work):
         proc = _cli("regress", cases, *extra)
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert _files(folder) == before
+
+
+def test_a_sigkilled_writer_leaves_a_temporary_the_next_command_removes(work):
+    folder, cfg = work
+    script = ("import os, signal, sys\nfrom mnnlite.safety import OutputSet\nout = OutputSet().__enter__()\n"
+              "out.add(sys.argv[1], b'partial', 'model')\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(folder / "q.mnn")], cwd=REPO, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = [p for p in os.listdir(folder) if p.startswith(safety.TEMP_PREFIX)]
+    assert len(leftovers) == 1 and not (folder / "q.mnn").exists()
+    proc = _cli("quantize", folder / "m.mnn", folder / "q.mnn", folder / "nonexistent.json")
+    assert proc.returncode == 2                      # even a command that fails later sweeps first
+    assert not [p for p in os.listdir(folder) if p.startswith(safety.TEMP_PREFIX)]
