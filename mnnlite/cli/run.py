@@ -21,7 +21,8 @@ def add_parser(sub):
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in NCHW order (repeat for each input; NAME= may be left out "
                         "when the model has one input)")
-    p.add_argument("--output", "-o", metavar="OUT.npz", help="write every output, keyed by name, in .npz format to exactly this file (atomically)")
+    p.add_argument("--output", "-o", metavar="OUT.npz",
+                   help="write every output, keyed by name, in .npz format to exactly this file (atomically)")
     add_runtime_options(p)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report the median latency")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
