@@ -359,6 +359,8 @@ def run_campaign(args) -> dict:
         if outcome in BAD_OUTCOMES and len(bad) < 200:
             bad.append({"id": job["id"], "seed": job["seed"], "model": job["seed_path"], "outcome": outcome,
                         "detail": detail})
+            if args.progress:
+                print(f"  {outcome}: mutant {job['id']} of {job['seed_path']}: {detail}", flush=True)
         if args.progress and done % args.progress == 0:
             rate = done / (time.monotonic() - start)
             print(f"[{done}/{len(jobs)}] {dict(counts)} {rate:.1f}/s", flush=True)
