@@ -8,6 +8,7 @@ import numpy as np
 
 from .format.tables import enum_name
 from .graph import Model, OpType
+from .layout import declared_layouts
 
 _CONV_TYPES = {OpType.Convolution, OpType.ConvolutionDepthwise, OpType.Deconvolution,
                OpType.DeconvolutionDepthwise}
@@ -110,6 +111,8 @@ def describe(model: Model) -> dict:
         "usage": enum_name("Usage", net.usage),
         "inputs": inputs,
         "outputs": g.output_names(),
+        # the MNN layout each output has (NHWC outputs of TFLite models are returned so by default)
+        "output_layouts": declared_layouts(g)[1],
         "ops": len(g.ops),
         "op_types": histogram,
         "parameters": params,

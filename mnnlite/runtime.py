@@ -1,16 +1,17 @@
 """The float runtime: run a model's ops in file order with the kernels of ``mnnlite.ops``.
 
-``Interpreter(model_or_path, impl="fast"|"ref"|"mnn", trace=False, precision="auto"|"float")``; ``run(feeds)``
+``Interpreter(model_or_path, impl="fast"|"ref"|"mnn", trace=False, precision="auto"|"float",
+layout="model"|"nchw")``; ``run(feeds)``
 returns the graph outputs.  With ``precision="auto"`` a model carrying int8 quant info runs in int8
 where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.  ``impl="mnn"``
 is "fast" plus, where we know how, float kernels that round like MNN's x86 (AVX2) CPU backend run with
 one thread, bit for bit (``mnnlite.kernels.mnn_exact``; the op planners choose them).
 
-Layouts (MNN's Session API in Caffe terms, verified against the official runtime):
-* feeds are given, and outputs returned, in NCHW ("Caffe") order whatever the tensor's MNN layout: an
-  NHWC tensor of rank >= 3 is exchanged as ``moveaxis(-1, 1)`` of it, which is what copying it to or
-  from an ``MNN.Tensor(t, Tensor_DimensionType_Caffe)`` host tensor does (Tensor.cpp, CPUTensorConvert.cpp);
-  NC4HW4 is NCHW with packed channels, so it is exchanged as is.
+Layouts (``mnnlite.layout`` decides them):
+* ``layout="model"`` (default): feeds are given, and outputs returned, in each tensor's declared layout
+  (an NHWC input takes ``[N, H, W, C]``), as MNN's Module / Express API does; ``layout="nchw"``: in
+  Caffe (NCHW) order whatever the tensor's layout, as the Session API with Caffe host tensors does.
+  NC4HW4 tensors are exchanged as NCHW either way.
 * inside, each tensor keeps its MNN layout (NHWC arrays for NHWC tensors, NCHW arrays for NCHW and
   NC4HW4 ones): the contract of ``mnnlite.ops.registry``.
 
@@ -29,6 +30,7 @@ from .format.model_io import load_model
 from .format.structure import check_op
 from .format.tables import DataFormat, OpType
 from .graph import Graph, Model
+from . import layout as layouts
 from .limits import MAX_SUBGRAPH_DEPTH, op_failure
 from . import ops  # noqa: F401  (registers every kernel)
 from .ops import registry
@@ -43,14 +45,18 @@ _NCHW = DataFormat.NCHW
 class InputInfo:
     shape: tuple        # as the file declares it, in the tensor's own layout; -1 marks a dynamic dim
     dtype: np.dtype     # element type of the runtime tensor (ONNX int64 inputs are int32)
-    layout: str         # "NCHW", "NHWC" or "NC4HW4"
+    layout: str         # the tensor's MNN layout: "NCHW", "NHWC" or "NC4HW4"
+    # the declared shape in the order run() takes it (the Interpreter's layout); derived, not compared
+    feed_shape: tuple = dataclasses.field(default=(), compare=False)
 
 
 class Interpreter:
     """Runs one model.  ``impl`` chooses the compiled kernels ("fast"), the numpy references ("ref") or
     the compiled kernels with MNN's x86 rounding where known ("mnn")."""
 
-    def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto"):
+    def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto",
+                 layout: str = layouts.DEFAULT_LAYOUT):
+        self.layout = layouts.check_layout(layout)
         if impl not in ("fast", "ref", "mnn"):
             raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
         if precision not in ("auto", "float"):
@@ -82,19 +88,26 @@ class Interpreter:
         return self.model.graph.output_names()
 
     def input_info(self) -> dict[str, InputInfo]:
-        """Declared shape (own layout, -1 = dynamic; dim 0 accepts any batch), dtype and layout."""
+        """Declared shape (own layout, -1 = dynamic; dim 0 accepts any batch), dtype, layout, and the
+        shape in the order ``run`` takes the input."""
         info = {}
         for name, op in self._inputs.items():
             dims = op.main.dims if op.main is not None else None
-            shape = tuple(int(d) for d in dims) if dims is not None else ()
-            info[name] = InputInfo(shape, _input_dtype(op), _input_format(op).name)
+            shape = tuple(int(d) if int(d) >= 0 else -1 for d in dims) if dims is not None else ()
+            fmt = _input_format(op)
+            info[name] = InputInfo(shape, _input_dtype(op), fmt.name,
+                                   tuple(layouts.exchange_dims(shape, fmt, self.layout)))
         return info
+
+    def output_layouts(self) -> dict[str, str]:
+        """{output name: the tensor's MNN layout} as the file declares it (``mnnlite.layout``)."""
+        return layouts.declared_layouts(self.model.graph)[1]
 
     # --------------------------------------------------------------------------------------- run
     def run(self, feeds: dict, *, return_all: bool = False, observe=None) -> dict:
-        """Outputs by name (NCHW order, see the module doc).
+        """Outputs by name, in the Interpreter's ``layout`` (see the module doc).
 
-        ``feeds``: every input by name, in NCHW order; float inputs take any float array, int inputs any
+        ``feeds``: every input by name, in that layout; float inputs take any float array, int inputs any
         integer array whose values fit int32.  ``return_all`` (or ``trace=True``) adds every other tensor
         of the main graph, in its MNN layout.  ``observe(index, name, array)`` sees each main-graph tensor
         once, in its MNN layout, when it is produced; arrays are never written to afterwards, but keeping
@@ -113,7 +126,7 @@ class Interpreter:
             if i not in env:
                 raise ShapeError(f"{self.source}: output {graph.tensors[i]!r} is produced by no op")
             array, fmt = env[i]
-            result[graph.tensors[i]] = np.array(_to_caffe(array, fmt), order="C")
+            result[graph.tensors[i]] = np.array(layouts.from_tensor(array, fmt, self.layout), order="C")
         return result
 
     def _bind_feeds(self, feeds: dict) -> dict:
@@ -128,14 +141,15 @@ class Interpreter:
                 for name, op in self._inputs.items()}
 
     def _check_feed(self, name, op, value):
-        """Check a feed (NCHW order) against the Input op and bring it into the tensor's layout."""
+        """Check a feed (the Interpreter's layout) against the Input op; return it in the tensor's layout."""
         fmt, dtype = _input_format(op), _input_dtype(op)
         arr = np.asarray(value)
         where = f"{self.source}: input {name!r}"
         arr = _cast_feed(arr, dtype, where)
         dims = op.main.dims if op.main is not None else None
         if dims is not None:
-            declared = [int(d) if int(d) >= 0 else -1 for d in _reorder_dims(list(dims), fmt)]
+            declared = [int(d) if int(d) >= 0 else -1
+                        for d in layouts.exchange_dims(list(dims), fmt, self.layout)]
             if arr.ndim != len(declared):
                 raise ShapeError(f"{where} expects rank {len(declared)} (shape {_fmt_dims(declared)}), "
                                  f"got shape {arr.shape}")
@@ -146,7 +160,7 @@ class Interpreter:
                                      f"(dim {axis} must be {want})")
         if any(d <= 0 for d in arr.shape):
             raise ShapeError(f"{where}: every dimension must be > 0, got shape {arr.shape}")
-        return _from_caffe(arr, fmt), fmt
+        return layouts.to_tensor(arr, fmt, self.layout), fmt
 
     # ------------------------------------------------------------------------- for control flow
     def run_graph(self, name: str, arrays, formats):
@@ -415,23 +429,8 @@ def _input_dtype(op) -> np.dtype:
     return numpy_dtype(op.main.dtype if op.main is not None else 1)
 
 
-def _reorder_dims(dims: list, fmt) -> list:
-    """Declared dims of a tensor in Caffe (NCHW) order."""
-    if fmt == DataFormat.NHWC and len(dims) >= 3:
-        return [dims[0], dims[-1], *dims[1:-1]]
-    return dims
-
-
 def _fmt_dims(dims) -> str:
     return "[" + ", ".join("?" if d < 0 else str(d) for d in dims) + "]"
-
-
-def _to_caffe(a: np.ndarray, fmt) -> np.ndarray:
-    return np.moveaxis(a, -1, 1) if fmt == DataFormat.NHWC and a.ndim >= 3 else a
-
-
-def _from_caffe(a: np.ndarray, fmt) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if fmt == DataFormat.NHWC and a.ndim >= 3 else a
 
 
 def _cast_feed(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:

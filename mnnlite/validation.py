@@ -23,8 +23,20 @@ import numpy as np
 
 from . import metrics as M
 from .errors import ConfigError, DataError
+from .layout import DEFAULT_LAYOUT, input_specs
 
 WORST_LAYERS = 5
+
+
+def contribution(ref: np.ndarray, test: np.ndarray, saturated: int = 0) -> tuple:
+    """One comparison's terms for ``_Accumulator.fold``: dot, |ref|², |test|², |diff|², max |diff|, count,
+    saturated."""
+    r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
+    d = t - r
+    # numpy's pairwise sums, not BLAS dot products: a threaded BLAS splits long sums by its thread count,
+    # which differs between processes (Ray workers run single-threaded), and the last bits with it
+    return (float(np.sum(r * t)), float(np.sum(r * r)), float(np.sum(t * t)), float(np.sum(d * d)),
+            float(np.abs(d).max()) if d.size else 0.0, r.size, saturated)
 
 
 @dataclass
@@ -40,15 +52,19 @@ class _Accumulator:
     count: int = 0
 
     def add(self, ref: np.ndarray, test: np.ndarray):
-        r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-        self.dot += float(r @ t)
-        self.ref2 += float(r @ r)
-        self.test2 += float(t @ t)
-        d = t - r
-        self.diff2 += float(d @ d)
-        if d.size:
-            self.max_abs = max(self.max_abs, float(np.abs(d).max()))
-        self.count += r.size
+        self.fold(contribution(ref, test))
+
+    def fold(self, part: tuple) -> None:
+        """Add one comparison's ``contribution``; folding them in sample order gives the same sums
+        wherever they were computed (here, or in a shard on another process)."""
+        dot, ref2, test2, diff2, max_abs, count, saturated = part
+        self.dot += dot
+        self.ref2 += ref2
+        self.test2 += test2
+        self.diff2 += diff2
+        self.max_abs = max(self.max_abs, max_abs)
+        self.count += count
+        self.saturated += saturated
 
     @property
     def cosine(self) -> float:
@@ -152,16 +168,6 @@ def _pct(v) -> str:
 
 # ------------------------------------------------------------------------------------------ samples
 
-def _input_specs(interp):
-    from .quant.dataset import InputSpec
-
-    specs = []
-    for name, info in interp.input_info().items():
-        layout = "NHWC" if info.layout == "NHWC" else "NCHW"
-        specs.append(InputSpec(name, tuple(int(d) for d in info.shape), layout, str(info.dtype)))
-    return specs
-
-
 def _dataset(config, specs, data, num):
     """A CalibrationSet over the held-out files: ``data``'s, or ``path``'s after the calibration ones."""
     from .quant.dataset import CalibrationSet, list_candidates
@@ -187,16 +193,6 @@ def _dataset(config, specs, data, num):
     ds = CalibrationSet(cfg, specs, batch_size=1, drop_last=False)
     ds.files = files
     return ds
-
-
-def _to_feeds(inputs: dict, specs) -> dict:
-    """Dataset arrays are in the input's own layout; the runtime takes NCHW order."""
-    feeds = {}
-    for spec in specs:
-        if spec.name in inputs:
-            a = inputs[spec.name]
-            feeds[spec.name] = np.moveaxis(a, -1, 1) if spec.layout == "NHWC" and a.ndim >= 3 else a
-    return feeds
 
 
 def read_labels(path: str) -> dict[str, int]:
@@ -244,24 +240,16 @@ def _saturated(x: np.ndarray, info) -> int:
 
 
 class _LayerStats:
-    """Per-tensor cosine of quant vs float values (observe hooks) and float-side overflow."""
+    """Per-tensor cosine of quant vs float values and float-side overflow, folded from the samples'
+    per-layer contributions (``_SampleRun``) in sample order."""
 
-    def __init__(self, quant_graph):
+    def __init__(self):
         self.acc: dict[str, _Accumulator] = {}
-        self.info = {quant_graph.tensors[i]: q for i, q in quant_graph.quant_info.items()}
-        self.float_values: dict[str, np.ndarray] = {}
+        self.info: set = set()
 
-    def keep_float(self, i, name, a):
-        if np.issubdtype(np.asarray(a).dtype, np.floating):
-            self.float_values[name] = a
-
-    def compare(self, i, name, a):
-        ref = self.float_values.pop(name, None)
-        if ref is None or np.shape(ref) != np.shape(a) or not np.issubdtype(np.asarray(a).dtype, np.floating):
-            return
-        acc = self.acc.setdefault(name, _Accumulator())
-        acc.add(ref, a)
-        acc.saturated += _saturated(ref, self.info.get(name))
+    def fold(self, parts: list) -> None:
+        for name, part in parts:
+            self.acc.setdefault(name, _Accumulator()).fold(part)
 
     def worst(self, count: int, skip: set) -> list:
         rows = [LayerReport(n, a.cosine, a.overflow if n in self.info else None)
@@ -274,12 +262,15 @@ class _LayerStats:
 
 def validate(float_path, quant_path, config, *, data=None, labels=None, num=None, min_cosine=None,
              min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS, layers: bool = True,
-             on_sample=None, max_memory=None) -> ValidationReport:
+             on_sample=None, layout: str = DEFAULT_LAYOUT, ray=None, max_memory=None) -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``min_cosine``
     applies to every output's cosine, ``min_agreement`` to the top-1 agreement of classifier-like
     outputs; ``report.failures`` lists each missed one.  ``layers=False`` skips per-layer statistics.
+    ``layout``: the order of sequence samples, "model" (declared layouts) or "nchw" (``mnnlite.layout``).
+    ``ray``: a Ray cluster address (``mnnlite.distributed``): the samples then run in shards as Ray
+    tasks and their per-sample terms are folded here in sample order, so the report is identical.
     ``max_memory``: the largest single allocation allowed (bytes or "2G"; ``mnnlite.limits``).
     """
     from .limits import memory_limit
@@ -287,19 +278,28 @@ def validate(float_path, quant_path, config, *, data=None, labels=None, num=None
     with memory_limit(max_memory):
         return _validate(float_path, quant_path, config, data=data, labels=labels, num=num,
                          min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
-                         layers=layers, on_sample=on_sample)
+                         layers=layers, on_sample=on_sample, layout=layout, ray=ray)
 
 
 def _validate(float_path, quant_path, config, *, data, labels, num, min_cosine, min_agreement, impl, worst,
-              layers, on_sample) -> ValidationReport:
+              layers, on_sample, layout, ray) -> ValidationReport:
     """``validate`` inside its memory budget."""
+    connected_ray = None if isinstance(ray, str) or ray is None else ray
+    ray = ray if isinstance(ray, str) else None
     from .quant.config import load_config
     from .runtime import Interpreter
 
     cfg = load_config(config)
-    float_rt = Interpreter(float_path, impl=impl, precision="float")
-    quant_rt = Interpreter(quant_path, impl=impl)
-    specs = _input_specs(quant_rt)
+    if ray is not None:
+        from .distributed import cluster
+
+        with cluster(ray) as connected:
+            return validate(float_path, quant_path, config, data=data, labels=labels, num=num,
+                            min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
+                            layers=layers, on_sample=on_sample, layout=layout, ray=connected)
+    float_rt = Interpreter(float_path, impl=impl, precision="float", layout=layout)
+    quant_rt = Interpreter(quant_path, impl=impl, layout=layout)
+    specs = input_specs(quant_rt.model, layout)
     if set(float_rt.input_names) != set(quant_rt.input_names):
         raise DataError(f"{quant_path}: inputs {quant_rt.input_names} differ from {float_path}'s "
                         f"{float_rt.input_names}")
@@ -312,25 +312,37 @@ def _validate(float_path, quant_path, config, *, data, labels, num, min_cosine, 
     agree = {o: ([], []) for o in outputs}
     correct = [0, 0]
     labelled = 0
-    stats = _LayerStats(quant_rt.model.graph) if layers else None
+    stats = _LayerStats() if layers else None
+    if stats:
+        stats.info = set(_SampleRun.quant_info(quant_rt))
     samples = []
-    for path, inputs in ds.samples():
-        feeds = _to_feeds(inputs, specs)
-        ref = float_rt.run(feeds, observe=stats.keep_float if stats else None)
-        got = quant_rt.run(feeds, observe=stats.compare if stats else None)
-        if stats:
-            stats.float_values.clear()
+    compare = _SampleRun(outputs, label_of, layers)
+    items = ds.samples()
+    if connected_ray is None:
+        records = (compare((float_rt, quant_rt), item) for item in items)
+    else:
+        import functools
+
+        from .distributed import RayWorkers
+        from .format.model_io import dumps
+
+        pair = functools.partial(_interpreter_pair, dumps(float_rt.model), dumps(quant_rt.model), impl,
+                                 layout)
+        records = RayWorkers(connected_ray, pair).map(_Items(items, len(ds.files)), compare)
+    for record in records:
+        path = record["path"]
         samples.append(path)
-        for o in outputs:
-            r, t = ref[o], got[o]
-            if r.shape != t.shape:
-                raise DataError(f"output {o!r}: shape {t.shape} (quantized) != {r.shape} (float) on {path}")
-            acc[o].add(r, t)
-            if _classifier_like(quant_rt.model.graph, o, t.shape):
-                agree[o][0].append(M.topk_agreement(r, t, 1))
-                agree[o][1].append(M.topk_agreement(r, t, 5) if t.shape[-1] > 5 else None)
-        if label_of is not None:
-            labelled += _score(label_of, path, ref, got, outputs, quant_rt.model.graph, correct)
+        for o, (part, top1, top5) in zip(outputs, record["outputs"]):
+            acc[o].fold(part)
+            if top1 is not None:
+                agree[o][0].append(top1)
+                agree[o][1].append(top5)
+        if record["label"] is not None:
+            labelled += 1
+            correct[0] += record["label"][0]
+            correct[1] += record["label"][1]
+        if stats:
+            stats.fold(record["layers"])
         if on_sample is not None:
             on_sample(path)
     if not samples:
@@ -358,17 +370,88 @@ def _validate(float_path, quant_path, config, *, data, labels, num, min_cosine, 
     return report
 
 
-def _score(label_of, path, ref, got, outputs, graph, correct) -> int:
+class _SampleRun:
+    """Both models on one held-out sample: a picklable record of everything the report sums (per
+    output: the cosine/L2 terms and top-k agreement; the label hits; per layer: the cosine terms and
+    the float side's saturated count), folded by ``validate`` in sample order."""
+
+    def __init__(self, outputs: list, label_of: dict | None, layers: bool):
+        self.outputs, self.label_of, self.layers = outputs, label_of, layers
+
+    @staticmethod
+    def quant_info(quant_rt) -> dict:
+        graph = quant_rt.model.graph
+        return {graph.tensors[i]: q for i, q in graph.quant_info.items()}
+
+    def __call__(self, pair, item) -> dict:
+        float_rt, quant_rt = pair
+        path, feeds = item
+        graph = quant_rt.model.graph
+        parts: list = []
+        keep, compare = self._layer_hooks(quant_rt, parts) if self.layers else (None, None)
+        ref = float_rt.run(feeds, observe=keep)
+        got = quant_rt.run(feeds, observe=compare)
+        outs = []
+        for o in self.outputs:
+            r, t = ref[o], got[o]
+            if r.shape != t.shape:
+                raise DataError(f"output {o!r}: shape {t.shape} (quantized) != {r.shape} (float) on {path}")
+            top1 = top5 = None
+            if _classifier_like(graph, o, t.shape):
+                top1 = M.topk_agreement(r, t, 1)
+                top5 = M.topk_agreement(r, t, 5) if t.shape[-1] > 5 else None
+            outs.append((contribution(r, t), top1, top5))
+        label = _score(self.label_of, path, ref, got, self.outputs, graph) if self.label_of is not None else None
+        return {"path": path, "outputs": outs, "label": label, "layers": parts}
+
+    def _layer_hooks(self, quant_rt, parts: list):
+        info = self.quant_info(quant_rt)
+        float_values: dict = {}
+
+        def keep(i, name, a):
+            if np.issubdtype(np.asarray(a).dtype, np.floating):
+                float_values[name] = a
+
+        def compare(i, name, a):
+            ref = float_values.pop(name, None)
+            if ref is None or np.shape(ref) != np.shape(a) or not np.issubdtype(np.asarray(a).dtype, np.floating):
+                return
+            parts.append((name, contribution(ref, a, _saturated(ref, info.get(name)))))
+        return keep, compare
+
+
+class _Items:
+    """The (path, feeds) items with their count, for sharding."""
+
+    def __init__(self, items, count: int):
+        self.items, self.count = items, count
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _interpreter_pair(float_bytes: bytes, quant_bytes: bytes, impl: str, layout: str = DEFAULT_LAYOUT):
+    """The float and the quantized interpreter, from their .mnn bytes (a Ray worker's copy)."""
+    from .format.model_io import loads
+    from .runtime import Interpreter
+
+    return (Interpreter(loads(float_bytes), impl=impl, precision="float", layout=layout),
+            Interpreter(loads(quant_bytes), impl=impl, layout=layout))
+
+
+def _score(label_of, path, ref, got, outputs, graph):
+    """(float correct, quant correct) on the first single-row classifier output; None when unlabelled."""
     label = label_of.get(os.path.basename(path))
     if label is None:
-        return 0
+        return None
     for o in outputs:
         shape = got[o].shape
         if _classifier_like(graph, o, shape) and int(np.prod(shape[:-1])) == 1:
-            correct[0] += int(np.argmax(ref[o]) == label)
-            correct[1] += int(np.argmax(got[o]) == label)
-            return 1
-    return 0
+            return int(np.argmax(ref[o]) == label), int(np.argmax(got[o]) == label)
+    return None
 
 
 def _check(report: ValidationReport, min_cosine, min_agreement) -> list[str]:

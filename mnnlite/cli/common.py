@@ -27,6 +27,16 @@ def apply_memory(args) -> None:
         set_max_memory(parse_size(value))
 
 
+def add_layout_option(parser) -> None:
+    """--layout: the order feeds and outputs (and sequence samples) use (mnnlite.layout)."""
+    from ..layout import DEFAULT_LAYOUT, LAYOUTS
+
+    parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT,
+                        help="model (default): every input and output in the layout the model declares, "
+                             "e.g. NHWC for TFLite models, as MNN's Module API; nchw: Caffe (NCHW) order "
+                             "whatever the declared layout, as MNN's Session API with Caffe tensors")
+
+
 def apply_threads(args) -> None:
     """Give the compiled kernels ``--threads``; a bad count is a one-line ConfigError."""
     from ..errors import ConfigError
@@ -37,3 +47,10 @@ def apply_threads(args) -> None:
         set_num_threads(args.threads)
     except ValueError as exc:
         raise ConfigError(f"--threads: {exc}") from None
+
+
+def add_ray_option(parser, what: str) -> None:
+    """--ray ADDRESS, for commands whose samples can run as Ray tasks."""
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help=f"run the {what} as tasks on a Ray cluster: auto, local (a private Ray on "
+                             f"127.0.0.1), HOST:PORT or ray://HOST:PORT; same result; needs mnnlite[ray]")

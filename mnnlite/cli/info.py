@@ -26,7 +26,8 @@ def format_text(info: dict) -> str:
     for i in info["inputs"]:
         shape = "x".join("?" if d < 0 else str(d) for d in i["shape"]) or "?"
         lines.append(f"input      {i['name']}: {shape} {i['dtype']} {i['layout']}")
-    lines += [f"output     {name}" for name in info["outputs"]]
+    layouts = info.get("output_layouts", {})
+    lines += [f"output     {name}: {layouts.get(name, '?')}" for name in info["outputs"]]
     lines.append(f"ops        {info['ops']} in the main graph: "
                  + ", ".join(f"{k} {v}" for k, v in info["op_types"].items()))
     lines.append(f"parameters {info['parameters']:,} ({_bytes(info['parameter_bytes'])} stored)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_memory_option
+from ..layout import DEFAULT_LAYOUT
+from .common import add_layout_option, add_memory_option, add_ray_option
 
 USAGE = "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json"
 
@@ -24,6 +25,8 @@ def add_parser(sub):
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
+    add_layout_option(p)
+    add_ray_option(p, "calibration samples (KL, EMA)")
     add_memory_option(p)
     p.set_defaults(func=main)
 
@@ -32,7 +35,8 @@ def main(args) -> int:
     from ..quant.quantize import quantize
 
     quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
-             threads=getattr(args, "threads", None), max_memory=getattr(args, "max_memory", None))
+             threads=getattr(args, "threads", None), layout=getattr(args, "layout", DEFAULT_LAYOUT),
+             ray=getattr(args, "ray", None), max_memory=getattr(args, "max_memory", None))
     return 0
 
 

@@ -1,11 +1,22 @@
-"""``mnnlite regress CASES.toml [--jobs N] [--json OUT] [--junit OUT] [--update-golden]``."""
+"""``mnnlite regress CASES.toml [--jobs N] [--threads N] [--ray ADDRESS [--ship-data]] [--json OUT] [--junit OUT]
+[--update-golden]``."""
 from __future__ import annotations
+
+from .common import add_ray_option
 
 
 def add_parser(sub):
     p = sub.add_parser("regress", help="quantize + validate declared cases and compare with golden metrics")
     p.add_argument("cases", help="the case file (TOML)")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="cases run in parallel processes (default 1)")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="cases run in parallel processes (default 1; with --ray: cases in flight, default all)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="calibration threads per case (default: the quantizer's); with --ray, CPUs per case task "
+                        "(default 1)")
+    add_ray_option(p, "cases")
+    p.add_argument("--ship-data", action="store_true",
+                   help="with --ray: send models and sample folders as Ray objects (default: workers read the "
+                        "same paths, a shared file system)")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--junit", metavar="OUT", help="write JUnit XML")
     p.add_argument("--update-golden", action="store_true",
@@ -19,8 +30,12 @@ def main(args) -> int:
     from ..regress import load_cases, run_cases
     from ..regress.report import golden_diff, table, write_json, write_junit
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and not 1 <= args.threads <= 64:
+        raise ConfigError(f"--threads must be in 1..64, got {args.threads}")
+    if args.ship_data and not args.ray:
+        raise ConfigError("--ship-data needs --ray ADDRESS")
     cases = load_cases(args.cases)
     if args.only:
         unknown = set(args.only) - {c.name for c in cases}
@@ -33,7 +48,8 @@ def main(args) -> int:
         print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
               + (f" - {result.message}" if result.message and not result.ok else ""), flush=True)
 
-    run = run_cases(cases, jobs=args.jobs, progress=progress)
+    run = run_cases(cases, jobs=args.jobs if args.ray or args.jobs else 1, progress=progress, threads=args.threads,
+                    ray=args.ray, ship_data=args.ship_data)
     if args.update_golden:
         print("Golden changes:\n" + golden_diff(run))
         run = _rejudge_with_update(cases, run)

@@ -1,5 +1,5 @@
 """``mnnlite run MODEL.mnn [--input NAME=FILE.npy ...] [--output OUT.npz] [--threads N] [--repeat N]
-[--impl fast|ref|mnn] [--float]``: run a model (int8 where the file carries quant info, as MNN does; ``--float``
+[--impl fast|ref|mnn] [--float] [--layout model|nchw]``: run a model (int8 where the file carries quant info, as MNN does; ``--float``
 forces float), print output shapes and latency, optionally save the outputs."""
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ import time
 import numpy as np
 
 from ..errors import ShapeError
+from ..layout import exchange_name
 from ..limits import check_alloc
 from ..safety import check_distinct, write_files
-from .common import add_runtime_options, apply_threads
+from .common import add_layout_option, add_runtime_options, apply_threads
 
 
 def add_parser(sub):
     p = sub.add_parser("run", help="run a model on .npy inputs (random ones for fixed-shape inputs)")
     p.add_argument("model", help="the .mnn file")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="an input array in NCHW order (repeat for each input; NAME= may be left out "
-                        "when the model has one input)")
+                   help="an input array in the model's declared layout, or NCHW with --layout nchw "
+                        "(repeat for each input; NAME= may be left out when the model has one input)")
     p.add_argument("--output", "-o", metavar="OUT.npz",
                    help="write every output, keyed by name, in .npz format to exactly this file (atomically)")
     add_runtime_options(p)
+    add_layout_option(p)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report the median latency")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--float", dest="force_float", action="store_true",
@@ -37,7 +39,8 @@ def main(args) -> int:
     if args.repeat < 1:
         raise ShapeError(f"--repeat must be at least 1, got {args.repeat}")
     apply_threads(args)
-    interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto")
+    interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto",
+                         layout=args.layout)
     if interp.model.is_quantized:
         print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
     if args.output:     # refused before the run, not after it
@@ -48,8 +51,10 @@ def main(args) -> int:
         start = time.perf_counter()
         outputs = interp.run(feeds)
         times.append(time.perf_counter() - start)
+    declared = interp.output_layouts()
     for name, value in outputs.items():
-        print(f"output {name}: shape {list(value.shape)} {value.dtype}")
+        order = exchange_name(declared.get(name, "NCHW"), value.ndim, interp.layout)
+        print(f"output {name}: shape {list(value.shape)} {value.dtype} {order}")
     ms = [t * 1000 for t in times]
     spread = f" (min {min(ms):.2f}, max {max(ms):.2f})" if len(ms) > 1 else ""
     print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
@@ -98,7 +103,7 @@ def _feeds(interp, specs, seed) -> dict:
     for name, info in interp.input_info().items():
         if name in feeds:
             continue
-        shape = _caffe_shape(info)
+        shape = list(info.feed_shape)
         if any(d < 0 for d in shape):
             raise ShapeError(f"input {name!r} has dynamic dims {shape} (-1 = any): give it with "
                              f"--input {name}=FILE.npy")
@@ -107,13 +112,7 @@ def _feeds(interp, specs, seed) -> dict:
             feeds[name] = rng.standard_normal(shape).astype(info.dtype)
         else:
             feeds[name] = rng.integers(0, 2, size=shape).astype(info.dtype)
-        print(f"input {name}: random {info.dtype} values of shape {shape} (no --input given)")
+        order = exchange_name(info.layout, len(shape), interp.layout)
+        print(f"input {name}: random {info.dtype} values of shape {shape} {order} (no --input given)")
     return feeds
 
-
-def _caffe_shape(info) -> list[int]:
-    """Declared dims in the NCHW order feeds use (an NHWC input's channel moves to axis 1)."""
-    dims = list(info.shape)
-    if info.layout == "NHWC" and len(dims) >= 3:
-        dims = [dims[0], dims[-1], *dims[1:-1]]
-    return dims

@@ -1,5 +1,5 @@
 """``mnnlite validate FLOAT.mnn QUANT.mnn CONFIG.json [--num N] [--data DIR] [--labels FILE]
-[--min-cosine X] [--min-agreement X] [--json OUT]``: compare a quantized model (run in int8) with its
+[--min-cosine X] [--min-agreement X] [--json OUT] [--layout model|nchw]``: compare a quantized model (run in int8) with its
 float original on held-out samples.  Exit 0 when every given threshold is met, 1 when one is missed,
 2 on bad input (files, config, data)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from ..errors import ConfigError
 from ..safety import check_distinct, write_files
-from .common import add_runtime_options, apply_threads
+from .common import add_layout_option, add_ray_option, add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -27,6 +27,8 @@ def add_parser(sub):
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
     add_runtime_options(p)
+    add_layout_option(p)
+    add_ray_option(p, "held-out samples")
     p.set_defaults(func=main)
 
 
@@ -46,7 +48,8 @@ def main(args) -> int:
     apply_threads(args)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
-                      impl=args.impl, worst=args.worst, layers=args.worst > 0)
+                      impl=args.impl, worst=args.worst, layers=args.worst > 0,
+                      layout=args.layout, ray=args.ray)
     print(report.render())
     if args.json:
         inputs += [("held-out file", path) for path in report.samples if isinstance(path, str)]

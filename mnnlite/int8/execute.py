@@ -21,7 +21,7 @@ from ..errors import MnnliteError, ShapeError, UnsupportedOpError
 from ..format.tables import DataFormat, OpType
 from . import fastq
 from .ops import INT8_KERNELS, Int8Call
-from .plan import OpPlan, Plan, build_plan, need_content, stage
+from .plan import OpPlan, Plan, build_plan, need_content, region_inputs, stage
 
 
 class Value:
@@ -175,13 +175,20 @@ class _Execution:
                 ins.append(self.source(j, int8 and self.plan.tensors[j].attr is not None))
             else:
                 ins.append(self.env[j] if j in self.env else self.virtual(j, False))
-        codes = [k for k, v in enumerate(ins) if need_content(t, k) and v.q is not None]
+        content = region_inputs(t, len(ins))
+        codes = [k for k in content if ins[k].q is not None]
         keys = {ins[k].key for k in codes}
-        content = [k for k in range(len(ins)) if need_content(t, k)]
-        if codes and len(codes) == len(content) and len(keys) == 1 and t != OpType.Padding:
+        if codes and len(codes) == len(content) and len(keys) == 1:
             arrays = [ins[k].q if k in content else ins[k].raw() for k in range(len(ins))]
-            results = self.program._call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
             (key,) = keys
+            zero = int(key[1])
+            if t == OpType.Padding and zero != 0:
+                # MNN's int8 Raster fills what no region covers with the zero point (CPURaster.cpp
+                # mZeroPoint), i.e. float 0, where the kernel would write code 0: pad q - zero instead
+                arrays[0] = arrays[0].astype(np.int16) - zero
+            results = self.program._call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
+            if t == OpType.Padding and zero != 0:
+                results = [((a + zero).astype(np.int8), f) for a, f in results]
             values = [Value(DataFormat(f), q=a, key=key) if a.dtype == np.int8 else Value(DataFormat(f), f=a)
                       for a, f in results]
         else:

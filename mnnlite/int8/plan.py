@@ -179,6 +179,17 @@ def need_content(op_type, index: int) -> bool:
     return not (op_type in _SHAPE_INPUT_1 and index == 1)
 
 
+# Data-movement ops whose geometry takes regions from their first input only: the other inputs are read
+# at shape time (slice points, Padding's pads: GeometrySlice.cpp, GeometryPadding.cpp).
+_FIRST_INPUT_REGIONS = {OpType.Slice, OpType.SliceTf, OpType.StridedSlice, OpType.Unpack, OpType.Padding}
+
+
+def region_inputs(op_type, count: int) -> list[int]:
+    """Positions of a data-movement op's inputs its Raster regions read."""
+    content = [k for k in range(count) if need_content(op_type, k)]
+    return content[:1] if op_type in _FIRST_INPUT_REGIONS else content
+
+
 def _weight_inline(params) -> bool:
     return getattr(params, "weight", None) is not None
 
@@ -286,9 +297,7 @@ class _Builder:
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         name = t.name if isinstance(t, OpType) else str(t)
         if t in MOVE_OPS:
-            content = [i for k, i in enumerate(ins) if need_content(t, k)]
-            if t in (OpType.Slice, OpType.SliceTf, OpType.StridedSlice, OpType.Unpack):
-                content = content[:1]
+            content = [ins[k] for k in region_inputs(t, len(ins))]
             for o in outs:
                 self.make_virtual(o, content, full_ref=t in FULL_REF_OPS)
             return []

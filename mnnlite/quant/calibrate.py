@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..format.tables import DataFormat, OpType
+from ..layout import op_output_format
 
 NCHW, NHWC, NC4HW4 = int(DataFormat.NCHW), int(DataFormat.NHWC), int(DataFormat.NC4HW4)
 
@@ -39,13 +40,6 @@ _VIEW_FIRST_INPUT = {
     OpType.ReverseSequence,
 }
 VIEW_OPS = frozenset(_VIEW_ALL_INPUTS | _VIEW_FIRST_INPUT)
-
-# Ops whose output MNN keeps in NC4HW4 (GeometryImageOp, convolution family).
-_NC4HW4_OUTPUT = {
-    OpType.Convolution, OpType.ConvolutionDepthwise, OpType.Deconvolution, OpType.DeconvolutionDepthwise,
-    OpType.Pooling, OpType.Pooling3D, OpType.Interp, OpType.Interp3D, OpType.Resize, OpType.ConvInt8,
-    OpType.DepthwiseConvInt8,
-}
 
 # OpCommonUtils::opNeedContent: inputs whose data an op never reads (only their shape).
 _NO_CONTENT_ALL = {OpType.ZerosLike, OpType.ZeroGrad, OpType.Shape, OpType.Rank, OpType.Const, OpType.Size,
@@ -158,22 +152,9 @@ class _Lowering:
 
     # -- formats (SizeComputer) ------------------------------------------------------------------------
     def _set_formats(self, op) -> None:
-        ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
-        if op.type == OpType.Input:
-            fmt = int(op.main.dformat) if op.main is not None else NCHW
-        elif op.type == OpType.Const or op.type == OpType.TrainableParam:
-            fmt = int(op.main.dataFormat) if op.main is not None and op.main.dataFormat is not None else NCHW
-        elif op.type == OpType.ConvertTensor:
-            fmt = int(op.main.dest)
-        elif op.type in _NC4HW4_OUTPUT:
-            fmt = NC4HW4
-        elif op.type == OpType.BinaryOp and len(ins) == 2 and self._rank(ins[0]) < self._rank(ins[1]):
-            fmt = self._fmt(ins[1])
-        elif ins:
-            fmt = self._fmt(ins[0])
-        else:
-            fmt = NCHW
-        for t in outs:
+        ins = _ints(op.inputIndexes)
+        fmt = op_output_format(op, [self._fmt(t) for t in ins], [self._rank(t) for t in ins])
+        for t in _ints(op.outputIndexes):
             self.formats[t] = fmt
 
     # -- commands ------------------------------------------------------------------------------------
@@ -607,9 +588,12 @@ class StreamingADMM:
 class Workers:
     """Interpreters that run calibration samples side by side (the float kernels release the GIL).
 
-    Only statistics that do not depend on the order of the samples may be collected this way (KL's
-    ranges and integer histograms); order-dependent flows (ADMM's float sums, EMA's moving averages)
-    run on ``first`` alone, so every flow gives the same result whatever the worker count.
+    Two ways to use them, both independent of the worker count: ``map`` returns per-sample results in
+    sample order (EMA's batch ranges, folded in order by the caller), and ``order_free_pass`` collects
+    statistics that do not depend on the order of the samples (KL's ranges and integer histograms) in
+    shard-local observers merged at the end.  ``mnnlite.distributed.RayWorkers`` offers the same two on
+    a Ray cluster, with the same shard functions (``observe_shard``, ``merge_shard``).  ADMM's float sums
+    depend on the order and run on ``first`` alone.
     """
 
     def __init__(self, make, count: int = 1):
@@ -663,49 +647,113 @@ class Workers:
                 for f in pending:
                     f.cancel()
 
-    def stream(self, samples, observe, done=None) -> None:
-        """``interp.run(feeds, observe=observe)`` for every sample (``observe`` may be called from several
-        threads at once); ``done()`` after each one."""
-        for _ in self.map(samples, lambda interp, feeds: interp.run(feeds, observe=observe)):
+    def order_free_pass(self, observers: dict, samples, done=None) -> None:
+        """Every sample through the model, each interpreter feeding observers of its own
+        (``shard_observers``), merged into ``observers`` at the end (``merge_shard``); ``done()`` after
+        each sample.  Only for observers whose statistics do not depend on the order of the samples."""
+        own: dict = {}
+
+        def run(interp, feeds):
+            shard = own.get(id(interp))
+            if shard is None:
+                shard = own[id(interp)] = shard_observers(observers)
+            interp.run(feeds, observe=feed_observers(shard))
+        for _ in self.map(samples, run):
             if done is not None:
                 done()
+        for shard in own.values():
+            merge_shard(observers, shard_partials(shard))
+
+
+def shard_observers(observers: dict) -> dict:
+    """Empty observers for one shard of the samples, carrying what earlier passes found (KL's range)."""
+    return {t: obs.shard() for t, obs in observers.items()}
+
+
+def feed_observers(observers: dict):
+    """The ``observe`` hook that feeds each tracked tensor to its observer."""
+    def feed(i, _name, a):
+        obs = observers.get(i)
+        if obs is not None:
+            obs.update(observe_values(a))
+    return feed
+
+
+def shard_partials(observers: dict) -> dict:
+    """What a shard's observers gathered this pass, to send back and merge."""
+    return {t: obs.partial() for t, obs in observers.items()}
+
+
+def observe_shard(interp, observers: dict, shard) -> dict:
+    """Run a shard of samples with its own ``observers`` (from ``shard_observers``); their partials."""
+    feed = feed_observers(observers)
+    for feeds in shard:
+        interp.run(feeds, observe=feed)
+    return shard_partials(observers)
+
+
+def merge_shard(observers: dict, partials: dict) -> None:
+    """Fold a shard's partial statistics into the run's observers (exact: min/max and integer sums)."""
+    for t, part in partials.items():
+        observers[t].merge(part)
 
 
 def as_workers(interp) -> Workers:
-    """A ``Workers`` as is; anything else with ``run(feeds, observe=)`` as a single worker."""
-    return interp if isinstance(interp, Workers) else Workers(lambda: interp)
+    """A ``Workers`` as is (or anything with ``order_free_pass``); else a single local worker."""
+    return interp if hasattr(interp, "order_free_pass") else Workers(lambda: interp)
+
+
+def make_workers(build, model, args: tuple, count: int, ray=None):
+    """Workers whose interpreters ``build(model, *args)`` makes: ``count`` local threads, or tasks on the
+    Ray cluster when ``ray`` (the connected module) is given; there the model travels as its bytes."""
+    if ray is None:
+        return Workers(lambda: build(model, *args), count)
+    import functools
+
+    from ..distributed import RayWorkers
+    from ..format.model_io import dumps
+
+    return RayWorkers(ray, functools.partial(build, dumps(model), *args))
+
+
+def float_interpreter(model, impl: str, layout: str = "model"):
+    """The float interpreter calibration runs (``model``: a Model or an .mnn file's bytes), feeds in
+    ``layout`` (``mnnlite.layout``)."""
+    from ..runtime import Interpreter
+
+    return Interpreter(_as_model(model), impl=impl, precision="float", layout=layout)
+
+
+def _as_model(model):
+    from ..format.model_io import loads
+
+    return loads(model) if isinstance(model, (bytes, bytearray)) else model
 
 
 def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, parallel: bool) -> None:
     """Stream every sample through the model twice, feeding each tracked tensor to its observer
     (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line).  ``parallel``:
-    the observers' statistics do not depend on sample order, so samples may run on every worker (each
-    observer is then updated under its own lock)."""
-    import threading
-
+    the observers' statistics do not depend on sample order, so samples may run on every worker
+    (``order_free_pass``); else one after the other on ``first``."""
     workers = as_workers(workers)
     total = len(samples)
-    locks = {t: threading.Lock() for t in observers} if parallel and workers.count > 1 else None
-    runner = workers if parallel else Workers(lambda: workers.first)
     for p in range(2):
         for obs in observers.values():
             obs.start_pass(p)
-
-        def feed(i, _name, a):
-            obs = observers.get(i)
-            if obs is None:
-                return
-            if locks is None:
-                obs.update(observe_values(a))
-            else:
-                with locks[i]:
-                    obs.update(observe_values(a))
         count = [0]
 
         def done():
             count[0] += 1
             log.progress(progress, count[0], total)
-        runner.stream(samples, feed, done if p == 1 else None)
+        tick = done if p == 1 else None
+        if parallel:
+            workers.order_free_pass(observers, samples, tick)
+        else:
+            feed = feed_observers(observers)
+            for feeds in samples:
+                workers.first.run(feeds, observe=feed)
+                if tick is not None:
+                    tick()
         if p == 1:
             log.end_progress()
 
@@ -930,7 +978,42 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
         new_ops.append(conv)
     net.oplists = new_ops
     net.extraTensorDescribe = None
+    assert private == _private_inputs(model, modules)
     return net, private
+
+
+def _private_inputs(model, modules: list[FusedConv]) -> dict[int, int]:
+    """Conv position -> the tensor ``_simulation_net`` gives its private input copy: after the model's
+    tensors come the shared zero, then per module in op order its copy, weight and bias."""
+    base = len(model.net.tensorName)
+    return {pos: base + 1 + 3 * k for k, pos in enumerate(sorted(m.pos for m in modules))}
+
+
+def ema_interpreter(model, impl: str, modules: list[FusedConv], clamp_w: int, method: str, layout: str = "model"):
+    """The EMA simulation's float interpreter (``model``: a Model or an .mnn file's bytes)."""
+    from ..graph import Model
+    from ..runtime import Interpreter
+
+    model = _as_model(model)
+    net, _ = _simulation_net(model, modules, clamp_w, method)
+    return Interpreter(Model(net, path=model.path), impl=impl, precision="float", layout=layout)
+
+
+def ema_batch_ranges(tracked: frozenset, clamp_act: int, interp, feeds) -> dict:
+    """One EMA batch: every tracked tensor fake-quantized with its own range; tensor -> nudged range."""
+    from .feature.ema import fake_quantize
+
+    ranges = {}
+
+    def simulate(i, _name, a):
+        if i not in tracked or a.dtype != np.float32:
+            return
+        xq, lo, hi = fake_quantize(a, clamp_act)
+        ranges[i] = (lo, hi)
+        if a.flags.writeable:
+            np.copyto(a, xq)
+    interp.run(feeds, observe=simulate)
+    return ranges
 
 
 def _conv_float(op):
@@ -970,7 +1053,8 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
 
 
 def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clamp_w: int, log,
-                  impl: str = "mnn", weight_method: str = "MAX_ABS", threads: int = 1) -> dict[int, EMAParams]:
+                  impl: str = "mnn", weight_method: str = "MAX_ABS", threads: int = 1,
+                  ray=None, layout: str = "model") -> dict[int, EMAParams]:
     """Per fused conv (by position): EMA ranges of its input and output over the calibration batches.
 
     Each batch runs the float model with, for every module, fake-quantized weights, its input
@@ -978,30 +1062,19 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     layer reads it; each range, nudged onto the int8 grid, feeds a moving average (momentum 0.99).
     Batch norms run with their running statistics (MNN trains them, doc §14.10).  A batch's forward
     depends on no other batch, so batches run on ``threads`` interpreters at once; the moving averages
-    take their ranges in batch order, so the result does not depend on ``threads``.
+    take their ranges in batch order, so the result does not depend on ``threads`` (nor on ``ray``, the
+    connected Ray module: batches then run as tasks on the cluster).  ``layout``: the feeds' order
+    (``mnnlite.layout``).
     """
-    from ..graph import Model
-    from ..runtime import Interpreter
-    from .feature.ema import EMAObserver, fake_quantize
+    import functools
 
-    net, private = _simulation_net(model, modules, clamp_w, weight_method)
-    simulation = Model(net, path=model.path)
-    workers = Workers(lambda: Interpreter(simulation, impl=impl, precision="float"), threads)
+    from .feature.ema import EMAObserver
+
+    private = _private_inputs(model, modules)
+    workers = make_workers(ema_interpreter, model, (impl, modules, clamp_w, weight_method, layout), threads, ray)
     observers = {private[m.pos]: EMAObserver(clamp_act) for m in modules}
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
-
-    def batch_ranges(interp, feeds) -> dict:
-        ranges = {}
-
-        def simulate(i, _name, a):
-            if i not in observers or a.dtype != np.float32:
-                return
-            xq, lo, hi = fake_quantize(a, clamp_act)
-            ranges[i] = (lo, hi)
-            if a.flags.writeable:
-                np.copyto(a, xq)
-        interp.run(feeds, observe=simulate)
-        return ranges
+    batch_ranges = functools.partial(ema_batch_ranges, frozenset(observers), clamp_act)
     total = len(samples)
     for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
         for i, (lo, hi) in ranges.items():

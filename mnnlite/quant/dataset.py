@@ -157,13 +157,16 @@ class _SequenceReader:
 
 def resolve_batch_size(config: QuantConfig, specs: Sequence[InputSpec], samples: int) -> tuple[int, bool]:
     """``(batch, drop_last)`` per doc §5: EMA batches (config, else the model's batch, else 32; at most
-    the sample count; remainder dropped); KL and ADMM take one sample at a time."""
+    the sample count, 1 for sequence data with fewer samples than a batch; remainder dropped); KL and
+    ADMM take one sample at a time."""
     if config.feature_quantize_method != "EMA":
         return 1, False
     batch = config.batch_size
     if batch is None:
         model_batch = specs[0].shape[0] if specs and specs[0].shape else 0
         batch = model_batch if model_batch > 0 else DEFAULT_BATCH
+    if samples < batch and config.input_type == "sequence":
+        return 1, True                  # fewer samples than a batch: MNN's sequence path drops to 1
     return max(1, min(batch, samples)), True
 
 

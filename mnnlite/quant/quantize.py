@@ -11,14 +11,16 @@ model is read, never written.  Identical inputs give byte-identical outputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model
-from ..format.tables import DataFormat, OpType
+from ..format.tables import OpType
+from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
 from ..limits import memory_limit
 from ..safety import OutputSet, check_distinct
 from . import calibrate as cal
@@ -43,7 +45,7 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
 
 
 def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
-             max_memory=None) -> QuantReport:
+             layout: str = DEFAULT_LAYOUT, ray: str | None = None, max_memory=None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
@@ -52,18 +54,29 @@ def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | No
     simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
     which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
     once (default: the cores this process may use, at most 4); the result does not depend on it.
-    ``max_memory``: the largest single allocation allowed (bytes or "2G"; default: the available RAM,
-    ``mnnlite.limits``).  Raises ``ConfigError`` / ``DataError`` / ``FormatError`` / ``ResourceError``
+    ``layout``: the order of sequence samples and ``inputs`` shapes, "model" (each input's declared layout,
+    as MNN reads them) or "nchw" (Caffe order, converted; ``mnnlite.layout``); images are built in the
+    model's layout either way.
+    ``ray``: a Ray cluster address ("auto", "local", "host:port"; ``mnnlite.distributed``): KL and EMA
+    samples then run in shards as Ray tasks, with byte-identical output (ADMM and debug mode, whose sums
+    depend on the order, stay on this process).  ``max_memory``: the largest single allocation allowed
+    (bytes or "2G"; default: the available RAM, ``mnnlite.limits``).  Raises ``ConfigError`` /
+    ``DataError`` / ``FormatError`` / ``ResourceError`` (``ClusterError`` for an unreachable cluster)
     before anything is written, ``OutputError`` when an output is an input or cannot be written.
     """
     with memory_limit(max_memory):
-        return _quantize(src, dst, config, log=log, impl=impl, threads=threads)
+        if ray is not None:
+            from ..distributed import cluster
+
+            with cluster(ray) as connected:
+                return _quantize(src, dst, config, log, impl, threads, layout, connected)
+        return _quantize(src, dst, config, log, impl, threads, layout, None)
 
 
-def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None) -> QuantReport:
-    """``quantize`` inside its memory budget."""
+def _quantize(src, dst, config, log, impl: str, threads, layout: str, ray) -> QuantReport:
     start = time.perf_counter()
     threads = _thread_count(threads)
+    layout = check_layout(layout)
     qlog = log if isinstance(log, QuantLog) else QuantLog(log)
     src, dst = os.fspath(src), os.fspath(dst)
     qlog.line("model_file", src)
@@ -75,7 +88,7 @@ def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | N
     cfg = load_config(config)
     _log_config(qlog, cfg)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
-    specs = _input_specs(model)
+    specs = input_specs(model, layout)
     dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     check_distinct(_outputs(dst, cfg), _inputs(src, model, config, dataset.files))
     qlog.line("dataset_num", dataset.sample_count)
@@ -84,7 +97,7 @@ def _quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | N
         cfg = _with(cfg, feature_quantize_method=report.feature_method)
         dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, impl, report, threads)
+    quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads, ray)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
@@ -175,26 +188,7 @@ def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:
 
 
 def _with(cfg: QuantConfig, **changes) -> QuantConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, **changes)
-
-
-def _input_specs(model) -> list[InputSpec]:
-    """The model's inputs for the dataset, in file order (NC4HW4 inputs are fed as NCHW arrays)."""
-    from ..ops.const import numpy_dtype
-
-    specs = []
-    for op in model.graph.ops:
-        if op.type != OpType.Input:
-            continue
-        p = op.main
-        dims = tuple(int(d) for d in p.dims) if p is not None and p.dims is not None else ()
-        fmt = DataFormat(p.dformat if p is not None else DataFormat.NC4HW4)
-        layout = "NHWC" if fmt == DataFormat.NHWC else "NCHW"
-        dtype = numpy_dtype(p.dtype if p is not None else 1)
-        specs.append(InputSpec(model.graph.tensors[int(op.outputIndexes[0])], dims, layout, dtype.name))
-    return specs
 
 
 class _Feeds:
@@ -221,10 +215,19 @@ class _Feeds:
             yield feeds
 
 
-def _interpreter(model, impl: str):
-    from ..runtime import Interpreter
+@dataclasses.dataclass(frozen=True)
+class _Runtime:
+    """How calibration runs a model: float kernels ``impl``, feeds in ``layout``."""
 
-    return Interpreter(model, impl=impl, precision="float")
+    impl: str
+    layout: str
+
+    def interpreter(self, model):
+        return cal.float_interpreter(model, self.impl, self.layout)
+
+    def workers(self, model, threads: int, ray=None):
+        """``threads`` local interpreters, or Ray tasks when ``ray`` (the connected module) is given."""
+        return cal.make_workers(cal.float_interpreter, model, (self.impl, self.layout), threads, ray)
 
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
@@ -247,18 +250,19 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
     graph = model.graph
-    specs = _input_specs(model)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
-    workers = cal.Workers(lambda: _interpreter(model, impl), threads)
+    samples = _Feeds(cal.Samples(dataset), dataset.specs, cfg.source)
+    # ADMM's float sums depend on the order of the samples: it calibrates here, one sample at a time
+    sharded = ray if cfg.feature_quantize_method == "KL" else None
+    workers = runtime.workers(model, threads, sharded)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     clock = time.perf_counter()
     facts = cal.tensor_facts(interp, first)
-    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS:
+    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS and isinstance(workers, cal.Workers):
         workers.count = 1
     plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
@@ -272,7 +276,7 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: 
     convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report)
     debug_text = None
     if cfg.debug:
-        debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report)
+        debug_text = _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report)
     tensors = {t: TensorQuant(float(s), float(z), -float(fclamp), float(fclamp))
                for t, (s, z) in scales.items() if _usable(t, s, facts)}
     quantized = rewrite(model, tensors, convs)
@@ -337,7 +341,7 @@ def _channels(facts, plan, t: int) -> int | None:
     return int(fact.shape[-1] if plan.formats.get(t) == cal.NHWC else fact.shape[1])
 
 
-def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
+def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> str:
     """Doc §10, with the int8 weights in the simulated model (MNN keeps float weights, §14.13)."""
     import copy
 
@@ -352,8 +356,8 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
         op.main.quanParameter = None
         op.main.external = None
         net.oplists[pos] = op
-    interp_q = _interpreter(Model(net, path=model.path), impl)
-    interp_f = _interpreter(model, impl)
+    interp_q = runtime.interpreter(Model(net, path=model.path))
+    interp_f = runtime.interpreter(model)
     stats = cal.debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
     report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
     qlog.text(debug_lines(report.debug))
@@ -362,9 +366,35 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, impl, report) -> str:
 
 # ------------------------------------------------------------------------------------------------ EMA
 
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int = 1):
+def _single_samples(cfg: QuantConfig, dataset, error, qlog):
+    """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.
+
+    Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
+    a batch of 32 cannot pass.  MNN's EMA still quantizes them because its sequence path feeds one
+    sample per iteration -- the last of each batch, every sample of the batch overwriting the input in
+    turn (calibration.cpp ``_quantizeModelEMA``, doc §14.18) -- so its forwards have batch 1.  When the
+    first batch fails in our runtime, calibration does exactly that: N / batch forwards of the last
+    sample of each batch, the same samples and so the same parameters as MNN.  In image mode MNN stacks
+    real batches and cannot run such a graph; there every sample gets its own forward.  None when the
+    batch was 1 already (the error is then the model's or the data's).
+    """
+    batch = dataset.batch_size
+    if batch <= 1:
+        return None
+    single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    if cfg.input_type == "sequence":
+        single.files = dataset.files[batch - 1::batch][:len(dataset.files) // batch]
+        how = f"the last sample of each batch of {batch}, {len(single.files)} forward(s), as MNN feeds"
+    else:
+        how = f"each of the {len(single.files)} samples on its own"
+    reason = str(error).split(": ", 1)[-1]
+    qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with {how}\n")
+    return single
+
+
+def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
     graph = model.graph
-    specs = _input_specs(model)
+    specs = dataset.specs
     batch = dataset.batch_size
     if cfg.batch_size is None and specs and specs[0].shape and specs[0].shape[0] > 0:
         if specs[0].shape[0] != 32:
@@ -376,10 +406,20 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, impl, report, threads: int 
         qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
                   f"set batch size as {dataset.sample_count}\n")
     modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
-    samples = _Feeds(cal.Samples(dataset), specs, cfg.source)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
-    params = cal.calibrate_ema(model, modules, samples, fclamp, wclamp, qlog, impl, cfg.weight_quantize_method,
-                               threads)
+
+    def calibrate(data):
+        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data), specs, cfg.source), fclamp, wclamp,
+                                 qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
+                                 runtime.layout)
+    try:
+        params = calibrate(dataset)
+    except ShapeError as exc:       # batches run in order: the first one fails before any result is used
+        single = _single_samples(cfg, dataset, exc, qlog)
+        if single is None:
+            raise
+        dataset = single
+        params = calibrate(dataset)
     report.samples = dataset.sample_count
     convs: dict[int, ConvQuant] = {}
     tensors: dict[int, TensorQuant] = {}

@@ -14,6 +14,7 @@
     heldout = "data/heldout"      # optional: held-out samples for validation (default: after calibration)
     labels = "labels.txt"         # optional
     num = 6                       # optional: held-out samples to use
+    layout = "model"              # optional: sequence samples in the declared layout (default) or "nchw"
     golden = "golden/cnn-kl.json" # optional
     [case.thresholds]             # optional absolute gates: min_cosine, min_agreement
     min_cosine = 0.99
@@ -31,6 +32,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..layout import DEFAULT_LAYOUT, check_layout
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +40,7 @@ else:  # pragma: no cover - exercised on older interpreters only
     import tomli as tomllib
 
 CASE_KEYS = {"name", "model", "config", "calibration", "heldout", "labels", "num", "golden", "thresholds",
-             "tolerances"}
+             "tolerances", "layout"}
 THRESHOLD_KEYS = {"min_cosine", "min_agreement"}
 DEFAULT_TOLERANCE = 1e-4
 
@@ -53,6 +55,7 @@ class Case:
     heldout: str | None = None
     labels: str | None = None
     num: int | None = None
+    layout: str = DEFAULT_LAYOUT
     thresholds: dict = field(default_factory=dict)
     tolerances: dict = field(default_factory=dict)
     error: str | None = None  # set when the case cannot run; the others still do
@@ -68,7 +71,7 @@ class Case:
 
     def to_job(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "model", "config", "golden", "calibration", "heldout",
-                                               "labels", "num", "thresholds")}
+                                               "labels", "num", "thresholds", "layout")}
 
 
 def load_cases(path: str) -> list[Case]:
@@ -142,6 +145,10 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
     if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num <= 0):
         raise ConfigError(f"case {case.name!r}: num must be a positive integer, got {num!r}")
     case.num = num
+    try:
+        case.layout = check_layout(raw.get("layout", DEFAULT_LAYOUT))
+    except ConfigError as exc:
+        raise ConfigError(f"case {case.name!r}: {exc}") from None
     case.thresholds = dict(raw.get("thresholds", {}))
     bad = set(case.thresholds) - THRESHOLD_KEYS
     if bad:

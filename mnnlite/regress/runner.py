@@ -1,6 +1,7 @@
 """Run cases in parallel child processes and judge each against its golden file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -39,9 +40,17 @@ class RegressionRun:
         return all(r.ok for r in self.results)
 
 
-def run_cases(cases: list[Case], jobs: int = 1, update_golden: bool = False, progress=None,
-              timeout: float = 3600.0) -> RegressionRun:
-    """Every case in a child process, ``jobs`` at a time; results in case order, whatever the jobs."""
+def run_cases(cases: list[Case], jobs: int | None = 1, update_golden: bool = False, progress=None,
+              timeout: float = 3600.0, threads: int | None = None, ray: str | None = None,
+              ship_data: bool = False) -> RegressionRun:
+    """Every case in a child process, ``jobs`` at a time; results in case order, whatever the jobs.
+
+    ``threads``: calibration threads per case (default: the quantizer's).  ``ray``: a Ray cluster
+    address (``mnnlite.distributed``): each case is then a Ray task with ``threads`` CPUs (default 1),
+    ``jobs`` caps the cases in flight (None: the cluster's CPUs decide) and ``ship_data`` sends the
+    models and sample folders through Ray's object store instead of relying on a shared file system.
+    Judging against the goldens happens here, on the driver, in both cases.
+    """
     results: dict[int, CaseResult] = {}
     runnable = [(i, c) for i, c in enumerate(cases) if c.error is None]
     for i, c in enumerate(cases):
@@ -51,26 +60,45 @@ def run_cases(cases: list[Case], jobs: int = 1, update_golden: bool = False, pro
     if progress:
         for r in results.values():
             progress(done, len(cases), r)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(_run_child, c, timeout): i for i, c in runnable}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = judge(cases[i], *fut.result(), update_golden=update_golden)
+    with _executor(runnable, jobs, timeout, threads, ray, ship_data) as finished:
+        for i, outcome in finished:
+            results[i] = judge(cases[i], *outcome, update_golden=update_golden)
             done += 1
             if progress:
                 progress(done, len(cases), results[i])
     return RegressionRun([results[i] for i in range(len(cases))])
 
 
-def _run_child(case: Case, timeout: float) -> tuple[dict | None, str, float]:
+@contextlib.contextmanager
+def _executor(runnable, jobs, timeout, threads, ray, ship_data):
+    """``(case index, (result, crash message, seconds))`` as cases finish: child processes here, or
+    Ray tasks."""
+    if ray is not None:
+        from ..distributed import cluster, run_case_results
+
+        with cluster(ray) as connected:
+            yield run_case_results(runnable, connected, jobs, threads, ship_data, timeout)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, jobs or 1)) as pool:
+        futures = {pool.submit(run_child, dict(c.to_job(), threads=threads), timeout): i for i, c in runnable}
+        yield ((futures[fut], fut.result()) for fut in as_completed(futures))
+
+
+def run_child(job: dict, timeout: float, env=None, die_with_parent: bool = False) -> tuple[dict | None, str, float]:
+    """One case's job in a child process (``regress.worker``): ``(result, crash message, seconds)``.
+
+    ``die_with_parent``: the child is killed when this process dies (Linux), so a Ray worker killed
+    mid-case leaves no orphan behind when Ray retries the case elsewhere.
+    """
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mnnlite-case-") as tmp:
         job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         with open(job_path, "w", encoding="utf-8") as f:
-            json.dump(case.to_job(), f)
+            json.dump(job, f)
         try:
             proc = subprocess.run([sys.executable, "-m", "mnnlite.regress.worker", job_path, result_path],
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, text=True, timeout=timeout, env=env,
+                                  preexec_fn=_die_with_parent if die_with_parent else None)
         except subprocess.TimeoutExpired:
             return None, f"timed out after {timeout:.0f} s", time.perf_counter() - started
         elapsed = time.perf_counter() - started
@@ -79,6 +107,17 @@ def _run_child(case: Case, timeout: float) -> tuple[dict | None, str, float]:
             return None, f"crashed (exit code {proc.returncode}): {tail}", elapsed
         with open(result_path, encoding="utf-8") as f:
             return json.load(f), "", elapsed
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG; Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))     # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def judge(case: Case, result: dict | None, crash: str, seconds: float, update_golden: bool) -> CaseResult:

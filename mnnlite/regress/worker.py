@@ -28,9 +28,10 @@ def run_job(job: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="mnnlite-regress-") as tmp:
         quant_path = os.path.join(tmp, "quant.mnn")
         log = io.StringIO()
-        quantize(job["model"], quant_path, job["config"], log=log)
+        layout = job.get("layout", "model")
+        quantize(job["model"], quant_path, job["config"], log=log, layout=layout, threads=job.get("threads"))
         vreport = validate(job["model"], quant_path, job["config"], data=job["heldout"], labels=job["labels"],
-                           num=job["num"], **job["thresholds"])
+                           num=job["num"], layout=layout, **job["thresholds"])
     metrics = {k: float(v) for k, v in vreport.metrics().items()}
     check_metric_names(metrics)
     samples = list_candidates(load_config(job["config"])) + list(vreport.samples)
@@ -50,17 +51,21 @@ def run_job(job: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..errors import MnnliteError
-
     job_path, result_path = (argv or sys.argv[1:])[:2]
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)
-    try:
-        result = run_job(job)
-    except MnnliteError as exc:
-        result = {"error": str(exc)}
-    write_atomic(result_path, json.dumps(result).encode())
+    write_atomic(result_path, json.dumps(run_job_guarded(job)).encode())
     return 0
+
+
+def run_job_guarded(job: dict) -> dict:
+    """``run_job``, a user error (bad model, config, data) as the result ``{"error": message}``."""
+    from ..errors import MnnliteError
+
+    try:
+        return run_job(job)
+    except MnnliteError as exc:
+        return {"error": str(exc)}
 
 
 if __name__ == "__main__":

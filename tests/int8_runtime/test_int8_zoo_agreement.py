@@ -58,7 +58,7 @@ def test_int8_outputs_match_official_runtime(mnn_oracle, name, variant):
 
 
 # Our own quantizer's files (mnnlite.quant.quantize, when it exists) must run the same way.
-OWN_CASES = ([(n, v) for n in ("cnn", "nhwc_like", "ppocr_cls") for v in VARIANTS]
+OWN_CASES = ([(n, v) for n in ("cnn", "nhwc_like", "ppocr_cls", "blazeface") for v in VARIANTS]
              if importlib.util.find_spec("mnnlite.quant.quantize") else [])
 
 

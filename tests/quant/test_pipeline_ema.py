@@ -26,7 +26,7 @@ def _cfg(name):
     return calib_config(name, "EMA", winogradOpt=False)
 
 
-@pytest.mark.parametrize("name", ["cnn", "nhwc_like", pytest.param("mobilenet", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["cnn", "nhwc_like", "blazeface", pytest.param("mobilenet", marks=pytest.mark.slow),
                                   pytest.param("ppocr_cls", marks=pytest.mark.slow)])
 def test_ema_matches_oracle(zoo, name):
     src = fixed_shape_model(name)

@@ -124,8 +124,9 @@ def fixed_shape_model(name: str) -> Path:
     spec = z.image_spec(name)
     model = mnnlite.load_model(z.model_path(name, "float"))
     for op in model.net.oplists:
-        if op.type == OpType.Input:
-            op.main.dims = [1, 3, spec.height, spec.width]
+        if op.type == OpType.Input:       # the declared layout's order
+            nhwc = z.input_layout(name) == "NHWC"
+            op.main.dims = [1, spec.height, spec.width, 3] if nhwc else [1, 3, spec.height, spec.width]
     out = _WORK / f"{name}.fixed.mnn"
     mnnlite.save_model(model, out)
     return out
@@ -190,15 +191,17 @@ def transplant_c4(name: str, quant_c4) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def image_feeds(name: str, which: str = "calib") -> tuple:
-    """Preprocessed images of a zoo folder as model feeds (our dataset = MNN's preprocessing)."""
+    """Preprocessed images of a zoo folder as model feeds in the declared layout (our dataset = MNN's
+    preprocessing)."""
+    from mnnlite.layout import input_specs
     from mnnlite.quant.config import load_config
-    from mnnlite.quant.dataset import CalibrationSet, InputSpec
+    from mnnlite.quant.dataset import CalibrationSet
 
     z = zoo()
     folder = z.calibration_dir(name) if which == "calib" else z.heldout_dir(name)
     cfg = load_config(dict(calib_config(name), path=str(folder)))
-    inp = next(iter(z.oracle_input_info(z.model_path(name, "float"))))
-    return tuple(dict(f) for f in CalibrationSet(cfg, [InputSpec(inp, (1, 3, -1, -1))]))
+    specs = input_specs(mnnlite.load_model(z.model_path(name, "float")), "model")
+    return tuple(dict(f) for f in CalibrationSet(cfg, specs[:1]))
 
 
 def cosine(a, b) -> float:

@@ -140,3 +140,18 @@ def test_update_golden_shows_the_differences_first(zoo_env, tmp_path):
     assert code == 0, out + err
     assert "Golden changes:" in out and "cnn-ema-admm: prob.cosine 0.5 ->" in out
     assert json.loads(golden.read_text())["metrics"]["prob.cosine"] > 0.9
+
+
+def test_case_layout_key(tmp_path):
+    from mnnlite.regress.cases import load_cases
+
+    (tmp_path / "m.mnn").write_bytes(b"x")
+    (tmp_path / "c.json").write_text("{}")
+    (tmp_path / "cases.toml").write_text(
+        '[[case]]\nname = "a"\nmodel = "m.mnn"\nconfig = "c.json"\n'
+        '[[case]]\nname = "b"\nmodel = "m.mnn"\nconfig = "c.json"\nlayout = "nchw"\n'
+        '[[case]]\nname = "c"\nmodel = "m.mnn"\nconfig = "c.json"\nlayout = "nhwc"\n')
+    a, b, c = load_cases(str(tmp_path / "cases.toml"))
+    assert (a.layout, a.error) == ("model", None) and a.to_job()["layout"] == "model"
+    assert (b.layout, b.error) == ("nchw", None)
+    assert "case 'c': layout must be one of 'model', 'nchw'" in c.error

@@ -155,16 +155,32 @@ def test_intermediates_are_freed_after_their_last_use(tmp_path):
     assert len(refs) == 40 and peak[0] <= 2
 
 
-def test_nhwc_input_is_fed_in_nchw_order(tmp_path):
+def test_nhwc_input_is_fed_in_declared_or_nchw_order(tmp_path):
     b = NetBuilder()
     b.input("x", [1, -1, -1, 3], dformat=NHWC)
     b.op(OpType.ConvertTensor, ["x"], ["y"], T["TensorConvertInfo"](source=NHWC, dest=NCHW))
-    interp = Interpreter(b.save(tmp_path / "n.mnn", ["y"]))
-    assert interp.input_info()["x"].layout == "NHWC"
+    b.op(OpType.ConvertTensor, ["y"], ["z"], T["TensorConvertInfo"](source=NCHW, dest=NHWC))
+    path = b.save(tmp_path / "n.mnn", ["y", "z"])
     x = np.random.default_rng(1).standard_normal((1, 3, 4, 2)).astype(np.float32)
-    np.testing.assert_array_equal(interp.run({"x": x})["y"], x)
+    # layout="nchw": Caffe order in and out, whatever the declared layout (the Session API's convention)
+    interp = Interpreter(path, layout="nchw")
+    info = interp.input_info()["x"]
+    assert info.layout == "NHWC" and info.shape == (1, -1, -1, 3) and info.feed_shape == (1, 3, -1, -1)
+    out = interp.run({"x": x})
+    np.testing.assert_array_equal(out["y"], x)
+    np.testing.assert_array_equal(out["z"], x)
     with pytest.raises(ShapeError, match=r"expects shape \[1, 3, \?, \?\]"):
         interp.run({"x": np.zeros((1, 4, 2, 3), np.float32)})
+    # default: the declared layout (NHWC in, the NHWC output as is, the NCHW one as is)
+    interp = Interpreter(path)
+    assert interp.input_info()["x"].feed_shape == (1, -1, -1, 3)
+    assert interp.output_layouts() == {"y": "NCHW", "z": "NHWC"}
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = interp.run({"x": nhwc})
+    np.testing.assert_array_equal(out["y"], x)
+    np.testing.assert_array_equal(out["z"], nhwc)
+    with pytest.raises(ShapeError, match=r"expects shape \[1, \?, \?, 3\]"):
+        interp.run({"x": np.zeros((1, 3, 4, 2), np.float32)})
 
 
 def test_impl_must_be_fast_or_ref(tmp_path):

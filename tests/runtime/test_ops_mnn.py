@@ -19,9 +19,11 @@ def randn(*shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def check(tmp_path, builder, outputs, feeds, name="m"):
+def check(tmp_path, builder, outputs, feeds, name="m", layout="model"):
+    """Our outputs against the official runtime's; ``rt_oracle`` exchanges tensors in Caffe order, which
+    is the declared layout but for NHWC tensors (``layout="nchw"`` for those)."""
     path = builder.save(tmp_path / f"{name}.mnn", outputs)
-    got = Interpreter(path).run(feeds)
+    got = Interpreter(path, layout=layout).run(feeds)
     assert_matches(got, oracle(path, feeds, isolated=True), name)
     return got
 
@@ -232,7 +234,8 @@ def test_int64_constants_are_clamped_to_int32_like_the_converter():
 # ------------------------------------------------------------------------------------------- layouts
 
 def test_nhwc_input_and_output_are_exchanged_in_caffe_order(tmp_path):
-    """An NHWC tensor is fed and returned as NCHW, like Tensor(t, CAFFE) host tensors in MNN."""
+    """With layout="nchw" an NHWC tensor is fed and returned as NCHW, like Tensor(t, CAFFE) host tensors in
+    MNN; by default it is fed and returned as declared (NHWC), the same values moved."""
     b = NetBuilder()
     b.input("x", [1, 4, 5, 3], dformat=NHWC)                              # N H W C
     b.op(OpType.ReLU, ["x"], ["nhwc_out"], T["Relu"](slope=0.0))
@@ -241,10 +244,14 @@ def test_nhwc_input_and_output_are_exchanged_in_caffe_order(tmp_path):
     b.op(OpType.DepthToSpace, ["cat_c"], ["d2s"], T["DepthSpaceParam"](blockSize=1))
     b.op(OpType.Shape, ["x"], ["shape"])
     x = randn(1, 3, 4, 5)                                                 # Caffe order
-    got = check(tmp_path, b, ["nhwc_out", "nchw", "cat_c", "d2s", "shape"], {"x": x}, "nhwc")
+    got = check(tmp_path, b, ["nhwc_out", "nchw", "cat_c", "d2s", "shape"], {"x": x}, "nhwc", layout="nchw")
     np.testing.assert_array_equal(got["nchw"], x)
     np.testing.assert_array_equal(got["nhwc_out"], np.maximum(x, 0))
     np.testing.assert_array_equal(got["shape"], [1, 4, 5, 3])
+    declared = Interpreter(tmp_path / "nhwc.mnn").run({"x": np.ascontiguousarray(np.moveaxis(x, 1, -1))})
+    np.testing.assert_array_equal(declared["nchw"], x)                                  # an NCHW tensor
+    for name in ("nhwc_out", "cat_c", "d2s"):                                           # NHWC tensors
+        np.testing.assert_array_equal(declared[name], np.moveaxis(got[name], 1, -1))
 
 
 def test_nhwc_depth_to_space(tmp_path):
@@ -253,7 +260,7 @@ def test_nhwc_depth_to_space(tmp_path):
     b.op(OpType.DepthToSpace, ["x"], ["dcr"], T["DepthSpaceParam"](blockSize=2, mode=0))
     b.op(OpType.DepthToSpace, ["x"], ["crd"], T["DepthSpaceParam"](blockSize=2, mode=1))
     b.op(OpType.SpaceToDepth, ["dcr"], ["back"], T["DepthSpaceParam"](blockSize=2, mode=0))
-    check(tmp_path, b, ["dcr", "crd", "back"], {"x": randn(1, 8, 2, 3)}, "nhwc_d2s")
+    check(tmp_path, b, ["dcr", "crd", "back"], {"x": randn(1, 8, 2, 3)}, "nhwc_d2s", layout="nchw")
 
 
 def test_nc4hw4_shape_and_reshape_follow_the_nhwc_rules(tmp_path):

@@ -271,6 +271,31 @@ class KLObserver(FeatureObserver):
             return
         _calib.histogram(x, interval, self.counts)                         # histogram_ref in C
 
+    # Order-free statistics: a pass can be split over shards of the samples (threads, Ray tasks) and
+    # merged exactly, since min/max and integer bin counts do not depend on the order of the values.
+    def shard(self) -> "KLObserver":
+        """An empty observer for one shard of this pass; pass 1 shards carry the merged range."""
+        part = KLObserver(self.clamp, self.threshold, self.layout, self.bins)
+        part.shape, part.pass_index = self.shape, self.pass_index
+        if self.pass_index == 1:
+            part.lo, part.hi, part.seen = self.lo, self.hi, self.seen
+        return part
+
+    def partial(self):
+        """This pass's statistics of a shard: ``(lo, hi, seen, shape)`` in pass 0, the bin counts in pass 1."""
+        return (self.lo, self.hi, self.seen, self.shape) if self.pass_index == 0 else self.counts
+
+    def merge(self, part) -> None:
+        """Fold a shard's ``partial()`` in."""
+        if self.pass_index == 0:
+            lo, hi, seen, shape = part
+            self.lo, self.hi = min(self.lo, np.float32(lo)), max(self.hi, np.float32(hi))
+            self.seen = self.seen or bool(seen)
+            if self.shape is None:
+                self.shape = shape
+        else:
+            self.counts += np.asarray(part, np.int64)
+
     def _max_abs(self) -> np.float32:
         return max(abs(self.hi), abs(self.lo))
 

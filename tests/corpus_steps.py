@@ -1,0 +1,398 @@
+"""The checks run on every corpus model (tests/corpus.py), shared by the slow tests
+(tests/corpus/test_corpus.py) and the table of tools/bench_corpus.py.
+
+Each ``step_*`` returns a dict of figures (``cosine``: the step's worst cosine, ``detail``) and raises
+``StepFailed`` (an AssertionError) naming what went wrong; any other exception is a crash of ours.
+
+Inputs and outputs are in the model's declared layout on both sides: the official runtime is fed through
+host tensors of each input's own dimension type and its outputs are read the same way (NHWC for TFLite
+models), which is what MNN's Module API hands a user.  The official runtime runs in child processes: a
+crash of MNN on a file is reported, and MNN's int8 kernels that read memory they never wrote
+(tests/int8_runtime/int8_oracle.py) see fresh zeroed pages, one sample per process when the file needs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+import corpus
+import model_zoo as zoo
+
+# the int8 agreement budget (one quantization step of an output) lives with the int8 runtime tests
+_INT8_TESTS = str(Path(__file__).resolve().parent / "int8_runtime")
+if _INT8_TESTS not in sys.path:
+    sys.path.append(_INT8_TESTS)
+
+# Float run against the official runtime: the oracle tests' budget (tests/runtime/test_zoo_accuracy.py):
+# max abs err <= 1e-4 * max|ref|, cosine >= 0.999999; models whose many 3x3 convs go through MNN's
+# Winograd (its own error, up to 2e-3 of the output at the end of a deep net) get that budget.
+FLOAT_REL_ERR = zoo.REL_ERR_MAX
+FLOAT_REL_ERR_WINOGRAD = 2e-3
+FLOAT_REL_ERR_BUDGET = {"ppocr_det": FLOAT_REL_ERR_WINOGRAD}
+FLOAT_SAMPLES = 3
+# Int8 agreement with the official runtime (tests/int8_runtime/test_int8_zoo_agreement.py): max abs diff
+# <= one quantization step of the output, cosine >= 0.99999.
+INT8_MIN_COSINE = 0.99999
+STEP_ROUNDING = 1e-5
+# Our file in the official runtime is never worse than quantized.out's own file on the same config and
+# held-out samples (issue 10, deliverable 5): mean cosine to the float model at least MNN's - 0.001.
+NO_WORSE_MARGIN = 1e-3
+QUANT_TIMEOUT_S = 1800
+QUANT_CASES = (("KL", "MAX_ABS"), ("EMA", "MAX_ABS"), ("ADMM", "MAX_ABS"), ("KL", "ADMM"))
+MNN_FILE_CASES = corpus.DEFAULT_MNN_CASES
+
+
+class StepFailed(AssertionError):
+    pass
+
+
+def _cosine(a, b) -> float:
+    from mnnlite.metrics import cosine
+
+    return cosine(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes
+# ---------------------------------------------------------------------------------------------
+def run_child(argv: List[str], timeout: float, cwd: Optional[str] = None) -> dict:
+    """Run ``argv``; {"code", "output", "seconds", "peak_rss_mb"} (peak RSS of the child from wait4)."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, "PYTHONPATH": _pythonpath()})
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                status = -9
+                break
+            time.sleep(0.02)
+        proc.returncode = 0  # reaped by wait4: keep Popen from waiting again
+        code = status if status == -9 else (os.waitstatus_to_exitcode(status))
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return {"code": code, "output": text, "seconds": time.monotonic() - start,
+            "peak_rss_mb": usage.ru_maxrss / 1024.0, "timed_out": status == -9}
+
+
+def _pythonpath() -> str:
+    """The checkout under test first, so a child imports this worktree's mnnlite, then the test helpers."""
+    parts = [str(zoo.REPO_ROOT), str(Path(__file__).resolve().parent)]
+    old = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(parts + ([old] if old else []))
+
+
+def _exit_text(result: dict) -> str:
+    if result["timed_out"]:
+        return "timed out"
+    return zoo._describe_exit(result["code"])
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The official runtime in the declared layout
+# ---------------------------------------------------------------------------------------------
+def run_oracle_declared(path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Run ``path`` in the official runtime (1 thread) with feeds and outputs in each tensor's own layout
+    (Session API; Module API for files with control-flow subgraphs)."""
+    MNN = zoo._mnn()
+    if zoo.has_subgraphs(path):
+        return _run_module_declared(MNN, path, feeds)
+    interp = MNN.Interpreter(str(path))
+    session = interp.createSession({"numThread": 1})
+    inputs = interp.getSessionInputAll(session)
+    zoo._check_feed_names(path, set(inputs), feeds)
+    arrays = {}
+    for name, tensor in inputs.items():
+        arrays[name] = zoo._as_input_array(name, feeds[name], zoo._np_dtype(MNN, tensor.getDataType()))
+        interp.resizeTensor(tensor, tuple(arrays[name].shape))
+    interp.resizeSession(session)
+    for name, tensor in inputs.items():
+        arr = arrays[name]
+        tensor.copyFrom(MNN.Tensor(tuple(arr.shape), zoo._halide_type(MNN, arr.dtype), arr,
+                                   tensor.getDimensionType()))
+    code = interp.runSession(session)
+    if code != 0:
+        raise zoo.OracleToolError(f"runSession on {path} returned {code}")
+    results = {}
+    for name, tensor in interp.getSessionOutputAll(session).items():
+        shape = tuple(tensor.getShape())
+        dtype = zoo._np_dtype(MNN, tensor.getDataType())
+        if int(np.prod(shape)) == 0:
+            results[name] = np.zeros(shape, dtype)
+            continue
+        kind = tensor.getDimensionType()
+        if kind == MNN.Tensor_DimensionType_Caffe_C4:
+            kind = MNN.Tensor_DimensionType_Caffe
+        host = MNN.Tensor(shape, tensor.getDataType(), kind)
+        tensor.copyToHostTensor(host)
+        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(shape)
+    return results
+
+
+def _run_module_declared(MNN, path, feeds):
+    F = MNN.expr
+    module = MNN.nn.load_module_from_file(str(path), [], [], thread_num=1)
+    info = module.get_info()
+    decl = zoo.oracle_input_info(path)
+    args = []
+    for name in info["inputNames"]:
+        dtype = decl[name].dtype if name in decl else np.dtype(np.float32)
+        arr = zoo._as_input_array(name, feeds[name], dtype)
+        fmt = F.NHWC if name in decl and decl[name].layout == "NHWC" else F.NCHW
+        args.append(F.const(arr, list(arr.shape), fmt, F.int if dtype.kind in "iu" else F.float))
+    results = {}
+    for name, var in zip(info["outputNames"], module.forward(args)):
+        if var.data_format == F.NC4HW4:
+            var = F.convert(var, F.NCHW)
+        arr = np.array(var.read(), copy=True)
+        results[name] = arr.astype(np.int32 if arr.dtype.kind in "iu" else np.float32, copy=False)
+    return results
+
+
+_ORACLE_CHILD = """
+import os, sys, numpy as np
+import corpus_steps
+path, fin, fout, fresh = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+data = np.load(fin)
+samples = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+           for i in range(int(data["count"]))]
+out = {}
+for i, feeds in enumerate(samples):
+    if not fresh:
+        out.update({f"{i}/{k}": v for k, v in corpus_steps.run_oracle_declared(path, feeds).items()})
+        continue
+    # one forked process per sample: MNN's heap starts as a new process's would (nothing of an
+    # earlier run's buffers), without paying the interpreter start-up per sample
+    part = f"{fout}.{i}.npz"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            np.savez(part, **corpus_steps.run_oracle_declared(path, feeds))
+            os._exit(0)
+        except BaseException as exc:
+            print(f"sample {i}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"sample {i}: the run exited {code}", file=sys.stderr, flush=True)
+        sys.exit(code if code > 0 else 4)
+    with np.load(part) as got:
+        out.update({f"{i}/{k}": got[k] for k in got.files})
+np.savez(fout, **out)
+"""
+
+_oracle_cache: Dict[tuple, List[Dict[str, np.ndarray]]] = {}
+
+
+def oracle_outputs(path, samples: List[Dict[str, np.ndarray]], fresh: bool = False,
+                   key: Optional[str] = None) -> List[Dict[str, np.ndarray]]:
+    """The official runtime's outputs on each sample, in a child process (with ``fresh``, each sample
+    in a process of its own, forked from it).  Raises OracleToolError when MNN fails or crashes.
+    Cached per (path, key) within this process."""
+    cache_key = (str(path), os.path.getmtime(path), key, fresh, len(samples))
+    if key is not None and cache_key in _oracle_cache:
+        return _oracle_cache[cache_key]
+    with tempfile.TemporaryDirectory(prefix="mnnlite-corpus-") as tmp:
+        fin, fout = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        arrays = {f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()}
+        np.savez(fin, count=len(samples), **arrays)
+        res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout, "1" if fresh else "0"], 1800)
+        if res["code"] != 0 or not os.path.exists(fout):
+            raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
+                                      f"{_last_line(res['output'])}")
+        with np.load(fout) as data:
+            results = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+                       for i in range(len(samples))]
+    if key is not None:
+        _oracle_cache[cache_key] = results
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+def step_info(name: str) -> dict:
+    """``python -m mnnlite info --json`` on the float model: exit 0, the oracle's inputs with their
+    declared shapes and layout."""
+    path = corpus.float_model(name)
+    res = run_child([sys.executable, "-m", "mnnlite", "info", "--json", str(path)], 300)
+    if res["code"] != 0:
+        raise StepFailed(f"{name}: mnnlite info exited {res['code']}: {_last_line(res['output'])}")
+    info = json.loads(res["output"][res["output"].index("{"):])
+    oracle = zoo.oracle_input_info(path)
+    ours = {i["name"]: i for i in info.get("inputs", [])}
+    if set(ours) != set(oracle):
+        raise StepFailed(f"{name}: info lists inputs {sorted(ours)}, the official runtime {sorted(oracle)}")
+    wrong = [f"{k}: layout {ours[k].get('layout')!r} != {v.layout!r}" for k, v in oracle.items()
+             if str(ours[k].get("layout", "")).upper() != v.layout]
+    if wrong:
+        raise StepFailed(f"{name}: info does not show the declared layout: {'; '.join(wrong)}")
+    return {"seconds": res["seconds"], "detail": ", ".join(f"{k} {v.layout}" for k, v in oracle.items())}
+
+
+def step_run(name: str) -> dict:
+    """Our float runtime against the official runtime on held-out samples, declared layout both sides;
+    models with dynamic input dims also at a second size."""
+    from mnnlite.runtime import Interpreter
+
+    path = corpus.float_model(name)
+    interp = Interpreter(path)
+    sizes = [None] + ([corpus.spec(name).other_size] if corpus.spec(name).other_size else [])
+    worst, count = 1.0, 0
+    for size in sizes:
+        samples = corpus.heldout_samples(name, size)[:FLOAT_SAMPLES]
+        refs = oracle_outputs(path, samples, key=f"float-{size}")
+        for i, (feeds, ref) in enumerate(zip(samples, refs)):
+            worst = min(worst, _check_float(interp, name, f"sample {i}" + (f" at {size[0]}x{size[1]}" if size else ""),
+                                            feeds, ref))
+            count += 1
+    return {"cosine": worst, "detail": f"{count} runs" + (f", 2 sizes" if len(sizes) > 1 else "")}
+
+
+def _check_float(interp, name: str, label: str, feeds, ref) -> float:
+    try:
+        got = interp.run(feeds)
+    except Exception as exc:  # noqa: BLE001 -- a refusal is the finding, reported as such
+        raise StepFailed(f"{name}: our runtime refused {label}: {type(exc).__name__}: {exc}") from None
+    worst = 1.0
+    for out, r in ref.items():
+        if out not in got:
+            raise StepFailed(f"{name}: our outputs {sorted(got)} lack {out!r}")
+        if got[out].shape != r.shape:
+            raise StepFailed(f"{name} {label} output {out!r}: shape {got[out].shape}, the official runtime's {r.shape}")
+        try:
+            zoo.assert_close_to_oracle(got[out], r, f"{name} {label} output {out!r}",
+                                       rel_err=FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR))
+        except AssertionError as exc:
+            raise StepFailed(str(exc)) from None
+        worst = min(worst, _cosine(got[out], r))
+    return worst
+
+
+def our_quantize(name: str, feature: str, weight: str, out_dir, threads: Optional[int] = None) -> dict:
+    """``python -m mnnlite quantize`` (the user's command) on the corpus config; {"path", "seconds",
+    "peak_rss_mb"}; StepFailed on a non-zero exit.  ``threads``: its --threads (default: its own)."""
+    out = Path(out_dir) / f"{name}.ours.{feature}.{weight}.mnn"
+    cfg = corpus.config_path(name, feature, weight)
+    extra = ["--threads", str(threads)] if threads else []
+    res = run_child([sys.executable, "-m", "mnnlite", "quantize", str(corpus.float_model(name)), str(out),
+                     str(cfg), *extra], QUANT_TIMEOUT_S)
+    if res["code"] != 0 or not out.exists():
+        raise StepFailed(f"{name} {feature}/{weight}: mnnlite quantize {_exit_text(res)}: "
+                         f"{_last_line(res['output'])}")
+    return {"path": out, "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"]}
+
+
+def mnn_quantize_measured(name: str, feature: str, weight: str, out_dir) -> dict:
+    """quantized.out on the same config, timed and its peak RSS measured (the corpus keeps its own
+    copy; this is a fresh run for the figures)."""
+    out = Path(out_dir) / f"{name}.mnn.{feature}.{weight}.mnn"
+    code = "import sys, _tools; _tools.mnnquant(sys.argv[1:])"
+    res = run_child([sys.executable, "-c", code, "quantized.out", str(corpus.float_model(name)), str(out),
+                     str(corpus.config_path(name, feature, weight))], corpus.MNN_QUANT_TIMEOUT_S, cwd=str(out_dir))
+    ok = res["code"] == 0 and out.exists() and out.stat().st_size > 0
+    return {"ok": ok, "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"],
+            "detail": "" if ok else f"quantized.out {_exit_text(res)}"}
+
+
+def fidelity(name: str, quant_path, key: str) -> float:
+    """Mean cosine to the float model over the held-out samples and every output, both files in the
+    official runtime (one child process per sample: quantized files may read unwritten memory)."""
+    samples = corpus.heldout_samples(name)
+    refs = oracle_outputs(corpus.float_model(name), samples, key="float")
+    outs = oracle_outputs(quant_path, samples, fresh=True, key=key)
+    values = []
+    for ref, out in zip(refs, outs):
+        for k, r in ref.items():
+            if not np.all(np.isfinite(out[k])):
+                raise StepFailed(f"{name}: the official runtime gives non-finite values in {k!r} on {key}")
+            values.append(_cosine(out[k], r))
+    return float(np.mean(values))
+
+
+def step_official_on_ours(name: str, ours_path, feature: str, weight: str) -> dict:
+    """The official runtime runs our file (finite outputs) and its held-out cosine to the float model is
+    no worse than that of quantized.out's own file on the same config (when MNN's tool made one)."""
+    try:
+        ours = fidelity(name, ours_path, f"ours-{feature}-{weight}")
+    except zoo.OracleToolError as exc:
+        raise StepFailed(f"{name} {feature}/{weight}: the official runtime cannot run our file: {exc}") from None
+    theirs = corpus.mnn_quantized(name, feature, weight, build=(feature, weight) in MNN_FILE_CASES)
+    if not isinstance(theirs, Path):
+        return {"cosine": ours, "detail": f"MNN: {theirs or 'not built'}"}
+    try:
+        mnn = fidelity(name, theirs, f"mnn-{feature}-{weight}")
+    except zoo.OracleToolError as exc:
+        return {"cosine": ours, "detail": f"MNN's own file does not run: {exc}"}
+    if ours < mnn - NO_WORSE_MARGIN:
+        raise StepFailed(f"{name} {feature}/{weight}: held-out cosine of our file {ours:.4f} < quantized.out's "
+                         f"{mnn:.4f} (official runtime, same config and samples)")
+    return {"cosine": ours, "mnn_cosine": mnn, "detail": f"MNN's file {mnn:.4f}"}
+
+
+def step_int8_agreement(name: str, quant_path, key: str) -> dict:
+    """Our int8 runtime against the official runtime on a quantized file, held-out samples: max abs diff
+    within one quantization step, cosine >= 0.99999."""
+    from int8_oracle import compare
+    from mnnlite.runtime import Interpreter
+
+    samples = corpus.heldout_samples(name)
+    try:
+        refs = oracle_outputs(quant_path, samples, fresh=True, key=key)
+    except zoo.OracleToolError as exc:
+        raise StepFailed(f"{name} {key}: the official runtime cannot run the file: {exc}") from None
+    interp = Interpreter(quant_path)
+    worst = 1.0
+    for i, (feeds, ref) in enumerate(zip(samples, refs)):
+        try:
+            got = interp.run(feeds)
+        except Exception as exc:  # noqa: BLE001
+            raise StepFailed(f"{name} {key}: our int8 runtime refused sample {i}: {type(exc).__name__}: {exc}") \
+                from None
+        try:
+            result = compare(got, ref, interp.model.graph)
+        except AssertionError as exc:
+            raise StepFailed(f"{name} {key} sample {i}: {exc}") from None
+        for out, (diff, budget, cos) in result.items():
+            worst = min(worst, cos)
+            if diff > budget * (1 + STEP_ROUNDING) or cos < INT8_MIN_COSINE:
+                raise StepFailed(f"{name} {key} sample {i} output {out!r}: max abs diff {diff:.4g} (one step "
+                                 f"{budget:.4g}), cosine {cos:.6f}")
+    return {"cosine": worst, "detail": f"{len(samples)} samples"}
+
+
+def step_validate(name: str, ours_path, feature: str, weight: str) -> dict:
+    """``python -m mnnlite validate`` on the held-out folder: exit 0 and a finite cosine per output."""
+    with tempfile.TemporaryDirectory(prefix="mnnlite-validate-") as tmp:
+        report = Path(tmp) / "report.json"
+        res = run_child([sys.executable, "-m", "mnnlite", "validate", str(corpus.float_model(name)),
+                         str(ours_path), str(corpus.config_path(name, feature, weight)),
+                         "--data", str(corpus.heldout_dir(name)), "--json", str(report)], 1800)
+        if res["code"] != 0 or not report.exists():
+            raise StepFailed(f"{name} {feature}/{weight}: mnnlite validate {_exit_text(res)}: "
+                             f"{_last_line(res['output'])}")
+        data = json.loads(report.read_text())
+    cosines = [o["cosine"] for o in data.get("outputs", [])]
+    if not cosines or not all(np.isfinite(cosines)):
+        raise StepFailed(f"{name}: validate reported no finite cosine: {data.get('outputs')}")
+    samples = len(data.get("samples") or [])
+    return {"cosine": float(min(cosines)), "seconds": res["seconds"], "detail": f"{samples} samples"}
