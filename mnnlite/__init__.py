@@ -3,6 +3,7 @@
     model = mnnlite.load_model("model.mnn")                       # the .mnn file as a graph
     outputs = mnnlite.Interpreter("model.mnn").run({"x": x})     # float or int8, as MNN runs it
     report = mnnlite.quantize("float.mnn", "quant.mnn", "config.json")
+    report = mnnlite.quantize("float.mnn", "quant.mnn", config, samples=[{"x": array}, ...])
     report = mnnlite.validate("float.mnn", "quant.mnn", "config.json", min_cosine=0.99)
 """
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ from .graph import Graph, Model  # noqa: F401
 _LAZY = {
     "Interpreter": ("runtime", "Interpreter"),
     "quantize": ("quant.quantize", "quantize"),
+    "preprocess": ("quant.quantize", "preprocess"),
     "QuantReport": ("quant.report", "QuantReport"),
     "validate": ("validation", "validate"),
     "ValidationReport": ("validation", "ValidationReport"),

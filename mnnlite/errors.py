@@ -29,7 +29,7 @@ class DataError(MnnliteError):
     """Calibration or validation data cannot be used."""
 
 
-class BuildError(ImportError):
+class BuildError(MnnliteError, ImportError):
     """The compiled extensions are missing: the package was not built."""
 
 
@@ -43,3 +43,13 @@ class OutputError(MnnliteError):
 
 class Interrupted(MnnliteError):
     """SIGINT or SIGTERM arrived; temporaries were removed (the CLI exits with code 3)."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'width'?)`` when ``word`` is close to one of ``choices`` (difflib), else ""."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
-from .format.tables import DataFormat, OpType
+from .format.tables import DataFormat, OpType, enum_name
 
 LAYOUTS = ("model", "nchw")
 DEFAULT_LAYOUT = "model"
@@ -137,7 +137,8 @@ def graph_formats(graph) -> dict[int, int]:
 def declared_layouts(graph) -> tuple[dict[str, str], dict[str, str]]:
     """({input name: layout name}, {output name: layout name}) as the file declares them."""
     formats = graph_formats(graph)
-    name = lambda i: DataFormat(formats.get(int(i), int(DataFormat.NCHW))).name   # noqa: E731
+    # a damaged file may hold any number there: its text, never an exception (the file reader's contract)
+    name = lambda i: enum_name("MNN_DATA_FORMAT", formats.get(int(i), int(DataFormat.NCHW)))   # noqa: E731
     return ({graph.tensors[int(i)]: name(i) for i in graph.inputs},
             {graph.tensors[int(i)]: name(i) for i in graph.outputs})
 

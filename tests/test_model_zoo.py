@@ -154,7 +154,8 @@ def test_calibration_images(zoo, name):
     assert calib[0].read_bytes() != held[0].read_bytes()
     (feeds,) = zoo.image_feeds(name, zoo.heldout_dir(name))[:1]
     nhwc = zoo.input_layout(name) == "NHWC"
-    assert next(iter(feeds.values())).shape == ((1, spec.height, spec.width, 3) if nhwc else (1, 3, spec.height, spec.width))
+    expected = (1, spec.height, spec.width, 3) if nhwc else (1, 3, spec.height, spec.width)
+    assert next(iter(feeds.values())).shape == expected
 
 
 # -- variants --------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def run_one(name: str, wanted, measure_mnn: bool, threads=None) -> list:
 
     rows: list = []
     built = corpus.build(name)
-    if any(built.get(k) != "ok" for k in ("source", "float", "calib", "heldout")):
+    if not corpus.usable(built):
         rows.append({"model": name, "step": "build", "case": "", "status": "FAIL",
                      "detail": "; ".join(f"{k}: {v}" for k, v in built.items() if v != "ok")})
         return rows
@@ -198,6 +198,10 @@ def _model_rows(name: str, args) -> list:
     return rows
 
 
+def _in_order(done: dict, names) -> list:
+    return [row for name in names if name in done for row in done[name]]
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.one:
@@ -205,17 +209,19 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
         return 0
     import corpus
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     names = args.models or corpus.names()
     for name in names:                 # build (downloads, conversions) once, before the children share it
         corpus.build(name)
-    rows: list = []
+    done: dict = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for got in pool.map(lambda n: _model_rows(n, args), names):
-            rows += got
+        futures = {pool.submit(_model_rows, n, args): n for n in names}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
             if args.json:              # written as models finish: a long run interrupted keeps its rows
-                Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+                Path(args.json).write_text(json.dumps(_in_order(done, names), indent=1, default=str))
+    rows = _in_order(done, names)
     print_table(rows)
     return 1 if any(r["status"] != "ok" for r in rows) else 0
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     failed = False
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for name, steps, seconds in pool.map(one, args.only or corpus.names()):
-            usable = all(steps.get(k) == "ok" for k in ("source", "float", "calib", "heldout"))
+            usable = corpus.usable(steps)
             failed |= not usable
             notes = "; ".join(f"{k}: {v}" for k, v in steps.items() if v != "ok")
             print(f"{name:20} {'ok  ' if usable else 'FAIL'} {seconds:7.1f}s  {notes or 'all steps ok'}",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regression harness for quantized models: ``tools/regress.py CASES.toml [--jobs N] ...``.
 
-Same as ``python -m mnnlite regress``; see ``mnnlite/regress/cases.py`` for the case file format.
+Same as ``python -m mnnlite regress``; the case file format is in README ("Regression harness").
 """
 import sys
 

@@ -54,3 +54,103 @@ def add_ray_option(parser, what: str) -> None:
     parser.add_argument("--ray", metavar="ADDRESS",
                         help=f"run the {what} as tasks on a Ray cluster: auto, local (a private Ray on "
                              f"127.0.0.1), HOST:PORT or ray://HOST:PORT; same result; needs mnnlite[ray]")
+# ---------------------------------------------------------------------------------------------------------
+# The conventions every command follows: --version, -q/--quiet, -v/--verbose, --json [OUT]
+
+def add_common_options(parser, json_what: str, log: bool = False) -> None:
+    """``--version``, ``-q``/``-v`` and ``--json [OUT]`` (``--json`` alone prints ``json_what`` on stdout
+    and sends the text to stderr; ``--json OUT`` writes it to OUT).  ``log``: the command runs the
+    quantizer, so it also takes ``--mnn-log`` (MNN's exact lines, with its C++ line numbers)."""
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"mnnlite {__version__}")
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    level.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    parser.add_argument("--json", nargs="?", const="-", metavar="OUT",
+                        help=f"{json_what} as JSON: on stdout with --json alone (the text then goes to "
+                             f"stderr), or written to OUT")
+    if log:
+        parser.add_argument("--mnn-log", action="store_true",
+                            help="log exactly as MNN's quantized.out does (its C++ source line numbers, "
+                                 "\\r progress)")
+
+
+class Output:
+    """Where a command's text and its JSON summary go, from ``add_common_options``' flags."""
+
+    def __init__(self, args):
+        self.level = 0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1
+        self.json_to = getattr(args, "json", None)
+
+    @property
+    def verbose(self) -> bool:
+        return self.level >= 2
+
+    @property
+    def stream(self):
+        """The text stream (None when quiet): stderr when the JSON goes to stdout."""
+        import sys
+
+        if self.level == 0:
+            return None
+        return sys.stderr if self.json_to == "-" else sys.stdout
+
+    def print(self, text: str = "", level: int = 1) -> None:
+        stream = self.stream
+        if stream is not None and self.level >= level:
+            print(text, file=stream, flush=True)
+
+    def json(self, summary: dict, inputs=()) -> None:
+        """The summary on stdout (``--json``) or in a file (``--json OUT``, written atomically, never over
+        one of ``inputs``, (role, path) pairs: ``mnnlite.safety``)."""
+        import json
+        import sys
+
+        from ..errors import ConfigError
+        from ..format.model_io import write_atomic
+
+        if self.json_to is None:
+            return
+        text = json.dumps(summary, indent=2, default=_jsonable) + "\n"
+        if self.json_to == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        try:
+            write_atomic(self.json_to, text.encode(), "--json report", inputs)
+        except OSError as exc:
+            raise ConfigError(f"--json {self.json_to}: {exc.strerror or exc}") from None
+        self.print(f"wrote {self.json_to}")
+
+
+def _jsonable(value):
+    """numpy scalars and arrays, paths: as plain JSON values."""
+    import os
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def setup_logging(args) -> None:
+    """Python ``logging`` warnings (e.g. a config value replaced as MNN does) as ``mnnlite: ...`` on stderr;
+    -q shows only errors, -v also informational messages."""
+    import logging
+    import sys
+
+    level = logging.ERROR if getattr(args, "quiet", False) else \
+        logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+    logger = logging.getLogger("mnnlite")
+    if not any(getattr(h, "_mnnlite", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("mnnlite: %(levelname)s: %(message)s"))
+        handler._mnnlite = True
+        logger.addHandler(handler)
+    logger.setLevel(level)

@@ -1,13 +1,13 @@
-"""``mnnlite info MODEL.mnn [--json]``."""
+"""``mnnlite info MODEL.mnn [--json [OUT]] [-v]``."""
 from __future__ import annotations
 
-import json
+from .common import Output, add_common_options
 
 
 def add_parser(sub):
     p = sub.add_parser("info", help="describe a model: inputs, outputs, ops, parameters, weight encodings")
     p.add_argument("model", help="the .mnn file")
-    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    add_common_options(p, "the description")
     p.set_defaults(func=main)
 
 
@@ -15,9 +15,18 @@ def main(args) -> int:
     from ..format.model_io import load_model
     from ..info import describe
 
-    info = describe(load_model(args.model))
-    print(json.dumps(info, indent=2) if args.json else format_text(info))
+    out = Output(args)
+    model = load_model(args.model)
+    info = describe(model)
+    out.print(format_text(info))
+    if out.verbose:
+        out.print("\n".join(f"op         {op.name} ({_type_name(op.type)})" for op in model.graph.ops))
+    out.json(info)
     return 0
+
+
+def _type_name(op_type) -> str:
+    return getattr(op_type, "name", str(op_type))
 
 
 def format_text(info: dict) -> str:

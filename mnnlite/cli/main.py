@@ -23,7 +23,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnnlite", description="Read, run, quantize and validate MNN models.")
+    parser = argparse.ArgumentParser(
+        prog="mnnlite", description="Read, run, quantize and validate MNN models.",
+        epilog="Every command takes --help, --version, -q/--quiet, -v/--verbose and --json [OUT]. "
+               "Exit codes: 0 done, 1 a threshold was missed, 2 bad input.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"mnnlite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -41,7 +44,10 @@ def run_guarded(fn, *args) -> int:
 
 
 def main(argv=None) -> int:
+    from .common import setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging(args)
     return run_guarded(args.func, args)
 
 

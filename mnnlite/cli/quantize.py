@@ -1,57 +1,96 @@
 """``mnnlite quantize SRC DST CONFIG`` and ``mnnquant-lite SRC DST CONFIG`` (MNN's ``quantized.out``).
 
-Both write MNN's console lines to stdout, the quantized model to DST and the scale dump to DST.json.
-Exit codes: 0 done, 2 bad input (arguments, model, config, calibration data) with one line on stderr and
-nothing written.  Unlike ``quantized.out``, which returns 0 after printing its usage line, a wrong number
-of arguments exits with 2.
+Both write the quantizer's console lines to stdout, the quantized model to DST and the scale dump to
+DST.json.  Lines are MNN's messages with their time stamps; ``--mnn-log`` writes them exactly as
+``quantized.out`` does (with its C++ source line numbers and ``\\r`` progress).  Exit codes: 0 done, 2 bad
+input (arguments, model, config, calibration data) with one line on stderr and nothing written.  Unlike
+``quantized.out``, which returns 0 after printing its usage line, a wrong number of arguments exits with 2.
 """
 from __future__ import annotations
 
 import sys
 
 from ..layout import DEFAULT_LAYOUT
-from .common import add_layout_option, add_memory_option, add_ray_option
+from ..safety import check_distinct
+from .common import Output, add_common_options, add_layout_option, add_memory_option, add_ray_option
 
 USAGE = "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json"
+DESCRIPTION = ("Quantize SRC into DST with MNN's offline-quantizer config CONFIG; also writes DST.json "
+               "(the scale dump).")
 
 
-def add_parser(sub):
-    p = sub.add_parser("quantize", help="calibrate and quantize a model to int8 (MNN's quantized.out)",
-                       description="Quantize SRC into DST with MNN's offline-quantizer config CONFIG; "
-                                   "also writes DST.json (the scale dump).")
+def _arguments(p) -> None:
     p.add_argument("src", metavar="SRC", help="float .mnn model")
     p.add_argument("dst", metavar="DST", help="quantized .mnn to write")
     p.add_argument("config", metavar="CONFIG", help="quantizer JSON config (MNN's keys)")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="calibration samples run at once (default: cores, at most 4; same result for any N)")
     add_layout_option(p)
     add_ray_option(p, "calibration samples (KL, EMA)")
     add_memory_option(p)
+    add_common_options(p, "the summary (files, methods, ops quantized and skipped, time)", log=True)
+
+
+def add_parser(sub):
+    p = sub.add_parser("quantize", help="calibrate and quantize a model to int8 (MNN's quantized.out)",
+                       description=DESCRIPTION)
+    _arguments(p)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..quant.quantize import quantize
 
-    quantize(args.src, args.dst, args.config, log=None if getattr(args, "quiet", False) else sys.stdout,
-             threads=getattr(args, "threads", None), layout=getattr(args, "layout", DEFAULT_LAYOUT),
-             ray=getattr(args, "ray", None), max_memory=getattr(args, "max_memory", None))
+    out = Output(args)
+    if out.json_to not in (None, "-"):      # the --json file is refused before the work, like DST
+        check_distinct([("--json report", out.json_to)],
+                       [("source model", args.src), ("source model's weight file", args.src + ".weight"),
+                        ("config", args.config), ("quantized model", args.dst), ("scale dump", args.dst + ".json"),
+                        ("debug dump", args.dst + ".debug.json")])
+    report = quantize(args.src, args.dst, args.config, log=out.stream, threads=getattr(args, "threads", None),
+                      mnn_log=getattr(args, "mnn_log", False), layout=getattr(args, "layout", DEFAULT_LAYOUT),
+                      ray=getattr(args, "ray", None), max_memory=getattr(args, "max_memory", None))
+    if out.verbose:
+        out.print("quantized ops: " + (", ".join(report.quantized_ops) or "-"))
+        out.print("float ops:     " + (", ".join(report.skipped_ops) or "-"))
+    out.print(f"wrote {report.dst} and {report.scale_file}" + (f" and {report.debug_file}" if report.debug_file
+                                                               else ""))
+    out.json(report.to_dict())
     return 0
 
 
-def quantized_main(argv=None) -> int:
-    """The console script ``mnnquant-lite``: exactly MNN's three positional arguments."""
+def quantized_parser(mnn_lines: bool = False):
     import argparse
 
-    from ..quant.log import QuantLog
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            # MNN's answer to a wrong argument count: its usage line (exit 2 here, 0 in MNN)
+            if "arguments are required" in message or "unrecognized arguments" in message:
+                from ..quant.log import QuantLog
+
+                QuantLog(sys.stderr, mnn_lines=mnn_lines).line("usage")
+                sys.exit(2)
+            super().error(message)
+
+    p = Parser(prog="mnnquant-lite", description=DESCRIPTION + " Drop-in for MNN's quantized.out / mnnquant: "
+               "the same three arguments.")
+    _arguments(p)
+    return p
+
+
+def quantized_main(argv=None) -> int:
+    """The console script ``mnnquant-lite`` (and tools/quantized.py): MNN's three positional arguments
+    plus the usual options; fewer or more than three arguments print MNN's usage line and exit 2."""
+    from .common import setup_logging
     from .main import run_guarded
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) != 3 or any(a.startswith("-") and a != "-" for a in argv):
-        QuantLog(sys.stderr).line("usage")
-        return 2
-    return run_guarded(main, argparse.Namespace(src=argv[0], dst=argv[1], config=argv[2], quiet=False))
+    try:
+        args = quantized_parser("--mnn-log" in argv).parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    setup_logging(args)
+    return run_guarded(main, args)
 
 
 __all__ = ["add_parser", "main", "quantized_main", "USAGE"]

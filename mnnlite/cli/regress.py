@@ -1,8 +1,8 @@
-"""``mnnlite regress CASES.toml [--jobs N] [--threads N] [--ray ADDRESS [--ship-data]] [--json OUT] [--junit OUT]
+"""``mnnlite regress CASES.toml [--jobs N] [--threads N] [--ray ADDRESS [--ship-data]] [--json [OUT]] [--junit OUT]
 [--update-golden]``."""
 from __future__ import annotations
 
-from .common import add_ray_option
+from .common import Output, add_common_options, add_ray_option
 
 
 def add_parser(sub):
@@ -17,19 +17,20 @@ def add_parser(sub):
     p.add_argument("--ship-data", action="store_true",
                    help="with --ray: send models and sample folders as Ray objects (default: workers read the "
                         "same paths, a shared file system)")
-    p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--junit", metavar="OUT", help="write JUnit XML")
     p.add_argument("--update-golden", action="store_true",
                    help="after showing the differences, record this run's metrics as the new goldens")
     p.add_argument("--only", action="append", metavar="NAME", help="run only the named case(s)")
+    add_common_options(p, "the full report (every case, metric, golden value and check)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..errors import ConfigError
     from ..regress import load_cases, run_cases
-    from ..regress.report import golden_diff, table, write_json, write_junit
+    from ..regress.report import golden_diff, table, to_dict, write_junit
 
+    out = Output(args)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.threads is not None and not 1 <= args.threads <= 64:
@@ -45,17 +46,21 @@ def main(args) -> int:
     _check_outputs(args, cases)
 
     def progress(done, total, result):
-        print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
-              + (f" - {result.message}" if result.message and not result.ok else ""), flush=True)
+        out.print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
+                  + (f" - {result.message}" if result.message and (not result.ok or out.verbose) else ""))
 
     run = run_cases(cases, jobs=args.jobs if args.ray or args.jobs else 1, progress=progress, threads=args.threads,
                     ray=args.ray, ship_data=args.ship_data)
     if args.update_golden:
-        print("Golden changes:\n" + golden_diff(run))
+        out.print("Golden changes:\n" + golden_diff(run))
         run = _rejudge_with_update(cases, run)
-    print(table(run))
-    if args.json:
-        write_json(run, args.json)
+    out.print(table(run))
+    if out.verbose:
+        for r in run.results:
+            for name, value in sorted(((r.result or {}).get("metrics") or {}).items()):
+                golden = ((r.golden or {}).get("metrics") or {}).get(name)
+                out.print(f"{r.case.name}: {name} = {value:.6g}" + ("" if golden is None else f" (golden {golden:.6g})"))
+    out.json(to_dict(run))
     if args.junit:
         write_junit(run, args.junit)
     return 0 if run.ok else 1

@@ -13,7 +13,7 @@ from ..errors import ShapeError
 from ..layout import exchange_name
 from ..limits import check_alloc
 from ..safety import check_distinct, write_files
-from .common import add_layout_option, add_runtime_options, apply_threads
+from .common import Output, add_common_options, add_layout_option, add_runtime_options, apply_threads
 
 
 def add_parser(sub):
@@ -30,41 +30,53 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--float", dest="force_float", action="store_true",
                    help="run a quantized model in float (default: int8 where the file carries quant info, as MNN)")
+    add_common_options(p, "the summary (outputs with shape and value range, latency)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from ..runtime import Interpreter
 
+    out = Output(args)
     if args.repeat < 1:
         raise ShapeError(f"--repeat must be at least 1, got {args.repeat}")
     apply_threads(args)
     interp = Interpreter(args.model, impl=args.impl, precision="float" if args.force_float else "auto",
                          layout=args.layout)
     if interp.model.is_quantized:
-        print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
-    if args.output:     # refused before the run, not after it
-        check_distinct([("--output file", args.output)], _read_files(args, interp))
-    feeds = _feeds(interp, args.input, args.seed)
+        out.print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
+    outputs_to = [(role, path) for role, path in (("--output file", args.output), ("--json report", out.json_to))
+                  if path not in (None, "-")]
+    check_distinct(outputs_to, _read_files(args, interp))     # refused before the run, not after it
+    feeds = _feeds(interp, args.input, args.seed, out)
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
         outputs = interp.run(feeds)
         times.append(time.perf_counter() - start)
     declared = interp.output_layouts()
+    summary = {"model": args.model, "precision": interp.precision, "impl": args.impl, "threads": args.threads,
+               "outputs": {}, "output_file": args.output}
     for name, value in outputs.items():
         order = exchange_name(declared.get(name, "NCHW"), value.ndim, interp.layout)
-        print(f"output {name}: shape {list(value.shape)} {value.dtype} {order}")
+        out.print(f"output {name}: shape {list(value.shape)} {value.dtype} {order}")
+        stats = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if value.size and value.dtype.kind in "biuf":
+            stats.update(min=float(value.min()), max=float(value.max()), mean=float(value.mean(dtype=np.float64)))
+            out.print(f"       min {stats['min']:.6g}, max {stats['max']:.6g}, mean {stats['mean']:.6g}", level=2)
+        summary["outputs"][name] = stats
     ms = [t * 1000 for t in times]
     spread = f" (min {min(ms):.2f}, max {max(ms):.2f})" if len(ms) > 1 else ""
-    print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
-          f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
+    out.print(f"latency {statistics.median(ms):.2f} ms, median of {len(ms)} run(s){spread}, "
+              f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
+    summary["latency_ms"] = {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "runs": len(ms)}
     if args.output:
-        _save_outputs(args, interp, outputs)
+        _save_outputs(args, interp, outputs, out)
+    out.json(summary)
     return 0
 
 
-def _save_outputs(args, interp, outputs) -> None:
+def _save_outputs(args, interp, outputs, out) -> None:
     """The .npz written atomically to exactly ``--output`` (np.savez would add ".npz"), never over the
     model, its weights or an input file."""
     import io
@@ -72,7 +84,7 @@ def _save_outputs(args, interp, outputs) -> None:
     buf = io.BytesIO()
     np.savez(buf, **outputs)
     write_files([(args.output, buf.getbuffer(), "--output file")], _read_files(args, interp))
-    print(f"wrote {len(outputs)} output(s) to {args.output}")
+    out.print(f"wrote {len(outputs)} output(s) to {args.output}")
 
 
 def _read_files(args, interp) -> list:
@@ -81,7 +93,7 @@ def _read_files(args, interp) -> list:
     return inputs + [("input file", spec.partition("=")[2] or spec) for spec in args.input]
 
 
-def _feeds(interp, specs, seed) -> dict:
+def _feeds(interp, specs, seed, out) -> dict:
     """Arrays from NAME=FILE.npy arguments; random values for the inputs not given, if their shape is fixed."""
     names = interp.input_names
     feeds = {}
@@ -113,6 +125,6 @@ def _feeds(interp, specs, seed) -> dict:
         else:
             feeds[name] = rng.integers(0, 2, size=shape).astype(info.dtype)
         order = exchange_name(info.layout, len(shape), interp.layout)
-        print(f"input {name}: random {info.dtype} values of shape {shape} {order} (no --input given)")
+        out.print(f"input {name}: random {info.dtype} values of shape {shape} {order} (no --input given)")
     return feeds
 

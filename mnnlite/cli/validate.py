@@ -1,15 +1,16 @@
 """``mnnlite validate FLOAT.mnn QUANT.mnn CONFIG.json [--num N] [--data DIR] [--labels FILE]
-[--min-cosine X] [--min-agreement X] [--json OUT] [--layout model|nchw]``: compare a quantized model (run in int8) with its
-float original on held-out samples.  Exit 0 when every given threshold is met, 1 when one is missed,
-2 on bad input (files, config, data)."""
+[--min-cosine X] [--min-agreement X] [--json [OUT]] [--layout model|nchw] [--ray ADDRESS]``: compare a quantized
+model (run in int8) with its float original on held-out samples.  Exit 0 when every given threshold is met or
+none was given (the verdict then says MEASURED, not PASS), 1 when one is missed, 2 on bad input (files, config,
+data)."""
 from __future__ import annotations
 
-import json
-import sys
-
 from ..errors import ConfigError
-from ..safety import check_distinct, write_files
-from .common import add_layout_option, add_ray_option, add_runtime_options, apply_threads
+from ..safety import check_distinct
+from .common import (Output, add_common_options, add_layout_option, add_ray_option, add_runtime_options,
+                     apply_threads)
+
+VERBOSE_WORST = 20       # worst layers listed with -v
 
 
 def add_parser(sub):
@@ -24,36 +25,40 @@ def add_parser(sub):
     p.add_argument("--min-cosine", type=float, metavar="X", help="fail (exit 1) when an output's cosine is below X")
     p.add_argument("--min-agreement", type=float, metavar="X",
                    help="fail (exit 1) when a classifier output's top-1 agreement is below X")
-    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    p.add_argument("--worst", type=int, default=5, metavar="N", help="worst layers to list (default 5)")
+    p.add_argument("--worst", type=int, default=None, metavar="N",
+                   help=f"worst layers to list (default 5, {VERBOSE_WORST} with -v; 0 skips per-layer statistics)")
     add_runtime_options(p)
     add_layout_option(p)
     add_ray_option(p, "held-out samples")
+    add_common_options(p, "the report")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
-    from ..validation import validate
+    from ..progress import ProgressDisplay
+    from ..validation import WORST_LAYERS, validate
 
+    out = Output(args)
     for name in ("min_cosine", "min_agreement"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
-    if args.worst < 0:
-        raise ConfigError(f"--worst must be >= 0, got {args.worst}")
+    worst = args.worst if args.worst is not None else VERBOSE_WORST if out.verbose else WORST_LAYERS
+    if worst < 0:
+        raise ConfigError(f"--worst must be >= 0, got {worst}")
     inputs = [("float model", args.float_model), ("quantized model", args.quant_model),
               ("config", args.config), ("labels file", args.labels)]
-    if args.json:       # refuse before the work, and again once the held-out files are known
-        check_distinct([("--json report", args.json)], inputs)
+    if out.json_to not in (None, "-"):      # refused before the work, and again when written
+        check_distinct([("--json report", out.json_to)], inputs)
     apply_threads(args)
+    display = ProgressDisplay(out.stream)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
                       num=args.num, min_cosine=args.min_cosine, min_agreement=args.min_agreement,
-                      impl=args.impl, worst=args.worst, layers=args.worst > 0,
+                      impl=args.impl, worst=worst, layers=worst > 0, progress=display.update,
                       layout=args.layout, ray=args.ray)
-    print(report.render())
-    if args.json:
-        inputs += [("held-out file", path) for path in report.samples if isinstance(path, str)]
-        write_files([(args.json, (json.dumps(report.to_dict(), indent=2) + "\n").encode(), "--json report")],
-                    inputs)
-        print(f"wrote {args.json}", file=sys.stderr)
+    display.close()
+    out.print(report.render())
+    if out.verbose:
+        out.print("samples: " + ", ".join(report.samples))
+    out.json(report.to_dict(), inputs + [("held-out file", p) for p in report.samples if isinstance(p, str)])
     return 0 if report.passed else 1

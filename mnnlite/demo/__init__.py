@@ -2,6 +2,9 @@
 
     python -m mnnlite.demo [OUT_DIR]     # quantize the demo model, then validate the int8 file (exit 1 on FAIL)
 
+It writes ``ppocr_cls.int8.mnn``, its scale dump and the ``config.json`` it used into OUT_DIR (default: a
+new temporary folder) and prints where.
+
 ``model_path()``, ``calibration_dir()``, ``heldout_dir()``, ``labels_path()`` and ``config()`` give the
 pieces for your own runs, e.g. ``mnnlite.quantize(model_path(), "out.mnn", config())``.  Built by
 tools/build_demo.py; data licences in LICENSE-DATA.txt.
@@ -41,17 +44,24 @@ def config(**overrides) -> dict:
     return cfg
 
 
-def run(out_dir: str, log=None, **overrides):
+def run(out_dir: str, log=None, *, mnn_log: bool = False, progress=None, **overrides):
     """Quantize the demo model into ``out_dir`` and validate it on the held-out images.
 
-    Returns ``(QuantReport, ValidationReport)``.
+    Writes ``ppocr_cls.int8.mnn`` (+ ``.json`` scale dump) and ``config.json`` (the config used, so the
+    run can be repeated with ``mnnquant-lite``).  ``progress(stage, done, total)`` follows quantization
+    and validation.  Returns ``(QuantReport, ValidationReport)``.
     """
+    import json
+
+    from ..format.model_io import write_atomic
     from ..quant.quantize import quantize
     from ..validation import validate
 
     os.makedirs(out_dir, exist_ok=True)
     dst = os.path.join(out_dir, "ppocr_cls.int8.mnn")
     cfg = config(**overrides)
-    report = quantize(model_path(), dst, cfg, log=log)
-    check = validate(model_path(), dst, cfg, data=heldout_dir(), labels=labels_path(), min_cosine=MIN_COSINE)
+    write_atomic(os.path.join(out_dir, "config.json"), (json.dumps(cfg, indent=2) + "\n").encode())
+    report = quantize(model_path(), dst, cfg, log=log, mnn_log=mnn_log, progress=progress)
+    check = validate(model_path(), dst, cfg, data=heldout_dir(), labels=labels_path(), min_cosine=MIN_COSINE,
+                     progress=progress)
     return report, check

@@ -89,22 +89,16 @@ def _span(x: np.ndarray, axis: int, lead: int, size: int):
 
 def _conv_kernels(impl: str):
     if impl == "fast":
-        try:
-            from ..kernels.conv import conv2d, deconv2d
-            return conv2d, deconv2d
-        except ImportError:
-            pass
+        from ..kernels.conv import conv2d, deconv2d
+        return conv2d, deconv2d
     from ..ref.conv import conv2d_ref, deconv2d_ref
     return conv2d_ref, deconv2d_ref
 
 
 def _matmul_kernel(impl: str):
     if impl == "fast":
-        try:
-            from ..kernels.matmul import matmul
-            return matmul
-        except ImportError:
-            pass
+        from ..kernels.matmul import matmul
+        return matmul
     from ..ref.matmul import matmul_ref
     return matmul_ref
 
@@ -241,13 +235,9 @@ def convolution(call):
     x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
     act = _activation(call.params.common)
     if call.impl == "fast":
-        try:
-            from ..kernels.conv import conv2d
-        except ImportError:
-            pass
-        else:
-            y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
-            return [from_nchw(y, call.formats[0])]
+        from ..kernels.conv import conv2d
+        y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+        return [from_nchw(y, call.formats[0])]
     from ..ref.conv import conv2d_ref
     return [from_nchw(conv2d_ref(_f32(x), w, b, stride, pad, dilation, groups, act), call.formats[0])]
 
@@ -258,10 +248,7 @@ def plan_convolution(op, impl: str):
     seen), instead of on every call.  Weights fed at run time and NHWC inputs take ``convolution``."""
     if impl not in ("fast", "mnn"):
         return convolution
-    try:
-        from ..kernels.conv import Conv2d
-    except ImportError:
-        return convolution
+    from ..kernels.conv import Conv2d
     make_layer = _mnn_conv_layer if impl == "mnn" else Conv2d
     layers = {}      # pad -> Conv2d (stride and dilation are the node's)
     by_shape = {}    # input shape -> (Conv2d, kernel size if the input must be cropped first)
@@ -681,10 +668,7 @@ def plan_softmax(op, impl: str):
     channels, MNN's strided branch (_mnn_softmax_strided)."""
     if impl != "mnn":
         return softmax
-    try:
-        from ..kernels import mnn_exact
-    except ImportError:
-        return softmax
+    from ..kernels import mnn_exact
 
     def run(call):
         x = call.inputs[0]

@@ -96,10 +96,7 @@ def plan_layer_norm(op, impl: str):
     (mnn_exact.norm_rows: its summation order and (x - mean) * gamma * (1 / sqrt(var + eps)))."""
     if impl != "mnn":
         return layer_norm
-    try:
-        from ..kernels import mnn_exact
-    except ImportError:
-        return layer_norm
+    from ..kernels import mnn_exact
 
     def run(call):
         return layer_norm(call, norm=mnn_exact.norm_rows)

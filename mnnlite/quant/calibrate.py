@@ -24,6 +24,7 @@ import numpy as np
 
 from ..format.tables import DataFormat, OpType
 from ..layout import op_output_format
+from .log import RANGES
 
 NCHW, NHWC, NC4HW4 = int(DataFormat.NCHW), int(DataFormat.NHWC), int(DataFormat.NC4HW4)
 
@@ -741,21 +742,20 @@ def _two_passes(workers: Workers, observers: dict, samples, log, progress: str, 
         for obs in observers.values():
             obs.start_pass(p)
         count = [0]
+        label, shown_by_mnn = (progress, True) if p == 1 else (RANGES, False)
 
         def done():
             count[0] += 1
-            log.progress(progress, count[0], total)
-        tick = done if p == 1 else None
+            log.progress(label, count[0], total, mnn=shown_by_mnn)
+        log.progress(label, 0, total, mnn=shown_by_mnn)
         if parallel:
-            workers.order_free_pass(observers, samples, tick)
+            workers.order_free_pass(observers, samples, done)
         else:
             feed = feed_observers(observers)
             for feeds in samples:
                 workers.first.run(feeds, observe=feed)
-                if tick is not None:
-                    tick()
-        if p == 1:
-            log.end_progress()
+                done()
+        log.end_progress(mnn=shown_by_mnn)
 
 
 def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log) -> dict[int, tuple]:
@@ -763,6 +763,7 @@ def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, lo
     observers = {t: StreamingADMM(clamp) for t in plan.tracked}
     _two_passes(workers, observers, samples, log, "ProcessCalibrationFiles", parallel=False)
     scales = {}
+    log.progress("ComputeADMM", 0, len(observers))
     for n, (t, obs) in enumerate(observers.items(), 1):
         scales[t] = obs.compute()
         log.progress("ComputeADMM", n, len(observers))
@@ -805,6 +806,7 @@ def debug_distances(interp_float, interp_quant, plan: TrackingPlan, scales: dict
     sums: dict[int, list] = {t: [0.0, 0.0] for t in plan.tracked if t not in plan.raster_input_first}
     total = len(samples)
     count = 0
+    log.progress("computeDistance", 0, total)
     for feeds in samples:
         fq: dict[int, np.ndarray] = {}
         over: dict[int, float] = {}
@@ -1076,6 +1078,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     observers.update({m.output: EMAObserver(clamp_act) for m in modules})
     batch_ranges = functools.partial(ema_batch_ranges, frozenset(observers), clamp_act)
     total = len(samples)
+    log.progress("quantize with EMA", 0, total)
     for count, ranges in enumerate(workers.map(samples, batch_ranges), 1):
         for i, (lo, hi) in ranges.items():
             observers[i].add_range(lo, hi)

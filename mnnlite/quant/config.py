@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _positive_int(v) -> bool:
 def _choice(keys: _Keys, key: str, allowed, default):
     value = keys.get(key, _is_str, "a string: one of " + ", ".join(allowed), default)
     if value not in allowed:
-        keys.fail(key, "one of " + ", ".join(allowed), value)
+        keys.fail(key, "one of " + ", ".join(allowed) + did_you_mean(value, allowed), value)
     return value
 
 
@@ -166,7 +166,8 @@ def _inputs(keys: _Keys) -> tuple[InputConfig, ...]:
             keys.fail(f"inputs[{i}]", "an object with name, shape, value", item)
         unknown = sorted(set(item) - {"name", "shape", "value"})
         if unknown:
-            raise ConfigError(f'{keys.source}: unknown key "{where}{unknown[0]}"; allowed: name, shape, value')
+            raise ConfigError(f'{keys.source}: unknown key "{where}{unknown[0]}"'
+                              f'{did_you_mean(unknown[0], ("name", "shape", "value"))}; allowed: name, shape, value')
         sub = _Keys(item, keys.source, where)
         name = sub.get("name", lambda v: _is_str(v) and v != "", "a non-empty string", None)
         if name is None:
@@ -229,8 +230,10 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _path(keys: _Keys) -> str:
+def _path(keys: _Keys, required: bool = True) -> str:
     path = keys.get("path", _is_str, "a string: the folder of calibration files", None)
+    if not required and not path:
+        return ""
     if path is None or path == "":
         keys.fail("path", "given: the folder of calibration files (a non-empty string)", path, path is not None)
     return os.path.abspath(path)
@@ -248,12 +251,15 @@ def _image_keys(keys: _Keys) -> dict:
     return out
 
 
-def load_config(path_or_dict) -> QuantConfig:
-    """Parse and validate a quantizer config (a JSON file path, or the parsed dict)."""
+def load_config(path_or_dict, require_path: bool = True) -> QuantConfig:
+    """Parse and validate a quantizer config (a JSON file path, or the parsed dict).
+
+    ``require_path=False``: the samples come from elsewhere (arrays), so ``path`` may be left out."""
     obj, source = _read(path_or_dict)
     unknown = sorted(set(obj) - set(_KNOWN_KEYS))
     if unknown:
-        raise ConfigError(f'{source}: unknown key "{unknown[0]}"; allowed keys: {", ".join(sorted(_KNOWN_KEYS))}')
+        raise ConfigError(f'{source}: unknown key "{unknown[0]}"{did_you_mean(unknown[0], _KNOWN_KEYS)}; '
+                          f'allowed keys: {", ".join(sorted(_KNOWN_KEYS))}')
     keys = _Keys(obj, source)
     bits = keys.get("quant_bits", lambda v: _is_int(v) and MIN_BITS <= v <= MAX_BITS,
                     f"an integer in {MIN_BITS}..{MAX_BITS}", 8)
@@ -261,7 +267,7 @@ def load_config(path_or_dict) -> QuantConfig:
     count_key = "used_sample_num" if "used_sample_num" in obj else "used_image_num"
     used = keys.get(count_key, _positive_int, "a positive integer (omit the key to use every file)", None)
     return QuantConfig(
-        path=_path(keys),
+        path=_path(keys, require_path),
         **_image_keys(keys),
         batch_size=keys.get("batch_size", _positive_int, "a positive integer", None),
         quant_bits=bits,

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, did_you_mean
 from ..limits import check_alloc
 from .config import QuantConfig
 from .image import decode_rgba, preprocess_rgba
@@ -170,7 +170,45 @@ def resolve_batch_size(config: QuantConfig, specs: Sequence[InputSpec], samples:
     return max(1, min(batch, samples)), True
 
 
-class CalibrationSet:
+class SampleSource:
+    """Where calibration (and validation) samples come from: a folder (``CalibrationSet``) or arrays in
+    memory (``ArraySamples``).  A source yields ``(label, {input name: array})`` one sample at a time from
+    ``samples()`` (the label names the sample in messages and reports) and, iterated, batches of
+    ``batch_size`` samples stacked along dim 0 (the last partial batch dropped when ``drop_last``)."""
+
+    batch_size: int = 1
+    drop_last: bool = False
+
+    @property
+    def sample_count(self) -> int:
+        raise NotImplementedError
+
+    def samples(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        n = self.sample_count
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        batch: list[dict[str, np.ndarray]] = []
+        produced = 0
+        for _, inputs in self.samples():
+            produced += 1
+            batch.append(inputs)
+            if len(batch) == self.batch_size:
+                yield _stack(batch)
+                batch = []
+        if batch and not self.drop_last:
+            yield _stack(batch)
+        if produced == 0:
+            raise DataError(self.empty_message())
+
+    def empty_message(self) -> str:
+        return "no usable calibration sample"
+
+
+class CalibrationSet(SampleSource):
     """Streams calibration samples as ``{input name: float32 array}`` batches (bounded memory).
 
     ``input_specs``: ``InputSpec`` list (or ``{name: shape}``) in model input order.  Image mode fills
@@ -208,10 +246,6 @@ class CalibrationSet:
     def sample_count(self) -> int:
         """Samples planned (files that failed to load so far are not counted)."""
         return len(self.files) - len(self.skipped)
-
-    def __len__(self) -> int:
-        n = self.sample_count
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _image_geometry(self):
         """``(out_h, out_w, target_h, target_w)``: output tensor size and the resize target."""
@@ -263,20 +297,94 @@ class CalibrationSet:
                 continue
             yield path, inputs
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        batch: list[dict[str, np.ndarray]] = []
-        produced = 0
-        for _, inputs in self.samples():
-            produced += 1
-            batch.append(inputs)
-            if len(batch) == self.batch_size:
-                yield _stack(batch)
-                batch = []
-        if batch and not self.drop_last:
-            yield _stack(batch)
-        if produced == 0:
-            raise DataError(f'{self.config.source}: no usable calibration sample in "path" '
-                            f"{self.config.path} ({len(self.files)} file(s) tried)")
+    def empty_message(self) -> str:
+        return (f'{self.config.source}: no usable calibration sample in "path" {self.config.path} '
+                f"({len(self.files)} file(s) tried)")
+
+
+class ArraySamples(SampleSource):
+    """Samples given as arrays: ``{input name: array}`` per sample, or a bare array for a one-input model.
+
+    Arrays are in the model input's own layout (NCHW, or NHWC for TensorFlow-style inputs) and already
+    preprocessed: they are fed as they are, cast to the input's dtype.  A leading batch dim of 1 may be
+    left out.  The iterable is read once, checked and kept (each calibration pass reads the samples again);
+    a bad sample is a ``TypeError`` or ``ValueError`` naming its index and input.  Every model input must be
+    given in every sample.
+    """
+
+    def __init__(self, samples, input_specs, config: QuantConfig | None = None, batch_size: int | None = None,
+                 drop_last: bool | None = None):
+        self.specs = _specs(input_specs)
+        if isinstance(samples, (str, bytes, Mapping, np.ndarray)) or not hasattr(samples, "__iter__"):
+            kind = "one array" if isinstance(samples, np.ndarray) else type(samples).__name__
+            raise TypeError(f"samples must be an iterable of samples ({{input name: array}} or arrays), got "
+                            f"{kind}; pass a list, e.g. [array] for a single sample")
+        self._samples = [self._check(i, s) for i, s in enumerate(samples)]
+        if not self._samples:
+            raise ValueError("samples: the iterable holds no sample")
+        if config is not None and batch_size is None:
+            batch_size, auto_drop = resolve_batch_size(config, self.specs, len(self._samples))
+            drop_last = auto_drop if drop_last is None else drop_last
+        self.batch_size = int(batch_size or 1)
+        self.drop_last = bool(drop_last)
+
+    @property
+    def sample_count(self) -> int:
+        return len(self._samples)
+
+    def keep_first(self, count: int) -> None:
+        """Use only the first ``count`` samples."""
+        self._samples = self._samples[:count]
+
+    def samples(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        for i, inputs in enumerate(self._samples):
+            yield f"samples[{i}]", inputs
+
+    def _check(self, index: int, sample) -> dict[str, np.ndarray]:
+        names = [s.name for s in self.specs]
+        if not isinstance(sample, Mapping):
+            if len(self.specs) != 1:
+                raise TypeError(f"samples[{index}]: got {type(sample).__name__}; this model has inputs {names}, "
+                                f"so each sample must be a dict {{input name: array}}")
+            sample = {names[0]: sample}
+        unknown = [k for k in sample if k not in names]
+        if unknown:
+            raise ValueError(f"samples[{index}]: the model has no input {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], names)}; its inputs are {names}")
+        missing = [n for n in names if n not in sample]
+        if missing:
+            raise ValueError(f"samples[{index}]: input {missing[0]!r} is missing; every sample needs every "
+                             f"model input {names}")
+        return {spec.name: self._array(index, spec, sample[spec.name]) for spec in self.specs}
+
+    @staticmethod
+    def _array(index: int, spec: InputSpec, value) -> np.ndarray:
+        where = f"samples[{index}][{spec.name!r}]"
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where}: expected a numpy array, got {type(value).__name__}")
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{where}: expected a numeric array, got dtype {value.dtype}")
+        dims, given = spec.shape, list(value.shape)
+        if dims and value.ndim == len(dims) - 1 and dims[0] in (1, 0, -1):
+            value = value[None]                                   # the batch dim of 1 left out
+        if dims and value.ndim != len(dims):
+            raise ValueError(f"{where}: shape {given} does not fit input {spec.name!r} of shape "
+                             f"{list(dims)} ({spec.layout}; -1 or 0 = any size)")
+        bad = [(axis, d, n) for axis, (d, n) in enumerate(zip(dims, value.shape)) if d > 0 and d != n]
+        if bad:
+            axis, want, got = bad[0]
+            raise ValueError(f"{where}: shape {given} does not fit input {spec.name!r} of shape "
+                             f"{list(dims)} ({spec.layout}): axis {axis} is {got}, the model needs {want}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{where}: holds NaN or infinite values")
+        return np.ascontiguousarray(value, dtype=spec.dtype)
+
+
+def sample_source(config: QuantConfig, input_specs, samples=None, **kwargs) -> SampleSource:
+    """The config's folder (``CalibrationSet``), or ``samples`` (``ArraySamples``) when they are given."""
+    if samples is not None:
+        return ArraySamples(samples, input_specs, config)
+    return CalibrationSet(config, input_specs, **kwargs)
 
 
 def _stack(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

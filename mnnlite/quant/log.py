@@ -1,8 +1,10 @@
-"""The quantizer's console output, in MNN's own format (quantization doc §11).
+"""The quantizer's console output: MNN's messages (quantization doc §11), readable or exact.
 
-Log lines look like ``[HH:MM:SS] @ <line>: <message>`` where ``<line>`` is the source line of the message in
-MNN 3.6.1's ``calibration.cpp`` (or ``Helper.cpp`` / ``quantizeWeight.cpp``), so a log of ours reads like
-one of ``quantized.out``.  Progress lines are ``\\r<label>: <pct> %`` with one newline after the loop.
+By default a log line is ``[HH:MM:SS] <message>`` and progress is a bar on a terminal (with the optional
+tqdm) or one plain line per step elsewhere (``mnnlite.progress``).  ``mnn_lines=True`` (``--mnn-log`` on
+the command line) writes exactly what ``quantized.out`` writes: ``[HH:MM:SS] @ <line>: <message>`` where
+``<line>`` is the message's source line in MNN 3.6.1's ``calibration.cpp`` (or ``Helper.cpp`` /
+``quantizeWeight.cpp``), and progress as ``\\r<label>: <pct> %`` with one newline after the loop.
 Everything goes to the stream the caller passes (the CLI passes ``sys.stdout``); library code never prints.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ import time
 from typing import Callable, TextIO
 
 import numpy as np
+
+from ..progress import ProgressCallback, ProgressDisplay
 
 # message key -> (MNN source line, message template)
 MESSAGES: dict[str, tuple[int, str]] = {
@@ -43,6 +47,7 @@ PROCESS_FILES = "ProcessCalibrationFiles"
 COMPUTE_ADMM = "ComputeADMM"
 EMA = "quantize with EMA"
 DISTANCE = "computeDistance"
+RANGES = "CollectFeatureRange"     # ours: the first pass of KL/ADMM, which MNN runs without a progress line
 
 
 class QuantLog:
@@ -51,9 +56,13 @@ class QuantLog:
     ``clock`` returns the local time as a ``time.struct_time`` (tests pass a fixed one).
     """
 
-    def __init__(self, stream: TextIO | None = None, clock: Callable[[], time.struct_time] = time.localtime):
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], time.struct_time] = time.localtime, *,
+                 mnn_lines: bool = False, progress: ProgressCallback | None = None, bar: bool | None = None):
         self.stream = stream
         self.clock = clock
+        self.mnn_lines = mnn_lines
+        self.callback = progress
+        self.display = None if mnn_lines else ProgressDisplay(stream, bar)
         self._progress_open = False
 
     def _write(self, text: str) -> None:
@@ -62,23 +71,43 @@ class QuantLog:
             self.stream.flush()
 
     def line(self, key: str, *args) -> None:
-        """One ``DLOG(INFO)`` line: ``[HH:MM:SS] @ <line>: <message>``."""
+        """One ``DLOG(INFO)`` line: ``[HH:MM:SS] <message>``, or MNN's ``[HH:MM:SS] @ <line>: <message>``."""
         line_no, template = MESSAGES[key]
         stamp = time.strftime("%H:%M:%S", self.clock())
-        self._write(f"[{stamp}] @ {line_no}: {template.format(*args)}\n")
+        where = f"@ {line_no}: " if self.mnn_lines else ""
+        self._write(f"[{stamp}] {where}{template.format(*args)}\n")
 
     def text(self, message: str) -> None:
         """An ``MNN_PRINT`` line: no prefix (``message`` carries its own newline)."""
         self._write(message)
 
-    def progress(self, label: str, done: int, total: int) -> None:
-        """``\\r<label>: 12.50 %`` (MNN computes the percentage in float and prints it with %.2f)."""
+    def progress(self, label: str, done: int, total: int, mnn: bool = True) -> None:
+        """``done`` of ``total`` steps of the loop ``label`` (``done`` 0 starts it).  MNN's form is
+        ``\\r<label>: 12.50 %`` (the percentage computed in float, printed with %.2f); ``mnn=False`` marks
+        a loop of ours that MNN does not show (left out of the exact log)."""
+        if self.callback is not None:
+            self.callback(label, done, total)
+        if not self.mnn_lines:
+            if self.display is not None:
+                if done == 0:
+                    self.display.start(label, total)
+                else:
+                    self.display.update(label, done, total)
+            return
+        if not mnn or done == 0:
+            return
         pct = np.float32(done) * np.float32(100) / np.float32(max(total, 1))
         self._write(f"\r{label}: {float(pct):.2f} %")
         self._progress_open = True
 
-    def end_progress(self) -> None:
-        """The newline MNN prints after a progress loop."""
+    def end_progress(self, mnn: bool = True) -> None:
+        """The newline MNN prints after a progress loop (the end of the bar otherwise)."""
+        if not self.mnn_lines:
+            if self.display is not None:
+                self.display.close()
+            return
+        if not mnn:
+            return
         self._write("\n")
         self._progress_open = False
 
@@ -87,6 +116,8 @@ class QuantLog:
         if self._progress_open:
             self._write("\n")
             self._progress_open = False
+        if self.display is not None and self.display.uses_bar:
+            self.display.close()
         self._write(f"warning: {message}\n")
 
     def summary(self, message: str) -> None:
@@ -94,4 +125,4 @@ class QuantLog:
         self._write(message.rstrip("\n") + "\n")
 
 
-__all__ = ["QuantLog", "MESSAGES", "COLLECT", "PROCESS_FILES", "COMPUTE_ADMM", "EMA", "DISTANCE"]
+__all__ = ["QuantLog", "MESSAGES", "COLLECT", "PROCESS_FILES", "COMPUTE_ADMM", "EMA", "DISTANCE", "RANGES"]

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from .._build_check import require_extensions
 from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
@@ -25,11 +26,13 @@ from ..limits import memory_limit
 from ..safety import OutputSet, check_distinct
 from . import calibrate as cal
 from .config import QuantConfig, load_config
-from .dataset import CalibrationSet, InputSpec
+from .dataset import CalibrationSet, InputSpec, sample_source
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
 from .weight import fake_quant_weights, quantize_weights
+
+require_extensions()        # calibration runs the compiled kernels: one clear error without them
 
 EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (doc §9.7)
 
@@ -44,58 +47,79 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     return -127.0
 
 
-def quantize(src, dst, config, *, log=None, impl: str = "mnn", threads: int | None = None,
-             layout: str = DEFAULT_LAYOUT, ray: str | None = None, max_memory=None) -> QuantReport:
+def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", threads: int | None = None,
+             progress=None, mnn_log: bool = False, layout: str = DEFAULT_LAYOUT,
+             ray: str | None = None, max_memory=None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
-    ``config``: a dict or the path of a JSON file with MNN's keys.  ``log``: a text stream for MNN's
-    console lines (or a ``QuantLog``); None is silent.  ``impl``: the float kernels calibration runs with;
-    the default "mnn" reproduces MNN's float rounding, so statistics, KL thresholds and the EMA
-    simulation see MNN's own activations ("fast" is the same speed here but differs in the last bits,
-    which can move a KL threshold a few bins).  ``threads``: how many samples KL calibration runs at
-    once (default: the cores this process may use, at most 4); the result does not depend on it.
-    ``layout``: the order of sequence samples and ``inputs`` shapes, "model" (each input's declared layout,
-    as MNN reads them) or "nchw" (Caffe order, converted; ``mnnlite.layout``); images are built in the
-    model's layout either way.
-    ``ray``: a Ray cluster address ("auto", "local", "host:port"; ``mnnlite.distributed``): KL and EMA
-    samples then run in shards as Ray tasks, with byte-identical output (ADMM and debug mode, whose sums
-    depend on the order, stay on this process).  ``max_memory``: the largest single allocation allowed
-    (bytes or "2G"; default: the available RAM, ``mnnlite.limits``).  Raises ``ConfigError`` /
-    ``DataError`` / ``FormatError`` / ``ResourceError`` (``ClusterError`` for an unreachable cluster)
-    before anything is written, ``OutputError`` when an output is an input or cannot be written.
+    ``config``: a dict or the path of a JSON file with MNN's keys.  ``samples``: calibrate on these instead
+    of the config's ``path`` folder: an iterable of ``{input name: array}`` (or bare arrays for a one-input
+    model), in the model input's own layout and already preprocessed (``ArraySamples`` in dataset.py);
+    the config's ``path`` and image keys are then not used.  ``log``: a text stream for the console lines
+    (or a ``QuantLog``); None is silent.  ``progress``: called as ``progress(stage, done, total)`` when a
+    calibration loop starts (done 0) and after each step.  ``mnn_log``: write MNN's exact lines (with
+    its C++ source line numbers and ``\\r`` progress) instead of readable ones.  ``impl``: the float
+    kernels calibration runs with; the default "mnn" reproduces MNN's float rounding, so statistics, KL
+    thresholds and the EMA simulation see MNN's own activations ("fast" is the same speed here but
+    differs in the last bits, which can move a KL threshold a few bins).  ``threads``: how many samples
+    KL calibration runs at once (default: the cores this process may use, at most 4); the result does
+    not depend on it.  ``layout``: the order of sequence samples and ``inputs`` shapes, "model" (each
+    input's declared layout, as MNN reads them) or "nchw" (Caffe order, converted; ``mnnlite.layout``);
+    images are built in the model's layout either way.  ``ray``: a Ray cluster address ("auto", "local",
+    "host:port"; ``mnnlite.distributed``): KL and EMA samples then run in shards as Ray tasks, with
+    byte-identical output (ADMM and debug mode, whose sums depend on the order, stay on this process).
+    ``max_memory``: the largest single allocation allowed (bytes or "2G"; default: the available RAM,
+    ``mnnlite.limits``).  Raises ``ConfigError`` / ``DataError`` / ``FormatError`` / ``ResourceError``
+    (``TypeError`` / ``ValueError`` for bad ``samples``, ``ClusterError`` for an unreachable cluster)
+    before anything is printed or written, ``OutputError`` when an output is an input or cannot be written.
     """
     with memory_limit(max_memory):
-        if ray is not None:
-            from ..distributed import cluster
-
-            with cluster(ray) as connected:
-                return _quantize(src, dst, config, log, impl, threads, layout, connected)
-        return _quantize(src, dst, config, log, impl, threads, layout, None)
+        return _quantize_with_cluster(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout,
+                                      ray)
 
 
-def _quantize(src, dst, config, log, impl: str, threads, layout: str, ray) -> QuantReport:
+def _quantize_with_cluster(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout, ray):
+    if ray is not None:
+        from ..distributed import cluster
+
+        with cluster(ray) as connected:
+            return _quantize(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout, connected)
+    return _quantize(src, dst, config, samples, log, impl, threads, progress, mnn_log, layout, None)
+
+
+def _quantize(src, dst, config, samples, log, impl: str, threads, progress, mnn_log: bool, layout: str,
+              ray) -> QuantReport:
     start = time.perf_counter()
     threads = _thread_count(threads)
     layout = check_layout(layout)
-    qlog = log if isinstance(log, QuantLog) else QuantLog(log)
+    if isinstance(log, QuantLog):
+        qlog = log
+        qlog.callback = progress or qlog.callback
+    else:
+        qlog = QuantLog(log, mnn_lines=mnn_log, progress=progress)
     src, dst = os.fspath(src), os.fspath(dst)
+    # everything that can be checked is checked before the first line is printed
+    cfg = load_config(config, require_path=samples is None)
+    model = load_model(src)
+    _check_paths(src, dst, model, config)
+    specs = input_specs(model, layout)
+    asked = cfg
+    batchnorm = _batchnorm_line(model)
+    if batchnorm is not None:
+        cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (doc §2)
+    report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
+    dataset = sample_source(cfg, specs, samples, on_warning=lambda m: _warn(qlog, report, m))
+    check_distinct(_outputs(dst, cfg), _inputs(src, model, config, getattr(dataset, "files", ())))
     qlog.line("model_file", src)
     qlog.line("config_file", config if not isinstance(config, dict) else "<dict>")
     qlog.line("dst_file", dst)
-    model = load_model(src)
-    _check_paths(src, dst, model, config)
     qlog.line("calibrate")
-    cfg = load_config(config)
-    _log_config(qlog, cfg)
-    report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
-    specs = input_specs(model, layout)
-    dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
-    check_distinct(_outputs(dst, cfg), _inputs(src, model, config, dataset.files))
+    _log_config(qlog, asked)
+    if samples is not None:
+        qlog.text(f"calibration samples: {dataset.sample_count} given as arrays\n")
     qlog.line("dataset_num", dataset.sample_count)
-    report.feature_method = _feature_method(model, cfg, qlog)
-    if report.feature_method != cfg.feature_quantize_method:
-        cfg = _with(cfg, feature_quantize_method=report.feature_method)
-        dataset = CalibrationSet(cfg, specs, on_warning=lambda m: _warn(qlog, report, m))
+    if batchnorm is not None:
+        qlog.line(batchnorm)
     run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
     quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads, ray)
     _write(report, quantized, entries, debug_text)
@@ -103,6 +127,17 @@ def _quantize(src, dst, config, log, impl: str, threads, layout: str, ray) -> Qu
     report.seconds = time.perf_counter() - start
     qlog.summary(report.summary())
     return report
+
+
+def preprocess(model, config) -> list[dict[str, np.ndarray]]:
+    """The samples of the config's ``path`` folder as arrays, ``{input name: array}`` each: decoded and
+    preprocessed exactly as ``quantize`` feeds them (MNN's image math, or the sequence files), in the
+    model input's own layout.  ``model``: a path or a loaded model.  What ``quantize(..., samples=)``
+    and ``validate(..., samples=)`` take, e.g. to add samples of your own or to keep them in memory."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    specs = input_specs(model, DEFAULT_LAYOUT)
+    return [inputs for _, inputs in CalibrationSet(load_config(config), specs).samples()]
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -138,7 +173,6 @@ def _inputs(src: str, model, config, calibration_files) -> list[tuple[str, str]]
             inputs.append(("calibration file", path))
     return inputs
 
-
 def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
     qlog.line("feature_method", cfg.feature_quantize_method)
     qlog.line("weight_method", cfg.weight_quantize_method)
@@ -154,15 +188,14 @@ def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
         qlog.text(f"input: {entry.name}\n")
 
 
-def _feature_method(model, cfg: QuantConfig, qlog: QuantLog) -> str:
-    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2)."""
+def _batchnorm_line(model) -> str | None:
+    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2): the
+    key of that line, or None."""
     if any(op.type == OpType.BatchNorm for op in model.graph.ops):
-        qlog.line("has_batchnorm")
-        return "EMA"
+        return "has_batchnorm"
     if any(op.type == OpType.BatchNorm for g in model.subgraphs.values() for op in g.ops):
-        qlog.line("has_batchnorm_subgraph")
-        return "EMA"
-    return cfg.feature_quantize_method
+        return "has_batchnorm_subgraph"
+    return None
 
 
 def _write(report: QuantReport, quantized, entries, debug_text) -> None:
@@ -379,7 +412,7 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     batch was 1 already (the error is then the model's or the data's).
     """
     batch = dataset.batch_size
-    if batch <= 1:
+    if batch <= 1 or not isinstance(dataset, CalibrationSet):     # arrays: the caller chose the batches
         return None
     single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
     if cfg.input_type == "sequence":
@@ -464,4 +497,4 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
     return quantized, scale_dump(graph, set(scales), scales), None
 
 
-__all__ = ["quantize", "QuantReport"]
+__all__ = ["quantize", "preprocess", "QuantReport"]

@@ -49,6 +49,16 @@ class QuantReport:
         """Tensors that carry int8 quant info in the output."""
         return len(self.scales)
 
+    def to_dict(self) -> dict:
+        """The machine-readable summary (``--json``): files, methods, counts, op lists, time, warnings."""
+        return {
+            "src": self.src, "dst": self.dst, "scale_file": self.scale_file, "debug_file": self.debug_file,
+            "feature_method": self.feature_method, "weight_method": self.weight_method,
+            "samples": self.samples, "quantized_ops": list(self.quantized_ops),
+            "skipped_ops": list(self.skipped_ops), "tensors_with_scales": self.tensors,
+            "seconds": round(self.seconds, 3), "warnings": list(self.warnings),
+        }
+
     def summary(self) -> str:
         return (f"quantized {len(self.quantized_ops)} op(s), skipped {len(self.skipped_ops)}, "
                 f"{self.tensors} tensor(s) with int8 scales, {self.samples} sample(s), "

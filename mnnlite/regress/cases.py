@@ -1,27 +1,8 @@
 """The case file (TOML): what to quantize, on which data, checked against which golden file.
 
-    [defaults]                    # optional; any case key, applied to every case
-    num = 6
-
-    [tolerances]                  # optional; metric pattern -> allowed slack against the golden value
-    "*.cosine" = 0.002
-
-    [[case]]
-    name = "cnn-kl"               # unique; names the golden file golden/<name>.json
-    model = "models/cnn.mnn"      # paths are relative to the case file; $VARS and ~ are expanded
-    config = "configs/kl.json"    # a quantizer config file, or an inline table [case.config]
-    calibration = "data/calib"    # optional: overrides the config's "path"
-    heldout = "data/heldout"      # optional: held-out samples for validation (default: after calibration)
-    labels = "labels.txt"         # optional
-    num = 6                       # optional: held-out samples to use
-    layout = "model"              # optional: sequence samples in the declared layout (default) or "nchw"
-    golden = "golden/cnn-kl.json" # optional
-    [case.thresholds]             # optional absolute gates: min_cosine, min_agreement
-    min_cosine = 0.99
-    [case.tolerances]             # optional, per case, over the file-level ones
-    "out.cosine" = 0.001
-
-A problem in one case (missing file, bad key, unknown metric) is reported for that case only.
+The format, with every key, is in README ("Regression harness").  Cases without ``[case.thresholds]`` get
+``DEFAULT_THRESHOLDS``; an empty table means no absolute gate (only the golden comparison).  A problem in
+one case (missing file, bad key, unknown metric) is reported for that case only.
 """
 from __future__ import annotations
 
@@ -31,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..layout import DEFAULT_LAYOUT, check_layout
 
 if sys.version_info >= (3, 11):
@@ -42,6 +23,9 @@ else:  # pragma: no cover - exercised on older interpreters only
 CASE_KEYS = {"name", "model", "config", "calibration", "heldout", "labels", "num", "golden", "thresholds",
              "tolerances", "layout"}
 THRESHOLD_KEYS = {"min_cosine", "min_agreement"}
+# A case that declares no [case.thresholds] is gated by these: a floor that catches a broken
+# quantization (every output's cosine to the float model, top-1 agreement of classifier outputs).
+DEFAULT_THRESHOLDS = {"min_cosine": 0.95, "min_agreement": 0.90}
 DEFAULT_TOLERANCE = 1e-4
 
 
@@ -130,7 +114,9 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
 
     unknown = set(raw) - CASE_KEYS
     if unknown:
-        raise ConfigError(f"case {case.name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(CASE_KEYS)}")
+        first = sorted(unknown)[0]
+        raise ConfigError(f"case {case.name!r}: unknown key(s) {sorted(unknown)}{did_you_mean(first, CASE_KEYS)}; "
+                          f"allowed: {sorted(CASE_KEYS)}")
     if "model" not in raw or "config" not in raw:
         raise ConfigError(f"case {case.name!r}: needs both 'model' and 'config'")
     case.model = path_of("model")
@@ -149,10 +135,18 @@ def _fill_case(case: Case, raw: dict, base: str, file_tolerances: dict) -> None:
         case.layout = check_layout(raw.get("layout", DEFAULT_LAYOUT))
     except ConfigError as exc:
         raise ConfigError(f"case {case.name!r}: {exc}") from None
-    case.thresholds = dict(raw.get("thresholds", {}))
+    thresholds = raw.get("thresholds", DEFAULT_THRESHOLDS)
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"case {case.name!r}: thresholds must be a table, got {thresholds!r}")
+    case.thresholds = dict(thresholds)
     bad = set(case.thresholds) - THRESHOLD_KEYS
     if bad:
-        raise ConfigError(f"case {case.name!r}: unknown threshold(s) {sorted(bad)}; allowed: {sorted(THRESHOLD_KEYS)}")
+        first = sorted(bad)[0]
+        raise ConfigError(f"case {case.name!r}: unknown threshold(s) {sorted(bad)}"
+                          f"{did_you_mean(first, THRESHOLD_KEYS)}; allowed: {sorted(THRESHOLD_KEYS)}")
+    for key, value in case.thresholds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ConfigError(f"case {case.name!r}: threshold {key} must be a number in [0, 1], got {value!r}")
     case.tolerances = {**file_tolerances, **raw.get("tolerances", {})}
     for key, value in case.tolerances.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:

@@ -25,18 +25,32 @@ def table(run: RegressionRun) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + ("  " + row[4] if row[4] else "")
              for row in rows]
-    passed = sum(r.ok for r in run.results)
-    lines.append(f"{passed} passed, {len(run.results) - passed} failed")
+    lines.append(summary_line(run))
     return "\n".join(lines)
+
+
+def summary_line(run: RegressionRun) -> str:
+    """``3 passed, 0 failed`` with the cases that have no golden yet (or no gate at all) said apart."""
+    passed = sum(r.verdict == "pass" for r in run.results)
+    new = sum(r.verdict == "new" for r in run.results)
+    ungated = [r.case.name for r in run.results if r.ok and not r.case.thresholds]
+    text = f"{passed} passed, {len(run.results) - passed - new} failed"
+    if new:
+        text += f", {new} new (no golden yet: measured, compared with nothing)"
+    if ungated:
+        text += f"; no absolute threshold on {', '.join(ungated)}"
+    return text
 
 
 def to_dict(run: RegressionRun) -> dict:
     return {
         "ok": run.ok,
+        "summary": summary_line(run),
         "cases": [{
             "name": r.case.name,
             "verdict": r.verdict,
             "message": r.message,
+            "thresholds": dict(r.case.thresholds),
             "seconds": round(r.seconds, 3),
             "metrics": (r.result or {}).get("metrics", {}),
             "provenance": (r.result or {}).get("provenance"),

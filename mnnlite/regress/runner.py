@@ -136,9 +136,12 @@ def judge(case: Case, result: dict | None, crash: str, seconds: float, update_go
     if golden is None:
         if update_golden:
             write_golden(case.golden, result)
+        gate = _threshold_note(case, result)
+        if not result["thresholds_passed"]:
+            return CaseResult(case, "failed", gate + "; no golden file yet", result=result, seconds=seconds)
         return CaseResult(case, "new", "no golden file yet" + (" (written)" if update_golden else
-                                                              "; run with --update-golden to record one"),
-                          result=result, seconds=seconds)
+                                                              "; run with --update-golden to record one")
+                          + f"; {gate}", result=result, seconds=seconds)
     checks = compare(result["metrics"], golden["metrics"], case.tolerance)
     out = CaseResult(case, "pass", "", checks, result, golden, seconds)
     regressed = [c for c in checks if c.failed]
@@ -155,6 +158,15 @@ def judge(case: Case, result: dict | None, crash: str, seconds: float, update_go
         out.message = (out.message + "; " if out.message else "") + "golden updated"
         out.verdict = "pass" if out.verdict == "regressed" else out.verdict
     return out
+
+
+def _threshold_note(case: Case, result: dict) -> str:
+    """What the absolute gates said: met, missed (which), or that none was set (measured only)."""
+    if not case.thresholds:
+        return "measured only (no threshold set)"
+    if not result["thresholds_passed"]:
+        return "threshold missed: " + "; ".join(result["threshold_failures"] or ["see validate report"])
+    return "thresholds met (" + ", ".join(f"{k} {v}" for k, v in sorted(case.thresholds.items())) + ")"
 
 
 def _fmt(v) -> str:

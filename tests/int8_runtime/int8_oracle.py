@@ -30,7 +30,8 @@ def oracle_commands(path, feeds: dict) -> list[tuple[str, str, bool]]:
     interp.resizeSession(session)
     for name, tensor in inputs.items():
         arr = np.ascontiguousarray(feeds[name], np.float32)
-        tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, arr, MNN.Tensor_DimensionType_Caffe))
+        # feeds are in the declared layout (an NHWC input through an NHWC host tensor)
+        tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, arr, zoo._host_type(MNN, tensor, "model")))
     rows = []
 
     def begin(tensors, info):

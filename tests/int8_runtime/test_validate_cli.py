@@ -38,13 +38,17 @@ def test_report_interface(zoo, cnn_ema):
                             "prob.top5_agreement"}
     assert "seg.top1_agreement" not in metrics       # a segmentation map is not classifier-like
     assert all(k.rsplit(".", 1)[1] in DIRECTION for k in metrics)
-    assert report.passed and report.failures == []
+    assert report.passed and report.failures == [] and not report.gated
     assert report.precision == "int8"
     assert 0.99 < metrics["seg.cosine"] <= 1.0
     assert report.layers and all(-1.0 <= layer.cosine <= 1.0 for layer in report.layers)
     d = report.to_dict()
     assert d["metrics"] == metrics and d["passed"] is True and len(d["worst_layers"]) == len(report.layers)
-    assert "worst layers" in report.render() and report.render().endswith("PASS")
+    # no threshold given: what was measured, never a bare PASS
+    assert d["verdict"] == report.verdict == "MEASURED (no threshold set)" and d["gated"] is False
+    last = report.render().splitlines()[-1]
+    assert "worst layers" in report.render() and last.startswith("MEASURED (no threshold set)")
+    assert "PASS" not in report.render()
 
 
 def test_heldout_folder_and_num(zoo, cnn_ema):
@@ -58,9 +62,9 @@ def test_thresholds_both_ways(zoo, cnn_ema):
     flt, q, cfg, _ = cnn_ema
     data = str(zoo.heldout_dir("cnn"))
     ok = validate(flt, q, cfg, data=data, num=3, min_cosine=0.9, min_agreement=0.0, layers=False)
-    assert ok.passed
+    assert ok.passed and ok.verdict == "PASS" and ok.render().endswith("PASS (min-cosine 0.9, min-agreement 0.0)")
     bad = validate(flt, q, cfg, data=data, num=3, min_cosine=0.9999999, layers=False)
-    assert not bad.passed
+    assert not bad.passed and bad.verdict == "FAIL"
     assert [f.split(" ")[0] for f in bad.failures] == ["seg.cosine", "prob.cosine"]
     assert all(f.endswith("< min-cosine 0.9999999") for f in bad.failures)
     # cnn quant_kl: MNN's int8 LESS breaks the PReLU (mnnlite.int8.ops.packed_int_output), the classifier

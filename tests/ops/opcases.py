@@ -169,7 +169,8 @@ def check(case: Case, path: Path, impls=("fast", "ref")) -> None:
     assert path.exists(), f"{case.id}: the official converter produced no file for this graph"
     ref = oracle(path, case.feeds)
     for impl in impls:
-        got = Interpreter(path, impl=impl).run(case.feeds)
+        # ``oracle`` exchanges every tensor in Caffe order (NHWC inputs too): so do we
+        got = Interpreter(path, impl=impl, layout="nchw").run(case.feeds)
         assert set(got) == set(ref), f"{case.id}: outputs {sorted(got)} != oracle's {sorted(ref)}"
         for name in ref:
             assert_close(got[name], ref[name], f"{case.id} [{impl}] output {name!r}")

@@ -42,9 +42,10 @@ def _digest(path) -> str:
 
 
 def test_tool_quantizes_like_quantized_out(case):
+    """``--mnn-log``: exactly quantized.out's lines (C++ source line numbers, \\r progress)."""
     src, tmp = case
     before = _digest(src)
-    proc = _run(TOOL, src, tmp / "q.mnn", tmp / "cfg.json")
+    proc = _run(TOOL, src, tmp / "q.mnn", tmp / "cfg.json", "--mnn-log")
     assert proc.returncode == 0, proc.stderr
     assert (tmp / "q.mnn").stat().st_size > 0 and (tmp / "q.mnn.json").exists()
     assert _digest(src) == before                                      # the source is never written
@@ -55,9 +56,24 @@ def test_tool_quantizes_like_quantized_out(case):
     assert any(re.match(stamp + r"137: used dataset num: 12$", l) for l in lines)
     assert any(re.match(stamp + r"1107: fake quant weights done\.$", l) for l in lines)
     assert "CollectFeatureDistribution: 100.00 %" in lines
-    assert re.match(stamp + r"1763: Quantize model done!$", lines[-2])
-    assert lines[-1].startswith("quantized 4 op(s), skipped 0")
+    assert re.match(stamp + r"1763: Quantize model done!$", lines[-3])
+    assert lines[-2].startswith("quantized 4 op(s), skipped 0") and lines[-1].startswith("wrote ")
     assert not [p for p in os.listdir(tmp) if p.startswith(".tmp")]   # atomic writes leave nothing behind
+
+
+def test_default_log_is_readable_in_a_ci_log(case):
+    """Without --mnn-log: no C++ line numbers, no \\r, one whole line per progress step with count/rate."""
+    src, tmp = case
+    proc = _run(TOOL, src, tmp / "q.mnn", tmp / "cfg.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout and " @ " not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] >>> modelFile: .+", lines[0])
+    steps = [l for l in lines if l.startswith("CollectFeatureDistribution: ")]
+    assert steps[-1].startswith("CollectFeatureDistribution: 12/12 (100%), ")
+    assert all(re.search(r": \d+/12 \(\d+%\), [\d.]+ (samples/s|s/sample)", l) for l in steps)
+    assert any(l.startswith("CollectFeatureRange: 12/12") for l in lines)
+    assert max(len(l) for l in lines) < 200
 
 
 def test_same_inputs_same_bytes(case):
@@ -72,8 +88,11 @@ def test_same_inputs_same_bytes(case):
 def test_wrong_argument_count_prints_usage(argv, tmp_path):
     proc = _run(TOOL, *argv, cwd=tmp_path)
     assert proc.returncode == 2
-    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] @ 1719: Usage: \./quantized\.out src\.mnn dst\.mnn "
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] Usage: \./quantized\.out src\.mnn dst\.mnn "
                         r"preTreatConfig\.json\n\n", proc.stderr)
+    exact = _run(TOOL, *argv, "--mnn-log", cwd=tmp_path)
+    assert exact.returncode == 2 and re.fullmatch(r"\[\d\d:\d\d:\d\d\] @ 1719: Usage: \./quantized\.out "
+                                                  r"src\.mnn dst\.mnn preTreatConfig\.json\n\n", exact.stderr)
     assert os.listdir(tmp_path) == []
 
 
@@ -204,7 +223,7 @@ def test_debug_mode(case):
 
     src, tmp = case
     out = io.StringIO()
-    report = quantize(src, tmp / "d.mnn", dict(calib_config(MODEL), debug=True), log=out)
+    report = quantize(src, tmp / "d.mnn", dict(calib_config(MODEL), debug=True), log=out, mnn_log=True)
     text = out.getvalue()
     assert "\rcomputeDistance: 100.00 %" in text and "\n\nDebug info:\n\n" in text
     lines = re.findall(r"^(.+):  cos distance: (-?[\d.na]+), overflow ratio: ([\d.]+)$", text, re.M)

@@ -73,7 +73,10 @@ def test_low_bits_weight_clamp(caplog):
 
 
 @pytest.mark.parametrize("patch,pattern", [
-    ({"formt": "RGB"}, r'unknown key "formt"; allowed keys: batch_size, center_crop_h'),
+    ({"formt": "RGB"}, r'unknown key "formt" \(did you mean \'format\'\?\); allowed keys: batch_size, center_crop_h'),
+    ({"widht": 224}, r'unknown key "widht" \(did you mean \'width\'\?\); allowed keys: '),
+    ({"colour": "RGB"}, r'unknown key "colour"; allowed keys: '),
+    ({"feature_quantize_method": "EMa"}, r'must be one of KL, ADMM, EMA \(did you mean \'EMA\'\?\)'),
     ({"format": "YUV"}, r'"format" must be one of RGB, BGR, RGBA, BGRA, GRAY, got "YUV"'),
     ({"format": 123}, r'"format" must be a string'),
     ({"mean": [1, 2, 3, 4, 5]}, r'"mean" must be a list of 1 to 4 numbers'),
