@@ -73,6 +73,10 @@ def main():
     corpus = seed_corpus(seeds or default, os.path.join(REPO, ".fuzz", f"corpus-{TARGET}"))
     if not any(f.startswith("-max_len") for f in flags):
         flags.append("-max_len=262144")
+    if not any(f.startswith("-artifact_prefix") for f in flags):    # crash-/slow-unit files: not in the cwd
+        artifacts = os.path.join(REPO, ".fuzz", "artifacts", "")
+        os.makedirs(artifacts, exist_ok=True)
+        flags.append(f"-artifact_prefix={artifacts}")
     atheris.Setup([sys.argv[0], *flags, corpus], test_one_input)
     atheris.Fuzz()
 
