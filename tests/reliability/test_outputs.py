@@ -269,6 +269,6 @@ def test_a_sigkilled_writer_leaves_a_temporary_the_next_command_removes(work):
     assert proc.returncode == -signal.SIGKILL
     leftovers = [p for p in os.listdir(folder) if p.startswith(safety.TEMP_PREFIX)]
     assert len(leftovers) == 1 and not (folder / "q.mnn").exists()
-    proc = _cli("quantize", folder / "m.mnn", folder / "q.mnn", folder / "nonexistent.json")
+    proc = _cli("run", folder / "m.mnn", "--output", folder / "out.npz")
     assert proc.returncode == 2                      # even a command that fails later sweeps first
     assert not [p for p in os.listdir(folder) if p.startswith(safety.TEMP_PREFIX)]
