@@ -9,7 +9,8 @@
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: F401
-    ConfigError, DataError, FormatError, MnnliteError, ShapeError, UnsupportedOpError,
+    ConfigError, DataError, FormatError, Interrupted, MnnliteError, OutputError, ResourceError, ShapeError,
+    UnsupportedOpError,
 )
 from .format.model_io import dumps, load_model, loads, save_model  # noqa: F401
 from .graph import Graph, Model  # noqa: F401

@@ -33,6 +33,18 @@ class BuildError(MnnliteError, ImportError):
     """The compiled extensions are missing: the package was not built."""
 
 
+class ResourceError(MnnliteError):
+    """An op, input or image would need more memory or iterations than the limits allow."""
+
+
+class OutputError(MnnliteError):
+    """An output cannot be written, or would overwrite an input or another output."""
+
+
+class Interrupted(MnnliteError):
+    """SIGINT or SIGTERM arrived; temporaries were removed (the CLI exits with code 3)."""
+
+
 def did_you_mean(word: str, choices) -> str:
     """`` (did you mean 'width'?)`` when ``word`` is close to one of ``choices`` (difflib), else ""."""
     import difflib

@@ -71,6 +71,11 @@ def _param_stats(op) -> tuple[int, int]:
     return _size(*arrays), _nbytes(*arrays)
 
 
+def _op_types(ops) -> dict:
+    histogram = Counter(enum_name("OpType", op.type) for op in ops)
+    return dict(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def describe(model: Model) -> dict:
     """Everything ``mnnlite info`` prints, as a JSON-ready dict."""
     g = model.graph
@@ -85,7 +90,7 @@ def describe(model: Model) -> dict:
             "dtype": enum_name("DataType", p.dtype if p is not None else 1),
             "layout": enum_name("MNN_DATA_FORMAT", p.dformat if p is not None else 0),
         })
-    histogram = Counter(enum_name("OpType", op.type) for _, op in model.all_ops())
+    histogram = _op_types(g.ops)      # main graph only: subgraph ops are counted with their subgraph
     params = nbytes = 0
     convs = []
     for graph, op in model.all_ops():
@@ -109,12 +114,12 @@ def describe(model: Model) -> dict:
         # the MNN layout each output has (NHWC outputs of TFLite models are returned so by default)
         "output_layouts": declared_layouts(g)[1],
         "ops": len(g.ops),
-        "op_types": dict(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "op_types": histogram,
         "parameters": params,
         "parameter_bytes": nbytes,
         "quantized_tensors": len(g.quant_info) + sum(len(s.quant_info) for s in model.subgraphs.values()),
         "compressed_convolutions": convs,
         "external_weights": model.external_weights,
-        "subgraphs": [{"name": s.name, "ops": len(s.ops), "inputs": s.input_names(), "outputs": s.output_names()}
-                      for s in model.subgraphs.values()],
+        "subgraphs": [{"name": s.name, "ops": len(s.ops), "op_types": _op_types(s.ops), "inputs": s.input_names(),
+                       "outputs": s.output_names()} for s in model.subgraphs.values()],
     }

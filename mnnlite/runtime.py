@@ -29,11 +29,13 @@ from ._build_check import require_extensions
 
 require_extensions()        # one clear error instead of silent numpy fallbacks (see _build_check.py)
 
-from .errors import MnnliteError, ShapeError, UnsupportedOpError  # noqa: E402
+from .errors import MnnliteError, ResourceError, ShapeError, UnsupportedOpError  # noqa: E402
 from .format.model_io import load_model  # noqa: E402
+from .format.structure import check_op  # noqa: E402
 from .format.tables import DataFormat, OpType  # noqa: E402
 from .graph import Graph, Model  # noqa: E402
 from . import layout as layouts  # noqa: E402
+from .limits import MAX_SUBGRAPH_DEPTH, op_failure  # noqa: E402
 from . import ops  # noqa: F401,E402  (registers every kernel)
 from .ops import registry  # noqa: E402
 from .ops.const import numpy_dtype  # noqa: E402
@@ -70,6 +72,7 @@ class Interpreter:
             raise ValueError(f"precision must be 'auto' or 'float', not {precision!r}")
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
+        self._depth = 0         # subgraphs running inside each other (run_graph)
         # what kernels see as call.impl: "mnn" only changes the planners' choices (registry.node_kernel)
         self.kernel_impl = "fast" if impl == "mnn" else impl
         self.source = self.model.path or "model"
@@ -178,7 +181,14 @@ class Interpreter:
             raise ShapeError(f"{self.source}: subgraph {name!r} takes {len(graph.inputs)} inputs, "
                              f"got {len(arrays)}")
         bound = {int(i): (a, f) for i, a, f in zip(graph.inputs, arrays, formats)}
-        env = self._programs[name].run(bound, False, None)
+        if self._depth >= MAX_SUBGRAPH_DEPTH:
+            raise ResourceError(f"{self.source}: subgraph {name!r} is nested {self._depth} deep (a While or If "
+                                f"that runs itself?); the cap is {MAX_SUBGRAPH_DEPTH}")
+        self._depth += 1
+        try:
+            env = self._programs[name].run(bound, False, None)
+        finally:
+            self._depth -= 1
         missing = [graph.tensors[i] for i in graph.outputs if i not in env]
         if missing:
             raise ShapeError(f"{self.source}: subgraph {name!r} does not produce output {missing[0]!r}")
@@ -242,6 +252,7 @@ class _Program:
 
     def _step(self, op) -> _Step:
         # The node's own kernel (registry planners: parameters read, conv weights packed once).
+        check_op(op, self.where)
         kernel = registry.node_kernel(_op_type(op), op, self.interpreter.impl)
         if kernel is None:
             raise UnsupportedOpError(
@@ -338,6 +349,8 @@ class _Program:
             raise UnsupportedOpError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
         except (ValueError, IndexError, ZeroDivisionError) as exc:
             raise ShapeError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
+        except (MemoryError, OverflowError, AttributeError, TypeError) as exc:
+            raise op_failure(f"{self.where}: {self._describe(step, call)}", step.op, exc) from exc
         if step.single is not None and arrays:     # most ops: the steps below, without the lists
             a = arrays[0]
             if type(a) is not np.ndarray or a.dtype not in _KEPT_DTYPES:

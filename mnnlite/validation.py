@@ -374,7 +374,7 @@ def int8_max_pools(quant_rt) -> dict[str, str]:
 def validate(float_path, quant_path, config, *, samples=None, data=None, labels=None, num=None,
              min_cosine=None, min_agreement=None, impl: str = "fast", worst: int = WORST_LAYERS,
              layers: bool = True, progress=None, on_sample=None, layout: str = DEFAULT_LAYOUT,
-             ray=None, target: str = "x86") -> ValidationReport:
+             ray=None, target: str = "x86", max_memory=None) -> ValidationReport:
     """Compare ``quant_path`` (run in int8) with ``float_path`` on held-out samples; see the module doc.
 
     ``config``: the quantizer config (dict or JSON path) whose preprocessing is used.  ``samples``:
@@ -391,7 +391,20 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
     tasks and their per-sample terms are folded here in sample order, so the report is identical.
     ``target``: whose int8 kernels to emulate, "x86" (MNN's x86 build, the default) or "arm" (its max
     pool takes the true maximum where x86 compares codes as signed bytes).
+    ``max_memory``: the largest single allocation allowed (bytes or "2G"; ``mnnlite.limits``).
     """
+    from .limits import memory_limit
+
+    with memory_limit(max_memory):
+        return _validate(float_path, quant_path, config, samples=samples, data=data, labels=labels, num=num,
+                         min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
+                         layers=layers, progress=progress, on_sample=on_sample, layout=layout, ray=ray,
+                         target=target)
+
+
+def _validate(float_path, quant_path, config, *, samples, data, labels, num, min_cosine, min_agreement, impl,
+              worst, layers, progress, on_sample, layout, ray, target) -> ValidationReport:
+    """``validate`` inside its memory budget."""
     connected_ray = None if isinstance(ray, str) or ray is None else ray
     ray = ray if isinstance(ray, str) else None
     from .quant.config import load_config
@@ -405,10 +418,10 @@ def validate(float_path, quant_path, config, *, samples=None, data=None, labels=
         from .distributed import cluster
 
         with cluster(ray) as connected:
-            return validate(float_path, quant_path, config, samples=samples, data=data, labels=labels, num=num,
-                            min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
-                            layers=layers, progress=progress, on_sample=on_sample, layout=layout,
-                            ray=connected, target=target)
+            return _validate(float_path, quant_path, config, samples=samples, data=data, labels=labels, num=num,
+                             min_cosine=min_cosine, min_agreement=min_agreement, impl=impl, worst=worst,
+                             layers=layers, progress=progress, on_sample=on_sample, layout=layout,
+                             ray=connected, target=target)
     float_rt = Interpreter(float_path, impl=impl, precision="float", layout=layout)
     quant_rt = Interpreter(quant_path, impl=impl, layout=layout, target=target)
     specs = input_specs(quant_rt.model, layout)

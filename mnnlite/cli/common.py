@@ -9,6 +9,22 @@ def add_runtime_options(parser) -> None:
                         help="compiled kernels (fast, default), the numpy references (ref), or kernels that "
                              "reproduce the official x86 runtime's float rounding bit for bit (mnn; slower)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the compiled kernels (default 1)")
+    add_memory_option(parser)
+
+
+def add_memory_option(parser) -> None:
+    parser.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="largest single allocation allowed, e.g. 2G (default: the available RAM); an op "
+                             "that needs more stops with one line naming op, shape and bytes")
+
+
+def apply_memory(args) -> None:
+    """``--max-memory`` becomes the process's budget (mnnlite.limits); a bad size is a ConfigError."""
+    from ..limits import parse_size, set_max_memory
+
+    value = getattr(args, "max_memory", None)
+    if value is not None:
+        set_max_memory(parse_size(value))
 
 
 def add_layout_option(parser) -> None:
@@ -26,6 +42,7 @@ def apply_threads(args) -> None:
     from ..errors import ConfigError
     from ..kernels.threads import set_num_threads
 
+    apply_memory(args)
     try:
         set_num_threads(args.threads)
     except ValueError as exc:
@@ -84,8 +101,9 @@ class Output:
         if stream is not None and self.level >= level:
             print(text, file=stream, flush=True)
 
-    def json(self, summary: dict) -> None:
-        """The summary on stdout (``--json``) or in a file (``--json OUT``, written atomically)."""
+    def json(self, summary: dict, inputs=()) -> None:
+        """The summary on stdout (``--json``) or in a file (``--json OUT``, written atomically, never over
+        one of ``inputs``, (role, path) pairs: ``mnnlite.safety``)."""
         import json
         import sys
 
@@ -100,7 +118,7 @@ class Output:
             sys.stdout.flush()
             return
         try:
-            write_atomic(self.json_to, text.encode())
+            write_atomic(self.json_to, text.encode(), "--json report", inputs)
         except OSError as exc:
             raise ConfigError(f"--json {self.json_to}: {exc.strerror or exc}") from None
         self.print(f"wrote {self.json_to}")

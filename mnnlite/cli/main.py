@@ -1,6 +1,7 @@
 """``python -m mnnlite`` / ``mnnlite``: parse, call the library, map errors to exit codes.
 
-Exit codes: 0 success, 1 a check failed (validate/regress thresholds), 2 bad input (file, config, data).
+Exit codes: 0 success, 1 a check failed (validate/regress thresholds), 2 bad input (file, config, data,
+resources, an output that cannot be written), 3 interrupted (SIGINT/SIGTERM; temporaries removed).
 """
 from __future__ import annotations
 
@@ -36,19 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_guarded(fn, *args) -> int:
-    """Run a command; a user error becomes one line on stderr and exit code 2."""
-    try:
-        return fn(*args)
-    except MnnliteError as exc:
-        print(f"mnnlite: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # the reader of our stdout went away (e.g. `| head`): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("mnnlite: interrupted", file=sys.stderr)
-        return 130
+    """Run a command; a user error becomes one line on stderr and exit code 2 (3: interrupted)."""
+    from ..safety import guarded_call
+
+    return guarded_call(fn, *args)
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 
 from ..layout import DEFAULT_LAYOUT
-from .common import Output, add_common_options, add_layout_option, add_ray_option
+from ..safety import check_distinct
+from .common import Output, add_common_options, add_layout_option, add_memory_option, add_ray_option
 
 USAGE = "Usage: ./quantized.out src.mnn dst.mnn preTreatConfig.json"
 DESCRIPTION = ("Quantize SRC into DST with MNN's offline-quantizer config CONFIG; also writes DST.json "
@@ -28,6 +29,7 @@ def _arguments(p) -> None:
                    help="mnnlite's accurate flow (README 'Accurate preset'); the config's \"preset\" key wins")
     add_layout_option(p)
     add_ray_option(p, "calibration samples (KL, EMA)")
+    add_memory_option(p)
     add_common_options(p, "the summary (files, methods, ops quantized and skipped, time)", log=True)
 
 
@@ -42,9 +44,15 @@ def main(args) -> int:
     from ..quant.quantize import quantize
 
     out = Output(args)
+    if out.json_to not in (None, "-"):      # the --json file is refused before the work, like DST
+        check_distinct([("--json report", out.json_to)],
+                       [("source model", args.src), ("source model's weight file", args.src + ".weight"),
+                        ("config", args.config), ("quantized model", args.dst), ("scale dump", args.dst + ".json"),
+                        ("debug dump", args.dst + ".debug.json")])
     report = quantize(args.src, args.dst, args.config, log=out.stream, threads=getattr(args, "threads", None),
                       mnn_log=getattr(args, "mnn_log", False), layout=getattr(args, "layout", DEFAULT_LAYOUT),
-                      ray=getattr(args, "ray", None), preset=getattr(args, "preset", None))
+                      ray=getattr(args, "ray", None), preset=getattr(args, "preset", None),
+                      max_memory=getattr(args, "max_memory", None))
     if out.verbose:
         out.print("quantized ops: " + (", ".join(report.quantized_ops) or "-"))
         out.print("float ops:     " + (", ".join(report.skipped_ops) or "-"))

@@ -43,6 +43,7 @@ def main(args) -> int:
         if unknown:
             raise ConfigError(f"{args.cases}: no case named {sorted(unknown)}; cases: {[c.name for c in cases]}")
         cases = [c for c in cases if c.name in args.only]
+    _check_outputs(args, cases)
 
     def progress(done, total, result):
         out.print(f"[{done}/{total}] {result.case.name}: {result.verdict.upper()} ({result.seconds:.1f}s)"
@@ -63,6 +64,21 @@ def main(args) -> int:
     if args.junit:
         write_junit(run, args.junit)
     return 0 if run.ok else 1
+
+
+def _check_outputs(args, cases) -> None:
+    """Before any case runs: the reports may not overwrite the cases file, a case's model, labels or
+    golden, or each other (goldens are outputs only with --update-golden, and then inputs of nothing)."""
+    from ..safety import check_distinct
+
+    outputs = [(role, path) for role, path in (("--json report", args.json), ("--junit report", args.junit))
+               if path]
+    inputs = [("cases file", args.cases)]
+    for c in cases:
+        inputs += [(f"case {c.name!r} {role}", getattr(c, attr)) for attr, role in
+                   (("model", "model"), ("labels", "labels file"), ("golden", "golden file"))
+                   if isinstance(getattr(c, attr), str)]
+    check_distinct(outputs, inputs)
 
 
 def _rejudge_with_update(cases, run):

@@ -3,6 +3,7 @@
 forces float), print output shapes and latency, optionally save the outputs."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layout import exchange_name
+from ..limits import check_alloc
+from ..safety import check_distinct, write_files
 from .common import Output, add_common_options, add_layout_option, add_runtime_options, apply_threads
 
 
@@ -19,7 +22,8 @@ def add_parser(sub):
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array in the model's declared layout, or NCHW with --layout nchw "
                         "(repeat for each input; NAME= may be left out when the model has one input)")
-    p.add_argument("--output", "-o", metavar="OUT.npz", help="write every output to this .npz, keyed by name")
+    p.add_argument("--output", "-o", metavar="OUT.npz",
+                   help="write every output, keyed by name, in .npz format to exactly this file (atomically)")
     add_runtime_options(p)
     add_layout_option(p)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report the median latency")
@@ -41,6 +45,9 @@ def main(args) -> int:
                          layout=args.layout)
     if interp.model.is_quantized:
         out.print(f"note: the model carries int8 quantization info; mnnlite runs it in {interp.precision}")
+    outputs_to = [(role, path) for role, path in (("--output file", args.output), ("--json report", out.json_to))
+                  if path not in (None, "-")]
+    check_distinct(outputs_to, _read_files(args, interp))     # refused before the run, not after it
     feeds = _feeds(interp, args.input, args.seed, out)
     times = []
     for _ in range(args.repeat):
@@ -64,10 +71,26 @@ def main(args) -> int:
               f"{args.threads} thread(s), impl {args.impl}, {interp.precision}")
     summary["latency_ms"] = {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "runs": len(ms)}
     if args.output:
-        np.savez(args.output, **outputs)
-        out.print(f"wrote {len(outputs)} output(s) to {args.output}")
+        _save_outputs(args, interp, outputs, out)
     out.json(summary)
     return 0
+
+
+def _save_outputs(args, interp, outputs, out) -> None:
+    """The .npz written atomically to exactly ``--output`` (np.savez would add ".npz"), never over the
+    model, its weights or an input file."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **outputs)
+    write_files([(args.output, buf.getbuffer(), "--output file")], _read_files(args, interp))
+    out.print(f"wrote {len(outputs)} output(s) to {args.output}")
+
+
+def _read_files(args, interp) -> list:
+    inputs = [("model", args.model), ("model's weight file", args.model + ".weight"),
+              ("model's weight file", interp.model.external_weights)]
+    return inputs + [("input file", spec.partition("=")[2] or spec) for spec in args.input]
 
 
 def _feeds(interp, specs, seed, out) -> dict:
@@ -82,9 +105,11 @@ def _feeds(interp, specs, seed, out) -> dict:
             name, path = names[0], spec
         if name not in names:
             raise ShapeError(f"--input {spec!r}: the model has no input {name!r}; its inputs are {names}")
+        if os.path.exists(path) and not os.path.isfile(path):     # a FIFO or device would block or never end
+            raise ShapeError(f"--input {spec!r}: {path} is not a regular file")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, MemoryError) as exc:     # MemoryError: a header with a huge shape
             raise ShapeError(f"--input {spec!r}: cannot read {path} as a .npy array: {exc}") from None
     rng = np.random.default_rng(seed)
     for name, info in interp.input_info().items():
@@ -94,6 +119,7 @@ def _feeds(interp, specs, seed, out) -> dict:
         if any(d < 0 for d in shape):
             raise ShapeError(f"input {name!r} has dynamic dims {shape} (-1 = any): give it with "
                              f"--input {name}=FILE.npy")
+        check_alloc(f"input {name!r}", "random input", shape, info.dtype.itemsize)
         if info.dtype.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(info.dtype)
         else:

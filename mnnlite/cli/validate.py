@@ -6,7 +6,9 @@ data)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .common import Output, add_common_options, add_layout_option, add_ray_option, add_runtime_options, apply_threads
+from ..safety import check_distinct
+from .common import (Output, add_common_options, add_layout_option, add_ray_option, add_runtime_options,
+                     apply_threads)
 
 VERBOSE_WORST = 20       # worst layers listed with -v
 
@@ -47,6 +49,10 @@ def main(args) -> int:
     worst = args.worst if args.worst is not None else VERBOSE_WORST if out.verbose else WORST_LAYERS
     if worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {worst}")
+    inputs = [("float model", args.float_model), ("quantized model", args.quant_model),
+              ("config", args.config), ("labels file", args.labels)]
+    if out.json_to not in (None, "-"):      # refused before the work, and again when written
+        check_distinct([("--json report", out.json_to)], inputs)
     apply_threads(args)
     display = ProgressDisplay(out.stream)
     report = validate(args.float_model, args.quant_model, args.config, data=args.data, labels=args.labels,
@@ -57,5 +63,5 @@ def main(args) -> int:
     out.print(report.render())
     if out.verbose:
         out.print("samples: " + ", ".join(report.samples))
-    out.json(report.to_dict())
+    out.json(report.to_dict(), inputs + [("held-out file", p) for p in report.samples if isinstance(p, str)])
     return 0 if report.passed else 1

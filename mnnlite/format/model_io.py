@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 
 import numpy as np
 
 from ..errors import FormatError
 from ..graph import Model
+from .paths import external_data_path
 from .reader import decode_net
 from .validate import check_model
 from .tables import DataType
@@ -39,6 +39,7 @@ def loads(data, source: str = "<bytes>", weight_path: str | None = None) -> Mode
 def load_model(path: str | os.PathLike) -> Model:
     """Read an ``.mnn`` file (and ``<path>.weight`` when its ops keep weights outside)."""
     path = os.fspath(path)
+    _check_regular(path, "model")
     try:
         with open(path, "rb") as f:
             # Mapped, not read: weights stay zero-copy views of the page cache, so loading a large
@@ -58,23 +59,32 @@ def dumps(model: Model) -> bytes:
 
 
 def save_model(model: Model, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    write_atomic(os.fspath(path), dumps(model))
+    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename); never over
+    the file the model was read from or its external weights."""
+    inputs = [("source model", model.path), ("source weight file", model.external_weights)]
+    write_atomic(os.fspath(path), dumps(model), "model", [(r, p) for r, p in inputs if p and os.path.exists(p)])
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path)[-32:], dir=folder)
+def _check_regular(path: str, role: str) -> None:
+    """Refuse a FIFO, device or socket before opening it (opening a FIFO blocks until a writer comes)."""
+    import stat
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise FormatError(f"{path}: is a folder, not a {role} file")
+    if not stat.S_ISREG(mode):
+        raise FormatError(f"{path}: is not a regular file (a FIFO, device or socket); refused")
+
+
+def write_atomic(path: str, data: bytes, role: str = "output", inputs=()) -> None:
+    """One file written through ``safety.write_files``: a temporary in the same folder, fsync, the
+    destination's permissions, rename; refused when it is one of ``inputs`` ((role, path) pairs)."""
+    from ..safety import write_files
+
+    write_files([(path, data, role)], inputs)
 
 
 # ---------------------------------------------------------------------------------------- external data
@@ -95,10 +105,10 @@ def _inline_external(model: Model, default_path: str) -> None:
     """Read every externalised part into its table, so the model is self-contained from here on."""
     files: dict[str, np.ndarray] = {}
     for op, param in _external_params(model):
-        path = default_path
-        if op.externalPath:
-            path = os.path.join(os.path.dirname(default_path), op.externalPath)
+        path = external_data_path(model.path or default_path, default_path, op.externalPath, op.name)
         if path not in files:
+            if os.path.exists(path):
+                _check_regular(path, "weight")
             try:
                 files[path] = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) else \
                     np.zeros(0, np.uint8)

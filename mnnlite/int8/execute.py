@@ -267,9 +267,13 @@ class _Execution:
             results = kernel(call)
         except MnnliteError:
             raise
-        except (ValueError, IndexError, TypeError) as exc:
+        except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
             raise ShapeError(f"{self.program.where}: op {step.op.name!r} ({_name(step.op_type)}, int8): "
                              f"{exc}") from exc
+        except (MemoryError, OverflowError, AttributeError) as exc:
+            from ..limits import op_failure
+            raise op_failure(f"{self.program.where}: op {step.op.name!r} ({_name(step.op_type)}, int8)", step.op,
+                             exc) from exc
         out = []
         for o, a, attr, is_float in zip(step.outputs, results, op_plan.out_attrs, out_float):
             fmt = self.plan.layouts.get(o, ins[0].fmt if ins else DataFormat.NCHW)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..format.tables import OpType
+from ..limits import check_iterations
 from .registry import OpCall, register
 from .shape import NCHW, fail
 
@@ -54,6 +55,7 @@ def _onnx_loop(call: OpCall, body: str):
     scans, scan_fmts = [[] for _ in range(k)], [NCHW] * k
     step = 0
     while step < limit and cond:
+        check_iterations(f"op {call.op.name!r} (While, ONNX Loop)", step)
         outs, out_fmts = rt.run_graph(body, [np.array(step, np.int32), xs[1], *values],
                                       [NCHW, fmts[1], *value_fmts])
         if len(outs) != 1 + n + k:
@@ -93,7 +95,10 @@ def _tf_while(call: OpCall, p):
     updates = [tuple(u.data) for u in (p.aliases_updates or [])]
     out_names = list(p.aliases_outputs or [])
     outputs = _outputs_from_inputs(call, p, out_names)
+    iterations = 0
     while True:
+        check_iterations(f"op {call.op.name!r} (While)", iterations)
+        iterations += 1
         res = _run(call, p.cond_graph, cond)
         if not truthy(res[0][0]):
             break

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
+from ..limits import check_alloc
 from ..format.tables import DataFormat, OpType
 from .registry import register, register_plan
 from .weights import conv_weights
@@ -187,6 +188,19 @@ def _groups(call, x, w, deconv: bool) -> int:
     return groups
 
 
+def _check_sizes(call, x: np.ndarray, out, kernel=(1, 1)) -> None:
+    """Before a kernel allocates: the output [N, O, OH, OW] and the worst-case im2col scratch
+    (C*KH*KW per output position) within the memory budget (``mnnlite.limits``)."""
+    n, c = x.shape[0], x.shape[1]
+    common = getattr(call.params, "common", None)
+    o = max(int(getattr(common, "outputCount", 0) or 0), c)
+    depthwise = call.op.type in (OpType.ConvolutionDepthwise, OpType.DeconvolutionDepthwise)
+    per_group = 1 if depthwise else max(c // max(int(getattr(common, "group", 1) or 1), 1), 1)
+    scratch = 4 * per_group * int(kernel[0]) * int(kernel[1]) * int(out[0]) * int(out[1])
+    check_alloc(f"op {call.op.name!r} ({OpType(call.op.type).name})", "output",
+                (n, o, int(out[0]), int(out[1])), 4, extra=scratch)
+
+
 def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
     """(x cropped where MNN's pads are negative, stride, pad (top, left, bottom, right), dilation) that
     give conv2d MNN's output size (ShapeConvolution.cpp) and its first tap (convolutionPad)."""
@@ -196,6 +210,7 @@ def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
     oh, ow = _conv_size(common, h, kh, sy, dy, 0), _conv_size(common, wd, kw, sx, dx, 1)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Convolution): input {h}x{wd} gives an empty output {oh}x{ow}")
+    _check_sizes(call, x, (oh, ow), kernel)
     pt, pl = _conv_pad(common, h, oh, kh, sy, dy, 0), _conv_pad(common, wd, ow, kw, sx, dx, 1)
     x, pt, pb = _span(x, 2, pt, (oh - 1) * sy + dy * (kh - 1) + 1)
     x, pl, pr = _span(x, 3, pl, (ow - 1) * sx + dx * (kw - 1) + 1)
@@ -445,6 +460,7 @@ def deconvolution(call):
     oh, ow = _output_shape(call, h, wd, kh, kw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Deconvolution): input {h}x{wd} gives an empty output {oh}x{ow}")
+    _check_sizes(call, x, (oh, ow))
     pt, pl = _deconv_pad(common, h, oh, kh, sy, 0), _deconv_pad(common, wd, ow, kw, sx, 1)
     _, deconv2d = _conv_kernels(call.impl)
     act = _activation(common)
@@ -544,6 +560,7 @@ def _pool_plan(call, h: int, w: int):
     oh, ow = _pool_size(p, h, w)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Pooling): input {h}x{w} gives an empty output {oh}x{ow}")
+    check_alloc(f"op {call.op.name!r} (Pooling)", "output", (*call.inputs[0].shape[:2], oh, ow))
     k, s, pad_type = (p.kernelY, p.kernelX), (p.strideY, p.strideX), p.padType
     pad = (_pool_pad(pad_type, p.padY, h, oh, k[0], s[0]), _pool_pad(pad_type, p.padX, w, ow, k[1], s[1]))
     if p.pads is not None and pad_type == _CAFFE:
@@ -765,7 +782,7 @@ def _interp_sizes(call):
             if np.issubdtype(shape.dtype, np.integer):
                 out = [int(v) for v in shape]
             else:
-                out = [int(_F32(s) * _F32(n)) for s, n in zip(shape, x.shape)]
+                out = [_scaled(call, n, s) for s, n in zip(shape, x.shape)]
             if out[0] != x.shape[0] or out[1 if fmt != NHWC else 3] != x.shape[1 if fmt != NHWC else 3]:
                 raise UnsupportedOpError(f"op {call.op.name!r} (Interp): resizing batch or channels "
                                          f"{x.shape} -> {out} is not supported")
@@ -776,8 +793,19 @@ def _interp_sizes(call):
                              f"or {x.ndim}")
         return int(shape[0]), int(shape[1]), None      # TensorFlow: [height, width]
     if p.outputWidth == 0 or p.outputHeight == 0:
-        return int(_F32(h) * _F32(p.heightScale)), int(_F32(w) * _F32(p.widthScale)), None
+        return _scaled(call, h, p.heightScale), _scaled(call, w, p.widthScale), None
     return p.outputHeight, p.outputWidth, None
+
+
+def _scaled(call, n: int, scale) -> int:
+    """int(n * scale) in float32 as ShapeInterp.cpp computes it; a scale that is not finite or gives
+    more than 2**31 is refused (MNN's int cast would be undefined)."""
+    with np.errstate(all="ignore"):
+        value = _F32(n) * _F32(scale)
+    if not np.isfinite(value) or abs(float(value)) >= 2 ** 31:
+        raise ShapeError(f"op {call.op.name!r} (Interp): scale {float(scale)} of a dim of {n} gives "
+                         f"{float(value)}, not a size")
+    return int(value)
 
 
 def _coord_transform(p, n_in: int, n_out: int, given):
@@ -866,6 +894,7 @@ def interp(call):
     oh, ow, scales = _interp_sizes(call)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output size {oh}x{ow}")
+    check_alloc(f"op {call.op.name!r} (Interp)", "output", (*x.shape[:2], oh, ow), 4, extra=4 * x.size)
     # GeometryImageOp.cpp: a float scales input fixes scale = 1/scales[2], 1/scales[3].
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
     hs = _coord_transform(p, x.shape[2], oh, given[0])
@@ -884,10 +913,10 @@ def _interp_1d(call):
         if shape.size != 3:
             raise ShapeError(f"op {call.op.name!r} (Interp): a 3-D input needs 3 sizes or scales, got {shape.size}")
         integer = np.issubdtype(shape.dtype, np.integer)
-        out = int(shape[2]) if integer else int(_F32(shape[2]) * _F32(length))
+        out = int(shape[2]) if integer else _scaled(call, length, shape[2])
         given = None if integer else _F32(1) / _F32(shape[2])
     else:
-        out = p.outputHeight or int(_F32(length) * _F32(p.heightScale))
+        out = p.outputHeight or _scaled(call, length, p.heightScale)
         given = None
     if out <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output length {out}")

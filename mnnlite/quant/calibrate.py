@@ -550,7 +550,7 @@ class StreamingADMM:
             if m > self.max_abs:
                 self.max_abs = np.float32(m)
             return
-        if not self.max_abs > 0:
+        if not self._usable():
             return
         ax = ax[ax > 0]                                   # zeros contribute nothing (q = 0), drops NaN
         width = float(self.max_abs) / self.bins
@@ -558,8 +558,13 @@ class StreamingADMM:
         self.count += np.bincount(idx, minlength=self.bins)
         self.total += np.bincount(idx, weights=ax.astype(np.float64), minlength=self.bins)
 
+    def _usable(self) -> bool:
+        """A positive, finite range: an infinite one (a layer that overflowed float32) has no scale
+        (bins of width inf would put every value at NaN)."""
+        return bool(self.max_abs > 0 and np.isfinite(self.max_abs))
+
     def compute(self) -> tuple[float, int]:
-        if not self.max_abs > 0 or self.count.sum() == 0:
+        if not self._usable() or self.count.sum() == 0:
             return 0.0, 0
         m = float(self.max_abs)
         width = m / self.bins

@@ -237,8 +237,11 @@ INPUT_THRESHOLDS = ("auto", "max")
 
 def _read(path_or_dict) -> tuple[dict, str]:
     if isinstance(path_or_dict, dict):
+        _check_depth(path_or_dict, "<dict>")
         return path_or_dict, "<dict>"
     path = os.fspath(path_or_dict)
+    if os.path.exists(path) and not os.path.isfile(path):      # a folder, FIFO or device: never opened
+        raise ConfigError(f"{path}: the config is not a regular file")
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
@@ -249,9 +252,26 @@ def _read(path_or_dict) -> tuple[dict, str]:
         obj = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the JSON nests deeper than Python can parse") from None
+    _check_depth(obj, path)
     if not isinstance(obj, dict):
         raise ConfigError(f"{path}: the config must be a JSON object {{...}}, got {type(obj).__name__}")
     return obj, path
+
+
+def _check_depth(obj, source: str) -> None:
+    """No config key needs more than a few levels; a deeper one is refused here, iteratively, before
+    any recursive code sees it (limits.MAX_CONFIG_DEPTH)."""
+    from ..limits import MAX_CONFIG_DEPTH
+
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: the config nests more than {MAX_CONFIG_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def _reject_constant(name: str):

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError, did_you_mean
+from ..limits import check_alloc
 from .config import QuantConfig
 from .image import decode_rgba, preprocess_rgba
 
@@ -282,6 +283,9 @@ class CalibrationSet(SampleSource):
         if min(out_h, out_w, target_h, target_w) <= 0:
             raise ConfigError(f'{cfg.source}: "width" and "height" are needed: model input {spec.name!r} '
                               f"has no fixed size ({list(spec.shape)})")
+        # both sizes come from the model or the config: bounded before any image is resized to them
+        check_alloc(f"{cfg.source}: input {spec.name!r}", "preprocessed image", (4, out_h, out_w), 4)
+        check_alloc(f"{cfg.source}: input {spec.name!r}", "resize target", (4, target_h, target_w), 4)
         return out_h, out_w, target_h, target_w
 
     def _load(self, path: str) -> dict[str, np.ndarray]:

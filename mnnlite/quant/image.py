@@ -256,9 +256,25 @@ def preprocess_rgba(rgba: np.ndarray, config: QuantConfig, out_h: int, out_w: in
 
 def decode_rgba(path: str) -> np.ndarray:
     """Any image Pillow reads, as uint8 ``[H, W, 4]`` (stb_image is asked for 4 channels the same way)."""
-    with Image.open(path) as img:
+    with Image.open(path) as img:                         # reads the header only
+        _check_image_size(path, img.size)
         img.seek(0)                                       # first frame of GIFs and the like
         return np.asarray(img.convert("RGBA"), np.uint8)
+
+
+def _check_image_size(path: str, size) -> None:
+    """Before decoding: Pillow's decompression-bomb limit (it only warns between 1x and 2x of
+    MAX_IMAGE_PIXELS; a 13000x13000 PNG of a few KB would still decode to 676 MB) and the memory budget
+    (the RGBA array, its float copy and the resized tensor)."""
+    from ..errors import ResourceError
+    from ..limits import check_alloc
+
+    w, h = size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and w * h > limit:
+        raise ResourceError(f"{path}: image of {w}x{h} pixels is over Pillow's decompression-bomb limit "
+                            f"({limit:,} pixels); refused before decoding")
+    check_alloc(path, "decoded image", (h, w, 4), 1, extra=h * w * 4 * 4)
 
 
 # -------------------------------------------------------------------------------------- file listing

@@ -19,9 +19,11 @@ import numpy as np
 
 from .._build_check import require_extensions
 from ..errors import ConfigError, DataError, ShapeError
-from ..format.model_io import dumps, load_model, write_atomic
+from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
 from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
+from ..limits import memory_limit
+from ..safety import OutputSet, check_distinct
 from . import calibrate as cal
 from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
@@ -48,7 +50,7 @@ def _ema_output_min(graph, t: int, int8_convs: set) -> float:
 
 def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", threads: int | None = None,
              progress=None, mnn_log: bool = False, layout: str = DEFAULT_LAYOUT, ray: str | None = None,
-             preset: str | None = None, metric=None, target: str = "x86") -> QuantReport:
+             preset: str | None = None, metric=None, target: str = "x86", max_memory=None) -> QuantReport:
     """Quantize ``src`` into ``dst`` (plus ``<dst>.json``) as MNN's offline quantizer does.
 
     ``config``: a dict or the path of a JSON file with MNN's keys.  ``samples``: calibrate on these instead
@@ -67,8 +69,10 @@ def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", thr
     images are built in the model's layout either way.  ``ray``: a Ray cluster address ("auto", "local",
     "host:port"; ``mnnlite.distributed``): KL and EMA samples then run in shards as Ray tasks, with
     byte-identical output (ADMM and debug mode, whose sums depend on the order, stay on this process).
-    Raises ``ConfigError`` / ``DataError`` / ``FormatError`` (``TypeError`` / ``ValueError`` for bad
-    ``samples``, ``ClusterError`` for an unreachable cluster) before anything is printed or written.
+    ``max_memory``: the largest single allocation allowed (bytes or "2G"; default: the available RAM,
+    ``mnnlite.limits``).  Raises ``ConfigError`` / ``DataError`` / ``FormatError`` / ``ResourceError``
+    (``TypeError`` / ``ValueError`` for bad ``samples``, ``ClusterError`` for an unreachable cluster)
+    before anything is printed or written, ``OutputError`` when an output is an input or cannot be written.
 
     mnnlite's accuracy options (README "Accurate preset"): ``preset="accurate"`` (the config's ``"preset"``
     key wins when both are given); ``metric(reference, test) -> float`` (higher is better) replaces the
@@ -76,6 +80,11 @@ def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", thr
     emulates.  Files and report then also include ``<dst>.report.json`` and ``<dst>.report.html``.
     """
     options = _Options(samples, log, impl, threads, progress, mnn_log, layout, None, preset, metric, target)
+    with memory_limit(max_memory):
+        return _quantize_with_cluster(src, dst, config, options, ray)
+
+
+def _quantize_with_cluster(src, dst, config, options, ray) -> QuantReport:
     if ray is not None:
         from ..distributed import cluster
 
@@ -118,7 +127,7 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
                       overrides={"preset": options.preset} if options.preset is not None else None)
     _check_accuracy_options(cfg, metric, target)
     model = load_model(src)
-    _check_paths(src, dst)
+    _check_paths(src, dst, model, config)
     specs = input_specs(model, layout)
     asked = cfg
     batchnorm = None if cfg.accurate else _batchnorm_line(model)
@@ -126,6 +135,7 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
         cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (doc §2)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
     dataset = sample_source(cfg, specs, samples, on_warning=lambda m: _warn(qlog, report, m))
+    check_distinct(_outputs(dst, cfg), _inputs(src, model, config, getattr(dataset, "files", ())))
     qlog.line("model_file", src)
     qlog.line("config_file", config if not isinstance(config, dict) else "<dict>")
     qlog.line("dst_file", dst)
@@ -179,13 +189,36 @@ def _check_accuracy_options(cfg: QuantConfig, metric, target: str) -> None:
         raise ConfigError(f'{cfg.source}: metric= needs a target: "target_cosine" in the config (or preset accurate)')
 
 
-def _check_paths(src: str, dst: str) -> None:
-    if os.path.abspath(src) == os.path.abspath(dst) or (os.path.exists(dst) and os.path.samefile(src, dst)):
-        raise ConfigError(f"{dst}: the destination is the source model; the source is never overwritten")
-    folder = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"{dst}: the destination folder {folder} does not exist")
+def _check_paths(src: str, dst: str, model, config) -> None:
+    """Before the config is read: no output may be the source model, its weights or the config file
+    (checked again with the calibration files once they are listed)."""
+    check_distinct(_outputs(dst, None), _inputs(src, model, config, ()))
 
+
+def _outputs(dst: str, cfg) -> list[tuple[str, str]]:
+    outputs = [("quantized model", dst), ("scale dump", dst + ".json")]
+    if cfg is None or cfg.debug:
+        outputs.append(("debug dump", dst + ".debug.json"))
+    return outputs
+
+
+def _inputs(src: str, model, config, calibration_files) -> list[tuple[str, str]]:
+    """Every file quantize reads: the model, its external weights, the config, the calibration data
+    (a sample folder's files too)."""
+    inputs = [("source model", src), ("source model's weight file", src + ".weight")]
+    if model.external_weights:
+        inputs.append(("source model's weight file", model.external_weights))
+    if not isinstance(config, dict):
+        inputs.append(("config", os.fspath(config)))
+    for path in calibration_files:
+        if os.path.isdir(path):
+            try:
+                inputs += [("calibration file", os.path.join(path, n)) for n in sorted(os.listdir(path))]
+            except OSError:
+                pass
+        else:
+            inputs.append(("calibration file", path))
+    return inputs
 
 def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
     qlog.line("feature_method", cfg.feature_quantize_method)
@@ -213,21 +246,29 @@ def _batchnorm_line(model) -> str | None:
 
 
 def _write(report: QuantReport, quantized, entries, debug_text) -> None:
-    """The model, then its scale dump (and debug JSON), each written atomically."""
-    write_atomic(report.dst, dumps(quantized))
+    """The dumps and the model as one set (``safety.OutputSet``): all written to temporaries first,
+    then renamed debug dump, scale dump, model — the model last, so a reader that sees the new model
+    also sees its new dumps."""
     report.scale_file = report.dst + ".json"
-    write_atomic(report.scale_file, dumps_scales(entries).encode())
+    items = []
     if debug_text is not None:
         report.debug_file = report.dst + ".debug.json"
-        write_atomic(report.debug_file, debug_text.encode())
+        items.append((report.debug_file, debug_text.encode(), "debug dump"))
     if report.accuracy is not None:
         import json
 
         from .report_html import render_html
 
         report.report_file = report.dst + ".report.json"
-        write_atomic(report.report_file, (json.dumps(report.accuracy.to_dict(), indent=1) + "\n").encode())
-        write_atomic(report.dst + ".report.html", render_html(report).encode())
+        items += [(report.report_file, (json.dumps(report.accuracy.to_dict(), indent=1) + "\n").encode(),
+                   "accuracy report"),
+                  (report.dst + ".report.html", render_html(report).encode(), "accuracy report (HTML)")]
+    items += [(report.scale_file, dumps_scales(entries).encode(), "scale dump"),
+              (report.dst, dumps(quantized), "quantized model")]
+    with OutputSet() as out:
+        for path, data, role in items:
+            out.add(path, data, role)
+        out.commit()
 
 
 def _warn(qlog: QuantLog, report: QuantReport, message: str) -> None:

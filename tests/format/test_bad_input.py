@@ -145,7 +145,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
     # fail after the temp file is written, at the moment it would replace the target
     monkeypatch.setattr("mnnlite.format.model_io.os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(mnnlite.errors.OutputError, match="disk full"):
         mnnlite.save_model(_tiny_model(), target)
     assert target.read_bytes() == b"previous content"
     assert [p.name for p in tmp_path.iterdir()] == ["out.mnn"]

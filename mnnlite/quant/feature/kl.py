@@ -307,7 +307,9 @@ class KLObserver(FeatureObserver):
         return max(abs(self.hi), abs(self.lo))
 
     def _interval(self) -> np.float32 | None:
-        if not self.seen or not self._max_abs() > VALID_ABOVE:
+        # an infinite range (a layer that overflowed float32 on some sample) has no usable scale: MNN
+        # divides by interval = bins / inf = 0 and writes inf; the tensor gets no quant info here
+        if not self.seen or not self._max_abs() > VALID_ABOVE or not np.isfinite(self._max_abs()):
             return None
         return np.float32(self.bins) / self._max_abs()
 
