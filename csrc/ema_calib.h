@@ -1,4 +1,4 @@
-/* EMA feature calibration (quantization doc §9, MNN NN.cpp fakeQuantFeatureWithMinMax): a batch's range
+/* EMA feature calibration (docs/mnn-quantization.md §9, MNN NN.cpp fakeQuantFeatureWithMinMax): a batch's range
  * and its fake quantization.  Numpy reference: mnnlite.quant.feature.ema.fake_quantize_ref; the results
  * are identical, bit for bit. */
 #ifndef MNNLITE_EMA_CALIB_H

@@ -1,4 +1,4 @@
-/* KL feature calibration (quantization doc §6.3-6.5, MNN TensorStatistic.cpp): range, |x| histogram
+/* KL feature calibration (docs/mnn-quantization.md §6.3-6.5, MNN TensorStatistic.cpp): range, |x| histogram
  * and threshold search.  Numpy references: mnnlite.quant.feature.kl (range_ref, histogram_ref,
  * kl_threshold_ref); the results are identical, bit for bit. */
 #ifndef MNNLITE_KL_CALIB_H

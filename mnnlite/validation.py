@@ -5,7 +5,7 @@ min_agreement=None) -> ValidationReport`` runs both models (the quantized one in
 samples preprocessed with the config's rules (``mnnlite.quant.dataset``) and reports per output:
 cosine, relative L2 and max abs error over all samples; top-1/top-5 agreement for classifier-like
 outputs; labelled accuracy of both models when labels are given; per-layer cosine and overflow for the
-worst layers (quantization doc §10's metrics, here with the int8 runtime's real values).
+worst layers (docs/mnn-quantization.md §10's metrics, here with the int8 runtime's real values).
 
 Samples: by default the files of the config's ``path`` after the calibration ones (``used_sample_num``
 / ``used_image_num`` first files are calibration); ``data`` names another folder.  ``num`` caps them.
@@ -314,7 +314,7 @@ def _sample_index(size: int) -> np.ndarray:
 
 
 def _saturated(x: np.ndarray, info) -> int:
-    """Elements of the float model's tensor that the quant attribute clamps (doc §10 overflow)."""
+    """Elements of the float model's tensor that the quant attribute clamps (docs/mnn-quantization.md §10 overflow)."""
     if info is None or not info.scale:
         return 0
     # q = x / scale + zero reaches a clamp code; compared on x (two passes, no temporary array)

@@ -382,7 +382,7 @@ def _sample_dir(name: str, which: str, count: int) -> Path:
 
 
 def _write_sequence_sample(folder: Path, feeds: Dict[str, np.ndarray]) -> None:
-    """MNN's sequence sample (doc §4.2): input.json with the shapes, <input>.txt with the values (read as
+    """MNN's sequence sample (docs/mnn-quantization.md §4.2): input.json with the shapes, <input>.txt with the values (read as
     double; %.9g round-trips float32), and <input>.npy with the same array."""
     folder.mkdir(parents=True)
     (folder / "input.json").write_text(json.dumps(

@@ -755,7 +755,7 @@ def load_image(name: str, path) -> np.ndarray:
     """An image file as the model's normalised [1, 3, H, W] float32 input ([1, H, W, 3] for NHWC
     models: the declared layout, in which the runtimes take it) (Pillow bilinear resize to
     image_spec(name).width/height, RGB, (pixel - mean) * normal).  Close to, not bit-exact with,
-    MNN's own preprocessing (corner-aligned sampling, truncation on x86: quantization doc §4.3)."""
+    MNN's own preprocessing (corner-aligned sampling, truncation on x86: docs/mnn-quantization.md §4.3)."""
     from PIL import Image
 
     spec = image_spec(name)
@@ -1196,7 +1196,7 @@ _LAYOUTS = {0: "NHWC", 1: "NCHW", 2: "NC4HW4"}  # Tensor_DimensionType_{Tensorfl
 def has_subgraphs(path) -> bool:
     """True if the .mnn file has control-flow subgraphs (Net.subgraphs, slot 10): While/If models.
 
-    Reads only the FlatBuffers root table (format doc §1), no dependency on mnnlite itself.
+    Reads only the FlatBuffers root table (docs/mnn-format.md §1), no dependency on mnnlite itself.
     """
     import struct
 

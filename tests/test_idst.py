@@ -250,7 +250,7 @@ def _json_quan(cwd, mnn_name):
     """IDSTQuan of the first Convolution op, from the converter's JSON dump (buffer as int8 list)."""
     args = ["MNNConvert", "-f", "MNN", "--modelFile", mnn_name, "--JsonFile", mnn_name + ".json"]
     _run(f"import _tools; _tools.mnnconvert({args!r})", cwd)
-    # MNN prints NaN as nan (an all-zero channel gets a NaN alpha from the quantizer, doc §14.5)
+    # MNN prints NaN as nan (an all-zero channel gets a NaN alpha from the quantizer, docs/mnn-quantization.md §14.5)
     net = json.loads(re.sub(r"-?\bnan\b", "NaN", (cwd / (mnn_name + ".json")).read_text()))
     conv = next(op for op in net["oplists"] if op["type"] in ("Convolution", "ConvolutionDepthwise"))
     quan = conv["main"]["quanParameter"]

@@ -1,4 +1,4 @@
-"""IDSTQuan: MNN's compressed convolution weights (format doc §6.2).
+"""IDSTQuan: MNN's compressed convolution weights (docs/mnn-format.md §6.2).
 
 Decoding follows MNN 3.6.1's ``IDSTDecoder.hpp`` / ``ConvolutionCommon::load``; encoding follows
 ``IDSTEncoder.hpp`` byte for byte (full linear value set, MSB-first packing, sparse filler entries).
@@ -113,7 +113,7 @@ def _read_dims(cur: _Cursor, shape_int32: bool) -> tuple[int, ...]:
 
 
 def _read_value_set(cur: _Cursor) -> np.ndarray:
-    count = cur.u8("the value-set size") or 256          # 0 stands for 256 (doc §6.2)
+    count = cur.u8("the value-set size") or 256          # 0 stands for 256 (docs/mnn-format.md §6.2)
     return cur.take(count, f"a value set of {count} entries").view(np.int8)
 
 
@@ -242,7 +242,7 @@ def weight_mode(type: int, read_type: int, a_min: int, quant_scale: float) -> tu
 
 def dequantize(codes, alpha, *, asymmetric: bool = False, a_min: int = 0, quant_scale: float = 1.0,
                has_scale_int: bool = False) -> np.ndarray:
-    """Float32 weights from codes (doc §6.2, ``ConvolutionCommon::load``), same shape as ``codes``.
+    """Float32 weights from codes (docs/mnn-format.md §6.2, ``ConvolutionCommon::load``), same shape as ``codes``.
 
     symmetric:  ``w = q * alpha[g]``; asymmetric: alpha = (min, scale) pairs, ``w = (q - A) * scale + min``
     with ``A = aMin`` (-128 when 0).  ``g`` counts contiguous chunks of ``codes.size / groups`` weights,
@@ -404,7 +404,7 @@ def _sparse_may_be_smaller(codes, bits: int, zero_codes, dense_size: int) -> boo
 def encode(codes, bits: int, *, detect_sparse: bool = True, zero_codes=None) -> tuple[int, bytes]:
     """``(type, buffer)`` as ``IDSTEncoder::encode`` picks it: sparse only when strictly smaller.
 
-    The offline quantizer enables sparse detection iff ``bits > 7`` (quantization doc §8.2).
+    The offline quantizer enables sparse detection iff ``bits > 7`` (docs/mnn-quantization.md §8.2).
     """
     dense = encode_dense(codes, bits)
     if detect_sparse and _sparse_may_be_smaller(codes, bits, zero_codes, len(dense)):

@@ -1,4 +1,4 @@
-"""Int8 execution of quantized models, as MNN's CPU backend runs them (quantization doc §13).
+"""Int8 execution of quantized models, as MNN's CPU backend runs them (docs/mnn-quantization.md §13).
 
 ``plan`` decides per op whether MNN runs it in int8 and where it converts; ``execute`` runs a model
 that way with the int8 kernels of ``ops`` (conv/depthwise/pool on ``mnnlite.kernels.int8``, Winograd in

@@ -126,7 +126,7 @@ def _crop_to_pads(x, pad):
 
 @register(OpType.Convolution, OpType.ConvolutionDepthwise)
 def convolution(call: Int8Call):
-    """ConvInt8 / DepthwiseConvInt8 (doc §13.2-13.3): input/output scale and zero from the tensors;
+    """ConvInt8 / DepthwiseConvInt8 (docs/mnn-quantization.md §13.2-13.3): input/output scale and zero from the tensors;
     relu and relu6 both only raise the lower bound to z_out.  What depends on the input shape and the
     two attributes only (geometry, crop, the prepared kernel) is fixed on the first call and cached."""
     x = nn.to_nchw(call.inputs[0], call.formats[0])

@@ -1,6 +1,6 @@
 """Which ops MNN's CPU backend runs in int8, and where it converts between float and int8.
 
-MNN decides this per *command*, after geometry lowering, not per op of the file (quantization doc
+MNN decides this per *command*, after geometry lowering, not per op of the file (docs/mnn-quantization.md
 §13.1; MNN 3.6.1 ``source/core/Pipeline.cpp`` ``Pipeline::encode``, ``source/backend/cpu/CPUBackend.cpp``
 ``CPURuntimeCreator::_supportQuant``).  ``build_plan`` replays that decision on a graph whose tensor
 shapes/layouts are known (one float run gives them):

@@ -1,5 +1,5 @@
 """MNN's int8 Winograd convolution (ConvInt8Winograd), used for convs whose ``symmetricQuan`` carries a
-``winogradAttr`` (EMA-quantized 3x3 stride-1 convs, quantization doc §9 / §13.4).  numpy, float32 in
+``winogradAttr`` (EMA-quantized 3x3 stride-1 convs, docs/mnn-quantization.md §9 / §13.4).  numpy, float32 in
 MNN's order of operations (x86 AVX2 build: no FMA), so results match the official runtime.
 
 MNN 3.6.1 source: ``backend/cpu/compute/ConvInt8Winograd.cpp``, ``math/WingoradGenerater.cpp``,

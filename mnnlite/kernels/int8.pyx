@@ -117,7 +117,7 @@ cdef mnnlite_int8_quant _quant(s_in, z_in, s_out, z_out, out_min, out_max, relu,
 # ------------------------------------------------------------------------------------------ kernels
 
 cdef class Conv2dInt8:
-    """A dense int8 conv (MNN's ConvInt8 / doc §13.2) with its weights prepared once.
+    """A dense int8 conv (MNN's ConvInt8 / docs/mnn-quantization.md §13.2) with its weights prepared once.
 
     wq [O, C/groups, KH, KW] int8, alpha/bias float32[O]; calling it with xq [N, C, H, W] int8 returns
     int8 [N, O, OH, OW].  pad = (top, left, bottom, right).  The SIMD path is fixed at construction
@@ -180,7 +180,7 @@ def conv2d_int8(xq, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128, out
 
 def depthwise_int8(xq, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128, out_max=127, stride=1,
                    pad=(0, 0, 0, 0), dilation=1, relu=False, offset=X86_OFFSET):
-    """Depthwise int8 conv (MNN's DepthwiseConvInt8 / doc §13.3): wq [C,1,KH,KW] int8; returns [N,C,OH,OW]."""
+    """Depthwise int8 conv (MNN's DepthwiseConvInt8 / docs/mnn-quantization.md §13.3): wq [C,1,KH,KW] int8; returns [N,C,OH,OW]."""
     xq, wq = _codes("xq", xq, 4), _codes("wq", wq, 4)
     c = xq.shape[1]
     if wq.shape[0] != c or wq.shape[1] != 1:

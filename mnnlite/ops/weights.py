@@ -1,7 +1,7 @@
 """Float weights of Convolution / Deconvolution / InnerProduct ops, decoded once per op object.
 
 A conv keeps its weights inline (``Convolution2D.weight``, float32) or compressed in ``quanParameter``
-(IDSTQuan: ``--fp16``, ``--weightQuantBits``, offline-quantized models; format doc §6.2).  MNN's CPU
+(IDSTQuan: ``--fp16``, ``--weightQuantBits``, offline-quantized models; docs/mnn-format.md §6.2).  MNN's CPU
 backend prefers ``quanParameter`` when it is present (source/core/ConvolutionCommon.cpp ``load``), and
 so do we.  Decoding is cached per op object; the cache entry is dropped when the op's parameter tables
 are replaced, so a rewritten op is decoded again.
@@ -42,7 +42,7 @@ def _flat_weights(op, out_channels: int) -> np.ndarray:
 
 
 def _conv_shape(op, count: int) -> tuple[int, int, int, int]:
-    """[O, C/g, KH, KW] for convolutions, [C, O/g, KH, KW] for deconvolutions (format doc §6.1)."""
+    """[O, C/g, KH, KW] for convolutions, [C, O/g, KH, KW] for deconvolutions (docs/mnn-format.md §6.1)."""
     common = op.main.common
     kh, kw, out_c, group = common.kernelY, common.kernelX, common.outputCount, max(common.group, 1)
     if op.type in _DECONV_TYPES:

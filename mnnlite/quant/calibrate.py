@@ -3,8 +3,8 @@
 MNN's quantizer observes the model *as its runtime executes it*: after "geometry lowering", data-movement
 ops (ConvertTensor, Reshape, Concat, Slice, Permute, ...) no longer run; their outputs are *virtual* views,
 and a ``Raster`` command named ``<consumer>_raster_<k>`` materialises a view right before the first op that
-needs its memory.  Statistics are attached to every tensor an executed command reads or writes (doc §6.1),
-and scales are propagated through Raster and Pooling commands (doc §6.6).  ``lower`` reproduces that
+needs its memory.  Statistics are attached to every tensor an executed command reads or writes (docs/mnn-quantization.md §6.1),
+and scales are propagated through Raster and Pooling commands (docs/mnn-quantization.md §6.6).  ``lower`` reproduces that
 schedule on our graph (from the tensor shapes seen in one forward), so the set of tensors that get quant
 info, their names and the propagation are MNN's.  The rules come from MNN 3.6.1's geometry code
 (``source/geometry``, ``GeometryComputerUtils.cpp``, ``Pipeline.cpp``) and are checked against the commands
@@ -318,7 +318,7 @@ def lower(graph, facts: dict[int, TensorFacts]) -> list[Step]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Which tensors get statistics (doc §6.1) and what propagation records (doc §6.6)
+# Which tensors get statistics (docs/mnn-quantization.md §6.1) and what propagation records (docs/mnn-quantization.md §6.6)
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class TrackingPlan:
@@ -388,7 +388,7 @@ def needed_statistics(plan: TrackingPlan) -> set[int]:
 
 
 def propagate(scales: dict[int, tuple[float, float]], plan: TrackingPlan) -> dict[int, tuple[float, float]]:
-    """Doc §6.6: Raster then Pooling commands, each in name order; missing entries read as (0, 0).
+    """docs/mnn-quantization.md §6.6: Raster then Pooling commands, each in name order; missing entries read as (0, 0).
 
     Returns a new dict (the keys may grow: MNN's map creates the entries it reads).
     """
@@ -471,7 +471,7 @@ def _layout(plan: TrackingPlan, t: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# KL (doc §6.3-6.5)
+# KL (docs/mnn-quantization.md §6.3-6.5)
 # --------------------------------------------------------------------------------------------------
 def _compute_all(observers) -> list[tuple]:
     """``compute()`` of every observer, on all cores (numpy releases the GIL; results are independent of
@@ -492,7 +492,7 @@ def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log,
     """Two streamed passes (ranges, then histograms); returns tensor -> (scale, zero) before propagation.
 
     ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
-    intent, doc §14.6).  ``facts``: the first sample's tensor shapes, which decide the MAX-or-KL rule
+    intent, docs/mnn-quantization.md §14.6).  ``facts``: the first sample's tensor shapes, which decide the MAX-or-KL rule
     (samples may finish in any order on several workers).  ``extra``: more two-pass observers
     (tensor -> observer, order-independent) fed in the same passes (bias correction's channel means).
     """
@@ -512,7 +512,7 @@ def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log,
 
 
 # --------------------------------------------------------------------------------------------------
-# ADMM (doc §7), streamed
+# ADMM (docs/mnn-quantization.md §7), streamed
 # --------------------------------------------------------------------------------------------------
 ADMM_BINS = 8192
 
@@ -808,7 +808,7 @@ def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, lo
 
 
 # --------------------------------------------------------------------------------------------------
-# Debug mode (doc §10)
+# Debug mode (docs/mnn-quantization.md §10)
 # --------------------------------------------------------------------------------------------------
 def fake_quant_values(x: np.ndarray, scale: float, zero: float, clamp: int):
     """``x̂ = (clamp(roundf(x / s) + z, ±c) - z) · s`` and the share of codes at ±c (TensorStatistic.cpp)."""
@@ -874,7 +874,7 @@ def debug_distances(interp_float, interp_quant, plan: TrackingPlan, scales: dict
 
 
 # --------------------------------------------------------------------------------------------------
-# EMA (doc §9): fused conv modules simulated with fake quantization
+# EMA (docs/mnn-quantization.md §9): fused conv modules simulated with fake quantization
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class FusedConv:
@@ -1078,7 +1078,7 @@ def ema_weight_codes(w: np.ndarray, limit: int, method: str = "MAX_ABS", bits: i
     MAX_ABS as NN.cpp: ``s = max(max|w[o]|, 1e-6) · (1/L)``, ``q = clamp(round(w · (1/s)), ±L)`` (reciprocals,
     as MNN), for any limit ``L`` (the config's weight_clamp_value).  ADMM: the KL path's ADMM scales, per
     channel where they fit the weights better than MAX_ABS (smaller squared error).  MNN's EMA ignores both
-    the clamp value and the method (doc §14.8).  ``range_method="mse"`` (mnnlite's): then, per channel,
+    the clamp value and the method (docs/mnn-quantization.md §14.8).  ``range_method="mse"`` (mnnlite's): then, per channel,
     the MSE-optimal clipped range where it beats that (weight.mse_alpha).
     """
     if range_method != "max_abs":
@@ -1117,7 +1117,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     Each batch runs the float model with, for every module, fake-quantized weights, its input
     fake-quantized with the batch's own range and its output fake-quantized the same way before the next
     layer reads it; each range, nudged onto the int8 grid, feeds a moving average (momentum 0.99).
-    Batch norms run with their running statistics (MNN trains them, doc §14.10).  Memory: one batch is
+    Batch norms run with their running statistics (MNN trains them, docs/mnn-quantization.md §14.10).  Memory: one batch is
     in flight locally (a 640x640 batch of 32 holds hundreds of MB per activation; two at once would double
     the peak), each activation is fake-quantized in place and freed after its last reader (the runtime's
     plan), and ``threads`` split the batch's dense convs by column chunks instead

@@ -1,4 +1,4 @@
-"""The quantizer's JSON config: MNN's keys and defaults (quantization doc §3), strictly validated.
+"""The quantizer's JSON config: MNN's keys and defaults (docs/mnn-quantization.md §3), strictly validated.
 
 ``load_config`` accepts a path or an already parsed dict and returns a frozen ``QuantConfig``.  Where MNN
 ignores a bad value, crashes, or prints a message and crashes later, we raise ``ConfigError`` with one line
@@ -37,7 +37,7 @@ INT8_OPS = ("auto", "convs")                 # "convs": conv inputs/outputs only
 PRESET_KEYS = {"accurate": {"range_method": "auto", "int8_ops": "auto", "target_cosine": 0.99,
                             "weight_range_method": "mse", "cross_layer_equalization": True}}
 MIN_BITS, MAX_BITS = 2, 8
-FEATURE_CLAMP_MAX = 127                      # activations are always int8 (doc §3)
+FEATURE_CLAMP_MAX = 127                      # activations are always int8 (docs/mnn-quantization.md §3)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Every key of MNN's quantizer config with MNN's defaults (doc §3)."""
+    """Every key of MNN's quantizer config with MNN's defaults (docs/mnn-quantization.md §3)."""
 
     path: str
     format: str = "BGR"
@@ -61,7 +61,7 @@ class QuantConfig:
     height: int | None = None                # model input's own H and W (see dataset.py)
     center_crop_h: float = 1.0
     center_crop_w: float = 1.0
-    batch_size: int | None = None            # None = not set: 32, or the model's batch under EMA (doc §5)
+    batch_size: int | None = None            # None = not set: 32, or the model's batch under EMA (docs/mnn-quantization.md §5)
     quant_bits: int = 8
     used_sample_num: int | None = None       # None = every file
     feature_quantize_method: str = "KL"
@@ -382,7 +382,7 @@ def _weight_clamp(keys: _Keys, bits: int) -> int:
     """Weight clamp for ``bits``: at most 2^(bits-1)-1.
 
     MNN replaces a given value by 2^(bits-1)-1 when bits < 8 (we do too, with a warning when that changes
-    it).  Without the key MNN keeps 127 for low bits and destroys the weights (doc §14.4); we use the
+    it).  Without the key MNN keeps 127 for low bits and destroys the weights (docs/mnn-quantization.md §14.4); we use the
     bits' own limit, which is what MNN does whenever the key is present.
     """
     high = (1 << (bits - 1)) - 1

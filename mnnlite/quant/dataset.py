@@ -1,4 +1,4 @@
-"""Calibration data (quantization doc §4-5): image folders and per-sample sequence folders.
+"""Calibration data (docs/mnn-quantization.md §4-5): image folders and per-sample sequence folders.
 
 ``CalibrationSet(config, input_specs)`` lists the samples once and streams them: iterating yields
 ``{input name: float32 array}`` batches, one image or sample decoded at a time.  Files that cannot be
@@ -7,7 +7,7 @@ raised only when no sample is usable.
 
 Image preprocessing (MNN's ``ImageProcess`` math, exactly) lives in ``image.py``.
 
-Deviations (doc §14): with ``"file_order": "sorted"`` files are sorted before the first N are taken (the
+Deviations (docs/mnn-quantization.md §14): with ``"file_order": "sorted"`` files are sorted before the first N are taken (the
 default takes the first N in readdir order, then sorts, as MNN); only regular files are image candidates and
 only folders / .npy / .npz files are sequence candidates (MNN feeds everything); an undecodable file is
 skipped with a warning (MNN reuses the previous sample's data); EMA + sequence batches hold only the last
@@ -32,7 +32,7 @@ from .image import decode_rgba, preprocess_rgba
 
 log = logging.getLogger(__name__)
 f32 = np.float32
-DEFAULT_BATCH = 32                # doc §3: batch_size default
+DEFAULT_BATCH = 32                # docs/mnn-quantization.md §3: batch_size default
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def list_candidates(config: QuantConfig) -> list[str]:
     """The entries of ``config.path`` (hidden names skipped) that can hold a sample: the first N, sorted.
 
     Image mode: regular files.  Sequence mode: folders, ``.npy`` and ``.npz`` files.  ``file_order``
-    "directory" (default) takes the first N in the order the file system lists them, as MNN does (doc §4:
+    "directory" (default) takes the first N in the order the file system lists them, as MNN does (docs/mnn-quantization.md §4:
     readdir order, then sorted), so a folder with more files than N gives MNN's own selection;
     "sorted" sorts first, which selects the same files on every file system.
     """
@@ -163,7 +163,7 @@ class _SequenceReader:
 # ------------------------------------------------------------------------------------ calibration set
 
 def resolve_batch_size(config: QuantConfig, specs: Sequence[InputSpec], samples: int) -> tuple[int, bool]:
-    """``(batch, drop_last)`` per doc §5: EMA batches (config, else the model's batch, else 32; at most
+    """``(batch, drop_last)`` per docs/mnn-quantization.md §5: EMA batches (config, else the model's batch, else 32; at most
     the sample count, 1 for sequence data with fewer samples than a batch; remainder dropped); KL and
     ADMM take one sample at a time."""
     if config.feature_quantize_method != "EMA":
@@ -242,7 +242,7 @@ class CalibrationSet(SampleSource):
         self._warned: set[str] = set()
         self._reader = _SequenceReader(self.specs, config, self._warn)
         # MNN's EMA with sequence input reads each sample of a batch into the same input and runs the
-        # batch once: only its last sample is calibrated on (doc §14.18); "ema_sequence_batch": "full"
+        # batch once: only its last sample is calibrated on (docs/mnn-quantization.md §14.18); "ema_sequence_batch": "full"
         # runs every sample
         self._last_of_batch = (config.input_type == "sequence" and config.feature_quantize_method == "EMA"
                                and config.ema_sequence_batch == "last" and self.drop_last)
@@ -277,7 +277,7 @@ class CalibrationSet(SampleSource):
         if shape is not None and len(shape) == 4:
             out_h, out_w = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
         elif cfg.feature_quantize_method == "EMA" and model_h > 0 and model_w > 0:
-            out_h, out_w = model_h, model_w                 # EMA: tensor from the model's dims (doc §5)
+            out_h, out_w = model_h, model_w                 # EMA: tensor from the model's dims (docs/mnn-quantization.md §5)
         else:
             out_h, out_w = target_h, target_w
         if min(out_h, out_w, target_h, target_w) <= 0:

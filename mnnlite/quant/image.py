@@ -1,4 +1,4 @@
-"""MNN's image preprocessing for calibration, reproduced exactly (quantization doc §4.3).
+"""MNN's image preprocessing for calibration, reproduced exactly (docs/mnn-quantization.md §4.3).
 
 Decode to RGBA with Pillow, then MNN's own math: the float32 4-point matrix solve of its (Skia-derived)
 ``CV::Matrix``, per-row position stepping in tiles of 512 pixels, bilinear sampling truncated to uint8
@@ -173,7 +173,7 @@ def calibration_matrix(height, width, out_h, out_w, crop_h=1.0, crop_w=1.0):
     """The quantizer's matrix: output corners (0,0),(0,oh-1),(ow-1,0),(ow-1,oh-1) -> crop corners.
 
     A 1-pixel wide or high side makes the 4-point solve degenerate (NaN in MNN, then undefined reads);
-    there we use the corner-aligned scaling the solve stands for (doc §4.3), a side of 1 mapping to the
+    there we use the corner-aligned scaling the solve stands for (docs/mnn-quantization.md §4.3), a side of 1 mapping to the
     crop's first row/column.
     """
     corners = crop_corners(height, width, crop_h, crop_w)
@@ -242,7 +242,7 @@ def preprocess_rgba(rgba: np.ndarray, config: QuantConfig, out_h: int, out_w: in
     """One decoded RGBA8 image -> float32 ``[C, out_h, out_w]`` exactly as the quantizer feeds it.
 
     ``target_h/w`` size the resize matrix (config width/height); the output may differ (EMA writes into
-    the model's declared dims, doc §5).  Default: the output size.
+    the model's declared dims, docs/mnn-quantization.md §5).  Default: the output size.
     """
     h, w = rgba.shape[:2]
     m = calibration_matrix(h, w, target_h or out_h, target_w or out_w,

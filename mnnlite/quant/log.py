@@ -1,4 +1,4 @@
-"""The quantizer's console output: MNN's messages (quantization doc §11), readable or exact.
+"""The quantizer's console output: MNN's messages (docs/mnn-quantization.md §11), readable or exact.
 
 By default a log line is ``[HH:MM:SS] <message>`` and progress is a bar on a terminal (with the optional
 tqdm) or one plain line per step elsewhere (``mnnlite.progress``).  ``mnn_lines=True`` (``--mnn-log`` on
@@ -41,7 +41,7 @@ MESSAGES: dict[str, tuple[int, str]] = {
     "done": (1763, "Quantize model done!"),
 }
 
-# progress labels (doc §11.2)
+# progress labels (docs/mnn-quantization.md §11.2)
 COLLECT = "CollectFeatureDistribution"
 PROCESS_FILES = "ProcessCalibrationFiles"
 COMPUTE_ADMM = "ComputeADMM"

@@ -35,13 +35,13 @@ from .weight import fake_quant_weights, quantize_weights
 
 require_extensions()        # calibration runs the compiled kernels: one clear error without them
 
-EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (doc §9.7)
+EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (docs/mnn-quantization.md §9.7)
 
 
 def _ema_output_min(graph, t: int, int8_convs: set) -> float:
     """MNN's EMA rewrite: a conv output keeps the conv's own clamp (-127) when only int8 convs read it
     (the FloatToInt8(Int8ToFloat(y)) pair disappears); an Int8ToFloat for a float reader or a graph
-    output overwrites it with its default -128 (doc §9.7; checked against the oracle's files)."""
+    output overwrites it with its default -128 (docs/mnn-quantization.md §9.7; checked against the oracle's files)."""
     readers = graph.consumers.get(t, [])
     if t in graph.outputs or not readers or any(id(op) not in int8_convs for op in readers):
         return EMA_OUTPUT_MIN
@@ -132,7 +132,7 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
     asked = cfg
     batchnorm = None if cfg.accurate else _batchnorm_line(model)
     if batchnorm is not None:
-        cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (doc §2)
+        cfg = _with(cfg, feature_quantize_method="EMA")     # MNN switches to EMA (docs/mnn-quantization.md §2)
     report = QuantReport(src, dst, cfg.feature_quantize_method, cfg.weight_quantize_method, 0)
     dataset = sample_source(cfg, specs, samples, on_warning=lambda m: _warn(qlog, report, m))
     check_distinct(_outputs(dst, cfg), _inputs(src, model, config, getattr(dataset, "files", ())))
@@ -236,7 +236,7 @@ def _log_config(qlog: QuantLog, cfg: QuantConfig) -> None:
 
 
 def _batchnorm_line(model) -> str | None:
-    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (doc §2): the
+    """MNN switches to EMA, silently but for a log line, when the model has a BatchNorm (docs/mnn-quantization.md §2): the
     key of that line, or None."""
     if any(op.type == OpType.BatchNorm for op in model.graph.ops):
         return "has_batchnorm"
@@ -474,7 +474,7 @@ def _channels(facts, plan, t: int) -> int | None:
 
 
 def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> str:
-    """Doc §10, with the int8 weights in the simulated model (MNN keeps float weights, §14.13)."""
+    """docs/mnn-quantization.md §10, with the int8 weights in the simulated model (MNN keeps float weights, §14.13)."""
     import copy
 
     from ..graph import Model
@@ -503,7 +503,7 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
 
     Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
     a batch of 32 cannot pass.  MNN's sequence EMA never meets this: it feeds only the last sample of each
-    batch (calibration.cpp ``_quantizeModelEMA``, doc §14.18), which ``CalibrationSet`` reproduces by
+    batch (calibration.cpp ``_quantizeModelEMA``, docs/mnn-quantization.md §14.18), which ``CalibrationSet`` reproduces by
     default, so its forwards have batch 1.  Image batches (which MNN stacks and then cannot run through
     such a graph) and ``"ema_sequence_batch": "full"`` do get here: every sample then gets its own
     forward.  None when the batch was 1 already (the error is then the model's or the data's) or the
@@ -577,7 +577,7 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
                 activation = "relu6"
         convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
                                  p.zero_out, bias=bias, output=merged, activation=activation)
-        # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (doc §9.7): one ulp off s at times
+        # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (docs/mnn-quantization.md §9.7): one ulp off s at times
         s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
         inputs[m.input] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
         report.quantized_ops.append(op.name)

@@ -1,6 +1,6 @@
 """What a quantization run hands back: the ``<dst>.json`` scale dump, the debug JSON and ``QuantReport``.
 
-The scale dump has the layout of MNN's ``Calibration::dumpTensorScales`` (quantization doc §11.3): one
+The scale dump has the layout of MNN's ``Calibration::dumpTensorScales`` (docs/mnn-quantization.md §11.3): one
 object per op of the source model's main graph (``Raster`` ops excepted), ``inputs`` only for ops with
 inputs and only for tensors the calibration saw, every output (0.0 for tensors without statistics).  It
 is pretty-printed with 4 spaces like rapidjson's ``PrettyWriter``; numbers are the shortest text that
@@ -18,7 +18,7 @@ from ..format.tables import OpType
 
 @dataclass(frozen=True)
 class TensorStat:
-    """Debug mode (doc §10): averages over the calibration samples of one tracked tensor."""
+    """Debug mode (docs/mnn-quantization.md §10): averages over the calibration samples of one tracked tensor."""
 
     name: str                  # MNN's statistics name, e.g. "conv_3 output_tensor_0"
     tensor: int                # tensor index
@@ -98,7 +98,7 @@ def write_scale_dump(path: str, entries: list[dict]) -> None:
 
 
 def debug_json(stats: list[TensorStat], samples: int) -> str:
-    """The debug numbers of doc §10 as JSON (MNN only prints them)."""
+    """The debug numbers of docs/mnn-quantization.md §10 as JSON (MNN only prints them)."""
     rows = [{"name": s.name, "tensorIndex": s.tensor, "cosine": _num(s.cosine), "overflow": _num(s.overflow)}
             for s in stats]
     return json.dumps({"samples": samples, "tensors": rows}, indent=2) + "\n"

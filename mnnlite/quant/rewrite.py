@@ -1,7 +1,7 @@
-"""The quantized model: int8 conv weights, tensor quant info and unary lookup tables (doc §6.7, §8, §9.7-9.9).
+"""The quantized model: int8 conv weights, tensor quant info and unary lookup tables (docs/mnn-quantization.md §6.7, §8, §9.7-9.9).
 
 ``rewrite`` returns a new ``Model``; the source model is never touched.  The form is the one MNN's
-quantizer writes and its runtime consumes (format doc §3, §6.3, §11):
+quantizer writes and its runtime consumes (docs/mnn-format.md §3, §6.3, §11):
 
 * each quantized conv: ``weight`` dropped, ``quanParameter`` = IDSTQuan (dense or sparse codes, alpha per
   channel, ``aMaxOrBits`` = bits, **``quantScale`` = 1**, ``scaleIn``/``scaleOut``), ``symmetricQuan`` with
@@ -14,7 +14,7 @@ quantizer writes and its runtime consumes (format doc §3, §6.3, §11):
 
 Everything else (names, order, bizCode, outputName, uuid) is kept.  The EMA path uses the same writer
 (asymmetric zero points, conv outputs with ``min = -128``) on the source graph instead of MNN's rebuilt
-graph, so names, outputs and ``bizCode`` survive (MNN loses them, doc §14.11).
+graph, so names, outputs and ``bizCode`` survive (MNN loses them, docs/mnn-quantization.md §14.11).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ UnaryOp = TABLE_CLASSES["UnaryOp"]
 U = UnaryOpOperation
 # ComputeUnaryBuffer: no table for these (the int8 runtime handles them without one) ...
 _NO_TABLE = {U.ABS, U.NEG, U.SIGN}
-# ... and MNN's table builder only knows these (others crash it, doc §14.16; we leave them float).
+# ... and MNN's table builder only knows these (others crash it, docs/mnn-quantization.md §14.16; we leave them float).
 TABLE_OPS = {U.SQUARE, U.RSQRT, U.EXP, U.COS, U.SIN, U.SIGMOID, U.TANH, U.TAN, U.ATAN, U.SQRT,
              U.RECIPROCAL, U.LOG1P, U.LOG, U.ACOSH, U.SINH, U.ASINH, U.ATANH, U.COSH, U.ERF, U.ERFC,
              U.ERFINV, U.EXPM1, U.ASIN, U.ACOS, U.HARDSWISH, U.GELU, U.SILU}
@@ -72,7 +72,7 @@ class ConvQuant:
 
 
 def encode_conv(conv) -> tuple:
-    """(IDSTQuan, QuantizedFloatParam) for one ``ConvQuant`` (doc §8.2 steps 4-6)."""
+    """(IDSTQuan, QuantizedFloatParam) for one ``ConvQuant`` (docs/mnn-quantization.md §8.2 steps 4-6)."""
     bits = int(conv.bits)
     kind, buffer = idst.encode(np.asarray(conv.codes, np.int8), bits, detect_sparse=conv.detect_sparse and bits > 7)
     quan = IDSTQuan(

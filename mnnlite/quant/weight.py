@@ -1,11 +1,11 @@
-"""Per-channel weight quantization of the KL/ADMM path (quantization doc §6.2, §8) and of EMA (§9).
+"""Per-channel weight quantization of the KL/ADMM path (docs/mnn-quantization.md §6.2, §8) and of EMA (§9).
 
 A "channel" is the o-th contiguous chunk of ``weight.size / outputCount`` values in storage order; every
 function takes weights shaped ``[O, K]`` (reshape a conv weight to ``(outputCount, -1)``).  All arithmetic
 is float32 in MNN's order of operations, so results match MNN to the last bit where MNN's own loops are
 order-independent, and to float32 rounding where they are not (ADMM's sequential sums).
 
-Deviation (doc §14.5): MNN's fake-quant step divides 0/0 on an all-zero channel and writes NaN weights
+Deviation (docs/mnn-quantization.md §14.5): MNN's fake-quant step divides 0/0 on an all-zero channel and writes NaN weights
 (then a NaN alpha); here such a channel stays zero and gets alpha 0.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ and folds the 128 into the accumulators and biases; ARM builds use q itself.  Th
 same, but the float rounding of the dense requantization is not (about one output in 10^6 differs by
 one code) and the average pool's fixed-point division is not (a few % of outputs), so
 ``offset=X86_OFFSET`` reproduces the x86 runtime and ``offset=ARM_OFFSET`` the signed formulas of the
-quantization doc §13.2-13.4 (rounding stays MNN's x86 rule).  The x86 max pool compares the stored
+docs/mnn-quantization.md §13.2-13.4 (rounding stays MNN's x86 rule).  The x86 max pool compares the stored
 bytes as signed: ``maxpool_int8_ref(..., x86_max_bug=True)``.  Everything here is checked against the
 x86 wheel in tests/int8/test_vs_mnn.py.
 
@@ -59,7 +59,7 @@ def clamp(x, lo, hi) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ casts
 
 def quantize(x, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
-    """float -> int8 cast (doc §13.1): reciprocal first, ``x * (1/s) + z``, clamp, round half away.
+    """float -> int8 cast (docs/mnn-quantization.md §13.1): reciprocal first, ``x * (1/s) + z``, clamp, round half away.
 
     MNN: CPUCast (scale 0 -> reciprocal 0), _AVX_MNNFloat2Int8 (clamp in float, then round).
     """
@@ -144,7 +144,7 @@ def requant_dense(acc, alpha, scale_x, bias_f, lo, hi) -> np.ndarray:
 def conv2d_int8_ref(xq, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128, out_max=127,
                     stride=1, pad=(0, 0, 0, 0), dilation=1, groups=1, relu=False,
                     offset=X86_OFFSET) -> np.ndarray:
-    """Dense int8 convolution (doc §13.2, with MNN's x86 ``+offset`` float order).
+    """Dense int8 convolution (docs/mnn-quantization.md §13.2, with MNN's x86 ``+offset`` float order).
 
     acc = sum (q_x + offset) * q_w with padding = z_in (int); y = acc * alpha[o] * (s_in/s_out) +
     bias_f[o]; lo = z_out if relu else out_min (relu6 too: its upper bound is not applied in int8).
@@ -158,7 +158,7 @@ def conv2d_int8_ref(xq, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128,
 # ------------------------------------------------------------------------------------------ depthwise
 
 def depthwise_requant_params(wq, alpha, bias, s_in, z_in, s_out, z_out, offset=X86_OFFSET):
-    """(sc, B) of the depthwise requantization: float32 scale and int32 bias (doc §13.3).
+    """(sc, B) of the depthwise requantization: float32 scale and int32 bias (docs/mnn-quantization.md §13.3).
 
     ``MutableResourceInt8::updateInputOutputScale`` (the mOriginScale branch): ws = alpha, or 1e-6 when
     |alpha| < 1e-6; sc = ws * (s_in / s_out);

@@ -219,7 +219,7 @@ def test_reference_rounding():
 
 
 def test_reference_conv_against_float64():
-    """The int8 conv is the float conv on codes: within one code of the exact float64 formula (doc §13.2),
+    """The int8 conv is the float conv on codes: within one code of the exact float64 formula (docs/mnn-quantization.md §13.2),
     off only where the float32 rounding of a near-tie differs."""
     args, kw = _conv_inputs("3x3_stride2_asym_pad", "zero_points")
     xq, wq, alpha, bias, s_in, z_in, s_out, z_out, lo, hi = args

@@ -190,7 +190,7 @@ def _conv_params(graph, op):
 def _decode_codes(quan):
     try:
         from mnnlite.format.idst import decode_codes
-    except ImportError:  # the IDST module is not there yet: the dense 8-bit form (format doc §6.2)
+    except ImportError:  # the IDST module is not there yet: the dense 8-bit form (docs/mnn-format.md §6.2)
         return _decode_dense8(np.asarray(quan.buffer).view(np.uint8))
     return decode_codes(quan.buffer, quan.type, shape_int32=bool(quan.shapeInt32), alpha=quan.alpha)[1]
 

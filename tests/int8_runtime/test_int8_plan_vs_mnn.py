@@ -46,7 +46,7 @@ def test_int8_decisions_match_official_runtime(mnn_oracle, name, variant):
 
 
 def test_plan_reports_int8_and_float_ops(zoo):
-    """cnn quant_kl: convs run int8, the Deconvolution and the Select run float (doc §13.1)."""
+    """cnn quant_kl: convs run int8, the Deconvolution and the Select run float (docs/mnn-quantization.md §13.1)."""
     interp = Interpreter(zoo.model_path("cnn", "quant_kl"))
     plan = int8_plan(interp, zoo.image_feeds("cnn")[0])
     assert {"conv_3", "conv_12", "maxpool_21", "sigmoid_24", "resize_32", "softmax_58"} <= set(plan.int8_ops())

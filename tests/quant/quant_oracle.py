@@ -178,7 +178,7 @@ def conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def packed_order(x: np.ndarray, pack: int) -> np.ndarray:
-    """What MNN's ADMM statistics read (doc §14.7): the raw NC4HW4 memory of a stacked [N, C, H, W]
+    """What MNN's ADMM statistics read (docs/mnn-quantization.md §14.7): the raw NC4HW4 memory of a stacked [N, C, H, W]
     batch with ``pack`` channels per group, padding zeros included, cut after N*C*H*W values."""
     n, c, h, w = x.shape
     cp = -(-c // pack) * pack

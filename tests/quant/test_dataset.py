@@ -14,7 +14,7 @@ from mnnlite.quant import image as mnn_image
 from mnnlite.quant.config import load_config
 from mnnlite.quant.dataset import CalibrationSet, InputSpec
 
-# doc §4.3: equal up to one uint8 step on at most 0.5 % of the values (we replicate MNN's float32 matrix
+# docs/mnn-quantization.md §4.3: equal up to one uint8 step on at most 0.5 % of the values (we replicate MNN's float32 matrix
 # and stepping, so in practice every value is equal)
 MAX_OFF_FRACTION = 0.005
 
@@ -113,7 +113,7 @@ def test_sorted_first_n_hidden_and_folders_skipped(tmp_path):
 
 
 def test_default_takes_the_first_n_in_directory_order_then_sorts(tmp_path):
-    """MNN's selection (doc §4): the first N entries readdir lists, then sorted."""
+    """MNN's selection (docs/mnn-quantization.md §4): the first N entries readdir lists, then sorted."""
     folder = _folder(tmp_path, [f"{c}.png" for c in "qwertyuiop"])
     listed = [n for n in os.listdir(folder) if not n.startswith(".")]
     cfg = load_config({"path": str(folder), "width": 4, "height": 4, "used_image_num": 4})
@@ -237,7 +237,7 @@ def test_sequence_npy_npz_and_batching(tmp_path):
     batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))
     assert [b["a"][:, 0].tolist() for b in batches] == [[0, 1], [2, 3]] and batches[0]["b"].shape == (2, 3)
     # MNN's EMA on sequence input (default): each sample of a batch overwrites the same input, so only
-    # the last one runs (doc §14.18)
+    # the last one runs (docs/mnn-quantization.md §14.18)
     cfg = load_config({"path": str(root), "input_type": "sequence", "feature_quantize_method": "EMA",
                        "batch_size": 2, "file_order": "sorted"})
     batches = list(CalibrationSet(cfg, {"a": (1, 4), "b": (1, 3)}))

@@ -275,7 +275,7 @@ def test_kl_scales_equal_mnn(oracle_dir, size):
 
 @needs_oracle
 def test_admm_scales_equal_mnn(oracle_dir):
-    """MNN's ADMM only runs on NC4HW4-input models and reads packed memory (doc §14.7): feed our observer
+    """MNN's ADMM only runs on NC4HW4-input models and reads packed memory (docs/mnn-quantization.md §14.7): feed our observer
     that raw order to check the arithmetic, and the logical order to check the deviation stays small."""
     d = oracle_dir
     name, _ = _model(d, 16)
@@ -301,7 +301,7 @@ def test_admm_scales_equal_mnn(oracle_dir):
 
 @needs_oracle
 def test_ema_scales_equal_mnn(oracle_dir):
-    """Conv1 (+ReLU) and conv2 under EMA (winogradOpt off), batches of 2: the fake-quant chain of doc §9
+    """Conv1 (+ReLU) and conv2 under EMA (winogradOpt off), batches of 2: the fake-quant chain of docs/mnn-quantization.md §9
     simulated in numpy, compared with the conv's scaleIn/scaleOut and zero points in MNN's file."""
     d = oracle_dir
     name, init = _model(d, 16)

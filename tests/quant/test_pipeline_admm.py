@@ -1,4 +1,4 @@
-"""ADMM feature method: streamed in bounded memory, on NCHW models and many samples (doc §7, §14.7).
+"""ADMM feature method: streamed in bounded memory, on NCHW models and many samples (docs/mnn-quantization.md §7, §14.7).
 
 ``quantized.out`` crashes on NCHW-input models (every ONNX model) with ADMM, so the oracle comparison uses
 an NC4HW4-input copy of the model.  Even there MNN's scales are dominated by float32 rounding: it runs
@@ -23,7 +23,7 @@ from mnnlite.quant import calibrate as cal
 
 
 def _exact_admm(x: np.ndarray, clamp: int = 127, iters: int = 300) -> float:
-    """The ADMM iteration of doc §7 with exact (float64) sums over the raw values."""
+    """The ADMM iteration of docs/mnn-quantization.md §7 with exact (float64) sums over the raw values."""
     from mnnlite.format.idst import roundf
 
     ax = np.abs(x.astype(np.float64))
@@ -59,12 +59,12 @@ def test_streaming_admm_degenerate_inputs():
 def test_oracle_admm_crashes_on_nchw_models_ours_runs(zoo, tmp_path):
     cfg = calib_config("cnn", "ADMM")
     proc = run_oracle_quant(zoo.model_path("cnn", "float"), tmp_path / "oracle.mnn", cfg)
-    assert proc.returncode != 0                                   # doc §14.7: heap corruption
+    assert proc.returncode != 0                                   # docs/mnn-quantization.md §14.7: heap corruption
     path, report = our_quant("cnn", cfg)
     assert report.feature_method == "ADMM"
     out = zoo.run_oracle(path, image_feeds("cnn", "heldout")[0])   # (a)
     assert all(np.isfinite(v).all() for v in out.values())
-    # scales propagate through Raster/Pooling like KL (MNN's ADMM skips it, doc §14.7)
+    # scales propagate through Raster/Pooling like KL (MNN's ADMM skips it, docs/mnn-quantization.md §14.7)
     g = mnnlite.load_model(path).graph
     concat = next(op for op in g.ops if op.name == "concat_40")
     s = scale_map(path)

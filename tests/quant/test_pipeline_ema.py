@@ -1,4 +1,4 @@
-"""EMA path acceptance against the official quantizer (doc §9).
+"""EMA path acceptance against the official quantizer (docs/mnn-quantization.md §9).
 
 ``quantized.out`` crashes in EMA mode on models with dynamic input dims ("Invalid Tensor, the session may
 not be ready": EMA builds its batches from the model's declared dims), which all zoo models have, so the
@@ -73,7 +73,7 @@ def test_ema_matches_oracle_on_ppocr(zoo, name):
 def test_ema_output_form(zoo):
     """Asymmetric quant info on conv inputs (min -127) and outputs (min -128, Int8ToFloat's default, unless
     only int8 convs read them), a chained conv reads its producer's output parameters, names/outputs/bizCode
-    kept (doc §9.7-9.9)."""
+    kept (docs/mnn-quantization.md §9.7-9.9)."""
     src = fixed_shape_model("cnn")
     path, _ = our_quant("cnn", _cfg("cnn"), src=src)
     model = mnnlite.load_model(path)
@@ -107,7 +107,7 @@ def test_ema_dynamic_model_uses_config_size(zoo):
 
 def test_batchnorm_model_switches_to_ema_and_folds(zoo, tmp_path):
     """A model kept with its BatchNorms (``--forTraining``) is quantized with EMA whatever the config says
-    (doc §2); each conv + BN (+ ReLU6) becomes one int8 conv with the BN folded in (running statistics)."""
+    (docs/mnn-quantization.md §2); each conv + BN (+ ReLU6) becomes one int8 conv with the BN folded in (running statistics)."""
     import io
     import subprocess
     import sys

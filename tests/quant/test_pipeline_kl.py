@@ -11,7 +11,7 @@ our int8 model is at least as close to the float model as the oracle's.  Two lev
   difference in an activation moves it a few bins, so this needs MNN's bits exactly).
 
 By default every tensor MNN gives quant info gets it from us too, with the same scale: model inputs use
-KL as in MNN 3.6.1 (doc §14.6) and scale-0 tensors (comparison outputs, all-zero constants) are written.
+KL as in MNN 3.6.1 (docs/mnn-quantization.md §14.6) and scale-0 tensors (comparison outputs, all-zero constants) are written.
 The opt-in deviations (``input_threshold``, ``quantize_rangeless_tensors``) are checked separately.
 """
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_conv_weights_match_oracle(zoo, weights):
 
 
 def test_conv_scales_follow_tensor_scales(zoo):
-    """quanParameter.scaleIn/scaleOut are the scales of the conv's input/output tensors (doc §8.2)."""
+    """quanParameter.scaleIn/scaleOut are the scales of the conv's input/output tensors (docs/mnn-quantization.md §8.2)."""
     path, _ = our_quant("cnn", calib_config("cnn"))
     g = mnnlite.load_model(path).graph
     qi = g.quant_info

@@ -5,7 +5,7 @@ writes the reference files, the Session API runs models and reports every comman
 (``runSessionWithCallBackInfo``), and those callbacks give MNN's own activations.
 
 Calibration folders: the zoo quantizes with ``used_image_num`` 8 of 12 images, and ``quantized.out``
-takes the first 8 in *readdir* order (doc §14.19) while we sort first, so the two would calibrate on
+takes the first 8 in *readdir* order (docs/mnn-quantization.md §14.19) while we sort first, so the two would calibrate on
 different images.  Comparisons here therefore use every image of the folder (no ``used_image_num``).
 
 Everything expensive is cached per process (``functools.lru_cache``) in one temporary folder, so the
@@ -135,7 +135,7 @@ def fixed_shape_model(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def c4_input_model(name: str) -> Path:
     """The float model taking its input in NC4HW4 (the ConvertTensor after the input removed), fixed size:
-    the only kind of model ``quantized.out``'s ADMM runs on (it crashes on NCHW inputs, doc §14.7)."""
+    the only kind of model ``quantized.out``'s ADMM runs on (it crashes on NCHW inputs, docs/mnn-quantization.md §14.7)."""
     z = zoo()
     spec = z.image_spec(name)
     model = mnnlite.load_model(z.model_path(name, "float"))

@@ -1,4 +1,4 @@
-"""The model rewrite (doc §6.7, §8): given the oracle's scales, we write the oracle's file.
+"""The model rewrite (docs/mnn-quantization.md §6.7, §8): given the oracle's scales, we write the oracle's file.
 
 Every table the official quantizer writes — int8 conv weights (IDSTQuan codes, alpha, scaleIn/Out,
 quantScale), symmetricQuan, inputCount, the UnaryOp lookup tables, the sorted extraTensorDescribe — must
@@ -62,7 +62,7 @@ def test_unary_tables_equal_the_oracle(zoo):
 
 
 def test_sigmoid_and_tanh_become_unary_ops():
-    """OpType Sigmoid/TanH -> UnaryOp SIGMOID/TANH with a table (doc §6.7)."""
+    """OpType Sigmoid/TanH -> UnaryOp SIGMOID/TANH with a table (docs/mnn-quantization.md §6.7)."""
     from mnnlite.format.tables import TABLE_CLASSES
 
     Net, Op, Input = TABLE_CLASSES["Net"], TABLE_CLASSES["Op"], TABLE_CLASSES["Input"]
@@ -83,7 +83,7 @@ def test_sigmoid_and_tanh_become_unary_ops():
 
 
 def test_conv_quant_fields():
-    """quantScale is always 1 (an absent field reads 0 and zeroes the weights, format doc §5.2)."""
+    """quantScale is always 1 (an absent field reads 0 and zeroes the weights, docs/mnn-format.md §5.2)."""
     from mnnlite.quant.rewrite import encode_conv
 
     codes = np.array([[1, -2, 127, 0], [0, 0, 0, 0]], np.int8)

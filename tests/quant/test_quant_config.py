@@ -1,4 +1,4 @@
-"""Quantizer config: MNN's keys and defaults (quantization doc §3), and one-line errors for bad values."""
+"""Quantizer config: MNN's keys and defaults (docs/mnn-quantization.md §3), and one-line errors for bad values."""
 import json
 import logging
 import os
@@ -71,7 +71,7 @@ def test_sequence_inputs_and_winograd():
 
 
 def test_low_bits_weight_clamp(caplog):
-    # without the key MNN keeps 127 for 4 bits and destroys the weights (doc §14.4): we use 7
+    # without the key MNN keeps 127 for 4 bits and destroys the weights (docs/mnn-quantization.md §14.4): we use 7
     assert load_config({"path": "p", "quant_bits": 4}).weight_clamp_value == 7
     with caplog.at_level(logging.WARNING):
         assert load_config({"path": "p", "quant_bits": 6, "weight_clamp_value": 20}).weight_clamp_value == 31

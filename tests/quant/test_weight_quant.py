@@ -1,4 +1,4 @@
-"""Weight quantization: numpy re-derivations of doc §6.2/§8/§9 and MNN's quantizer as the oracle."""
+"""Weight quantization: numpy re-derivations of docs/mnn-quantization.md §6.2/§8/§9 and MNN's quantizer as the oracle."""
 import math
 
 import numpy as np
@@ -146,7 +146,7 @@ def test_weights_equal_mnn(oracle_dir, method, bits, clamp_key):
         assert np.array_equal(alpha[ok], ours_alpha[ok]), op          # bit-exact alpha
         assert np.array_equal(codes[ok], ours_codes[ok]), op          # bit-exact codes
         assert (quan.aMaxOrBits, conv.symmetricQuan.clampMax, conv.symmetricQuan.nbits) == (bits, limit, bits)
-        # the all-zero output channel of c1: NaN alpha in MNN (doc §14.5), 0 and zero codes for us
+        # the all-zero output channel of c1: NaN alpha in MNN (docs/mnn-quantization.md §14.5), 0 and zero codes for us
         assert np.array_equal(~ok, np.abs(w).max(axis=1) == 0)
         assert np.all(ours_alpha[~ok] == 0) and not ours_codes[~ok].any()
         kind, buf = idst.encode(ours_codes, bits, detect_sparse=bits > 7)

@@ -16,7 +16,7 @@ Collecting statistics is separate from choosing the range (as in onnxruntime's `
 * RAM per observer is bounded whatever the number of samples: a fixed histogram (KL), a few scalars
   (EMA), or a temporary file of the values past a RAM limit (ADMM, whose float32 iterations need them).
 
-``DEVIATIONS`` lists where we follow the documented intent instead of an MNN 3.6.1 bug (doc §14).
+``DEVIATIONS`` lists where we follow the documented intent instead of an MNN 3.6.1 bug (docs/mnn-quantization.md §14).
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ DEVIATIONS = (
     "KL/ADMM/EMA: a tensor with no usable range gives scale 0, zero 0 — never NaN (MNN's EMA divides "
     "0/0 on all-zero tensors, its ADMM starts from alpha 0).",
     "ADMM: statistics come from the tensor's logical values; MNN reads raw backend memory (packed C4/C8 "
-    "channels incl. padding zeros, last elements skipped) and crashes on NCHW-input models (doc §14.7).",
+    "channels incl. padding zeros, last elements skipped) and crashes on NCHW-input models (docs/mnn-quantization.md §14.7).",
     "ADMM: samples are fed one at a time instead of one forward over all samples stacked in a batch; "
     "values are kept in update order (spilled to a temporary file past a RAM limit), so the float32 "
     "sums run in logical order, not MNN's packed-memory order (~1e-4 relative).",
     "KL: `threshold='MAX'` exists so model inputs can use the MAX threshold MNN intends for them; MNN's "
-    "lookup fails and they get KL (doc §14.6).  The caller decides per tensor.",
-    "feature_clamp_value 0 is rejected by the config (MNN divides by zero, doc §14.20).",
+    "lookup fails and they get KL (docs/mnn-quantization.md §14.6).  The caller decides per tensor.",
+    "feature_clamp_value 0 is rejected by the config (MNN divides by zero, docs/mnn-quantization.md §14.20).",
     "EMA: an all-zero batch is fed on as NaN like MNN's, but stays out of the moving average (MNN's average "
     "becomes NaN and it writes NaN/inf scales).",
 )

@@ -1,4 +1,4 @@
-"""ADMM calibration (quantization doc §7; MNN ``TensorStatistic::computeScaleADMM``).
+"""ADMM calibration (docs/mnn-quantization.md §7; MNN ``TensorStatistic::computeScaleADMM``).
 
 From ``alpha = max|x| / (2.5·clamp)``, 300 times: ``q = clamp(roundf(x · (1/alpha)), ±clamp)``,
 ``alpha = Σ q·x / Σ q²`` with **float32 sequential sums**.  The 300 iterations usually stop far from the
@@ -6,7 +6,7 @@ fixed point (each step moves alpha by ~0.1 %), so the float32 rounding of those 
 float64 sums land several percent away from MNN.  We therefore keep MNN's arithmetic exactly, which
 needs every value of the tensor for every iteration.
 
-MNN stacks all samples into one batch (and crashes on NCHW models, doc §14.7).  Here samples are fed
+MNN stacks all samples into one batch (and crashes on NCHW models, docs/mnn-quantization.md §14.7).  Here samples are fed
 one at a time; the values are kept in update order, in RAM up to ``ram_limit`` bytes and in an anonymous
 temporary file beyond, and each iteration streams them in chunks while carrying the running float32
 sums — RAM stays bounded; the disk holds what MNN would have held in RAM.  The element order differs

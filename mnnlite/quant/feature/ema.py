@@ -1,4 +1,4 @@
-"""EMA calibration (quantization doc §9; MNN ``NN.cpp``, ``ConvBNReluFusedModule``).
+"""EMA calibration (docs/mnn-quantization.md §9; MNN ``NN.cpp``, ``ConvBNReluFusedModule``).
 
 Each batch is fake-quantized with its own range; the *nudged* range of that batch (the float values the
 int8 codes -127 and 127 map back to, widened to contain 0) feeds an exponential moving average with

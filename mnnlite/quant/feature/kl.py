@@ -1,4 +1,4 @@
-"""KL calibration (quantization doc §6.3-6.5; MNN ``TensorStatistic.cpp``).
+"""KL calibration (docs/mnn-quantization.md §6.3-6.5; MNN ``TensorStatistic.cpp``).
 
 Pass 0 tracks min/max; pass 1 fills a 2048-bin histogram of |x| over [0, max|x|].  The threshold bin
 minimises the KL divergence between the clipped histogram and its 128-level quantization; the scale is
