@@ -2,6 +2,7 @@
 gives away the size or content of another file."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,9 +47,10 @@ def _with_external_path(folder: Path, value: str) -> Path:
     ("../secret.bin", "'..' component"),
     ("sub/../../secret.bin", "'..' component"),
 ])
-def test_external_path_outside_the_folder_is_refused_by_every_command(external, value, needle):
+def test_external_path_outside_the_folder_is_refused_by_every_command(zoo, external, value, needle):
     folder, secret = external
     hostile = _with_external_path(folder, value)
+    (folder / "c.json").write_text(json.dumps(zoo.quant_config("ppocr_cls", "quant_kl")))
     with pytest.raises(FormatError, match=needle):
         mnnlite.load_model(hostile)
     for argv in (["info", hostile], ["run", hostile], ["quantize", hostile, folder / "q.mnn", folder / "c.json"]):
