@@ -199,6 +199,8 @@ def _outputs(dst: str, cfg) -> list[tuple[str, str]]:
     outputs = [("quantized model", dst), ("scale dump", dst + ".json")]
     if cfg is None or cfg.debug:
         outputs.append(("debug dump", dst + ".debug.json"))
+    if cfg is None or cfg.accurate:
+        outputs += [("accuracy report", dst + ".report.json"), ("accuracy report (HTML)", dst + ".report.html")]
     return outputs
 
 
