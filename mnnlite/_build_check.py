@@ -9,7 +9,7 @@ import importlib
 from .errors import BuildError
 
 # one module per mnnlite/kernels/*.pyx (tests/test_packaging.py checks the two lists agree)
-KERNEL_MODULES = ("calib", "conv", "cpu", "int8", "matmul", "mnn_exact")
+KERNEL_MODULES = ("calib", "conv", "cpu", "eltwise", "int8", "matmul", "mnn_exact")
 
 
 def require_extensions() -> None:

@@ -33,7 +33,7 @@ def offset_codes(q: np.ndarray) -> np.ndarray:
 def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     """``mnnlite.ref.int8.quantize``: roundf(clamp(x * (1/s) + z, qmin, qmax)) with MNN's rounding."""
     inv = F32(0.0) if F32(scale) == 0 else F32(1.0) / F32(scale)
-    if _quantize is not None and type(x) is np.ndarray and x.dtype == F32 and -128 <= qmin <= qmax <= 127 \
+    if type(x) is np.ndarray and x.dtype == F32 and -128 <= qmin <= qmax <= 127 \
             and qmin == int(qmin) and qmax == int(qmax):
         return _quantize(x, inv, F32(zero), int(qmin), int(qmax))     # the same operations, one pass
     f = np.array(x, dtype=F32)                      # a copy, even of a 0-d array
@@ -48,11 +48,9 @@ def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     return f.astype(np.int8)
 
 
-try:        # compiled gathers and cast (mnnlite.kernels.eltwise); the numpy forms where they are not built
-    from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
-    from ..kernels.eltwise import quantize_f32 as _quantize
-except ImportError:
-    _lut = _lut2 = _lut2_outer = _quantize = None
+# compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
+from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut  # noqa: E402
+from ..kernels.eltwise import quantize_f32 as _quantize  # noqa: E402
 
 
 def _outer_broadcast(small: tuple, big: tuple) -> bool:
@@ -69,7 +67,7 @@ def _outer_broadcast(small: tuple, big: tuple) -> bool:
 
 def lookup(table: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``table[q + 128]`` for a 256-entry int8 table."""
-    if _lut is not None and q.dtype == np.int8:
+    if q.dtype == np.int8:
         return _lut(table, q)
     return table[offset_codes(np.ascontiguousarray(q))]
 
@@ -85,7 +83,7 @@ class BinaryTable:
         self.columns: dict = {}         # qb + 128 -> the table's column, contiguous (scalar qb)
 
     def __call__(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
-        if _lut is not None and self.table.dtype == np.int8 and qa.dtype == np.int8 and qb.dtype == np.int8:
+        if self.table.dtype == np.int8 and qa.dtype == np.int8 and qb.dtype == np.int8:
             # the usual cases in one compiled pass: equal shapes, or one scalar operand of no more dims
             if qa.shape == qb.shape:
                 return _lut2(self.flat, qa, qb)

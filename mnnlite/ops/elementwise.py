@@ -163,11 +163,9 @@ def _hardswish(x):
 
 def _fast_hardswish():
     """``_hardswish`` in one compiled pass (mnnlite.kernels.eltwise: the same float32 operations in
-    the same order, so the same bits), or ``_hardswish`` where the kernels are not built."""
-    try:
-        from ..kernels.eltwise import hardswish_f32
-    except ImportError:
-        return _hardswish
+    the same order, so the same bits)."""
+    from ..kernels.eltwise import hardswish_f32
+
     return hardswish_f32
 
 
