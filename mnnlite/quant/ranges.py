@@ -26,7 +26,7 @@ import numpy as np
 
 from mnnlite.kernels import calib as _calib
 
-from .feature.kl import BINS, bin_values, kl_threshold, two_pass_update
+from .feature.kl import BINS, bin_values, kl_threshold, merge_range, shard_of, two_pass_update
 
 RANGE_METHOD_NAMES = ("auto", "max", "kl", "percentile", "mse")
 PERCENTILES = (99.9, 99.99, 99.999)
@@ -89,11 +89,7 @@ class RangeObserver:
     def shard(self) -> "RangeObserver":
         """An empty observer for one shard of this pass (``calibrate.order_free_pass``); pass 1 shards
         carry the merged range, which sets the histogram's interval."""
-        part = RangeObserver(self.bins)
-        part.shape, part.pass_index = self.shape, self.pass_index
-        if self.pass_index == 1:
-            part.lo, part.hi, part.seen = self.lo, self.hi, self.seen
-        return part
+        return shard_of(self, RangeObserver(self.bins))
 
     def partial(self):
         """This pass's statistics of a shard: the range in pass 0, the integer counts in pass 1."""
@@ -104,11 +100,7 @@ class RangeObserver:
     def merge(self, part) -> None:
         """Fold a shard's ``partial()`` in (exact: min/max and integer sums)."""
         if self.pass_index == 0:
-            lo, hi, seen, shape = part
-            self.lo, self.hi = min(self.lo, np.float32(lo)), max(self.hi, np.float32(hi))
-            self.seen = self.seen or bool(seen)
-            if self.shape is None:
-                self.shape = shape
+            merge_range(self, part)
             return
         counts, neg, zeros, count = part
         self.all += np.asarray(counts, np.int64)

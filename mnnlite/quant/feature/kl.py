@@ -252,6 +252,24 @@ def two_pass_update(obs, x: np.ndarray):
     return None if interval is None else (x, interval)
 
 
+def shard_of(obs, part):
+    """``part`` (a new, empty observer of ``obs``'s kind) set up as one shard of ``obs``'s current pass:
+    the first shape and the pass, and in pass 1 the merged range, which sets the histogram interval."""
+    part.shape, part.pass_index = obs.shape, obs.pass_index
+    if obs.pass_index == 1:
+        part.lo, part.hi, part.seen = obs.lo, obs.hi, obs.seen
+    return part
+
+
+def merge_range(obs, part) -> None:
+    """Fold a shard's pass-0 ``(lo, hi, seen, shape)`` into ``obs`` (exact: a min and a max)."""
+    lo, hi, seen, shape = part
+    obs.lo, obs.hi = min(obs.lo, np.float32(lo)), max(obs.hi, np.float32(hi))
+    obs.seen = obs.seen or bool(seen)
+    if obs.shape is None:
+        obs.shape = shape
+
+
 class KLObserver(FeatureObserver):
     """KL (or MAX) threshold over a 2048-bin |x| histogram.
 
@@ -282,11 +300,7 @@ class KLObserver(FeatureObserver):
     # merged exactly, since min/max and integer bin counts do not depend on the order of the values.
     def shard(self) -> "KLObserver":
         """An empty observer for one shard of this pass; pass 1 shards carry the merged range."""
-        part = KLObserver(self.clamp, self.threshold, self.layout, self.bins)
-        part.shape, part.pass_index = self.shape, self.pass_index
-        if self.pass_index == 1:
-            part.lo, part.hi, part.seen = self.lo, self.hi, self.seen
-        return part
+        return shard_of(self, KLObserver(self.clamp, self.threshold, self.layout, self.bins))
 
     def partial(self):
         """This pass's statistics of a shard: ``(lo, hi, seen, shape)`` in pass 0, the bin counts in pass 1."""
@@ -295,11 +309,7 @@ class KLObserver(FeatureObserver):
     def merge(self, part) -> None:
         """Fold a shard's ``partial()`` in."""
         if self.pass_index == 0:
-            lo, hi, seen, shape = part
-            self.lo, self.hi = min(self.lo, np.float32(lo)), max(self.hi, np.float32(hi))
-            self.seen = self.seen or bool(seen)
-            if self.shape is None:
-                self.shape = shape
+            merge_range(self, part)
         else:
             self.counts += np.asarray(part, np.int64)
 
