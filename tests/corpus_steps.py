@@ -234,7 +234,7 @@ def step_info(name: str) -> dict:
     """``python -m mnnlite info --json`` on the float model: exit 0, the oracle's inputs with their
     declared shapes and layout."""
     path = corpus.float_model(name)
-    res = run_child([sys.executable, "-m", "mnnlite", "info", "--json", str(path)], 300)
+    res = run_child([sys.executable, "-m", "mnnlite", "info", str(path), "--json"], 300)
     if res["code"] != 0:
         raise StepFailed(f"{name}: mnnlite info exited {res['code']}: {_last_line(res['output'])}")
     info = json.loads(res["output"][res["output"].index("{"):])
