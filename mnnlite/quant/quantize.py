@@ -153,13 +153,10 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
         report.feature_method = "accurate"
         quantized, entries, debug_text = accurate.run(model, cfg, dataset, qlog, impl, report, threads,
                                                       metric=metric, target=target)
-        _write(report, quantized, entries, debug_text)
-        qlog.line("done")
-        report.seconds = time.perf_counter() - start
-        qlog.summary(report.summary())
-        return report
-    run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
-    quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads, ray)
+    else:
+        run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
+        quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads,
+                                             ray)
     _write(report, quantized, entries, debug_text)
     qlog.line("done")
     report.seconds = time.perf_counter() - start
