@@ -95,7 +95,9 @@ class RayHead:
                 continue
             if cmd.startswith(title):
                 found.append(pid)
-        return found
+        # a child the task has just forked (before it execs) still carries the worker's title: keep only
+        # the workers themselves, whose parent is not one of them
+        return [pid for pid in found if _parent(pid) not in found]
 
     def stop(self, grace: float = 10.0) -> None:
         pids = self.pids() if self.group else set()
@@ -114,3 +116,12 @@ class RayHead:
             if not pids:
                 break
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _parent(pid: int) -> int | None:
+    """The parent process id of ``pid`` (from /proc), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
