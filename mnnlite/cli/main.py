@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-
-from ..errors import MnnliteError
 
 # subcommand -> module exposing add_parser(subparsers) and main(args) -> int
 COMMANDS = {

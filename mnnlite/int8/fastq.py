@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
+from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
+from ..kernels.eltwise import quantize_f32 as _quantize
+
 F32 = np.float32
 _CODES = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
 
@@ -46,11 +50,6 @@ def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     if np.isnan(f).any():                           # minps/maxps: NaN becomes the upper bound
         f[np.isnan(f)] = qmax
     return f.astype(np.int8)
-
-
-# compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
-from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut  # noqa: E402
-from ..kernels.eltwise import quantize_f32 as _quantize  # noqa: E402
 
 
 def _outer_broadcast(small: tuple, big: tuple) -> bool:

@@ -56,8 +56,8 @@ def fake_quantize(x: np.ndarray, clamp: int = 127, out: np.ndarray | None = None
         flat = out.reshape(-1)                     # a view: out must be contiguous
         if s == 0:
             flat[:] = np.nan
-        for i in range(0, flat.size, IN_PLACE_CHUNK):
-            if s != 0:
+        else:
+            for i in range(0, flat.size, IN_PLACE_CHUNK):
                 flat[i:i + IN_PLACE_CHUNK] = _calib.fake_quant(flat[i:i + IN_PLACE_CHUNK], s, z, np.float32(clamp))
         return out, nudged_min, nudged_max
     if s == 0:                                     # all-zero batch: MNN's x_hat is 0 * (q - NaN)
