@@ -99,6 +99,9 @@ def op_output_format(op, input_formats, input_ranks) -> int:
         return int(op.main.dataFormat) if op.main is not None and op.main.dataFormat is not None \
             else int(DataFormat.NCHW)
     if t == OpType.ConvertTensor:
+        if op.main is None:         # the runtime refuses it the same way (format/structure.py)
+            from .format.structure import check_op
+            check_op(op, "model")
         return int(op.main.dest)
     if t in NC4HW4_OUTPUT_OPS:
         return int(DataFormat.NC4HW4)

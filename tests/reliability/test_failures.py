@@ -199,3 +199,11 @@ def test_fifo_config_and_input_refuse_at_once(zoo, tmp_path):
     assert proc.returncode == 2 and "config is not a regular file" in proc.stderr
     proc = _cli("run", model, "--input", fifo)
     assert proc.returncode == 2 and "is not a regular file" in proc.stderr
+
+
+def test_info_on_a_convert_tensor_without_its_table(cls):
+    """Found by tools/fuzz_cli.py: ``info`` derives the declared layouts before any structural check."""
+    from mnnlite.info import describe
+    _first(cls, OpType.ConvertTensor).main = None
+    with pytest.raises(FormatError, match=r"\(ConvertTensor\): has no parameter table"):
+        describe(cls)
