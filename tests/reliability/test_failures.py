@@ -14,7 +14,7 @@ import pytest
 import mnnlite
 from mnnlite.errors import ConfigError, FormatError, ResourceError
 from mnnlite.format.tables import TABLE_CLASSES, OpType
-from mnnlite.quant.calibrate import StreamingADMM
+from mnnlite.quant.feature.admm import StreamingADMM
 from mnnlite.quant.config import load_config
 from mnnlite.quant.feature.kl import KLObserver
 from mnnlite.runtime import Interpreter

@@ -117,3 +117,78 @@ class ADMMObserver(FeatureObserver):
             for _ in range(self.iters):
                 alpha = self._step(alpha)
         return QuantParams(float(alpha), 0) if alpha > 0 else QuantParams(0.0, 0)
+
+
+ADMM_BINS = 8192
+
+
+class StreamingADMM:
+    """MNN's 300 ADMM iterations from a bounded summary of |x| (not registered as a feature method).
+
+    Pass 0 finds max|x|; pass 1 fills ``bins`` bins over [0, max|x|] with the count and the float64 sum
+    of the |x| falling in each.  An iteration needs, for the 127 rounding boundaries ``(k - 0.5)·alpha``,
+    how many values lie above and their sum; inside the bin that holds a boundary the values are taken
+    as uniformly spread.  Sums are exact (float64) instead of MNN's float32 running sums, whose rounding
+    moves MNN's result by several percent on tensors of 10^5+ values (README, deviations).  Memory:
+    16 bytes per bin, whatever the number of samples; the result is within ~1e-4 of the same iteration
+    over the raw values.
+    """
+
+    passes = 2
+
+    def __init__(self, clamp: int = 127, iters: int = 300, bins: int = ADMM_BINS):
+        self.clamp, self.iters, self.bins = int(clamp), int(iters), int(bins)
+        self.pass_index = 0
+        self.max_abs = np.float32(0)
+        self.count = np.zeros(bins, np.int64)
+        self.total = np.zeros(bins, np.float64)
+
+    def start_pass(self, index: int) -> None:
+        self.pass_index = index
+
+    def update(self, x: np.ndarray) -> None:
+        ax = np.abs(np.asarray(x, np.float32).reshape(-1))
+        if ax.size == 0:
+            return
+        if self.pass_index == 0:
+            m = np.nanmax(ax)
+            if m > self.max_abs:
+                self.max_abs = np.float32(m)
+            return
+        if not self._usable():
+            return
+        ax = ax[ax > 0]                                   # zeros contribute nothing (q = 0), drops NaN
+        width = float(self.max_abs) / self.bins
+        idx = np.minimum((ax.astype(np.float64) / width).astype(np.int64), self.bins - 1)
+        self.count += np.bincount(idx, minlength=self.bins)
+        self.total += np.bincount(idx, weights=ax.astype(np.float64), minlength=self.bins)
+
+    def _usable(self) -> bool:
+        """A positive, finite range: an infinite one (a layer that overflowed float32) has no scale
+        (bins of width inf would put every value at NaN)."""
+        return bool(self.max_abs > 0 and np.isfinite(self.max_abs))
+
+    def compute(self) -> tuple[float, int]:
+        if not self._usable() or self.count.sum() == 0:
+            return 0.0, 0
+        m = float(self.max_abs)
+        width = m / self.bins
+        cum_n = np.concatenate(([0.0], np.cumsum(self.count, dtype=np.float64)))
+        cum_s = np.concatenate(([0.0], np.cumsum(self.total)))
+        n_all, s_all = cum_n[-1], cum_s[-1]
+        k = np.arange(1, self.clamp + 1, dtype=np.float64)
+        alpha = float(np.float32(m / (self.clamp * 2.5)))        # MNN: max / (bound * 2.5)
+        for _ in range(self.iters):
+            t = np.clip((k - 0.5) * alpha, 0.0, m)                # q >= k  <=>  |x| >= (k - 0.5) alpha
+            b = np.minimum((t / width).astype(np.int64), self.bins - 1)
+            frac = np.clip(t / width - b, 0.0, 1.0)
+            below_n = cum_n[b] + frac * self.count[b]
+            below_s = cum_s[b] + frac * self.count[b] * (b + frac / 2) * width
+            s1 = np.sum(s_all - below_s)                          # sum of q·|x| = sum_k sum_{q>=k} |x|
+            s2 = np.sum((2 * k - 1) * (n_all - below_n))          # sum of q^2 = sum_k (2k-1) #{q>=k}
+            if not s2 > 0:
+                return 0.0, 0
+            alpha = s1 / s2
+        return float(np.float32(alpha)), 0
+
+
