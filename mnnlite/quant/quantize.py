@@ -28,12 +28,13 @@ from ..safety import OutputSet, check_distinct
 from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
 from .debug import debug_distances
+from .feature import FEATURE_METHODS
 from .dataset import CalibrationSet, InputSpec, sample_source
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
 from .simulate import calibrate_ema, ema_weight_codes, fused_convs
-from .statistics import calibrate_admm, calibrate_kl
+from .statistics import collect_scales
 from .tracking import layout_name, plan_tracking, propagate
 from .weight import fake_quant_weights, quantize_weights
 from .workers import Samples, Workers, float_interpreter, make_workers, tensor_facts
@@ -159,7 +160,7 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
         quantized, entries, debug_text = accurate.run(model, cfg, dataset, qlog, impl, report, threads,
                                                       metric=metric, target=target)
     else:
-        run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
+        run = _FLOWS[FEATURE_METHODS[report.feature_method].flow]
         quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads,
                                              ray)
     _write(report, quantized, entries, debug_text)
@@ -343,11 +344,13 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
+def _run_statistics(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
+    """KL, ADMM (any method of the "statistics" flow): track, collect, propagate, quantize the weights."""
     graph = model.graph
+    method = FEATURE_METHODS[cfg.feature_quantize_method]
     samples = _Feeds(Samples(dataset), dataset.specs, cfg.source)
-    # ADMM's float sums depend on the order of the samples: it calibrates here, one sample at a time
-    sharded = ray if cfg.feature_quantize_method == "KL" else None
+    # a method whose statistics depend on the order of the samples calibrates here, one sample at a time
+    sharded = ray if method.order_free else None
     workers = runtime.workers(model, threads, sharded)
     interp = workers.first
     first = next(iter(samples), None)
@@ -361,12 +364,9 @@ def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, thread
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
     means = _input_means(graph, plan) if cfg.bias_correction else {}
-    if cfg.feature_quantize_method == "KL":
-        max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
-        raw = calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts,
-                           extra=means)
-    else:
-        raw = calibrate_admm(workers, plan, samples, fclamp, qlog, extra=means)
+    max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
+    raw = collect_scales(method, workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts,
+                         extra=means)
     report.samples = len(samples)
     scales = propagate(raw, plan)
     convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report, means)
@@ -602,5 +602,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
     report.scales = {graph.tensors[t]: v for t, v in sorted(scales.items())}
     return quantized, scale_dump(graph, set(scales), scales), None
 
+
+# a feature method's flow (``feature.FeatureObserver.flow``) -> the function that quantizes with it
+_FLOWS = {"statistics": _run_statistics, "simulation": _run_ema}
 
 __all__ = ["quantize", "preprocess", "QuantReport"]

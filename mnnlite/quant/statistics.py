@@ -1,55 +1,62 @@
 """Statistics collection: every tracked tensor's values streamed to its feature observer, pass by pass.
 
-One sample's activations at a time; per-tensor accumulators of bounded size (``feature``).
+``collect_scales`` runs any registered feature method of the "statistics" flow (``feature.FEATURE_METHODS``:
+KL, docs/mnn-quantization.md §6.3-6.5; ADMM, §7): one observer per tracked tensor, ``method.passes``
+streamed passes over the samples (one sample's activations at a time, per-tensor accumulators of bounded
+size), then each observer's ``compute``.  What differs between methods is declared on the observer class
+(``order_free``, ``progress``, ``compute_progress``, ``only_needed``, ``for_tensor``), not here.
 """
 from __future__ import annotations
 
-from .feature.admm import StreamingADMM
 from .log import RANGES
 from .tracking import TrackingPlan, layout_name, needed_statistics
 from .workers import Workers, as_workers, feed_observers
 
 
-# --------------------------------------------------------------------------------------------------
-# KL (docs/mnn-quantization.md §6.3-6.5)
-# --------------------------------------------------------------------------------------------------
-def _compute_all(observers) -> list[tuple]:
-    """``compute()`` of every observer, on all cores (numpy releases the GIL; results are independent of
-    the order, so the output is the same as a serial loop)."""
+def collect_scales(method, workers: Workers, plan: TrackingPlan, samples, clamp: int, log, max_tensors=(),
+                   facts=None, extra=None) -> dict[int, tuple]:
+    """Feature scales of ``plan``'s tracked tensors by ``method`` (a ``feature.FeatureObserver`` class);
+    returns tensor -> (scale, zero) before propagation.
+
+    ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
+    intent, docs/mnn-quantization.md §14.6).  ``facts``: the first sample's tensor shapes (KL's MAX-or-KL
+    rule).  ``extra``: more two-pass observers (tensor -> observer, order-independent) fed in the same
+    passes (bias correction's channel means).
+    """
+    needed = needed_statistics(plan) if method.only_needed else plan.tracked
+    observers = {t: method.for_tensor(clamp, layout=layout_name(plan, t),
+                                      shape=facts[t].shape if facts is not None and t in facts else None,
+                                      force_max=t in max_tensors)
+                 for t in plan.tracked if t in needed}
+    stream_passes(workers, joined(observers, extra), samples, log, method.progress, parallel=method.order_free,
+                  passes=method.passes)
+    scales = dict(zip(observers, compute_all(observers.values(), log, method.compute_progress)))
+    # tensors whose own statistics propagation overwrites: any value will do, MNN's map holds them too
+    scales.update({t: (0.0, 0.0) for t in plan.tracked if t not in observers})
+    return scales
+
+
+def compute_all(observers, log, progress: str | None) -> list[tuple]:
+    """``compute()`` of every observer.  ``progress``: MNN's progress line, one observer after the other;
+    None: on all cores (numpy releases the GIL; results are independent of the order, so the output is
+    the same as a serial loop)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     observers = list(observers)
+    if progress is not None:
+        results = []
+        log.progress(progress, 0, len(observers))
+        for n, obs in enumerate(observers, 1):
+            results.append(tuple(obs.compute()))
+            log.progress(progress, n, len(observers))
+        log.end_progress()
+        return results
     workers = min(len(observers), os.cpu_count() or 1)
     if workers <= 1:
         return [tuple(o.compute()) for o in observers]
     with ThreadPoolExecutor(workers) as pool:
         return [tuple(r) for r in pool.map(lambda o: o.compute(), observers)]
-
-
-def calibrate_kl(workers: Workers, plan: TrackingPlan, samples, clamp: int, log, max_tensors=(),
-                 facts=None, extra=None) -> dict[int, tuple]:
-    """Two streamed passes (ranges, then histograms); returns tensor -> (scale, zero) before propagation.
-
-    ``max_tensors``: tensors that use the MAX threshold whatever their shape (the model inputs: MNN's
-    intent, docs/mnn-quantization.md §14.6).  ``facts``: the first sample's tensor shapes, which decide the MAX-or-KL rule
-    (samples may finish in any order on several workers).  ``extra``: more two-pass observers
-    (tensor -> observer, order-independent) fed in the same passes (bias correction's channel means).
-    """
-    from .feature.kl import KLObserver
-
-    needed = needed_statistics(plan)
-    observers = {t: KLObserver(clamp, threshold="MAX" if t in max_tensors else "auto", layout=layout_name(plan, t))
-                 for t in plan.tracked if t in needed}
-    for t, obs in observers.items():
-        if facts is not None and t in facts:
-            obs.shape = facts[t].shape
-    stream_passes(workers, joined(observers, extra), samples, log, "CollectFeatureDistribution", parallel=True)
-    scales = dict(zip(observers, _compute_all(observers.values())))
-    # tensors whose own statistics propagation overwrites: any value will do, MNN's map holds them too
-    scales.update({t: (0.0, 0.0) for t in plan.tracked if t not in observers})
-    return scales
-
 
 
 class _Both:
@@ -78,26 +85,28 @@ class _Both:
 
 
 def joined(observers: dict, extra) -> dict:
+    """``observers`` with ``extra`` ones (tensor -> observer) fed alongside in the same passes."""
     if not extra:
         return observers
-    joined = dict(observers)
+    both = dict(observers)
     for t, obs in extra.items():
-        joined[t] = _Both(joined[t], obs) if t in joined else obs
-    return joined
+        both[t] = _Both(both[t], obs) if t in both else obs
+    return both
 
 
-def stream_passes(workers: Workers, observers: dict, samples, log, progress: str, parallel: bool) -> None:
-    """Stream every sample through the model twice, feeding each tracked tensor to its observer
-    (pass 0: ranges, pass 1: distributions; the second pass shows MNN's progress line).  ``parallel``:
-    the observers' statistics do not depend on sample order, so samples may run on every worker
-    (``order_free_pass``); else one after the other on ``first``."""
+def stream_passes(workers: Workers, observers: dict, samples, log, progress: str, parallel: bool,
+                  passes: int = 2) -> None:
+    """Stream every sample through the model ``passes`` times, feeding each tracked tensor to its observer
+    (pass 0: ranges, the last pass shows MNN's ``progress`` line).  ``parallel``: the observers'
+    statistics do not depend on sample order, so samples may run on every worker (``order_free_pass``);
+    else one after the other on ``first``."""
     workers = as_workers(workers)
     total = len(samples)
-    for p in range(2):
+    for p in range(passes):
         for obs in observers.values():
             obs.start_pass(p)
         count = [0]
-        label, shown_by_mnn = (progress, True) if p == 1 else (RANGES, False)
+        label, shown_by_mnn = (progress, True) if p == passes - 1 else (RANGES, False)
 
         def done():
             count[0] += 1
@@ -111,19 +120,3 @@ def stream_passes(workers: Workers, observers: dict, samples, log, progress: str
                 workers.first.run(feeds, observe=feed)
                 done()
         log.end_progress(mnn=shown_by_mnn)
-
-
-def calibrate_admm(workers: Workers, plan: TrackingPlan, samples, clamp: int, log, extra=None) -> dict[int, tuple]:
-    """ADMM feature scales, one sample at a time (two streamed passes); tensor -> (scale, 0).
-    ``extra``: as ``calibrate_kl``'s."""
-    observers = {t: StreamingADMM(clamp) for t in plan.tracked}
-    stream_passes(workers, joined(observers, extra), samples, log, "ProcessCalibrationFiles", parallel=False)
-    scales = {}
-    log.progress("ComputeADMM", 0, len(observers))
-    for n, (t, obs) in enumerate(observers.items(), 1):
-        scales[t] = obs.compute()
-        log.progress("ComputeADMM", n, len(observers))
-    log.end_progress()
-    return scales
-
-

@@ -19,7 +19,7 @@ from test_pipeline_oracle import (c4_input_model, calib_config, fidelity, image_
                                   our_quant, rel, run_oracle_quant, scale_map, transplant_c4)
 
 import mnnlite
-from mnnlite.quant.feature.admm import StreamingADMM
+from mnnlite.quant.feature.admm import ADMMObserver
 from mnnlite.quant.tracking import plan_tracking, propagate
 from mnnlite.quant.workers import tensor_facts
 
@@ -42,7 +42,7 @@ def test_streaming_admm_matches_exact_iteration(kind):
     x = {"relu": np.maximum(rng.standard_normal(300_000), 0) * 3, "normal": rng.standard_normal(300_000),
          "laplace": rng.laplace(size=300_000), "sparse": rng.standard_normal(300_000) * (rng.random(300_000) < .1)}
     x = x[kind].astype(np.float32)
-    obs = StreamingADMM(127)
+    obs = ADMMObserver(127)
     for p in range(2):
         obs.start_pass(p)
         for chunk in np.array_split(x, 37):              # many samples, any split
@@ -51,7 +51,7 @@ def test_streaming_admm_matches_exact_iteration(kind):
 
 
 def test_streaming_admm_degenerate_inputs():
-    obs = StreamingADMM(127)
+    obs = ADMMObserver(127)
     for p in range(2):
         obs.start_pass(p)
         obs.update(np.zeros(100, np.float32))
