@@ -33,6 +33,7 @@ DataType = _make_enum("DataType")
 DataFormat = _make_enum("MNN_DATA_FORMAT")
 BinaryOpOperation = _make_enum("BinaryOpOperation")
 UnaryOpOperation = _make_enum("UnaryOpOperation")
+PoolType = _make_enum("PoolType")
 
 _ENUM_NAMES = {name: {v: k for k, v in reversed(list(values.items()))} for name, (_, values) in ENUMS.items()}
 
@@ -116,5 +117,5 @@ def _make_tables(tables: dict) -> dict[str, type]:
 TABLE_CLASSES: dict[str, type] = _make_tables(TABLES)
 globals().update(TABLE_CLASSES)
 
-__all__ = ["enum_name", "OpType", "DataType", "DataFormat", "BinaryOpOperation", "UnaryOpOperation",
+__all__ = ["enum_name", "OpType", "DataType", "DataFormat", "BinaryOpOperation", "UnaryOpOperation", "PoolType",
            "OP_PARAMETER_MEMBERS", "OP_PARAMETER_TAG", "TABLE_CLASSES", "NUMPY_DTYPE", *TABLE_CLASSES]

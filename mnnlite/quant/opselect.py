@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.tables import OpType
-from ..backend.lowering import ints
+from ..backend.rules import ints
 
 INT8_CONV_TYPES = (OpType.Convolution, OpType.ConvolutionDepthwise)
 MIXED_RANGE_RATIO = 4.0     # a Concat of ranges further apart never shares one scale

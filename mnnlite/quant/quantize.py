@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from .._build_check import require_extensions
-from ..backend.lowering import NHWC, ints
+from ..backend.rules import NHWC, ints
 from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
