@@ -14,7 +14,7 @@ from ..format.idst import roundf
 from ..format.tables import BinaryOpOperation as B
 from ..format.tables import DataFormat, DataType, OpType
 from ..format.tables import UnaryOpOperation as U
-from .nn import channel_axis
+from .geometry import channel_axis
 from .registry import register, register_plan
 
 _F32, _I32 = np.float32, np.int32
