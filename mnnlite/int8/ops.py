@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..format import idst
 from ..format.tables import BinaryOpOperation as B
-from ..format.tables import DataFormat, OpType
+from ..format.tables import DataFormat, OpType, PoolPadType, PoolType
 from ..format.tables import UnaryOpOperation as U
 from ..ops import geometry, resize
 from ..ops.registry import OpCall
@@ -102,18 +102,6 @@ def conv_weights_int8(op) -> ConvWeights:
     return ConvWeights(np.ascontiguousarray(codes), alpha, np.ascontiguousarray(bias))
 
 
-def _conv_geometry(common, shape, kh, kw):
-    """(stride, pad (t, l, b, r), dilation, out size) for an input of ``shape`` as the float kernel
-    computes them (ops/geometry.py)."""
-    (sy, sx), (dy, dx) = (common.strideY, common.strideX), (common.dilateY, common.dilateX)
-    h, w = shape[2:]
-    oh, ow = geometry._conv_size(common, h, kh, sy, dy, 0), geometry._conv_size(common, w, kw, sx, dx, 1)
-    pt, pl = geometry._conv_pad(common, h, oh, kh, sy, dy, 0), geometry._conv_pad(common, w, ow, kw, sx, dx, 1)
-    pb = (oh - 1) * sy + dy * (kh - 1) + 1 - h - pt
-    pr = (ow - 1) * sx + dx * (kw - 1) + 1 - w - pl
-    return (sy, sx), (pt, pl, pb, pr), (dy, dx), (oh, ow)
-
-
 def _crop_to_pads(x, pad):
     """Negative bottom/right pads (inputs longer than the windows need) become crops."""
     pt, pl, pb, pr = pad
@@ -146,12 +134,13 @@ def _conv_runner(op, cache: dict, shape: tuple, in_attr, out_attr, impl: str):
     if wts is None:
         wts = cache["weights"] = conv_weights_int8(op)
     kh, kw = wts.codes.shape[2:]
-    stride, pad, dilation, _ = _conv_geometry(common, shape, kh, kw)
+    stride, pad, dilation, _ = geometry.conv_window(common, shape[2], shape[3], kh, kw)
     pt, pl, pb, pr = pad
     crop_h, crop_w = (shape[2] + pb if pb < 0 else None), (shape[3] + pr if pr < 0 else None)
     pad = (pt, pl, max(pb, 0), max(pr, 0))
     # the Winograd path sizes its output from the cropped input, as before the cache
-    out_hw = _conv_geometry(common, shape[:2] + (shape[2] if crop_h is None else crop_h, shape[3] if crop_w is None else crop_w), kh, kw)[3]
+    out_hw = geometry.conv_window(common, shape[2] if crop_h is None else crop_h, shape[3] if crop_w is None else crop_w,
+                                  kh, kw)[3]
 
     def cropped(x):       # _crop_to_pads with the shape's decisions taken
         if crop_h is not None:
@@ -209,12 +198,12 @@ def _pool_window(p, x):
         return (h, w), (h, w), (0, 0, 0, 0)
     kh, kw = min(p.kernelY, h), min(p.kernelX, w)
     sy, sx = p.strideY, p.strideX
-    oh, ow = geometry._pool_size(p, h, w)
+    oh, ow = geometry.pool_output_size(p, h, w)
     pt, pl = p.padY, p.padX
-    if p.padType == 2:          # SAME
+    if p.padType == PoolPadType.SAME:
         need_h, need_w = (oh - 1) * sy + kh - h, (ow - 1) * sx + kw - w
         pt, pl = max(need_h, 0) // 2, max(need_w, 0) // 2
-    if p.pads is not None and len(p.pads) == 4 and p.padType == 0:
+    if p.pads is not None and len(p.pads) == 4 and p.padType == PoolPadType.CAFFE:
         pt, pl = int(p.pads[0]), int(p.pads[1])
     pb, pr = (oh - 1) * sy + kh - h - pt, (ow - 1) * sx + kw - w - pl
     return (kh, kw), (sy, sx), (pt, pl, pb, pr)
@@ -233,7 +222,7 @@ def pooling(call: Int8Call):
         maxpool, avgpool = K.maxpool_int8, K.avgpool_int8
     else:
         maxpool, avgpool = R.maxpool_int8_ref, R.avgpool_int8_ref
-    if int(p.type) == 0:
+    if p.type == PoolType.MAXPOOL:
         y = maxpool(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
     else:
         y = avgpool(x, kernel, stride, pad)
@@ -429,10 +418,11 @@ def interp(call: Int8Call):
     h, w = x.shape[2:]
     ys, xs = resize._source(oh, hsc, hof), resize._source(ow, wsc, wof)
     kind = int(p.resizeType)
-    if kind in (1, 4):
-        y = x[:, :, resize._nearest(h, ys, kind == 4)][:, :, :, resize._nearest(w, xs, kind == 4)]
+    if kind in (resize.NEAREST, resize.NEAREST_ROUND):
+        nearest_round = kind == resize.NEAREST_ROUND
+        y = x[:, :, resize._nearest(h, ys, nearest_round)][:, :, :, resize._nearest(w, xs, nearest_round)]
         return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
-    if kind != 2:
+    if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
     y0, y1, fy = resize._bilinear_axis(h, ys)
     x0, x1, fx = resize._bilinear_axis(w, xs)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.conv import CONV_ALGO, _activation, _conv_geometry, _groups, _weights
-from ..ops.geometry import _F32, _f32, _image, from_nchw
-from ..ops.pool import _AVEPOOL, _pool_plan, _taps, pool2d, pooling
+from ..ops.geometry import _F32, f32, image_nchw, from_nchw
+from ..format.tables import PoolType
+from ..ops.pool import _pool_plan, _taps, pool2d, pooling
 
 def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
     """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
@@ -20,7 +21,7 @@ def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
     if groups != 1:
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
-    return _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+    return _MnnDenseConv(f32(w), None if b is None else f32(b), stride, pad, dilation, act)
 
 
 class _MnnDenseConv:
@@ -92,10 +93,10 @@ def _mnn_multi_input_conv(call):
     x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
     act = _activation(call.params.common)
     if groups == 1:
-        y = tiled_conv_batch(_f32(x), _f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+        y = tiled_conv_batch(f32(x), f32(w), None if b is None else f32(b), stride, pad, dilation, act)
     else:
         from ..kernels.conv import conv2d
-        y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+        y = conv2d(f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
     return [from_nchw(y, call.formats[0])]
 
 
@@ -172,9 +173,9 @@ def _mnn_avg_pool(call):
     (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
     if len(call.op.outputIndexes) > 1 or call.inputs[0].dtype != _F32:
         return pooling(call)
-    x = _image(call)
+    x = image_nchw(call)
     k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
-    y = pool2d(x, _AVEPOOL, k, s, pad, out, count)
+    y = pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count)
     inside = []
     for n_in, kk, ss, pp, n_out in zip(x.shape[2:], k, s, pad, out):
         idx = [o for o in range(n_out) if o * ss - pp >= 0 and o * ss - pp + kk <= n_in]

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..limits import check_alloc
 from ..format.tables import OpType
-from .geometry import (NHWC, _F32, _conv_pad, _conv_size, _deconv_pad, _deconv_size, _f32, _fit, _image, _span,
+from .geometry import (NHWC, _F32, conv_window, deconv_pad, deconv_output_size, f32, fit_axis, image_nchw, span_axis,
                        from_nchw)
 from .registry import register, register_plan
 from .weights import conv_weights
@@ -38,9 +38,9 @@ def _weights(call, deconv: bool):
         extra = extra[:-1]
     if not extra:
         return conv_weights(call.op)
-    w = _f32(extra[0])
+    w = f32(extra[0])
     out_c = w.shape[1] * max(call.params.common.group, 1) if deconv else w.shape[0]
-    b = _f32(extra[1]).reshape(-1) if len(extra) > 1 else np.zeros(out_c, _F32)
+    b = f32(extra[1]).reshape(-1) if len(extra) > 1 else np.zeros(out_c, _F32)
     return w, b
 
 
@@ -74,16 +74,13 @@ def _check_sizes(call, x: np.ndarray, out, kernel=(1, 1)) -> None:
 def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
     """(x cropped where MNN's pads are negative, stride, pad (top, left, bottom, right), dilation) that
     give conv2d MNN's output size (ShapeConvolution.cpp) and its first tap (convolutionPad)."""
-    common = call.params.common
-    (kh, kw), (sy, sx), (dy, dx) = kernel, (common.strideY, common.strideX), (common.dilateY, common.dilateX)
-    h, wd = x.shape[2:]
-    oh, ow = _conv_size(common, h, kh, sy, dy, 0), _conv_size(common, wd, kw, sx, dx, 1)
+    (kh, kw), (h, wd) = kernel, x.shape[2:]
+    (sy, sx), (pt, pl, _, _), (dy, dx), (oh, ow) = conv_window(call.params.common, h, wd, kh, kw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Convolution): input {h}x{wd} gives an empty output {oh}x{ow}")
     _check_sizes(call, x, (oh, ow), kernel)
-    pt, pl = _conv_pad(common, h, oh, kh, sy, dy, 0), _conv_pad(common, wd, ow, kw, sx, dx, 1)
-    x, pt, pb = _span(x, 2, pt, (oh - 1) * sy + dy * (kh - 1) + 1)
-    x, pl, pr = _span(x, 3, pl, (ow - 1) * sx + dx * (kw - 1) + 1)
+    x, pt, pb = span_axis(x, 2, pt, (oh - 1) * sy + dy * (kh - 1) + 1)
+    x, pl, pr = span_axis(x, 3, pl, (ow - 1) * sx + dx * (kw - 1) + 1)
     return x, (sy, sx), (pt, pl, pb, pr), (dy, dx)
 
 
@@ -99,17 +96,17 @@ CONV_ALGO = "auto"
 
 @register(OpType.Convolution, OpType.ConvolutionDepthwise)
 def convolution(call):
-    x = _image(call)
+    x = image_nchw(call)
     w, b = _weights(call, deconv=False)
     groups = _groups(call, x, w, deconv=False)
     x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
     act = _activation(call.params.common)
     if call.impl == "fast":
         from ..kernels.conv import conv2d
-        y = conv2d(_f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+        y = conv2d(f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
         return [from_nchw(y, call.formats[0])]
     from ..ref.conv import conv2d_ref
-    return [from_nchw(conv2d_ref(_f32(x), w, b, stride, pad, dilation, groups, act), call.formats[0])]
+    return [from_nchw(conv2d_ref(f32(x), w, b, stride, pad, dilation, groups, act), call.formats[0])]
 
 
 @register_plan(OpType.Convolution, OpType.ConvolutionDepthwise)
@@ -144,7 +141,7 @@ def plan_convolution(op, impl: str):
             layer, crop = entry
             if crop is not None:
                 x = _conv_geometry(call, x, crop)[0]
-            return [layer(_f32(x))]
+            return [layer(f32(x))]
         if len(inputs) > 1 and impl == "mnn" and x.ndim == 4 and call.formats[0] != NHWC:
             return _mnn_multi_input_conv(call)
         return convolution(call)
@@ -160,13 +157,13 @@ def _output_shape(call, h: int, w: int, kh: int, kw: int):
         shape = np.asarray(call.inputs[-1]).reshape(-1)
         if int(shape[1]) > 0 and int(shape[2]) > 0:
             return int(shape[1]), int(shape[2])
-    return _deconv_size(common, h, kh, sy, dy, 0), _deconv_size(common, w, kw, sx, dx, 1)
+    return deconv_output_size(common, h, kh, sy, dy, 0), deconv_output_size(common, w, kw, sx, dx, 1)
 
 
 @register(OpType.Deconvolution, OpType.DeconvolutionDepthwise)
 def deconvolution(call):
     common = call.params.common
-    x = _image(call)
+    x = image_nchw(call)
     w, b = _weights(call, deconv=True)
     groups = _groups(call, x, w, deconv=True)
     (kh, kw), (sy, sx), (dy, dx) = w.shape[2:], (common.strideY, common.strideX), (common.dilateY, common.dilateX)
@@ -175,15 +172,15 @@ def deconvolution(call):
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Deconvolution): input {h}x{wd} gives an empty output {oh}x{ow}")
     _check_sizes(call, x, (oh, ow))
-    pt, pl = _deconv_pad(common, h, oh, kh, sy, 0), _deconv_pad(common, wd, ow, kw, sx, 1)
+    pt, pl = deconv_pad(common, h, oh, kh, sy, 0), deconv_pad(common, wd, ow, kw, sx, 1)
     _, deconv2d = _conv_kernels(call.impl)
     act = _activation(common)
     if pt >= 0 and pl >= 0:
-        y = deconv2d(_f32(x), w, b, (sy, sx), (pt, pl, 0, 0), (dy, dx), groups, output_size=(oh, ow), act=act)
+        y = deconv2d(f32(x), w, b, (sy, sx), (pt, pl, 0, 0), (dy, dx), groups, output_size=(oh, ow), act=act)
     else:   # a negative lead pad (SAME with stride > kernel): shift the bias-free result, then add bias
         lead_h, lead_w = max(-pt, 0), max(-pl, 0)
-        core = deconv2d(_f32(x), w, None, (sy, sx), (max(pt, 0), max(pl, 0), 0, 0), (dy, dx), groups,
+        core = deconv2d(f32(x), w, None, (sy, sx), (max(pt, 0), max(pl, 0), 0, 0), (dy, dx), groups,
                         output_size=(max(oh - lead_h, 1), max(ow - lead_w, 1)), act=0)
-        y = _fit(_fit(core, 2, lead_h, oh), 3, lead_w, ow) + b.reshape(1, -1, 1, 1)
+        y = fit_axis(fit_axis(core, 2, lead_h, oh), 3, lead_w, ow) + b.reshape(1, -1, 1, 1)
         y = np.clip(y, 0, 6 if act == 2 else None) if act else y
-    return [from_nchw(_f32(y), call.formats[0])]
+    return [from_nchw(f32(y), call.formats[0])]

@@ -10,12 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..format.tables import DataFormat, OpType
+from ..format.tables import DataFormat, OpType, PadMode, PoolPadType
 
 NHWC = DataFormat.NHWC
-_CAFFE, _VALID, _SAME = 0, 1, 2            # PadMode / PoolPadType
-_MAXPOOL, _AVEPOOL = 0, 1                  # PoolType
-_DEFAULT, _INCLUDE, _EXCLUDE = 0, 1, 2     # AvgPoolCountType
 _F32 = np.float32
 
 
@@ -32,7 +29,7 @@ def channel_axis(fmt, ndim: int) -> int:
     return ndim - 1 if fmt == NHWC else 1
 
 
-def _image(call, index: int = 0) -> np.ndarray:
+def image_nchw(call, index: int = 0) -> np.ndarray:
     x = to_nchw(call.inputs[index], call.formats[index])
     if x.ndim != 4:
         raise ShapeError(f"op {call.op.name!r} ({OpType(call.op.type).name}): expected a 4-D input, "
@@ -40,17 +37,17 @@ def _image(call, index: int = 0) -> np.ndarray:
     return x
 
 
-def _cdiv(a: int, b: int) -> int:
+def c_div(a: int, b: int) -> int:
     """C integer division (truncates toward zero)."""
     return abs(a) // b * (1 if a >= 0 else -1)
 
 
-def _up_div(a: int, b: int) -> int:
+def up_div(a: int, b: int) -> int:
     """MNN's UP_DIV(a, b) = (a + b - 1) / b in C."""
-    return _cdiv(a + b - 1, b)
+    return c_div(a + b - 1, b)
 
 
-def _fit(x: np.ndarray, axis: int, before: int, size: int, mode: str = "constant") -> np.ndarray:
+def fit_axis(x: np.ndarray, axis: int, before: int, size: int, mode: str = "constant") -> np.ndarray:
     """x along ``axis`` padded (or cropped, when negative) by ``before`` in front so that it then holds
     exactly ``size`` entries: entry i is original entry i - before."""
     n = x.shape[axis]
@@ -68,46 +65,58 @@ def _fit(x: np.ndarray, axis: int, before: int, size: int, mode: str = "constant
     return x
 
 
-def _span(x: np.ndarray, axis: int, lead: int, size: int):
+def span_axis(x: np.ndarray, axis: int, lead: int, size: int):
     """(x, lead, trail): the pads that make x span exactly ``size`` positions from -lead along ``axis``,
     both >= 0 (x is cropped where MNN's pads are negative or its output stops short of the input end)."""
     trail = size - x.shape[axis] - lead
     if lead < 0 or trail < 0:
-        x = _fit(x, axis, min(lead, 0), x.shape[axis] + min(lead, 0) + min(trail, 0))
+        x = fit_axis(x, axis, min(lead, 0), x.shape[axis] + min(lead, 0) + min(trail, 0))
     return x, max(lead, 0), max(trail, 0)
 
 
-def _f32(a) -> np.ndarray:
+def f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=_F32)
 
 
-def _conv_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
+def conv_output_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
     """Output length along H (axis 0) or W (axis 1): shape/ShapeConvolution.cpp."""
     ek = d * (k - 1) + 1
-    if common.padMode == _SAME:
+    if common.padMode == PadMode.SAME:
         return -(-n_in // s)
-    if common.padMode == _VALID:
+    if common.padMode == PadMode.VALID:
         return -(-(n_in - ek + 1) // s)
     if common.pads is not None:
         total = n_in + int(common.pads[axis]) + int(common.pads[axis + 2])
         return 0 if total < ek else (total - ek) // s + 1
     pad = common.padY if axis == 0 else common.padX
-    return _cdiv(n_in + 2 * pad - ek, s) + 1
+    return c_div(n_in + 2 * pad - ek, s) + 1
 
 
-def _conv_pad(common, n_in: int, n_out: int, k: int, s: int, d: int, axis: int) -> int:
+def conv_pad(common, n_in: int, n_out: int, k: int, s: int, d: int, axis: int) -> int:
     """Leading pad along H/W: core/ConvolutionCommon.cpp convolutionPad (SAME splits the need, the
     remainder goes to the end; any other mode reads padX/padY or pads[top, left])."""
-    if common.padMode == _SAME:
-        return _cdiv((n_out - 1) * s + d * (k - 1) + 1 - n_in, 2)
+    if common.padMode == PadMode.SAME:
+        return c_div((n_out - 1) * s + d * (k - 1) + 1 - n_in, 2)
     if common.pads is not None and len(common.pads) >= 2:
         return int(common.pads[axis])
     return common.padY if axis == 0 else common.padX
 
 
-def _deconv_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
+def conv_window(common, h: int, w: int, kh: int, kw: int) -> tuple:
+    """(stride, pads (top, left, bottom, right), dilation, (out_h, out_w)) of a convolution with a kh x kw
+    kernel over an h x w input: MNN's output size (ShapeConvolution.cpp) and first tap (convolutionPad).
+    A bottom/right pad is negative where the windows stop short of the input's end."""
+    (sy, sx), (dy, dx) = (common.strideY, common.strideX), (common.dilateY, common.dilateX)
+    oh, ow = conv_output_size(common, h, kh, sy, dy, 0), conv_output_size(common, w, kw, sx, dx, 1)
+    pt, pl = conv_pad(common, h, oh, kh, sy, dy, 0), conv_pad(common, w, ow, kw, sx, dx, 1)
+    pb = (oh - 1) * sy + dy * (kh - 1) + 1 - h - pt
+    pr = (ow - 1) * sx + dx * (kw - 1) + 1 - w - pl
+    return (sy, sx), (pt, pl, pb, pr), (dy, dx), (oh, ow)
+
+
+def deconv_output_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
     """shape/ShapeDeconvolution.cpp (without an output-shape input)."""
-    if common.padMode == _SAME:
+    if common.padMode == PadMode.SAME:
         return n_in * s
     full = (n_in - 1) * s + d * (k - 1) + 1
     if common.pads is not None:
@@ -119,24 +128,24 @@ def _deconv_size(common, n_in: int, k: int, s: int, d: int, axis: int) -> int:
     return size
 
 
-def _deconv_pad(common, n_in: int, n_out: int, k: int, s: int, axis: int) -> int:
+def deconv_pad(common, n_in: int, n_out: int, k: int, s: int, axis: int) -> int:
     """core/ConvolutionCommon.cpp convolutionTransposePad (SAME ignores dilation there)."""
-    if common.padMode == _SAME:
-        return _cdiv((n_in - 1) * s + k - n_out, 2)
+    if common.padMode == PadMode.SAME:
+        return c_div((n_in - 1) * s + k - n_out, 2)
     if common.pads is not None and len(common.pads) >= 2:
         return int(common.pads[axis])
     return common.padY if axis == 0 else common.padX
 
 
-def _pool_pad(pad_type: int, explicit: int, n_in: int, n_out: int, k: int, s: int) -> int:
+def pool_pad(pad_type: int, explicit: int, n_in: int, n_out: int, k: int, s: int) -> int:
     """Leading pad: backend/cpu/CPUPool.cpp onResize (SAME: half the positive need, floor)."""
-    if pad_type == _SAME:
+    if pad_type == PoolPadType.SAME:
         need = (n_out - 1) * s + k - n_in
         return need // 2 if need > 0 else 0
-    return 0 if pad_type == _VALID else explicit
+    return 0 if pad_type == PoolPadType.VALID else explicit
 
 
-def _pool_size(p, h: int, w: int):
+def pool_output_size(p, h: int, w: int):
     """Output size: shape/ShapePool.cpp (kernel clamped to the padded input there only)."""
     if p.pads is not None and len(p.pads) == 2:
         h, w = h + int(p.pads[0]) + int(p.pads[1]), w
@@ -146,19 +155,19 @@ def _pool_size(p, h: int, w: int):
         h, w = h + 2 * p.padY, w + 2 * p.padX
     kh, kw = min(p.kernelY, h), min(p.kernelX, w)
     sy, sx = p.strideY, p.strideX
-    if p.padType == _SAME:
+    if p.padType == PoolPadType.SAME:
         return -(-h // sy), -(-w // sx)
-    if p.padType == _VALID:
+    if p.padType == PoolPadType.VALID:
         return -(-(h - kh + 1) // sy), -(-(w - kw + 1) // sx)
     if p.ceilModel:
-        return _up_div(h - kh, sy) + 1, _up_div(w - kw, sx) + 1
-    return _cdiv(h - kh, sy) + 1, _cdiv(w - kw, sx) + 1
+        return up_div(h - kh, sy) + 1, up_div(w - kw, sx) + 1
+    return c_div(h - kh, sy) + 1, c_div(w - kw, sx) + 1
 
 
-def _pool3d_size(pad_type: int, n_in: int, k: int, s: int, pad: int) -> int:
+def pool3d_output_size(pad_type: int, n_in: int, k: int, s: int, pad: int) -> int:
     """shape/ShapePool3D.cpp."""
-    if pad_type == _SAME:
-        return _up_div(n_in, s)
-    if pad_type == _VALID:
-        return _cdiv(n_in - k, s) + 1
-    return _cdiv(n_in + 2 * pad - k, s) + 1
+    if pad_type == PoolPadType.SAME:
+        return up_div(n_in, s)
+    if pad_type == PoolPadType.VALID:
+        return c_div(n_in - k, s) + 1
+    return c_div(n_in + 2 * pad - k, s) + 1

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.tables import OpType
-from .geometry import _F32, _f32
+from .geometry import _F32, f32
 from .registry import register, register_plan
 from .weights import conv_weights
 
@@ -31,7 +31,7 @@ def inner_product(call):
     """geometry/GeometryInnerProduct.cpp: y[b] = x[b].flatten() @ W^T + bias (``transpose`` unused)."""
     x = call.inputs[0]
     w, b = conv_weights(call.op)
-    flat = _f32(x.reshape(x.shape[0], -1))
+    flat = f32(x.reshape(x.shape[0], -1))
     if flat.shape[1] != w.shape[1]:
         raise ShapeError(f"op {call.op.name!r} (InnerProduct): input {x.shape} has {flat.shape[1]} values per "
                          f"row, weights expect {w.shape[1]}")
@@ -49,8 +49,8 @@ def matmul(call):
         ta, tb = (bool(p.adjX), bool(p.adjY)) if p is not None else (False, False)
     if len(call.inputs) < 2:
         raise UnsupportedOpError(f"op {call.op.name!r} ({OpType(call.op.type).name}): needs two inputs")
-    a, b = _f32(call.inputs[0]), _f32(call.inputs[1])
-    bias = _f32(call.inputs[2]).reshape(-1) if len(call.inputs) > 2 else None
+    a, b = f32(call.inputs[0]), f32(call.inputs[1])
+    bias = f32(call.inputs[2]).reshape(-1) if len(call.inputs) > 2 else None
     kernel = _matmul_kernel(call.impl)
     try:
         y = kernel(a, b, ta, tb, None)

@@ -5,11 +5,13 @@ import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
-from ..format.tables import OpType
-from .geometry import NHWC, _F32, _image, from_nchw
+from ..format.tables import CoordinateTransformationMode, OpType
+from .geometry import NHWC, _F32, image_nchw, from_nchw
 from .registry import register
 
-_NOTSET, _ALIGN, _HALF, _PT_HALF, _ASYM, _TF_HALF, _TF_CROP = range(7)   # CoordinateTransformationMode
+CTM = CoordinateTransformationMode
+# Interp.resizeType (an int in the schema; backend/cpu/CPUInterp.cpp, CPUResize.hpp)
+NEAREST, BILINEAR, CUBIC, NEAREST_ROUND = 1, 2, 3, 4
 
 
 def _interp_sizes(call):
@@ -53,18 +55,18 @@ def _coord_transform(p, n_in: int, n_out: int, given):
     """(scale, offset) with src = dst * scale + offset: geometry/ConvertUtils.hpp _ConverterInterp.
     ``given`` is 1/scale of a float scales input (the scale is then not recomputed from sizes)."""
     ctm = p.ctm
-    if ctm == _NOTSET:     # old models: half-pixel except for nearest-floor, else align corners
-        ctm = _HALF if p.halfPixelCenters and p.resizeType != 1 else _ALIGN if p.alignCorners else _ASYM
-    if ctm == _TF_CROP:
+    if ctm == CTM.NotSet:     # old models: half-pixel except for nearest-floor, else align corners
+        ctm = CTM.HalfPixels if p.halfPixelCenters and p.resizeType != NEAREST else CTM.AlignCorners if p.alignCorners else CTM.Asymmetric
+    if ctm == CTM.TensorflowCropAndResize:
         raise UnsupportedOpError("Interp: coordinate mode tf_crop_and_resize is not supported by MNN")
-    if ctm == _ALIGN:
+    if ctm == CTM.AlignCorners:
         return (_F32(0) if n_out == 1 else _F32(n_in - 1) / _F32(n_out - 1)), _F32(0)
     scale = given if given is not None else _F32(n_in) / _F32(n_out)
-    if ctm == _HALF or (ctm == _PT_HALF and n_out > 1):
+    if ctm == CTM.HalfPixels or (ctm == CTM.PytorchHalfPixels and n_out > 1):
         return scale, _F32(0.5) * scale - _F32(0.5)
-    if ctm == _PT_HALF:
+    if ctm == CTM.PytorchHalfPixels:
         return (scale if given is not None else _F32(0)), _F32(0)
-    if ctm == _TF_HALF:
+    if ctm == CTM.TensorflowHalfPixels:
         return scale, _F32(0.5) * scale
     return scale, _F32(0)
 
@@ -109,15 +111,15 @@ def _resize(x: np.ndarray, kind: int, hs, ws, out) -> np.ndarray:
     (h_scale, h_off), (w_scale, w_off), (oh, ow) = hs, ws, out
     h, w = x.shape[2:]
     ys, xs = _source(oh, h_scale, h_off), _source(ow, w_scale, w_off)
-    if kind in (1, 4):
-        return x[:, :, _nearest(h, ys, kind == 4)][:, :, :, _nearest(w, xs, kind == 4)]
-    if kind == 2:
+    if kind in (NEAREST, NEAREST_ROUND):
+        return x[:, :, _nearest(h, ys, kind == NEAREST_ROUND)][:, :, :, _nearest(w, xs, kind == NEAREST_ROUND)]
+    if kind == BILINEAR:
         y0, y1, fy = _bilinear_axis(h, ys)
         x0, x1, fx = _bilinear_axis(w, xs)
         top = x[:, :, y0][..., x1] * fx + x[:, :, y0][..., x0] * (_F32(1) - fx)
         bottom = x[:, :, y1][..., x1] * fx + x[:, :, y1][..., x0] * (_F32(1) - fx)
         return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
-    if kind == 3:
+    if kind == CUBIC:
         ypos, wy = _cubic_axis(h, ys)
         xpos, wx = _cubic_axis(w, xs)
         rows = np.einsum("ncyxk,xk->ncyx", x[:, :, :, xpos], wx)          # horizontal taps first
@@ -131,7 +133,7 @@ def interp(call):
     p = call.params
     if call.inputs[0].ndim == 3 and call.formats[0] != NHWC:
         return _interp_1d(call)
-    x = _image(call).astype(_F32, copy=False)
+    x = image_nchw(call).astype(_F32, copy=False)
     oh, ow, scales = _interp_sizes(call)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output size {oh}x{ow}")
