@@ -11,6 +11,8 @@ model is read, never written.  Identical inputs give byte-identical outputs.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import os
 import time
@@ -510,16 +512,21 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     batch (calibration.cpp ``_quantizeModelEMA``, docs/mnn-quantization.md §14.18), which ``CalibrationSet`` reproduces by
     default, so its forwards have batch 1.  Image batches (which MNN stacks and then cannot run through
     such a graph) and ``"ema_sequence_batch": "full"`` do get here: every sample then gets its own
-    forward.  None when the batch was 1 already (the error is then the model's or the data's) or the
-    samples are arrays (the caller chose the batches).
+    forward.  ``samples=`` arrays are stacked into batches of the config's ``batch_size`` the same way,
+    and fall back the same way.  None when the batch was 1 already (the error is then the model's or the
+    data's).
     """
     batch = dataset.batch_size
-    if batch <= 1 or not isinstance(dataset, CalibrationSet):
+    if batch <= 1:
         return None
-    single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    if isinstance(dataset, CalibrationSet):
+        single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    else:
+        single = copy.copy(dataset)
+        single.batch_size, single.drop_last = 1, False
     reason = str(error).split(": ", 1)[-1]
     qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with each of the "
-              f"{len(single.files)} samples on its own\n")
+              f"{single.sample_count} samples on its own\n")
     return single
 
 
