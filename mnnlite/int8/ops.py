@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend.rules import UNARY_INT8_WITHOUT_TABLE
 from ..errors import UnsupportedOpError
 from ..format import idst
 from ..format.tables import BinaryOpOperation as B
@@ -363,7 +364,7 @@ def unary(call: Int8Call):
             lut = call.cache["lut"] = R.unary_table_ref(fastq._CODES, np.asarray(table).astype(np.int8))
         return [fastq.lookup(lut, q)]
     op = int(p.opType)
-    if op not in (U.NEG, U.ABS, U.SIGN):
+    if op not in UNARY_INT8_WITHOUT_TABLE:
         raise UnsupportedOpError(f"{call.name}: UnaryOp {U(op).name} without a lookup table has no int8 kernel")
     return [_unary_no_table(op, q, call.in_attrs[0], call.out_attrs[0])]
 
