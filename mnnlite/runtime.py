@@ -5,7 +5,8 @@ layout="model"|"nchw")``; ``run(feeds)``
 returns the graph outputs.  With ``precision="auto"`` a model carrying int8 quant info runs in int8
 where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.  ``impl="mnn"``
 is "fast" plus, where we know how, float kernels that round like MNN's x86 (AVX2) CPU backend run with
-one thread, bit for bit (``mnnlite.kernels.mnn_exact``; the op planners choose them).
+one thread, bit for bit.  Every op runs the form of its kernels that ``impl`` names
+(``mnnlite.kernels.table``).
 
 Layouts (``mnnlite.layout`` decides them):
 * ``layout="model"`` (default): feeds are given, and outputs returned, in each tensor's declared layout
@@ -40,6 +41,7 @@ from . import ops  # noqa: F401,E402  (registers every kernel)
 from .ops import registry  # noqa: E402
 from .ops.const import numpy_dtype  # noqa: E402
 from .ops.registry import OpCall  # noqa: E402
+from .kernels import table as kernel_table  # noqa: E402
 
 _SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
 _NCHW = DataFormat.NCHW
@@ -61,7 +63,7 @@ class Interpreter:
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto",
                  layout: str = layouts.DEFAULT_LAYOUT, target: str = "x86"):
         self.layout = layouts.check_layout(layout)
-        if impl not in ("fast", "ref", "mnn"):
+        if impl not in kernel_table.IMPLS:
             raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
         if target not in ("x86", "arm"):
             raise ValueError(f"target must be 'x86' or 'arm', not {target!r}")
@@ -73,8 +75,6 @@ class Interpreter:
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
         self._depth = 0         # subgraphs running inside each other (run_graph)
-        # what kernels see as call.impl: "mnn" only changes the planners' choices (registry.node_kernel)
-        self.kernel_impl = "fast" if impl == "mnn" else impl
         self.source = self.model.path or "model"
         self._graphs: dict[str, Graph] = {"": self.model.graph, **self.model.subgraphs}
         self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
@@ -239,7 +239,6 @@ class _Program:
         self.where = interpreter.source + (f" subgraph {name!r}" if name else "")
         self.describes = {int(d.index): d for d in graph.describe}
         self.context = _Context(interpreter, self)
-        self.kernel_impl = interpreter.kernel_impl
         self.steps = [self._step(op) for op in graph.ops]
         self.produced = {i for step in self.steps for i in step.outputs}
         self._plan_frees()
@@ -339,7 +338,7 @@ class _Program:
 
     def _call_op(self, step: _Step, arrays: list, formats: list) -> list:
         """``_call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
-        call = OpCall(step.op, arrays, formats, self.kernel_impl, self.context, None,
+        call = OpCall(step.op, arrays, formats, self.interpreter.impl, self.context, None,
                       step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)

@@ -258,7 +258,7 @@ class _Execution:
             arrays[ip.slot] = as_codes(through(ins[ip.slot], ip.stages), ip.attr).q
             attrs[ip.slot] = ip.attr
         call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs,
-                        impl=self.runner.interp.kernel_impl,
+                        impl=self.runner.interp.impl,
                         float_kernel=lambda xs: [a for a, _ in self.program._call(
                             step, [(a, v.fmt) for a, v in zip(xs, ins)])],
                         cache=cache, out_is_float=out_float,
