@@ -77,7 +77,7 @@ class Interpreter:
         self._depth = 0         # subgraphs running inside each other (run_graph)
         self.source = self.model.path or "model"
         self._graphs: dict[str, Graph] = {"": self.model.graph, **self.model.subgraphs}
-        self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
+        self._programs = {name: Program(g, self, name) for name, g in self._graphs.items()}
         graph = self.model.graph
         self._inputs = {graph.tensors[int(op.outputIndexes[0])]: op for op in graph.ops if op.type == OpType.Input}
         # "auto": a model with quant info runs int8 where MNN does (mnnlite.int8); "float": all float
@@ -123,7 +123,7 @@ class Interpreter:
         references to them keeps them alive.
         """
         keep_all = return_all or self.trace
-        bound = self._bind_feeds(feeds)
+        bound = self.bind(feeds)
         graph = self.model.graph
         with np.errstate(all="ignore"):   # NaN / inf inputs propagate like in MNN, without warnings
             main = self._int8.run if self._int8 is not None else self._programs[""].run
@@ -138,7 +138,9 @@ class Interpreter:
             result[graph.tensors[i]] = np.array(layouts.from_tensor(array, fmt, self.layout), order="C")
         return result
 
-    def _bind_feeds(self, feeds: dict) -> dict:
+    def bind(self, feeds: dict) -> dict:
+        """The feeds checked against the model's inputs (names, ranks, fixed dims, dtypes) and converted to
+        each tensor's MNN layout: {tensor index: (array, layout)}, what ``Program.run`` takes."""
         names = list(self._inputs)
         unknown = [n for n in feeds if n not in self._inputs]
         if unknown:
@@ -194,6 +196,14 @@ class Interpreter:
             raise ShapeError(f"{self.source}: subgraph {name!r} does not produce output {missing[0]!r}")
         return [env[i][0] for i in graph.outputs], [env[i][1] for i in graph.outputs]
 
+    def program(self, name: str = "") -> "Program":
+        """The prepared graph ``name`` ("" = the main graph): its ``steps`` and ``run`` / ``call``."""
+        if name not in self._programs:
+            raise ShapeError(f"{self.source}: no subgraph named {name!r}")
+        return self._programs[name]
+
+    _bind_feeds = bind      # the name callers outside the runtime used before ``bind`` was public
+
     def graph_io(self, name: str):
         graph = self._graphs[name]
         return graph.input_names(), graph.output_names()
@@ -202,7 +212,7 @@ class Interpreter:
 class _Context:
     """What a kernel sees as ``call.runtime``: the interpreter plus the graph it runs in."""
 
-    def __init__(self, interpreter: Interpreter, program: "_Program"):
+    def __init__(self, interpreter: Interpreter, program: "Program"):
         self.interpreter, self.program = interpreter, program
         self.run_graph, self.graph_io = interpreter.run_graph, interpreter.graph_io
 
@@ -212,7 +222,9 @@ class _Context:
 
 
 @dataclasses.dataclass
-class _Step:
+class Step:
+    """One op of a ``Program``: the op table, its kernel, its input and output tensor indexes and names."""
+
     op: object
     kernel: object
     inputs: tuple
@@ -222,7 +234,7 @@ class _Step:
     free: tuple = ()
     const: list | None = None      # precomputed (array, layout) of Const / TrainableParam ops
     is_input: bool = False         # an Input op: its value is bound by run()
-    # What _Program.run's per-op path needs, fixed when the program is built (_Program.__init__):
+    # What Program.run's per-op path needs, fixed when the program is built (Program.__init__):
     # ("const" | "input" | "call", output index of a single-output op or None, its output name, ...).
     kind: str = "call"
     single: int | None = None
@@ -231,8 +243,12 @@ class _Step:
     op_type: object = None         # OpType of the op (its raw int for types this build does not know)
 
 
-class _Program:
-    """One graph ready to run: kernels looked up, constants decoded once, tensor lifetimes known."""
+class Program:
+    """One graph ready to run: kernels looked up, constants decoded once, tensor lifetimes known.
+
+    The public seam the int8 executor (``mnnlite.int8.execute``) builds on: ``steps`` (one ``Step`` per op,
+    in file order), ``run(bound, keep_all, observe)`` on ``Interpreter.bind``'s result, ``call(step,
+    inputs)`` to run one op's float kernel, ``where`` (the graph's name for messages)."""
 
     def __init__(self, graph: Graph, interpreter: Interpreter, name: str):
         self.graph, self.interpreter = graph, interpreter
@@ -249,7 +265,7 @@ class _Program:
             if len(step.inputs) == 1:
                 step.in0 = step.inputs[0]
 
-    def _step(self, op) -> _Step:
+    def _step(self, op) -> Step:
         # The node's own kernel (registry planners: parameters read, conv weights packed once).
         check_op(op, self.where)
         kernel = registry.node_kernel(_op_type(op), op, self.interpreter.impl)
@@ -259,10 +275,10 @@ class _Program:
                 f"supported types: {', '.join(registry.supported_op_types())}")
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         tensors = self.graph.tensors
-        step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
+        step = Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
                      is_input=op.type == OpType.Input, op_type=_op_type(op))
         if op.type in _SOURCE_OPS:
-            step.const = [(_frozen(a), f) for a, f in self._call(step, [])]
+            step.const = [(_frozen(a), f) for a, f in self.call(step, [])]
         return step
 
     def _plan_frees(self):
@@ -309,7 +325,7 @@ class _Program:
             else:
                 if step.outputs[0] not in env:
                     raise ShapeError(f"{self.where}: input {step.output_names[0]!r} is not bound")
-                results = self._call(step, [env[step.outputs[0]]])
+                results = self.call(step, [env[step.outputs[0]]])
             i = step.single
             if i is not None:
                 value = env[i] = results[0]
@@ -325,19 +341,19 @@ class _Program:
                     env.pop(i, None)
         return env
 
-    def _missing_input(self, step: _Step, env: dict):
+    def _missing_input(self, step: Step, env: dict):
         missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
         raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
                          f"which no earlier op produced") from None
 
-    def _call(self, step: _Step, inputs: list) -> list:
+    def call(self, step: Step, inputs: list) -> list:
         """Run one kernel; returns [(array, layout)] for the op's outputs.  ``inputs`` are (array,
         layout) pairs; a layout may be a plain int (callers outside ``run``)."""
         return self._call_op(step, [a for a, _ in inputs],
                              [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs])
 
-    def _call_op(self, step: _Step, arrays: list, formats: list) -> list:
-        """``_call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
+    def _call_op(self, step: Step, arrays: list, formats: list) -> list:
+        """``call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
         call = OpCall(step.op, arrays, formats, self.interpreter.impl, self.context, None,
                       step.input_names, step.output_names)
         try:
@@ -457,4 +473,4 @@ def _cast_feed(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-__all__ = ["Interpreter", "InputInfo"]
+__all__ = ["Interpreter", "InputInfo", "Program", "Step"]
