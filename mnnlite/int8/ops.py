@@ -379,10 +379,10 @@ def _unary_no_table(op, q, inp, out) -> np.ndarray:
 def _interp_positions(call: Int8Call, x):
     """(oh, ow, (h_scale, h_off), (w_scale, w_off)) as the float Interp computes them."""
     fc = OpCall(call.op, [x] + list(call.inputs[1:]), [DataFormat.NCHW] + list(call.formats[1:]))
-    oh, ow, scales = resize._interp_sizes(fc)
+    oh, ow, scales = resize.interp_sizes(fc)
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
-    hs = resize._coord_transform(call.params, x.shape[2], oh, given[0])
-    ws = resize._coord_transform(call.params, x.shape[3], ow, given[1])
+    hs = resize.coord_transform(call.params, x.shape[2], oh, given[0])
+    ws = resize.coord_transform(call.params, x.shape[3], ow, given[1])
     return oh, ow, hs, ws
 
 
@@ -403,16 +403,16 @@ def interp(call: Int8Call):
     x = geometry.to_nchw(call.inputs[0], call.formats[0])
     oh, ow, (hsc, hof), (wsc, wof) = _interp_positions(call, x)
     h, w = x.shape[2:]
-    ys, xs = resize._source(oh, hsc, hof), resize._source(ow, wsc, wof)
+    ys, xs = resize.source_positions(oh, hsc, hof), resize.source_positions(ow, wsc, wof)
     kind = int(p.resizeType)
     if kind in (resize.NEAREST, resize.NEAREST_ROUND):
         nearest_round = kind == resize.NEAREST_ROUND
-        y = x[:, :, resize._nearest(h, ys, nearest_round)][:, :, :, resize._nearest(w, xs, nearest_round)]
+        y = x[:, :, resize.nearest_index(h, ys, nearest_round)][:, :, :, resize.nearest_index(w, xs, nearest_round)]
         return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
     if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
-    y0, y1, fy = resize._bilinear_axis(h, ys)
-    x0, x1, fx = resize._bilinear_axis(w, xs)
+    y0, y1, fy = resize.bilinear_axis(h, ys)
+    x0, x1, fx = resize.bilinear_axis(w, xs)
     sfx, dfx = _bilinear_weights(fx)
     sfy, dfy = _bilinear_weights(fy)
     q = x.astype(np.int32) - np.int32(int(call.in_attrs[0].zero))

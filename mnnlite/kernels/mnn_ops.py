@@ -167,7 +167,7 @@ def avg_pool2d(x, k, s, pad, out, count_type):
     """A 2-D average pool as CPUPool.hpp's poolingAvg computes it: windows that touch the padding
     (poolingAvgPad) sum their taps, then multiply by 1/count (the reference, ``pool2d``); windows inside the
     input (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
-    from ..ops.pool import _taps, pool2d
+    from ..ops.pool import window_taps, pool2d
 
     y = pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count_type)
     inside = []
@@ -179,7 +179,7 @@ def avg_pool2d(x, k, s, pad, out, count_type):
         sub = x[:, :, r0 * s[0] - pad[0]:, c0 * s[1] - pad[1]:]
         inv = _F32(1) / _F32(k[0] * k[1])
         acc = None
-        for tap in _taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
+        for tap in window_taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
             term = tap * inv
             acc = term if acc is None else acc + term
         y = np.array(y, _F32, copy=True)

@@ -11,12 +11,12 @@ from ..errors import ShapeError
 from ..limits import check_alloc
 from ..format.tables import OpType
 from ..kernels import table as kernel_table
-from .geometry import (NHWC, _F32, conv_window, deconv_pad, deconv_output_size, f32, fit_axis, image_nchw, span_axis,
-                       from_nchw)
+from .geometry import (NHWC, conv_window, deconv_output_size, deconv_pad, f32, fit_axis, from_nchw, image_nchw,
+                       span_axis)
 from .registry import register, register_plan
 from .weights import conv_weights
 
-_DECONV = (OpType.Deconvolution, OpType.DeconvolutionDepthwise)
+_F32 = np.float32
 
 
 def _activation(common) -> int:

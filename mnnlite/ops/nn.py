@@ -10,10 +10,12 @@ import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.tables import OpType
-from .geometry import _F32, f32
 from ..kernels import table as kernel_table
+from .geometry import f32
 from .registry import register
 from .weights import conv_weights
+
+_F32 = np.float32
 
 
 # --------------------------------------------------------------------------------- matrix products

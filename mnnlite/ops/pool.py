@@ -9,11 +9,14 @@ from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
 from ..format.tables import AvgPoolCountType, OpType, PoolPadType, PoolType
 from ..kernels import table as kernel_table
-from .geometry import (NHWC, _F32, fit_axis,
-                       image_nchw, pool3d_output_size, pool_pad, pool_output_size, from_nchw, to_nchw)
+from .geometry import (NHWC, fit_axis, from_nchw, image_nchw, pool3d_output_size, pool_output_size, pool_pad,
+                       to_nchw)
 from .registry import register, register_plan
 
-def _taps(x: np.ndarray, k, s, pad, out, mode: str):
+_F32 = np.float32
+
+
+def window_taps(x: np.ndarray, k, s, pad, out, mode: str):
     """The window taps (i, j) in row-major order, each an [N, C, OH, OW] view: tap (i, j) of window
     (oy, ox) is x[oy*sy - pt + i, ox*sx - pl + j] (padded by ``mode``), so a pool is kh*kw whole-array
     operations."""
@@ -39,12 +42,12 @@ def pool2d(x: np.ndarray, kind: int, k, s, pad, out, count_type: int) -> np.ndar
     Max: out-of-range taps replicate the edge row/column.  Average: sum of the in-range taps times
     1/count (count from ``_avg_count``), 0 where count <= 0.  ``count_type`` is INCLUDE or EXCLUDE."""
     if kind == PoolType.MAXPOOL:
-        taps = _taps(x, k, s, pad, out, "edge")
+        taps = window_taps(x, k, s, pad, out, "edge")
         y = next(taps).copy()
         for tap in taps:
             np.maximum(y, tap, out=y)
         return y
-    taps = _taps(x.astype(_F32, copy=False), k, s, pad, out, "constant")
+    taps = window_taps(x.astype(_F32, copy=False), k, s, pad, out, "constant")
     sums = next(taps).copy()
     for tap in taps:               # CPUPool.hpp poolingAvgPad: one running sum, rows then columns
         sums += tap
