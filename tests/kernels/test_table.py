@@ -268,3 +268,20 @@ def test_a_missing_build_is_one_error_at_import():
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
     assert "mnnlite.kernels.mnn_exact" in lines[0] and "build_ext --inplace" in lines[0]
+
+
+def test_no_op_tests_impl_itself():
+    """The choice between forms is the table's: no ``impl ==`` / ``impl in`` left in the ops, the runtime or
+    the int8 kernels (the runtime only checks that ``impl`` is one of ``table.IMPLS``)."""
+    import re
+    from pathlib import Path
+
+    import mnnlite
+
+    root = Path(mnnlite.__file__).parent
+    files = sorted((root / "ops").glob("*.py")) + [root / "runtime.py"] + sorted((root / "int8").glob("*.py"))
+    pattern = re.compile(r"\bimpl\b\s*(==|!=|\bin\b|\bnot in\b)")
+    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in files
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if pattern.search(line) and "IMPLS" not in line]
+    assert not found, "inline impl tests (ask kernel_table.form instead):\n" + "\n".join(found)
