@@ -18,6 +18,7 @@ from mnnlite.graph import op_type_name
 from mnnlite.kernels import cpu
 from mnnlite.kernels import int8 as K
 from mnnlite.ref import int8 as R
+from oracle import convert, quantize, run_oracle
 
 H = W = 16
 ALL_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": None}
@@ -113,8 +114,8 @@ def quantized(mnn_oracle, tmp_path_factory):
     for seed, (name, (layers, outputs)) in enumerate(MODELS.items()):
         src, flt, dst = root / f"{name}.onnx", root / f"{name}.mnn", root / f"{name}_q.mnn"
         onnx.save(_onnx(layers, outputs, seed), src)
-        mnn_oracle._convert(["-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(flt), "--bizCode", "t"], [flt])
-        mnn_oracle._quantize(flt, dst, root / "config.json")
+        convert(["-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(flt), "--bizCode", "t"], [flt])
+        quantize(flt, dst, root / "config.json")
         paths[name] = dst
     return paths
 
@@ -159,7 +160,7 @@ def _rewrite(src, dst, zero_of=None, range_of=None, same_scale=False):
 def _codes(mnn_oracle, path, model, x):
     """{tensor family: int8 codes} of every graph output (MNN's int8 results) and of the input (the
     cast MNN applies to it, recomputed)."""
-    outs = mnn_oracle.run_oracle(path, {"x": x})
+    outs = run_oracle(path, {"x": x})
     graph, family = model.graph, _families(model.graph)
     qi = graph.quant_info[graph.inputs[0]]
     codes = {family(graph.inputs[0]): R.quantize(x, qi.scale, qi.zero, int(qi.min), int(qi.max))}

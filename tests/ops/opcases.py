@@ -21,9 +21,10 @@ import numpy as np
 import model_zoo
 from mnnlite.format.model_io import load_model, save_model
 from mnnlite.runtime import Interpreter
+from oracle import COSINE_MIN, REL_ERR_MAX, assert_close_to_oracle
 
 FIXTURES = model_zoo.FIXTURE_DIR / "ops"
-COSINE_MIN, REL_ERR_MAX = model_zoo.COSINE_MIN, model_zoo.REL_ERR_MAX
+COSINE_MIN, REL_ERR_MAX = COSINE_MIN, REL_ERR_MAX
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9}
 
@@ -127,7 +128,7 @@ def assert_close(got: np.ndarray, ref: np.ndarray, label: str) -> None:
         np.testing.assert_array_equal(got, ref, err_msg=label)
         return
     assert got.dtype.kind == "f", f"{label}: dtype {got.dtype}, oracle gives {ref.dtype}"
-    model_zoo.assert_close_to_oracle(got, ref, label)
+    assert_close_to_oracle(got, ref, label)
 
 
 def oracle(path: Path, feeds: dict) -> dict:

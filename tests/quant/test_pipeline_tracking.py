@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline_oracle import (IMAGE_MODELS, calib_config, image_feeds, mnn_trace, our_plan,
-                                  run_oracle_quant, scale_map)
+from test_pipeline_oracle import IMAGE_MODELS, calib_config, image_feeds, our_plan, scale_map
 
 import mnnlite
 from mnnlite.quant import calibrate as cal
 from mnnlite.quant.feature.kl import uses_max_threshold
+from oracle import quantize as oracle_quantize
+from oracle import trace
 
 # Region fusion (MNN's RegionFuse) is modelled by one rule (calibrate._Lowering._view): a packing conversion
 # of a reshaped transpose is not fused, the reshaped view gets a Raster of its own (ppocr_rec: Reshape494,
@@ -25,7 +26,7 @@ ALL_IMAGE_MODELS = IMAGE_MODELS + ("nhwc_like",)
 def test_schedule_matches_mnn_commands(zoo, name):
     """Our lowered schedule names and types every command as MNN's runtime executes them, in order."""
     _graph, _facts, plan = our_plan(name)
-    theirs = [(n, t) for n, t, _i, _o in mnn_trace(zoo.model_path(name, "float"), image_feeds(name)[0])]
+    theirs = [(n, t) for n, t, _i, _o in trace(zoo.model_path(name, "float"), image_feeds(name)[0])]
     ours = [(s.name, s.type) for s in plan.steps]
     missing = [c for c in theirs if c not in ours]
     assert [c for c in ours if c not in theirs] == []
@@ -129,7 +130,7 @@ def test_concat_after_interp(zoo, tmp_path):
     src = _concat_after_interp_model(tmp_path)
     cfg = dict(calib_config("cnn"), width=32, height=32)
     oracle = tmp_path / "oracle.mnn"
-    assert run_oracle_quant(src, oracle, cfg).returncode == 0
+    oracle_quantize(src, oracle, cfg)
     quantize(src, tmp_path / "ours.mnn", cfg)
     g = mnnlite.load_model(src).graph
     ours, theirs = scale_map(tmp_path / "ours.mnn"), scale_map(oracle)

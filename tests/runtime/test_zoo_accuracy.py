@@ -13,7 +13,8 @@ import model_zoo as zoo  # noqa: E402
 
 from mnnlite.format.tables import OpType  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
-from rt_oracle import REL_ERR_MAX, assert_matches  # noqa: E402
+from oracle import REL_ERR_MAX, assert_matches  # noqa: E402
+from oracle import run_oracle
 
 # Variants our float runtime runs (quant_* files run in int8 in MNN: compared elsewhere).
 FLOAT_VARIANTS = ("float", "fp16", "wq8", "wq8sym", "wq4", "wq4sym", "external", "float_static")
@@ -57,7 +58,7 @@ def test_zoo_model_matches_official_runtime(name, variant):
         sizes = 1
     for i in range(sizes):
         feeds = _feeds(name, i)
-        assert_matches(interp.run(feeds), zoo.run_oracle(path, feeds), f"{name}/{variant} size {i}",
+        assert_matches(interp.run(feeds), run_oracle(path, feeds), f"{name}/{variant} size {i}",
                        rel_err=REL_ERR_BUDGET.get(name, REL_ERR_MAX))
 
 
