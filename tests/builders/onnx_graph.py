@@ -15,18 +15,18 @@ import numpy as np
 
 
 def onnx_graph(nodes, inputs, outputs, inits=None, opset: int = 13, name: str = "g"):
-    """nodes: onnx NodeProtos; inputs: [(name, shape)] or [(name, shape, elem)] (elem a TensorProto type
-    name, default FLOAT); outputs: names, (name, elem) or (name, elem, shape); inits: {name: array}."""
+    """nodes: onnx NodeProtos; inputs: [(name, shape)] or [(name, shape, elem)]; outputs: names, (name, elem)
+    or (name, elem, shape); elem: a TensorProto type, by number or name ("INT64"), default FLOAT;
+    inits: {name: array}."""
     from onnx import TensorProto, helper, numpy_helper
 
-    ins = [helper.make_tensor_value_info(i[0], getattr(TensorProto, i[2] if len(i) > 2 else "FLOAT"), i[1])
-           for i in inputs]
-    outs = []
-    for o in outputs:
-        o = (o,) if isinstance(o, str) else tuple(o)
-        elem = o[1] if len(o) > 1 else TensorProto.FLOAT
-        outs.append(helper.make_tensor_value_info(o[0], getattr(TensorProto, elem) if isinstance(elem, str) else elem,
-                                                  o[2] if len(o) > 2 else None))
+    def elem(spec, k):
+        e = spec[k] if len(spec) > k else TensorProto.FLOAT
+        return getattr(TensorProto, e) if isinstance(e, str) else e
+
+    ins = [helper.make_tensor_value_info(i[0], elem(i, 2), i[1]) for i in inputs]
+    outs = [helper.make_tensor_value_info(o[0], elem(o, 1), o[2] if len(o) > 2 else None)
+            for o in ((o,) if isinstance(o, str) else tuple(o) for o in outputs)]
     init = [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()]
     graph = helper.make_graph(nodes, name, ins, outs, init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -31,18 +31,21 @@ def assert_close_to_oracle(got: np.ndarray, ref: np.ndarray, label: str, rel_err
         assert cos >= COSINE_MIN, f"{label}: cosine {cos:.9f} < {COSINE_MIN}"
 
 
+def assert_output_matches(g: np.ndarray, r: np.ndarray, label: str, rel_err: float = REL_ERR_MAX) -> None:
+    """Same shape and dtype kind (float or not); integers equal, floats within the float budget."""
+    assert g.shape == r.shape, f"{label}: shape {g.shape} != oracle's {r.shape}"
+    assert (g.dtype.kind == "f") == (r.dtype.kind == "f"), f"{label}: dtype {g.dtype} != oracle's {r.dtype}"
+    if r.dtype.kind != "f":
+        np.testing.assert_array_equal(g, r, err_msg=label)
+    else:
+        assert_close_to_oracle(g, r, label, rel_err)
+
+
 def assert_matches(got: dict, ref: dict, where: str = "", rel_err: float = REL_ERR_MAX) -> None:
-    """Same output names, shapes and dtype kinds; ints equal, floats within the float budget."""
+    """Same output names; each output as assert_output_matches."""
     assert set(got) == set(ref), f"{where}: outputs {sorted(got)} != oracle's {sorted(ref)}"
     for name, r in ref.items():
-        g = got[name]
-        label = f"{where} output {name!r}"
-        assert g.shape == r.shape, f"{label}: shape {g.shape} != oracle's {r.shape}"
-        assert (g.dtype.kind == "f") == (r.dtype.kind == "f"), f"{label}: dtype {g.dtype} != oracle's {r.dtype}"
-        if r.dtype.kind != "f":
-            np.testing.assert_array_equal(g, r, err_msg=label)
-        else:
-            assert_close_to_oracle(g, r, label, rel_err)
+        assert_output_matches(got[name], r, f"{where} output {name!r}", rel_err)
 
 
 def cosine(a, b) -> float:

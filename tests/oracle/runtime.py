@@ -294,10 +294,11 @@ def _run_module(path, feeds, precision, layout="model") -> Dict[str, np.ndarray]
 
 # ------------------------------------------------------------------------------ per-command traces
 
-def trace(path, feeds: Dict[str, np.ndarray], tensors: bool = True) -> List[tuple]:
+def trace(path, feeds: Dict[str, np.ndarray], tensors: bool = True, only=None) -> List[tuple]:
     """Every command the official runtime executes on ``feeds`` (declared layout), through the Session
     API's debug callbacks: ``(name, type, input arrays, output arrays)``, the arrays float32 in Caffe
-    order (None for tensors that do not copy out as float), or empty lists without ``tensors``.  MNN
+    order (None for tensors that do not copy out as float), or empty lists without ``tensors`` (or for
+    the commands not named in ``only``, when given).  MNN
     appends " [ DT_INT8 ] " to the type of commands whose output holds int8 (``OperatorInfo`` in
     source/core/Pipeline.cpp) and names unnamed commands ``<op>_raster_<k>``."""
     MNN = _mnn()
@@ -313,8 +314,8 @@ def trace(path, feeds: Dict[str, np.ndarray], tensors: bool = True) -> List[tupl
         tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, arr, _host_type(MNN, tensor, "model")))
     steps, pending = [], {}
 
-    def grab(ts):
-        if not tensors:
+    def grab(ts, name):
+        if not tensors or (only is not None and name not in only):
             return []
         out = []
         for t in ts:
@@ -328,11 +329,11 @@ def trace(path, feeds: Dict[str, np.ndarray], tensors: bool = True) -> List[tupl
         return out
 
     def before(ts, info):
-        pending[info.getName()] = grab(ts)
+        pending[info.getName()] = grab(ts, info.getName())
         return True
 
     def after(ts, info):
-        steps.append((info.getName(), info.getType(), pending.pop(info.getName(), []), grab(ts)))
+        steps.append((info.getName(), info.getType(), pending.pop(info.getName(), []), grab(ts, info.getName())))
         return True
     interp.runSessionWithCallBackInfo(session, before, after)
     return steps

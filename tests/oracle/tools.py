@@ -68,6 +68,25 @@ def convert(argv: List[str], expected: Sequence[Path], log: Optional[Path] = Non
                               f"missing: {missing}\n{tail(output)}", proc.returncode)
 
 
+_CONVERT_BATCH = """
+import json, sys, _tools
+for src, dst, flags in json.loads(sys.argv[1]):
+    _tools.mnnconvert(["MNNConvert", "-f", "ONNX", "--modelFile", src, "--MNNModel", dst, "--bizCode", "t", *flags])
+"""
+
+
+def convert_batch(jobs) -> None:
+    """Convert many ONNX files in one child process: ``jobs`` = [(src .onnx, dst .mnn, [flags])].  A graph
+    the converter aborts on stops the batch, so the rest is redone one by one; the caller checks which
+    ``dst`` exist (a missing one is the converter's failure on that graph)."""
+    run = lambda batch: subprocess.run([sys.executable, "-c", _CONVERT_BATCH, json.dumps(batch)],  # noqa: E731
+                                       capture_output=True, timeout=CONVERT_TIMEOUT_S)
+    run(jobs)
+    for job in jobs:
+        if not Path(job[1]).exists():
+            run([job])
+
+
 def convert_onnx(model, path, *flags: str) -> Path:
     """Convert an ONNX model (a ModelProto, saved beside ``path`` as .onnx, or an .onnx path) to ``path``
     with the official converter and the extra converter ``flags``."""
