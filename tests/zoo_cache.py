@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from oracle.tools import CONVERT_TIMEOUT_S, OracleToolError, tail
 
@@ -33,6 +33,19 @@ def locked(key: str, lock_dir: Optional[Path] = None) -> Iterator[None]:
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
+
+
+def cached_file(out: Path, key: str, build: Callable[[Path], None], lock_dir: Optional[Path] = None) -> Path:
+    """``out``, made once: under the lock ``key``, ``build(tmp)`` writes a temporary path beside it, which is
+    then renamed into place, so a reader never sees a half-written file and parallel builders build once."""
+    if out.exists():
+        return out
+    with locked(key, lock_dir):
+        if not out.exists():
+            tmp = atomic_target(out)
+            build(tmp)
+            os.replace(tmp, out)
+    return out
 
 
 def atomic_target(final: Path) -> Path:

@@ -47,16 +47,20 @@ STRIDED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(STRIDED))
-def test_strided_slice_tf(tmp_path, case):
-    begin, end, strides, param = STRIDED[case]
+def _strided_slice(begin, end, strides, param) -> NetBuilder:
+    """x [2, 3, 4, 5] -> StridedSlice(begin, end, strides) -> y."""
     b = NetBuilder()
     b.input("x", [2, 3, 4, 5])
     b.const("b", np.array(begin, np.int32))
     b.const("e", np.array(end, np.int32))
     b.const("s", np.array(strides, np.int32))
     b.op(OpType.StridedSlice, ["x", "b", "e", "s"], ["y"], param)
-    check(tmp_path, b, ["y"], {"x": randn(2, 3, 4, 5)}, case)
+    return b
+
+
+@pytest.mark.parametrize("case", sorted(STRIDED))
+def test_strided_slice_tf(tmp_path, case):
+    check(tmp_path, _strided_slice(*STRIDED[case]), ["y"], {"x": randn(2, 3, 4, 5)}, case)
 
 
 REVERSED = {  # (begin, end, strides, param, the same slice in numpy)
@@ -71,12 +75,7 @@ def test_strided_slice_negative_strides(tmp_path, case):
     """TF-style negative strides: the official runtime corrupts its heap on these graphs (abort or
     wrong data), so numpy's slicing is the oracle; ONNX negative steps are checked in test_ops_onnx."""
     begin, end, strides, param, index = REVERSED[case]
-    b = NetBuilder()
-    b.input("x", [2, 3, 4, 5])
-    b.const("b", np.array(begin, np.int32))
-    b.const("e", np.array(end, np.int32))
-    b.const("s", np.array(strides, np.int32))
-    b.op(OpType.StridedSlice, ["x", "b", "e", "s"], ["y"], param)
+    b = _strided_slice(begin, end, strides, param)
     x = randn(2, 3, 4, 5)
     got = Interpreter(b.save(tmp_path / "rev.mnn", ["y"])).run({"x": x})
     np.testing.assert_array_equal(got["y"], x[index])
