@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from builders.onnx_graph import save_onnx
-from quant_oracle import needs_oracle
+from quant_helpers import needs_oracle
 from test_pipeline_oracle import calib_config, image_feeds
 
 import mnnlite

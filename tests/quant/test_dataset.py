@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from oracle.runtime import preprocess as oracle_preprocess
-from quant_oracle import needs_oracle
+from quant_helpers import needs_oracle
 from mnnlite.errors import ConfigError, DataError
 from mnnlite.quant import dataset
 from mnnlite.quant import image as mnn_image

@@ -18,7 +18,7 @@ from mnnlite.quant.weight import ema_weight_quant
 from oracle import convert_onnx, quantize
 from oracle.runtime import capture
 from oracle.tools import dump_scales, scale_dump
-from quant_oracle import conv3x3, conv_relu_conv, convs, load, make_images, nc4hw4_input_model, needs_oracle, packed_order
+from quant_helpers import conv3x3, conv_relu_conv, convs, load, make_images, nc4hw4_input_model, needs_oracle, packed_order
 
 F = np.float32
 KL_TOL, EMA_TOL, ADMM_TOL = 1e-5, 1e-5, 1e-3      # relative, as agreed for oracle comparisons

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from oracle import convert_onnx, quantize
-from quant_oracle import conv_relu_conv, convs, load, make_images, needs_oracle
+from quant_helpers import conv_relu_conv, convs, load, make_images, needs_oracle
 from mnnlite.format import idst
 from mnnlite.quant import weight as wq
 

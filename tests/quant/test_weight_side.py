@@ -21,7 +21,7 @@ from mnnlite.quant.quantize import quantize
 from mnnlite.quant.weight import _channel_errors, max_abs_alpha, mse_alpha, quantize_weights
 from builders.onnx_graph import save_onnx
 from oracle import convert_onnx
-from quant_oracle import make_images, needs_oracle
+from quant_helpers import make_images, needs_oracle
 from test_pipeline_oracle import fidelity
 
 KEYS = ({"bias_correction": True}, {"cross_layer_equalization": True}, {"weight_range_method": "mse"})
