@@ -25,6 +25,7 @@ import numpy as np
 
 import corpus
 import model_zoo as zoo
+from mnnlite.metrics import cosine
 from oracle import OracleToolError, REL_ERR_MAX, assert_close_to_oracle, oracle_input_info
 from oracle.tools import describe_exit
 
@@ -51,12 +52,6 @@ MNN_FILE_CASES = corpus.DEFAULT_MNN_CASES
 
 class StepFailed(AssertionError):
     pass
-
-
-def _cosine(a, b) -> float:
-    from mnnlite.metrics import cosine
-
-    return cosine(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +217,7 @@ def _check_float(interp, name: str, label: str, feeds, ref) -> float:
                                        rel_err=FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR))
         except AssertionError as exc:
             raise StepFailed(str(exc)) from None
-        worst = min(worst, _cosine(got[out], r))
+        worst = min(worst, cosine(got[out], r))
     return worst
 
 
@@ -263,7 +258,7 @@ def fidelity(name: str, quant_path, key: str) -> float:
         for k, r in ref.items():
             if not np.all(np.isfinite(out[k])):
                 raise StepFailed(f"{name}: the official runtime gives non-finite values in {k!r} on {key}")
-            values.append(_cosine(out[k], r))
+            values.append(cosine(out[k], r))
     return float(np.mean(values))
 
 

@@ -41,11 +41,11 @@ op types of every model):
     fine for op types, useless for bit-exact comparisons.
   * ADMM and the 8-bit ppocr_det variants: see model_zoo.ORACLE_FAILURES / ORACLE_ACCURACY_NOTES.
 """
-from .compare import COSINE_MIN, REL_ERR_MAX, assert_close_to_oracle, assert_matches, cosine
+from .compare import COSINE_MIN, REL_ERR_MAX, assert_close_to_oracle, assert_matches
 from .runtime import (InputInfo, OracleSession, has_subgraphs, oracle_input_info, run_oracle,
                       run_oracle_isolated, trace)
 from .tools import OracleToolError, convert, convert_onnx, mnn_op_types, quantize
 
-__all__ = ["COSINE_MIN", "REL_ERR_MAX", "assert_close_to_oracle", "assert_matches", "cosine", "InputInfo",
+__all__ = ["COSINE_MIN", "REL_ERR_MAX", "assert_close_to_oracle", "assert_matches", "InputInfo",
            "OracleSession", "has_subgraphs", "oracle_input_info", "run_oracle", "run_oracle_isolated", "trace",
            "OracleToolError", "convert", "convert_onnx", "mnn_op_types", "quantize"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnnlite.metrics import cosine
+
 COSINE_MIN = 0.999999
 REL_ERR_MAX = 1e-4          # max |got - ref| <= REL_ERR_MAX * max |ref|
 
@@ -46,11 +48,6 @@ def assert_matches(got: dict, ref: dict, where: str = "", rel_err: float = REL_E
     assert set(got) == set(ref), f"{where}: outputs {sorted(got)} != oracle's {sorted(ref)}"
     for name, r in ref.items():
         assert_output_matches(got[name], r, f"{where} output {name!r}", rel_err)
-
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # ------------------------------------------------------------------------------------ int8 runs
@@ -96,7 +93,5 @@ def compare(ours: dict, theirs: dict, graph) -> dict:
     for name, ref in theirs.items():
         a, b = np.asarray(ours[name], np.float64), np.asarray(ref, np.float64)
         assert a.shape == b.shape, f"{name}: shape {a.shape} vs the oracle's {b.shape}"
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        cos = 1.0 if na == nb == 0 else float(a.ravel() @ b.ravel() / (na * nb)) if na and nb else 0.0
-        result[name] = (float(np.abs(a - b).max()), output_budget(graph, name), cos)
+        result[name] = (float(np.abs(a - b).max()), output_budget(graph, name), cosine(a, b))
     return result

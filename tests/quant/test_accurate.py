@@ -16,10 +16,11 @@ from test_pipeline_oracle import calib_config, image_feeds
 import mnnlite
 from mnnlite.errors import ConfigError
 from mnnlite.format.tables import OpType
+from mnnlite.metrics import cosine
 from mnnlite.quant.config import load_config
 from mnnlite.quant.ranges import RangeObserver, choose_range
 from mnnlite.runtime import Interpreter
-from oracle import convert_onnx, cosine, run_oracle
+from oracle import convert_onnx, run_oracle
 
 pytestmark = needs_oracle
 

@@ -26,7 +26,8 @@ import pytest
 
 import mnnlite
 from mnnlite.format.tables import OpType
-from oracle import OracleToolError, cosine, quantize, run_oracle, trace
+from mnnlite.metrics import cosine
+from oracle import OracleToolError, quantize, run_oracle, trace
 
 _WORK = Path(tempfile.mkdtemp(prefix="mnnlite-pipeline-"))
 atexit.register(shutil.rmtree, _WORK, True)
