@@ -304,8 +304,6 @@ def variants_for(name: str) -> List[str]:
 # ---------------------------------------------------------------------------------------------
 # Building models
 # ---------------------------------------------------------------------------------------------
-
-
 def onnx_path(name: str) -> Path:
     """The model's ONNX file: built from its builder, or extracted from the rapidocr wheel."""
     _spec(name)
@@ -440,8 +438,6 @@ def big_model_path() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Calibration images (Pillow, deterministic)
 # ---------------------------------------------------------------------------------------------
-
-
 def calibration_dir(name: str) -> Path:
     """~12 deterministic PNG calibration images for an image model (folder is built once)."""
     return _image_dir(name, "calib", CALIB_NUM_IMAGES)

@@ -34,7 +34,6 @@ def locked(key: str, lock_dir: Optional[Path] = None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-
 def cached_file(out: Path, key: str, build: Callable[[Path], None], lock_dir: Optional[Path] = None) -> Path:
     """``out``, made once: under the lock ``key``, ``build(tmp)`` writes a temporary path beside it, which is
     then renamed into place, so a reader never sees a half-written file and parallel builders build once."""

@@ -305,7 +305,6 @@ def onnx_models() -> Dict[str, Callable]:
     return dict(BUILDERS)
 
 
-
 def build_big():
     g = Graph("big")
     x = g.input("image", [1, 3, 64, 64])

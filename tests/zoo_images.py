@@ -22,7 +22,6 @@ class ImageSpec:
     format: str = "RGB"
 
 
-
 _WORDS = ("MNN", "lite", "invoice", "total", "2024", "08:15", "hello", "world", "model", "quant",
           "#42", "price", "12.50", "ACME", "road", "No.7", "receipt", "kernel", "int8", "float",
           "OCR", "text", "line", "Zoo", "alpha", "beta", "x=3", "(ok)", "TEL", "99%")
