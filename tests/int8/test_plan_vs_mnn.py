@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import model_zoo as zoo
-from int8_oracle import oracle_commands
+from oracle.runtime import commands as oracle_commands
 from mnnlite.int8 import int8_plan
 from mnnlite.runtime import Interpreter
 
