@@ -263,7 +263,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     in flight locally (a 640x640 batch of 32 holds hundreds of MB per activation; two at once would double
     the peak), each activation is fake-quantized in place and freed after its last reader (the runtime's
     plan), and ``threads`` split the batch's dense convs by column chunks instead
-    (``ops.nn.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
+    (``kernels.mnn_ops.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
     (nor on ``ray``, the connected Ray module: batches then run as tasks on the cluster, one batch per
     task).  ``layout``: the feeds' order (``mnnlite.layout``).  ``means``: conv position ->
     ``bias_correction.ChannelMeans``, given the (fake-quantized) input each conv reads, in batch order.
