@@ -97,7 +97,6 @@ def test_view_regions_read_only_their_first_input(mnn_oracle, tmp_path):
     the Tile and Squeeze outputs are then MNN's bit for bit."""
     import mnnlite
 
-    zoo = mnn_oracle
     dst = tmp_path / "misc.kl.mnn"
     samples = [zoo.random_feeds("misc", 0, seed=100 + i) for i in range(4)]
     mnnlite.quantize(zoo.model_path("misc", "float"), dst, {"quant_bits": 8, "batch_size": 2}, samples=samples,
@@ -108,6 +107,6 @@ def test_view_regions_read_only_their_first_input(mnn_oracle, tmp_path):
     assert ("squeeze_66_raster_*", "FloatToInt8", True) in theirs
     assert [r for r in casts if r[0].startswith(("squeeze_66", "tile_29"))] == \
         [r for r in theirs if r[0].startswith(("squeeze_66", "tile_29"))]
-    ours, official = Interpreter(dst).run(dict(feeds)), zoo.run_oracle_isolated(dst, dict(feeds))
+    ours, official = Interpreter(dst).run(dict(feeds)), mnn_oracle.run_oracle_isolated(dst, dict(feeds))
     for name in ("tile_out", "squeeze_out"):
         np.testing.assert_array_equal(ours[name], official[name])
