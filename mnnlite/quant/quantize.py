@@ -581,14 +581,26 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
         inputs[m.pos] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))
         report.quantized_ops.append(op.name)
     quantized_inputs = {id(graph.ops[m.pos]) for m in modules if m.pos in convs}
+    shared: dict[int, TensorQuant] = {}
     for m in modules:
         if m.pos in convs:
             p = params[m.pos]
             tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, _ema_output_min(graph, m.output, quantized_inputs),
                                             127.0)
-    # MNN rewires a conv reading another quantized conv's output to read it directly; every other conv
-    # reads a private quantized copy of its input, so the input's producer stays float (rewrite.py)
-    copies = {m.pos: inputs[m.pos] for m in modules if m.pos in convs and m.input not in tensors}
+    # MNN rewires a conv reading another quantized conv's output to read it directly.  Other convs: MNN's
+    # inference forward builds the graph from inputs with the declared dims; where one is unknown, no
+    # tensor has a known format, so its _Convert(x, NC4HW4) around the FloatToInt8 always adds ops and each
+    # such conv reads a private quantized copy (the producer, e.g. MTCNN's PReLU, stays float); with known
+    # dims the convert is a no-op and the quant info lands on the shared tensor (last conv wins)
+    dynamic = any(d <= 0 for spec in specs for d in spec.shape)
+    copies = {}
+    for m in modules:
+        if m.pos in convs and m.input not in tensors:
+            if dynamic:
+                copies[m.pos] = inputs[m.pos]
+            else:
+                shared[m.input] = inputs[m.pos]
+    tensors.update(shared)
     fused = {m.pos for m in modules}
     report.skipped_ops += [op.name for pos, op in enumerate(graph.ops)
                            if op.type in CONV_TYPES and pos not in fused and op.name not in report.skipped_ops]
