@@ -180,8 +180,13 @@ def need_content(op_type, index: int) -> bool:
 
 
 # Data-movement ops whose geometry takes regions from their first input only: the other inputs are read
-# at shape time (slice points, Padding's pads: GeometrySlice.cpp, GeometryPadding.cpp).
-_FIRST_INPUT_REGIONS = {OpType.Slice, OpType.SliceTf, OpType.StridedSlice, OpType.Unpack, OpType.Padding}
+# at shape time (slice points, Padding's pads, axes: GeometrySlice.cpp, GeometryPadding.cpp,
+# GeometryReshape.cpp's makeFullRef of input 0).
+_FIRST_INPUT_REGIONS = {OpType.Slice, OpType.SliceTf, OpType.StridedSlice, OpType.Unpack, OpType.Padding,
+                        OpType.Gather, OpType.GatherV2, OpType.Squeeze, OpType.Unsqueeze, OpType.ExpandDims}
+# GeometryGather.cpp: a gather whose indices are constant (shape-derived ones included) and fewer than
+# this many becomes Raster regions of its data input instead of a loop command
+_GATHER_REGION_LIMIT = 3
 
 
 def region_inputs(op_type, count: int) -> list[int]:
@@ -296,7 +301,7 @@ class _Builder:
         t = _op_type(op)
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         name = t.name if isinstance(t, OpType) else str(t)
-        if t in MOVE_OPS:
+        if t in MOVE_OPS or self.region_gather(op):
             content = [ins[k] for k in region_inputs(t, len(ins))]
             for o in outs:
                 self.make_virtual(o, content, full_ref=t in FULL_REF_OPS)
@@ -320,6 +325,14 @@ class _Builder:
         if t in _NC4HW4_ONLY and ins and self.tensors[ins[0]].layout != NC4HW4:
             return self.nc4hw4_copies(op, name, ins, outs)
         return [self.own(op, name, ins, outs, named=True)]
+
+    def region_gather(self, op) -> bool:
+        """A Gather/GatherV2 MNN lowers to Raster regions (GeometryGather.cpp): constant indices, fewer
+        than three.  Quant attributes then spread through it like through any Raster (silero_vad's
+        LSTM state: both gathers of the ``state`` input read its int8 cast, as in MNN)."""
+        ins = _ints(op.inputIndexes)
+        return (_op_type(op) in (OpType.Gather, OpType.GatherV2) and len(ins) >= 2
+                and self.tensors[ins[1]].const and self.tensors[ins[1]].size < _GATHER_REGION_LIMIT)
 
     def own(self, op, kind, ins, outs, named, params=None) -> Command:
         cmd = Command(kind, op, list(ins), list(outs), named=named,
@@ -496,7 +509,7 @@ class _Builder:
                 plans.append(OpPlan(op, "input"))
             elif outs and all(self.tensors[o].const for o in outs):
                 plans.append(OpPlan(op, "const"))
-            elif t in MOVE_OPS:
+            elif t in MOVE_OPS or self.region_gather(op):
                 plans.append(OpPlan(op, "move"))
             else:
                 plans.append(self.compute_plan(op))
