@@ -144,3 +144,27 @@ def test_pool_softmax_layernorm_int8(mnn_oracle, tmp_path):
     interp = _agree(mnn_oracle, b.save(tmp_path / "misc.mnn", ["mp", "ap", "sm", "ln"]), feeds)
     assert {"mp", "ap", "sm", "ln"} <= set(int8_plan(interp, feeds).int8_ops())
     del c
+
+
+@pytest.mark.oracle
+def test_constant_gather_is_a_raster_quant_spreads_to_its_source(mnn_oracle, tmp_path):
+    """A Gather with fewer than three constant indices is Raster regions of its input (GeometryGather),
+    so a quant attribute spreads back through it to the input and forward to the input's other
+    gathers: MNN casts the whole input to int8 once and the float reader of the second gather gets
+    that cast back (silero_vad's LSTM state: cell state quantized with the hidden state's scale)."""
+    nchw = DataFormat.NCHW
+    b = TinyNet()
+    b.input("state", [2, 1, 8], nchw)
+    for k in (0, 1):
+        b.op(OpType.Const, [], [f"i{k}"], T["Blob"](dims=[1], dataType=3, dataFormat=int(nchw),
+                                                   int32s=np.array([k], np.int32)), nchw)
+        b.op(OpType.GatherV2, ["state", f"i{k}"], [f"g{k}"], T["Axis"](axis=0), nchw)
+        b.op(OpType.Reshape, [f"g{k}"], [f"r{k}"], T["Reshape"](dims=[1, 8, 1, 1], dimType=0), nchw)
+    b.op(OpType.UnaryOp, ["r0"], ["y0"], T["UnaryOp"](opType=int(U.ABS), T=1), nchw)
+    b.op(OpType.UnaryOp, ["r1"], ["y1"], T["UnaryOp"](opType=int(U.SQUARE), T=1), nchw)
+    b.quant("r0", 0.05, 3)
+    b.quant("y0", 0.05, 3)
+    feeds = _feeds(["state"], 7, (2, 1, 8))
+    interp = _agree(mnn_oracle, b.save(tmp_path / "gather.mnn", ["y0", "y1"]), feeds)
+    # the float reader saw the quantized state, not the exact one
+    assert not np.array_equal(interp.run(feeds)["y1"], np.square(feeds["state"][1]).reshape(1, 8, 1, 1))
