@@ -272,6 +272,8 @@ def plan_unary_op(op, impl: str):
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
     if impl == "mnn" and code == U.SIGMOID:
         return _mnn_sigmoid
+    if impl == "mnn" and code == U.SILU:
+        return _mnn_silu
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
@@ -297,6 +299,21 @@ def _mnn_sigmoid(call):
         return unary_op(call)
     from ..kernels import mnn_exact
     return [mnn_exact.sigmoid(x, all_simd=call.formats[0] == DataFormat.NC4HW4)]
+
+
+def _mnn_silu(call):
+    """MNNSiLu (CommonOptFunction.cpp): MNNExp of -x over the tensor's memory, then x / (1 + e), as
+    ``_mnn_sigmoid`` (an NC4HW4 tensor takes the 8-wide path everywhere: padded to a multiple of 8)."""
+    x = call.inputs[0]
+    if x.dtype != _F32:
+        return unary_op(call)
+    from ..kernels import mnn_exact
+    flat = np.negative(x, dtype=_F32).reshape(-1)
+    n = flat.size
+    if call.formats[0] == DataFormat.NC4HW4 and n % 8:
+        flat = np.concatenate([flat, np.zeros(8 - n % 8, _F32)])
+    e = mnn_exact.exp(flat)[:n].reshape(x.shape)
+    return [(x / (_F32(1) + e)).astype(_F32)]
 
 
 @register(OpType.Sigmoid, OpType.TanH)

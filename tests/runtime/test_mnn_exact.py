@@ -233,3 +233,22 @@ def test_portable_path_gives_the_fma_path_bits():
         cpu.set_limit(None)
     for got, want in zip(portable, simd):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 17, 5), (5, 13)], ids=str)
+def test_silu_is_bit_exact_with_mnn(tmp_path, shape):
+    """x * sigmoid(x) converts to UnaryOp SILU: MNNSiLu is MNNExp(-x) then x / (1 + e) (ddddocr_det's
+    activations; a one-ulp difference flips int8 codes after it)."""
+    from onnx import helper
+
+    from mnnlite.format.tables import UnaryOpOperation
+
+    dims = [None] * len(shape)
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
+    path = convert(onnx_graph(nodes, [("x", dims, "FLOAT")], ["y"]), tmp_path / "silu.mnn")
+    interp = Interpreter(path, impl="mnn")
+    assert any(op.main is not None and getattr(op.main, "opType", None) == UnaryOpOperation.SILU
+               for op in interp.model.graph.ops)
+    x = randn(*shape) * 12
+    got, want = interp.run({"x": x}), oracle(path, {"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])
