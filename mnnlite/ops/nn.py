@@ -289,10 +289,28 @@ def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
     bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
     from ..kernels.conv import Conv2d
     if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
-        return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
+        return _MnnWinogradOrDense(Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn"),
+                                   _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation,
+                                                 act), w.shape[1], w.shape[0], pad)
     if groups != 1:
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
     return _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+
+
+class _MnnWinogradOrDense:
+    """A 3x3 stride-1 dense conv as MNN runs it (ConvolutionFloatFactory.cpp _createUnit): Winograd
+    where bestWinogradUnit finds a unit for the output size, else DenseConvolutionTiledExecutor
+    (MTCNN P-Net's 3 -> 10 first conv on 46x46: no unit pays, MNN runs the tiled GEMM)."""
+
+    def __init__(self, winograd, dense, c, o, pad):
+        from ..kernels.conv import winograd_mnn_unit
+        self.winograd, self.dense, self.unit = winograd, dense, winograd_mnn_unit
+        self.c, self.o, self.pad = c, o, pad
+
+    def __call__(self, x):
+        pt, pl, pb, pr = self.pad
+        oh, ow = x.shape[2] + pt + pb - 2, x.shape[3] + pl + pr - 2
+        return (self.winograd if self.unit(self.c, self.o, oh, ow) else self.dense)(x)
 
 
 class _MnnDenseConv:

@@ -55,6 +55,10 @@ CONV_CASES = {
     "3x3s2_first_conv": (3, 16, 3, 2, 1, "relu6", 1, 33, 31),    # ppocr_det's stem, odd sizes
     "3x3s2_batch2": (6, 10, 3, 2, 1, None, 2, 9, 11),           # the batch's planes tiled as one
     "5x5s2_k7": (7, 5, 5, 2, 2, None, 1, 13, 10),
+    # 3x3 stride 1 where no Winograd unit pays (bestWinogradUnit's rate < 1): MNN's tiled GEMM, not
+    # Winograd (MTCNN P-Net's first conv); 10 -> 16 on 23x23 takes F(6x6)
+    "3x3s1_no_winograd_unit": (3, 10, 3, 1, 0, None, 1, 48, 48),
+    "3x3s1_winograd_f6": (10, 16, 3, 1, 0, None, 1, 23, 23),
     # Convolution1x1Strassen splits large products (StrassenMatrixComputor): ppocr_rec's 480x480 on 6x80,
     # then leftover rows (O = 490: 2 x 240 + 10) and columns (E = 511: 2 x 240 + 31) with ReLU
     "1x1_strassen_480": (480, 480, 1, 1, 0, None, 1, 6, 80),
