@@ -168,3 +168,20 @@ def test_constant_gather_is_a_raster_quant_spreads_to_its_source(mnn_oracle, tmp
     interp = _agree(mnn_oracle, b.save(tmp_path / "gather.mnn", ["y0", "y1"]), feeds)
     # the float reader saw the quantized state, not the exact one
     assert not np.array_equal(interp.run(feeds)["y1"], np.square(feeds["state"][1]).reshape(1, 8, 1, 1))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("channels", [6, 1], ids=["per-channel", "single-slope"])
+def test_prelu_int8_rounds_in_the_offset_domain(mnn_oracle, tmp_path, channels):
+    """Int8 PReLU rounds ``v / s_out + z_out + 128`` (x86 stores q + 128): halves round up, not away
+    from zero, for negative values too.  Input scale 0.5 and output scale 1 make every odd code a tie
+    (palm detection's PReLUs met a few).  One slope runs CPURelu, which clamps to the input's range."""
+    b = TinyNet()
+    b.input("x", list(SHAPE), C4)
+    slope = np.linspace(0.5, 1.0, channels).astype(np.float32)
+    b.op(OpType.PReLU, ["x"], ["y"], T["PRelu"](slopeCount=channels, slope=slope), C4)
+    b.quant("x", 0.5, 0, -100, 100)
+    b.quant("y", 1.0, 0)
+    feeds = {"x": (np.random.default_rng(8).standard_normal(SHAPE) * 30).astype(np.float32)}
+    interp = _agree(mnn_oracle, b.save(tmp_path / "prelu.mnn", ["y"]), feeds)
+    assert "y" in int8_plan(interp, feeds).int8_ops()
