@@ -540,7 +540,7 @@ def prelu(call: Int8Call):
     thousand).  CPUPRelu clamps to the output's [min, max]; a single slope runs CPURelu, which clamps to
     the input's."""
     p = call.params
-    x = nn.to_nchw(call.inputs[0], call.formats[0])
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
     slope = np.asarray(p.slope, _F32).reshape(-1)
     (s_in, z_in), out = _sz(call.in_attrs[0]), call.out_attrs[0]
     lo, hi = (call.in_attrs[0] if len(slope) == 1 else out).qrange
@@ -549,9 +549,8 @@ def prelu(call: Int8Call):
     v = np.where(v < 0, (v * per_channel).astype(_F32), v)
     inv = _F32(1) / _F32(out.scale) if out.scale > 0 else _F32(0)
     y = ((v * inv).astype(_F32) + _F32(int(out.zero) + 128)).astype(_F32)
-    from ..format.idst import roundf
-    q = np.clip(roundf(y), lo + 128, hi + 128).astype(np.int32) - 128
-    return [nn.from_nchw(q.astype(np.int8), call.formats[0])]
+    q = np.clip(idst.roundf(y), lo + 128, hi + 128).astype(np.int32) - 128
+    return [geometry.from_nchw(q.astype(np.int8), call.formats[0])]
 
 
 @register(OpType.ReLU)
