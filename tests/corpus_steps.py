@@ -270,7 +270,7 @@ def step_run(name: str) -> dict:
             if exact is not None:
                 _check_float(exact, name, label + " (impl mnn)", feeds, ref, FLOAT_REL_ERR)
             count += 1
-    return {"cosine": worst, "detail": f"{count} runs" + (f", 2 sizes" if len(sizes) > 1 else "")}
+    return {"cosine": worst, "detail": f"{count} runs" + (", 2 sizes" if len(sizes) > 1 else "")}
 
 
 def _check_float(interp, name: str, label: str, feeds, ref, rel_err=None) -> float:
