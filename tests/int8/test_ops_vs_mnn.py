@@ -154,11 +154,10 @@ def test_constant_gather_is_a_raster_quant_spreads_to_its_source(mnn_oracle, tmp
     gathers: MNN casts the whole input to int8 once and the float reader of the second gather gets
     that cast back (silero_vad's LSTM state: cell state quantized with the hidden state's scale)."""
     nchw = DataFormat.NCHW
-    b = TinyNet()
-    b.input("state", [2, 1, 8], nchw)
+    b = NetBuilder()
+    b.input("state", [2, 1, 8], dformat=nchw, fmt=nchw)
     for k in (0, 1):
-        b.op(OpType.Const, [], [f"i{k}"], T["Blob"](dims=[1], dataType=3, dataFormat=int(nchw),
-                                                   int32s=np.array([k], np.int32)), nchw)
+        b.const(f"i{k}", np.array([k], np.int32))
         b.op(OpType.GatherV2, ["state", f"i{k}"], [f"g{k}"], T["Axis"](axis=0), nchw)
         b.op(OpType.Reshape, [f"g{k}"], [f"r{k}"], T["Reshape"](dims=[1, 8, 1, 1], dimType=0), nchw)
     b.op(OpType.UnaryOp, ["r0"], ["y0"], T["UnaryOp"](opType=int(U.ABS), T=1), nchw)
@@ -177,8 +176,8 @@ def test_prelu_int8_rounds_in_the_offset_domain(mnn_oracle, tmp_path, channels):
     """Int8 PReLU rounds ``v / s_out + z_out + 128`` (x86 stores q + 128): halves round up, not away
     from zero, for negative values too.  Input scale 0.5 and output scale 1 make every odd code a tie
     (palm detection's PReLUs met a few).  One slope runs CPURelu, which clamps to the input's range."""
-    b = TinyNet()
-    b.input("x", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
     slope = np.linspace(0.5, 1.0, channels).astype(np.float32)
     b.op(OpType.PReLU, ["x"], ["y"], T["PRelu"](slopeCount=channels, slope=slope), C4)
     b.quant("x", 0.5, 0, -100, 100)

@@ -133,7 +133,7 @@ def test_ema_dynamic_model_gives_convs_private_quantized_inputs(zoo):
     assert private > 0 and len(qi) == len(fixed.quant_info) - len(shared) + private
     assert conv_params(path) == conv_params(fixed_path)
     assert not any(op.type == OpType.ConvertTensor and op.name.endswith("__int8_input") for op in fixed.ops)
-    out = zoo.run_oracle(path, image_feeds("cnn", "heldout")[0])
+    out = run_oracle(path, image_feeds("cnn", "heldout")[0])
     assert all(np.isfinite(v).all() for v in out.values())
 
 

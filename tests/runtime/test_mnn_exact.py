@@ -256,5 +256,5 @@ def test_silu_is_bit_exact_with_mnn(tmp_path, shape):
     assert any(op.main is not None and getattr(op.main, "opType", None) == UnaryOpOperation.SILU
                for op in interp.model.graph.ops)
     x = randn(*shape) * 12
-    got, want = interp.run({"x": x}), oracle(path, {"x": x})
+    got, want = interp.run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
