@@ -115,6 +115,10 @@ class UnaryParams:
 
 # ------------------------------------------------------------------------------------------ constants
 
+# GeometryGather.cpp: a gather with fewer constant indices than this becomes regions, not a loop command
+GATHER_REGION_LIMIT = 3
+
+
 def constant_ops(graph) -> set[int]:
     """Ids of the ops MNN computes at resize time (GeometryComputerUtils::buildConstantTensors): ops whose
     content inputs are all constant, then (repeatedly) the producers of constant tensors, starting from
@@ -251,7 +255,7 @@ class Lowering:
             kind = OpType(t).name
         except ValueError:
             kind = str(t)
-        if t in VIEW_OPS:
+        if t in VIEW_OPS or self.region_gather(op):
             self._view(op, ins, outs)
             return []
         if t == OpType.Pooling3D:
@@ -273,6 +277,16 @@ class Lowering:
         if t in NC4HW4_ONLY and ins and self.tensors[ins[0]].layout != NC4HW4:
             return self._nc4hw4_copies(op, kind, ins, outs)
         return [self._own(op, kind, ins, outs, named=True)]
+
+    def region_gather(self, op) -> bool:
+        """A Gather/GatherV2 MNN lowers to regions of its data input (GeometryGather.cpp): constant
+        indices (shape-derived ones included), fewer than three.  Quant attributes then spread through it
+        like through any view (silero VAD's LSTM state: both gathers of the ``state`` input read its int8
+        cast, as in MNN)."""
+        ins = ints(op.inputIndexes)
+        return (op.type in (OpType.Gather, OpType.GatherV2) and len(ins) >= 2 and self.tensors[ins[1]].const
+                and self.tensors[ins[1]].shape is not None
+                and self.tensors[ins[1]].size < GATHER_REGION_LIMIT)
 
     def _own(self, op, kind, ins, outs, named, params=None) -> Command:
         cmd = Command(kind, op, list(ins), list(outs), named=named, params=op.main if params is None else params)

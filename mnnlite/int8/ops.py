@@ -464,8 +464,24 @@ def layer_norm(call: Int8Call):
 
 @register(OpType.PReLU)
 def prelu(call: Int8Call):
-    """CPUPRelu int8 (MNNReluWithSlopeChannelInt8): dequantize, slope per channel, cast back."""
-    return _via_float(call)
+    """MNNReluWithSlopeChannelInt8 as the x86 build compiles it (Int8FunctionsOpt.cpp, MNN_USE_SSE: bytes
+    stored as q + 128): ``v = (q - z_in) * s_in``, ``v *= slope[c]`` where negative,
+    ``y = roundf(v * (1 / s_out) + (z_out + 128))`` clamped to ``[lo + 128, hi + 128]``, minus 128.  The
+    128 offset moves the rounding of ties and of the float sum (palm detection: one code in a few
+    thousand).  CPUPRelu clamps to the output's [min, max]; a single slope runs CPURelu, which clamps to
+    the input's."""
+    p = call.params
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
+    slope = np.asarray(p.slope, _F32).reshape(-1)
+    (s_in, z_in), out = _sz(call.in_attrs[0]), call.out_attrs[0]
+    lo, hi = (call.in_attrs[0] if len(slope) == 1 else out).qrange
+    v = ((x.astype(np.int32) - int(z_in)).astype(_F32) * _F32(s_in)).astype(_F32)
+    per_channel = slope if len(slope) == 1 else slope.reshape((1, -1) + (1,) * (x.ndim - 2))
+    v = np.where(v < 0, (v * per_channel).astype(_F32), v)
+    inv = _F32(1) / _F32(out.scale) if out.scale > 0 else _F32(0)
+    y = ((v * inv).astype(_F32) + _F32(int(out.zero) + 128)).astype(_F32)
+    q = np.clip(idst.roundf(y), lo + 128, hi + 128).astype(np.int32) - 128
+    return [geometry.from_nchw(q.astype(np.int8), call.formats[0])]
 
 
 @register(OpType.ReLU)

@@ -100,7 +100,7 @@ def _op_plans(graph: Graph, lowering: Lowering) -> list:
             plans.append(OpPlan(op, "input"))
         elif not runs(op, lowering.constant):
             plans.append(OpPlan(op, "const"))
-        elif op.type in MOVE_OPS:
+        elif op.type in MOVE_OPS or lowering.region_gather(op):
             plans.append(OpPlan(op, "move"))
         else:
             plans.append(_compute_plan(op, lowering))

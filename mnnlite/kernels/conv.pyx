@@ -25,6 +25,19 @@ cdef extern from "conv.h":
     int mnnlite_deconv2d(int isa, int nthreads, const mnnlite_conv_params *p, const float *x,
                          const float *w, const float *bias, float *y) nogil
 
+cdef extern from "winograd.h":
+    int mnnlite_winograd_mnn_unit(const mnnlite_conv_params *p)
+
+
+def winograd_mnn_unit(int c, int o, int oh, int ow):
+    """The Winograd unit MNN 3.6.1's x86 CPU backend picks for a 3x3 stride-1 dense conv with this
+    output size (ConvolutionPackWinograd::bestWinogradUnit, one thread): 2, 4, 6, or 0 where it runs the
+    dense tiled GEMM (DenseConvolutionTiledExecutor) instead."""
+    cdef mnnlite_conv_params p
+    p.c, p.o, p.oh, p.ow = c, o, oh, ow
+    return mnnlite_winograd_mnn_unit(&p)
+
+
 ACTIVATIONS = {0: "none", 1: "relu", 2: "relu6"}
 ALGORITHMS = {"auto": 0, "gemm": 1, "winograd": 2, "depthwise": 3, "winograd_mnn": 4}
 

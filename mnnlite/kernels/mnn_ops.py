@@ -8,7 +8,7 @@ import numpy as np
 
 from ..format.tables import PoolType
 from . import mnn_exact
-from .conv import Conv2d, conv2d
+from .conv import Conv2d, conv2d, winograd_mnn_unit
 from .threads import get_num_threads
 
 _F32 = np.float32
@@ -20,15 +20,32 @@ def _f32(a) -> np.ndarray:
 
 def conv_layer(w, b, stride, pad, dilation, groups, act):
     """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
-    convs by Winograd ("winograd_mnn"; MNN picks Winograd for them when it is cheaper, which holds for
-    the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d; 1x1 ones through
+    convs by Winograd ("winograd_mnn") where MNN finds a unit that pays for the output size, other
+    dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d; 1x1 ones through
     Convolution1x1Strassen's Strassen split when it pays), depthwise ones by the fast kernel (measured
     bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
     if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
-        return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
+        return _MnnWinogradOrDense(Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn"),
+                                   _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act),
+                                   w.shape[1], w.shape[0], pad)
     if groups != 1:
         return Conv2d(w, b, stride, pad, dilation, groups, act)
     return _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+
+
+class _MnnWinogradOrDense:
+    """A 3x3 stride-1 dense conv as MNN runs it (ConvolutionFloatFactory.cpp _createUnit): Winograd
+    where bestWinogradUnit finds a unit for the output size, else DenseConvolutionTiledExecutor
+    (MTCNN P-Net's 3 -> 10 first conv on 46x46: no unit pays, MNN runs the tiled GEMM)."""
+
+    def __init__(self, winograd, dense, c, o, pad):
+        self.winograd, self.dense, self.unit = winograd, dense, winograd_mnn_unit
+        self.c, self.o, self.pad = c, o, pad
+
+    def __call__(self, x):
+        pt, pl, pb, pr = self.pad
+        oh, ow = x.shape[2] + pt + pb - 2, x.shape[3] + pl + pr - 2
+        return (self.winograd if self.unit(self.c, self.o, oh, ow) else self.dense)(x)
 
 
 class _MnnDenseConv:
@@ -161,6 +178,19 @@ def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHU
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(chunk, starts))
     return out
+
+
+def silu(x, all_simd: bool = False):
+    """MNNSiLu (CommonOptFunction.cpp): MNNExp of -x, then x / (1 + e).  MNNExp runs 8 values at a time,
+    the last n % 8 through its scalar tail; ``all_simd``: the tensor is NC4HW4, padded to 8, so every
+    value takes the 8-wide path."""
+    x = np.asarray(x, _F32)
+    flat = np.negative(x, dtype=_F32).reshape(-1)
+    n = flat.size
+    if all_simd and n % 8:
+        flat = np.concatenate([flat, np.zeros(8 - n % 8, _F32)])
+    e = mnn_exact.exp(flat)[:n].reshape(x.shape)
+    return (x / (_F32(1) + e)).astype(_F32)
 
 
 def avg_pool2d(x, k, s, pad, out, count_type):

@@ -75,6 +75,8 @@ KERNELS: dict[str, Kernel] = dict([
        "softmax_rows(x2): _AVX_MNNSoftmax over each row of a float32 [rows, n] array"),
     _k("sigmoid", "mnnlite.ops.elementwise:sigmoid_ref", None, "mnnlite.kernels.mnn_exact:sigmoid",
        "sigmoid(x, all_simd): 1 / (1 + exp(-x)); all_simd: MNN runs every value through its 8-wide path"),
+    _k("silu", "mnnlite.ops.elementwise:silu_ref", None, "mnnlite.kernels.mnn_ops:silu",
+       "silu(x, all_simd): x / (1 + exp(-x)); all_simd: MNN runs every value through its 8-wide path"),
     _k("hardswish", "mnnlite.ops.elementwise:_hardswish", "mnnlite.kernels.eltwise:hardswish_f32", None,
        "hardswish(x): x * relu6(x + 3) / 6 in float32"),
     _k("norm_rows", "mnnlite.ops.norm:normalize_rows", None, "mnnlite.kernels.mnn_exact:norm_rows",

@@ -178,6 +178,13 @@ def _silu(x):
     return x / (_F32(1) + np.exp(_clamp(-x, _F32(-87), _F32(87))))
 
 
+def silu_ref(x, all_simd: bool = False):
+    """The reference form of kernel "silu" (mnnlite.kernels.table): ``_silu`` in float32; ``all_simd``
+    only matters to the MNN form."""
+    y = _silu(x)
+    return y if y.dtype == _F32 else np.asarray(y).astype(_F32)
+
+
 def _tanh(x):
     """MNNTanh: (1 - e^-2x) / (1 + e^-2x), the exponent clamped to +-87."""
     e = np.exp(_clamp(_F32(-2) * x, _F32(-87), _F32(87)))
@@ -270,8 +277,8 @@ def unary_op(call):
 def plan_unary_op(op, impl: str):
     """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
-    if code == U.SIGMOID:
-        return _plan_sigmoid(impl, unary_op)
+    if code in (U.SIGMOID, U.SILU):
+        return _plan_sigmoid(impl, unary_op, "sigmoid" if code == U.SIGMOID else "silu")
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
@@ -288,11 +295,12 @@ def plan_unary_op(op, impl: str):
     return run
 
 
-def _plan_sigmoid(impl: str, generic):
-    """A float32 sigmoid through kernel "sigmoid" (``generic`` takes other types).  MNN runs MNNSigmoid
-    over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every value takes the 8-wide
-    path (``all_simd``); NCHW / NHWC tensors hold our arrays' order, so the scalar tail is their last n % 8."""
-    sigmoid = kernel_table.form("sigmoid", impl)
+def _plan_sigmoid(impl: str, generic, kernel: str = "sigmoid"):
+    """A float32 sigmoid (or SiLU) through kernel "sigmoid" ("silu"; ``generic`` takes other types).  MNN
+    runs MNNSigmoid / MNNSiLu over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every
+    value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays' order, so the scalar
+    tail is their last n % 8."""
+    sigmoid = kernel_table.form(kernel, impl)
 
     def run(call):
         x = call.inputs[0]

@@ -593,22 +593,36 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
                                  p.zero_out, bias=bias, output=merged, activation=activation)
         # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (docs/mnn-quantization.md §9.7): one ulp off s at times
         s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
-        inputs[m.input] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))   # last conv wins
+        inputs[m.pos] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))
         report.quantized_ops.append(op.name)
     quantized_inputs = {id(graph.ops[m.pos]) for m in modules if m.pos in convs}
+    shared: dict[int, TensorQuant] = {}
     for m in modules:
         if m.pos in convs:
             p = params[m.pos]
             tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, _ema_output_min(graph, m.output, quantized_inputs),
                                             127.0)
-    for t, q in inputs.items():
-        tensors.setdefault(t, q)                         # a conv output keeps its own (min -128) info
+    # MNN rewires a conv reading another quantized conv's output to read it directly.  Other convs: MNN's
+    # inference forward builds the graph from inputs with the declared dims; where one is unknown, no
+    # tensor has a known format, so its _Convert(x, NC4HW4) around the FloatToInt8 always adds ops and each
+    # such conv reads a private quantized copy (the producer, e.g. MTCNN's PReLU, stays float); with known
+    # dims the convert is a no-op and the quant info lands on the shared tensor (last conv wins)
+    dynamic = any(d <= 0 for spec in specs for d in spec.shape)
+    copies = {}
+    for m in modules:
+        if m.pos in convs and m.input not in tensors:
+            if dynamic:
+                copies[m.pos] = inputs[m.pos]
+            else:
+                shared[m.input] = inputs[m.pos]
+    tensors.update(shared)
     fused = {m.pos for m in modules}
     report.skipped_ops += [op.name for pos, op in enumerate(graph.ops)
                            if op.type in CONV_TYPES and pos not in fused and op.name not in report.skipped_ops]
     drop = [pos for m in modules if m.pos in convs for pos in m.absorbed]
-    quantized = rewrite(model, tensors, convs, tables=False, drop_ops=drop)
+    quantized = rewrite(model, tensors, convs, tables=False, drop_ops=drop, input_copies=copies)
     scales = {t: (q.scale, q.zero) for t, q in tensors.items()}
+    scales.update({m.input: (copies[m.pos].scale, copies[m.pos].zero) for m in modules if m.pos in copies})
     report.scales = {graph.tensors[t]: v for t, v in sorted(scales.items())}
     return quantized, scale_dump(graph, set(scales), scales), None
 

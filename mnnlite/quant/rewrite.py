@@ -14,7 +14,10 @@ quantizer writes and its runtime consumes (docs/mnn-format.md §3, §6.3, §11):
 
 Everything else (names, order, bizCode, outputName, uuid) is kept.  The EMA path uses the same writer
 (asymmetric zero points, conv outputs with ``min = -128``) on the source graph instead of MNN's rebuilt
-graph, so names, outputs and ``bizCode`` survive (MNN loses them, docs/mnn-quantization.md §14.11).
+graph, so names, outputs and ``bizCode`` survive (MNN loses them, docs/mnn-quantization.md §14.11).  Like
+MNN's, an EMA conv that does not read another quantized conv's output reads a private quantized copy of its
+input (``input_copies``): MNN's FloatToInt8 leaves two ConvertTensor ops there (docs/mnn-quantization.md §9
+steps 5-7), so the op that produced the input (a PReLU, a pooling, ...) keeps running in float.
 """
 from __future__ import annotations
 
@@ -25,12 +28,14 @@ import numpy as np
 
 from ..backend.rules import UNARY_INT8_WITHOUT_TABLE
 from ..format import idst
-from ..format.tables import TABLE_CLASSES, DataType, OpType, UnaryOpOperation
+from ..format.tables import TABLE_CLASSES, DataFormat, DataType, OpType, UnaryOpOperation
 from ..graph import Model
 
 IDSTQuan = TABLE_CLASSES["IDSTQuan"]
 QuantizedFloatParam = TABLE_CLASSES["QuantizedFloatParam"]
+TensorConvertInfo = TABLE_CLASSES["TensorConvertInfo"]
 TensorDescribe = TABLE_CLASSES["TensorDescribe"]
+Op = TABLE_CLASSES["Op"]
 TensorQuantInfo = TABLE_CLASSES["TensorQuantInfo"]
 UnaryOp = TABLE_CLASSES["UnaryOp"]
 
@@ -109,20 +114,25 @@ def unary_table(op_type: int, s_in: float, z_in: float, s_out: float, z_out: flo
 
 
 def rewrite(model: Model, tensors: dict[int, TensorQuant], convs: dict[int, ConvQuant],
-            tables: bool = True, drop_ops=()) -> Model:
+            tables: bool = True, drop_ops=(), input_copies=None) -> Model:
     """A quantized copy of ``model``.
 
     ``tensors``: tensor index -> quant info (main graph).  ``convs``: position of the op in the main
     graph's op list -> its int8 weights.  ``tables``: fill UnaryOp lookup tables (KL/ADMM path).
     ``drop_ops``: positions of ops merged into a conv (EMA: BatchNorm, ReLU), removed from the list.
+    ``input_copies``: position of a conv -> quant info of the private copy of its input it then reads (EMA).
     """
     net = copy.deepcopy(model.net)
     ops = net.oplists
     for pos, conv in sorted(convs.items()):
         _quantize_conv(ops[pos], conv)
+    copies = {id(ops[pos]): q for pos, q in (input_copies or {}).items()}
     if drop_ops:
         drop = set(drop_ops)
         net.oplists = ops = [op for p, op in enumerate(ops) if p not in drop]
+    if copies:
+        tensors = dict(tensors)
+        net.oplists = ops = _with_input_copies(net, ops, copies, tensors)
     for op in ops:
         if op.type in (OpType.Sigmoid, OpType.TanH):
             kind = U.SIGMOID if op.type == OpType.Sigmoid else U.TANH
@@ -153,6 +163,29 @@ def _quantize_conv(op, conv: ConvQuant) -> None:
         main.common.relu = True
     elif conv.activation == "relu6":
         main.common.relu6 = True
+
+
+def _with_input_copies(net, ops, copies: dict, tensors: dict) -> list:
+    """The op list with, before each conv of ``copies`` (op id -> quant info), MNN's two ConvertTensor ops
+    (NCHW -> NC4HW4, as its EMA graph's ``_Convert`` before and after the FloatToInt8): the first one's
+    output carries the quant info, the conv reads the second one's.  New tensors go after the existing
+    ones, so every index already in the net stays valid."""
+    result = []
+    for op in ops:
+        q = copies.get(id(op))
+        if q is not None:
+            source = int(op.inputIndexes[0])
+            quantized, converted = len(net.tensorName), len(net.tensorName) + 1
+            net.tensorName = list(net.tensorName) + [f"{op.name}__int8_input", f"{op.name}__int8_input_nc4hw4"]
+            for name, src, dst in ((f"{op.name}__int8_input", source, quantized),
+                                   (f"{op.name}__int8_input_nc4hw4", quantized, converted)):
+                result.append(Op(name=name, type=OpType.ConvertTensor, inputIndexes=np.array([src], np.int32),
+                                 outputIndexes=np.array([dst], np.int32),
+                                 main=TensorConvertInfo(source=int(DataFormat.NCHW), dest=int(DataFormat.NC4HW4))))
+            tensors[quantized] = q
+            op.inputIndexes = np.array([converted] + [int(i) for i in op.inputIndexes[1:]], np.int32)
+        result.append(op)
+    return result
 
 
 def _fill_table(op, tensors) -> None:

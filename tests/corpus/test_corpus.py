@@ -9,12 +9,15 @@ runtime on quantized.out's files and on ours; ``validate``.  The corpus is built
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
 
 import corpus
 import corpus_steps as steps
+import mnnlite
 
 NAMES = corpus.names()
 QUANT_IDS = [f"{f}-{w}" for f, w in steps.QUANT_CASES]
@@ -89,3 +92,26 @@ def test_int8_runtime_matches_official_on_our_file(name, feature, weight, ours_d
 @pytest.mark.parametrize("name", NAMES)
 def test_validate(name, ours_dir):
     steps.step_validate(name, our_file(name, "KL", "MAX_ABS", ours_dir), "KL", "MAX_ABS")
+
+
+def _quant_infos(path) -> list:
+    return sorted((q.min, q.zero, round(float(q.scale), 6)) for q in mnnlite.load_model(path).graph.quant_info.values())
+
+
+@pytest.mark.parametrize("name", ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"])
+def test_ema_dynamic_dims_quant_info_where_mnns_is(name, ours_dir, tmp_path):
+    """A model with unknown input dims (MTCNN: [1, -1, -1, 3]): quantized.out gives each conv a private
+    quantized copy of its input, so the PReLU before it stays float in MNN's runtime (int8 PReLU cost
+    P-Net 0.951 against 0.999).  Ours has the same quant info (min, zero, scale) on the same number of
+    tensors as quantized.out's file with winogradOpt off (our convs are direct; README deviation 6)."""
+    cfg = json.loads(corpus.config_path(name, "EMA", "MAX_ABS").read_text())
+    cfg["winogradOpt"] = False
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    theirs = tmp_path / "mnn.mnn"
+    res = steps.run_child([sys.executable, "-c", "import sys, _tools; _tools.mnnquant(sys.argv[1:])",
+                           "quantized.out", str(corpus.float_model(name)), str(theirs), str(cfg_path)],
+                          corpus.MNN_QUANT_TIMEOUT_S, cwd=str(tmp_path))
+    assert res["code"] == 0 and theirs.exists(), res["output"][-400:]
+    ours = our_file(name, "EMA", "MAX_ABS", ours_dir)
+    assert _quant_infos(ours) == _quant_infos(theirs)

@@ -145,3 +145,43 @@ def test_pool_softmax_layernorm_int8(mnn_oracle, tmp_path):
     interp = _agree(mnn_oracle, b.save(tmp_path / "misc.mnn", ["mp", "ap", "sm", "ln"]), feeds)
     assert {"mp", "ap", "sm", "ln"} <= set(int8_plan(interp, feeds).int8_ops())
     del c
+
+
+@pytest.mark.oracle
+def test_constant_gather_is_a_raster_quant_spreads_to_its_source(mnn_oracle, tmp_path):
+    """A Gather with fewer than three constant indices is Raster regions of its input (GeometryGather),
+    so a quant attribute spreads back through it to the input and forward to the input's other
+    gathers: MNN casts the whole input to int8 once and the float reader of the second gather gets
+    that cast back (silero_vad's LSTM state: cell state quantized with the hidden state's scale)."""
+    nchw = DataFormat.NCHW
+    b = NetBuilder()
+    b.input("state", [2, 1, 8], dformat=nchw, fmt=nchw)
+    for k in (0, 1):
+        b.const(f"i{k}", np.array([k], np.int32))
+        b.op(OpType.GatherV2, ["state", f"i{k}"], [f"g{k}"], T["Axis"](axis=0), nchw)
+        b.op(OpType.Reshape, [f"g{k}"], [f"r{k}"], T["Reshape"](dims=[1, 8, 1, 1], dimType=0), nchw)
+    b.op(OpType.UnaryOp, ["r0"], ["y0"], T["UnaryOp"](opType=int(U.ABS), T=1), nchw)
+    b.op(OpType.UnaryOp, ["r1"], ["y1"], T["UnaryOp"](opType=int(U.SQUARE), T=1), nchw)
+    b.quant("r0", 0.05, 3)
+    b.quant("y0", 0.05, 3)
+    feeds = _feeds(["state"], 7, (2, 1, 8))
+    interp = _agree(mnn_oracle, b.save(tmp_path / "gather.mnn", ["y0", "y1"]), feeds)
+    # the float reader saw the quantized state, not the exact one
+    assert not np.array_equal(interp.run(feeds)["y1"], np.square(feeds["state"][1]).reshape(1, 8, 1, 1))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("channels", [6, 1], ids=["per-channel", "single-slope"])
+def test_prelu_int8_rounds_in_the_offset_domain(mnn_oracle, tmp_path, channels):
+    """Int8 PReLU rounds ``v / s_out + z_out + 128`` (x86 stores q + 128): halves round up, not away
+    from zero, for negative values too.  Input scale 0.5 and output scale 1 make every odd code a tie
+    (palm detection's PReLUs met a few).  One slope runs CPURelu, which clamps to the input's range."""
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
+    slope = np.linspace(0.5, 1.0, channels).astype(np.float32)
+    b.op(OpType.PReLU, ["x"], ["y"], T["PRelu"](slopeCount=channels, slope=slope), C4)
+    b.quant("x", 0.5, 0, -100, 100)
+    b.quant("y", 1.0, 0)
+    feeds = {"x": (np.random.default_rng(8).standard_normal(SHAPE) * 30).astype(np.float32)}
+    interp = _agree(mnn_oracle, b.save(tmp_path / "prelu.mnn", ["y"]), feeds)
+    assert "y" in int8_plan(interp, feeds).int8_ops()

@@ -106,6 +106,37 @@ def test_ema_dynamic_model_uses_config_size(zoo):
     assert conv_params(path) == conv_params(fixed_path)
 
 
+def test_ema_dynamic_model_gives_convs_private_quantized_inputs(zoo):
+    """Unknown input dims: as quantized.out (checked on MTCNN, tests/corpus), each conv that does not
+    read another quantized conv reads ConvertTensor(ConvertTensor(x)) with the quant info on the first
+    one, so x's producer keeps no quant info and stays float in MNN's runtime; known dims put the info
+    on x itself.  Same parameters both ways; MNN's runtime runs the file."""
+    path, _ = our_quant("cnn", _cfg("cnn"))
+    fixed_path, _ = our_quant("cnn", _cfg("cnn"), src=fixed_shape_model("cnn"))
+    g, fixed = mnnlite.load_model(path).graph, mnnlite.load_model(fixed_path).graph
+    qi, producer = g.quant_info, g.producer
+    convs = [op for op in g.ops if getattr(op.main, "quanParameter", None) is not None]
+    conv_outputs = {int(op.outputIndexes[0]) for op in convs}
+    private = 0
+    for op in convs:
+        i = int(op.inputIndexes[0])
+        if i in conv_outputs:
+            continue
+        second = producer[i]
+        first = producer[int(second.inputIndexes[0])]
+        assert second.type == first.type == OpType.ConvertTensor, op.name
+        assert i not in qi and int(second.inputIndexes[0]) in qi, op.name
+        assert int(first.inputIndexes[0]) not in qi or int(first.inputIndexes[0]) in conv_outputs, op.name
+        private += 1
+    fixed_convs = [op for op in fixed.ops if getattr(op.main, "quanParameter", None) is not None]
+    shared = {int(op.inputIndexes[0]) for op in fixed_convs} - {int(op.outputIndexes[0]) for op in fixed_convs}
+    assert private > 0 and len(qi) == len(fixed.quant_info) - len(shared) + private
+    assert conv_params(path) == conv_params(fixed_path)
+    assert not any(op.type == OpType.ConvertTensor and op.name.endswith("__int8_input") for op in fixed.ops)
+    out = run_oracle(path, image_feeds("cnn", "heldout")[0])
+    assert all(np.isfinite(v).all() for v in out.values())
+
+
 def test_batchnorm_model_switches_to_ema_and_folds(zoo, tmp_path):
     """A model kept with its BatchNorms (``--forTraining``) is quantized with EMA whatever the config says
     (docs/mnn-quantization.md §2); each conv + BN (+ ReLU6) becomes one int8 conv with the BN folded in (running statistics)."""

@@ -57,6 +57,10 @@ CONV_CASES = {
     "3x3s2_first_conv": (3, 16, 3, 2, 1, "relu6", 1, 33, 31),    # ppocr_det's stem, odd sizes
     "3x3s2_batch2": (6, 10, 3, 2, 1, None, 2, 9, 11),           # the batch's planes tiled as one
     "5x5s2_k7": (7, 5, 5, 2, 2, None, 1, 13, 10),
+    # 3x3 stride 1 where no Winograd unit pays (bestWinogradUnit's rate < 1): MNN's tiled GEMM, not
+    # Winograd (MTCNN P-Net's first conv); 10 -> 16 on 23x23 takes F(6x6)
+    "3x3s1_no_winograd_unit": (3, 10, 3, 1, 0, None, 1, 48, 48),
+    "3x3s1_winograd_f6": (10, 16, 3, 1, 0, None, 1, 23, 23),
     # Convolution1x1Strassen splits large products (StrassenMatrixComputor): ppocr_rec's 480x480 on 6x80,
     # then leftover rows (O = 490: 2 x 240 + 10) and columns (E = 511: 2 x 240 + 31) with ReLU
     "1x1_strassen_480": (480, 480, 1, 1, 0, None, 1, 6, 80),
@@ -235,3 +239,22 @@ def test_portable_path_gives_the_fma_path_bits():
         cpu.set_limit(None)
     for got, want in zip(portable, simd):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 17, 5), (5, 13)], ids=str)
+def test_silu_is_bit_exact_with_mnn(tmp_path, shape):
+    """x * sigmoid(x) converts to UnaryOp SILU: MNNSiLu is MNNExp(-x) then x / (1 + e) (ddddocr_det's
+    activations; a one-ulp difference flips int8 codes after it)."""
+    from onnx import helper
+
+    from mnnlite.format.tables import UnaryOpOperation
+
+    dims = [None] * len(shape)
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
+    path = convert(onnx_graph(nodes, [("x", dims, "FLOAT")], ["y"]), tmp_path / "silu.mnn")
+    interp = Interpreter(path, impl="mnn")
+    assert any(op.main is not None and getattr(op.main, "opType", None) == UnaryOpOperation.SILU
+               for op in interp.model.graph.ops)
+    x = randn(*shape) * 12
+    got, want = interp.run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
+    np.testing.assert_array_equal(got["y"], want["y"])
