@@ -25,10 +25,11 @@ import numpy as np
 from ..errors import DataError
 from . import calibrate as cal
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
-from .ranges import Range, RangeObserver, choose_range
+from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
 
 MAX_REPAIR_ROUNDS = 4
+DOWNSTREAM_VALUES = 2048     # values per channel the downstream objective keeps of every conv input
 PROFILE_SAMPLES = 1          # held-out samples for the per-layer error profile (a ranking, not a score)
 # the flow runs the compiled kernels with their own float rounding ("fast"): MNN's rounding ("mnn", ~2x
 # slower) moves statistics and scores by ~1e-5, far below what decides a range or a conv's fate; the
@@ -82,6 +83,7 @@ class AccuracyReport:
     trials: list = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     reached: bool | None = None
+    range_objective: str = "tensor"
 
     def to_dict(self) -> dict:
         import dataclasses
@@ -92,7 +94,8 @@ class AccuracyReport:
         convs = [o for o in self.ops if o.type.startswith("Conv")]
         int8 = [o for o in convs if o.int8]
         lines = [f"accurate: {len(int8)}/{len(convs)} convolution(s) int8 "
-                 f"({100 * self.int8_conv_mac_share:.1f} % of conv MACs), range method {self.range_method}"]
+                 f"({100 * self.int8_conv_mac_share:.1f} % of conv MACs), range method {self.range_method}"
+                 f" ({self.range_objective} error)"]
         methods: dict[str, int] = {}
         for t in self.tensors:
             key = f"{t.method}/{'sym' if t.symmetric else 'asym'}"
@@ -205,21 +208,79 @@ class _Builder:
 
 
 class _Ranges(dict):
-    """tensor -> chosen Range, computed on first use (only the tensors that get quant info need one)."""
+    """tensor -> chosen Range, computed on first use (only the tensors that get quant info need one);
+    ``downstream``: tensor -> Downstream for the tensors chosen by the error their readers see."""
 
-    def __init__(self, stats: dict, method: str, clamp: int):
+    def __init__(self, stats: dict, method: str, clamp: int, downstream: dict | None = None):
         super().__init__()
         self.stats, self.method, self.clamp = stats, method, clamp
+        self.downstream = downstream or {}
 
     def __contains__(self, t) -> bool:
         return t in self.stats
 
     def __missing__(self, t) -> Range:
-        r = self[t] = choose_range(self.stats[t], self.method, clamp=self.clamp)
+        seen = self.downstream.get(t)
+        if seen is not None:
+            r = self[t] = choose_downstream(self.stats[t], seen, self.method, clamp=self.clamp)
+        else:
+            r = self[t] = choose_range(self.stats[t], self.method, clamp=self.clamp)
         return r
 
     def get(self, t, default=None):
         return self[t] if t in self.stats else default
+
+
+def _input_gains(op, channels: int) -> np.ndarray | None:
+    """Per input channel of conv ``op``: the sum of the squared weights reading it (``Downstream``)."""
+    from ..ops.weights import conv_weights
+
+    w, _ = conv_weights(op)
+    w = np.asarray(w, np.float64)
+    if w.ndim != 4 or w.shape[1] == 0 or channels % w.shape[1] or w.shape[0] % (channels // w.shape[1]):
+        return None
+    groups = channels // w.shape[1]
+    per_column = np.square(w).sum(axis=(2, 3))                       # [O, C/g]
+    return per_column.reshape(groups, -1, w.shape[1]).sum(axis=1).reshape(-1)
+
+
+def downstream_of(graph, facts, plan, sites: list[ConvSite], workers, feeds) -> dict[int, Downstream]:
+    """{conv input tensor: Downstream} from an even subsample of every calibration sample (the
+    ``range_objective`` "downstream"; one more pass over the samples); a tensor whose channels cannot be matched to its readers' weights is
+    left out (it keeps the histogram objective)."""
+    by_pos = {s.pos: s for s in sites}
+    position = {id(op): p for p, op in enumerate(graph.ops)}
+    axis = {s.input: (-1 if plan.formats.get(s.input) == cal.NHWC else 1) for s in sites}
+    gains: dict[int, list] = {}
+    for t in axis:
+        shape = facts[t].shape
+        if len(shape) < 2:
+            continue
+        channels = int(shape[axis[t]])
+        readers = []
+        for op in graph.consumers.get(t, []):
+            site = by_pos.get(position.get(id(op)))
+            readers.append(_input_gains(op, channels) if site is not None and site.input == t
+                           else np.ones(channels))
+        if readers and all(g is not None and g.shape == (channels,) for g in readers):
+            gains[t] = readers
+    budget = max(1, -(-DOWNSTREAM_VALUES // max(len(feeds), 1)))      # values per channel and sample
+
+    def one(interp, feed):
+        got: dict[int, np.ndarray] = {}
+
+        def keep(i, _name, a):
+            if i in gains:
+                x = np.moveaxis(np.asarray(a, np.float32), axis[i], 0).reshape(len(gains[i][0]), -1)
+                step = max(1, -(-x.shape[1] // budget))
+                got[i] = np.ascontiguousarray(x[:, ::step])
+        interp.run(feed, observe=keep)
+        return got
+    kept: dict[int, list] = {t: [] for t in gains}
+    for got in workers.map(feeds, one):                  # sample order: the same subsample every run
+        for t, x in got.items():
+            kept[t].append(x)
+    return {t: Downstream(np.concatenate(v, axis=1), gains[t]) for t, v in kept.items() if v}
 
 
 def _plan_of(model, feeds):
@@ -271,7 +332,10 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
                     parallel=True)
     stats = {t: h for t, h in ((t, o.histogram()) for t, o in observers.items()) if h is not None}
     method = cfg.range_method or "auto"
-    ranges = _Ranges(stats, method, cfg.feature_clamp_value)
+    downstream = None
+    if cfg.range_objective == "downstream":
+        downstream = downstream_of(graph, facts, plan, sites, workers, feeds)
+    ranges = _Ranges(stats, method, cfg.feature_clamp_value, downstream)
     clock["statistics"] = time.perf_counter()
 
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
@@ -284,7 +348,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         if s not in usable and s.name not in mixed:
             excluded[s.name] = "no usable range (its input or output is zero on every calibration sample)"
     names = [s.name for s in usable]
-    acc = AccuracyReport(cfg.preset, method, cfg.int8_ops or "auto", cfg.target_cosine, len(feeds), len(held))
+    acc = AccuracyReport(cfg.preset, method, cfg.int8_ops or "auto", cfg.target_cosine, len(feeds), len(held),
+                         range_objective=cfg.range_objective or "tensor")
     damage: dict[str, float] = {}
     float_names: list[str] = []
     if held:

@@ -16,7 +16,7 @@ import mnnlite
 from mnnlite.errors import ConfigError
 from mnnlite.format.tables import OpType
 from mnnlite.quant.config import load_config
-from mnnlite.quant.ranges import RangeObserver, choose_range
+from mnnlite.quant.ranges import Downstream, RangeObserver, choose_downstream, choose_range
 from mnnlite.runtime import Interpreter
 
 pytestmark = needs_oracle
@@ -118,6 +118,47 @@ def test_heavy_tail_is_clipped_by_mse_and_percentile_but_not_max():
     est = {m: choose_range(h, m).error for m in ("max", "kl", "mse")}
     real = {m: _fake_quant_mse(x, choose_range(h, m)) for m in est}
     assert sorted(est, key=est.get) == sorted(real, key=real.get)
+
+
+def test_downstream_objective_weighs_channels_by_their_readers():
+    """Channel 0 spans ±10 but its reader multiplies it by 1e-3; channel 1 spans ±0.5 and is multiplied by
+    5: the tensor's own error wants the whole ±10, the error the reader sees wants ±0.5 (channel 0
+    clipped, channel 1 with 20x finer steps)."""
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.uniform(-10, 10, 20000), rng.uniform(-0.5, 0.5, 20000)]).astype(np.float32)
+    h = _histogram(x)
+    seen = Downstream(x, [np.array([1e-6, 25.0])])
+    own, down = choose_range(h, "auto"), choose_downstream(h, seen, "auto")
+    assert max(-own.lo, own.hi) > 9 and max(-down.lo, down.hi) < 1.5
+    assert seen.cost(down) < 0.05 * seen.cost(own)
+    # a reader that takes the values as they are (ones): the objective is the tensor's own error again
+    plain = Downstream(x, [np.ones(2)])
+    assert plain.cost(choose_downstream(h, plain, "auto")) <= plain.cost(own) * 1.01
+    assert max(-choose_downstream(h, plain, "auto").lo, choose_downstream(h, plain, "auto").hi) > 5
+
+
+def test_downstream_objective_on_a_conv_pair(tmp_path):
+    """conv (channel gains 10 / 0.5) -> depthwise (weights 1e-3 / 5): the middle tensor's range chosen by
+    the depthwise output's error keeps the small channel the output is made of; MNN runs the file and
+    our int8 runtime gives its outputs."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["m"]),
+             helper.make_node("Conv", ["m", "w2", "b2"], ["y"], group=2, pads=[1, 1, 1, 1])]
+    inits = {"w1": np.diag([10.0, 0.5]).reshape(2, 2, 1, 1), "b1": np.zeros(2),
+             "w2": np.concatenate([np.full((1, 1, 3, 3), 1e-3), np.full((1, 1, 3, 3), 5.0)]), "b2": np.zeros(2)}
+    src = _save_onnx(tmp_path, nodes, inits, [1, 2, 16, 16])
+    folder = _samples(tmp_path, lambda rng: rng.uniform(-1, 1, (1, 2, 16, 16)))
+    cfg = {"path": str(folder), "input_type": "sequence", "range_method": "auto", "int8_ops": "auto"}
+    feeds = [{"x": np.random.default_rng(k).uniform(-1, 1, (1, 2, 16, 16)).astype(np.float32)} for k in range(3)]
+    scores = {}
+    for objective in ("tensor", "downstream"):
+        dst = tmp_path / f"{objective}.mnn"
+        report = mnnlite.quantize(src, dst, {**cfg, "range_objective": objective})
+        assert report.accuracy.range_objective == objective
+        scores[objective] = _output_cosine(src, dst, feeds)
+    _oracle_agrees(tmp_path / "downstream.mnn", feeds)
+    assert scores["downstream"] > 0.999 and 1 - scores["downstream"] < 0.2 * (1 - scores["tensor"])
 
 
 def test_unknown_range_method_is_rejected():
