@@ -321,14 +321,14 @@ def _map_task(key: str, recipe, fn, shard: list) -> list:
 
 
 def _observe_task(key: str, recipe, observers: dict, shard: list) -> dict:
-    from .quant.calibrate import observe_shard, shard_observers
+    from .quant.workers import observe_shard, shard_observers
 
     # fresh observers from the run's snapshot (objects from the store are read-only)
     return observe_shard(_built(key, recipe), shard_observers(observers), shard)
 
 
 class RayWorkers:
-    """``quant.calibrate.Workers`` on a Ray cluster: samples go out in shards, one task per shard.
+    """``quant.workers.Workers`` on a Ray cluster: samples go out in shards, one task per shard.
 
     ``recipe``: a picklable zero-argument callable that builds the interpreter (``functools.partial``
     of a module-level function over model bytes); it travels once through the object store and each
@@ -413,7 +413,7 @@ class RayWorkers:
 
     def order_free_pass(self, observers: dict, samples, done=None) -> None:
         """Every sample through the model with shard-local observers merged into ``observers``."""
-        from .quant.calibrate import merge_shard, shard_observers
+        from .quant.workers import merge_shard, shard_observers
 
         snapshot = self.ray.put(shard_observers(observers))
         for _n, size, partial in self._results(

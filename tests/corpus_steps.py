@@ -8,7 +8,7 @@ Inputs and outputs are in the model's declared layout on both sides: the officia
 host tensors of each input's own dimension type and its outputs are read the same way (NHWC for TFLite
 models), which is what MNN's Module API hands a user.  The official runtime runs in child processes: a
 crash of MNN on a file is reported, and MNN's int8 kernels that read memory they never wrote
-(tests/int8_runtime/int8_oracle.py) see fresh zeroed pages, one sample per process when the file needs it.
+(tests/int8_oracle.py) see fresh zeroed pages, one sample per process when the file needs it.
 """
 from __future__ import annotations
 
@@ -27,9 +27,6 @@ import corpus
 import model_zoo as zoo
 
 # the int8 agreement budget (one quantization step of an output) lives with the int8 runtime tests
-_INT8_TESTS = str(Path(__file__).resolve().parent / "int8_runtime")
-if _INT8_TESTS not in sys.path:
-    sys.path.append(_INT8_TESTS)
 
 # Float run against the official runtime: the oracle tests' budget (tests/runtime/test_zoo_accuracy.py):
 # max abs err <= 1e-4 * max|ref|, cosine >= 0.999999; models whose many 3x3 convs go through MNN's
@@ -38,7 +35,7 @@ FLOAT_REL_ERR = zoo.REL_ERR_MAX
 FLOAT_REL_ERR_WINOGRAD = 2e-3
 FLOAT_REL_ERR_BUDGET = {"ppocr_det": FLOAT_REL_ERR_WINOGRAD}
 FLOAT_SAMPLES = 3
-# Int8 agreement with the official runtime (tests/int8_runtime/test_int8_zoo_agreement.py): max abs diff
+# Int8 agreement with the official runtime (tests/int8/test_zoo_agreement.py): max abs diff
 # <= one quantization step of the output, cosine >= 0.99999.
 INT8_MIN_COSINE = 0.99999
 STEP_ROUNDING = 1e-5

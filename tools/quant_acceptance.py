@@ -44,7 +44,7 @@ WEIGHTS = ("MAX_ABS", "ADMM")
 TOLERANCE = {"KL": 1e-5, "ADMM": 1e-3, "EMA": 1e-5}
 SHOW_MISMATCHES = 4
 
-# fidelity() in a fresh process: MNN's int8 kernels may read memory they never wrote (tests/int8_runtime),
+# fidelity() in a fresh process: MNN's int8 kernels may read memory they never wrote (tests/int8),
 # so only fresh-process results are reproducible, and a segfault must not take the table down with it
 _FIDELITY_CHILD = """
 import sys

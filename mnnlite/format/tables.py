@@ -33,6 +33,13 @@ DataType = _make_enum("DataType")
 DataFormat = _make_enum("MNN_DATA_FORMAT")
 BinaryOpOperation = _make_enum("BinaryOpOperation")
 UnaryOpOperation = _make_enum("UnaryOpOperation")
+PadMode = _make_enum("PadMode")
+PoolType = _make_enum("PoolType")
+PoolPadType = _make_enum("PoolPadType")
+AvgPoolCountType = _make_enum("AvgPoolCountType")
+CoordinateTransformationMode = _make_enum("CoordinateTransformationMode")
+EltwiseType = _make_enum("EltwiseType")
+ReductionType = _make_enum("ReductionType")
 
 _ENUM_NAMES = {name: {v: k for k, v in reversed(list(values.items()))} for name, (_, values) in ENUMS.items()}
 
@@ -117,4 +124,6 @@ TABLE_CLASSES: dict[str, type] = _make_tables(TABLES)
 globals().update(TABLE_CLASSES)
 
 __all__ = ["enum_name", "OpType", "DataType", "DataFormat", "BinaryOpOperation", "UnaryOpOperation",
+           "PadMode", "PoolType", "PoolPadType", "AvgPoolCountType", "CoordinateTransformationMode", "EltwiseType",
+           "ReductionType",
            "OP_PARAMETER_MEMBERS", "OP_PARAMETER_TAG", "TABLE_CLASSES", "NUMPY_DTYPE", *TABLE_CLASSES]

@@ -25,9 +25,9 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..format import idst
 from ..format.tables import BinaryOpOperation as B
-from ..format.tables import DataFormat, OpType
+from ..format.tables import DataFormat, OpType, PoolPadType, PoolType
 from ..format.tables import UnaryOpOperation as U
-from ..ops import nn
+from ..ops import geometry, resize
 from ..ops.registry import OpCall
 from ..ref import int8 as R
 from . import fastq
@@ -102,18 +102,6 @@ def conv_weights_int8(op) -> ConvWeights:
     return ConvWeights(np.ascontiguousarray(codes), alpha, np.ascontiguousarray(bias))
 
 
-def _conv_geometry(common, shape, kh, kw):
-    """(stride, pad (t, l, b, r), dilation, out size) for an input of ``shape`` as the float kernel
-    computes them (nn.py)."""
-    (sy, sx), (dy, dx) = (common.strideY, common.strideX), (common.dilateY, common.dilateX)
-    h, w = shape[2:]
-    oh, ow = nn._conv_size(common, h, kh, sy, dy, 0), nn._conv_size(common, w, kw, sx, dx, 1)
-    pt, pl = nn._conv_pad(common, h, oh, kh, sy, dy, 0), nn._conv_pad(common, w, ow, kw, sx, dx, 1)
-    pb = (oh - 1) * sy + dy * (kh - 1) + 1 - h - pt
-    pr = (ow - 1) * sx + dx * (kw - 1) + 1 - w - pl
-    return (sy, sx), (pt, pl, pb, pr), (dy, dx), (oh, ow)
-
-
 def _crop_to_pads(x, pad):
     """Negative bottom/right pads (inputs longer than the windows need) become crops."""
     pt, pl, pb, pr = pad
@@ -129,13 +117,13 @@ def convolution(call: Int8Call):
     """ConvInt8 / DepthwiseConvInt8 (docs/mnn-quantization.md §13.2-13.3): input/output scale and zero from the tensors;
     relu and relu6 both only raise the lower bound to z_out.  What depends on the input shape and the
     two attributes only (geometry, crop, the prepared kernel) is fixed on the first call and cached."""
-    x = nn.to_nchw(call.inputs[0], call.formats[0])
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
     in_attr, out_attr = call.in_attrs[0], call.out_attrs[0]
     key = ("run", x.shape, in_attr.key, out_attr.key, out_attr.qrange, call.impl)
     run = call.cache.get(key)
     if run is None:
         run = call.cache[key] = _conv_runner(call.op, call.cache, x.shape, in_attr, out_attr, call.impl)
-    return [nn.from_nchw(run(x), call.formats[0])]
+    return [geometry.from_nchw(run(x), call.formats[0])]
 
 
 def _conv_runner(op, cache: dict, shape: tuple, in_attr, out_attr, impl: str):
@@ -146,12 +134,13 @@ def _conv_runner(op, cache: dict, shape: tuple, in_attr, out_attr, impl: str):
     if wts is None:
         wts = cache["weights"] = conv_weights_int8(op)
     kh, kw = wts.codes.shape[2:]
-    stride, pad, dilation, _ = _conv_geometry(common, shape, kh, kw)
+    stride, pad, dilation, _ = geometry.conv_window(common, shape[2], shape[3], kh, kw)
     pt, pl, pb, pr = pad
     crop_h, crop_w = (shape[2] + pb if pb < 0 else None), (shape[3] + pr if pr < 0 else None)
     pad = (pt, pl, max(pb, 0), max(pr, 0))
     # the Winograd path sizes its output from the cropped input, as before the cache
-    out_hw = _conv_geometry(common, shape[:2] + (shape[2] if crop_h is None else crop_h, shape[3] if crop_w is None else crop_w), kh, kw)[3]
+    out_hw = geometry.conv_window(common, shape[2] if crop_h is None else crop_h, shape[3] if crop_w is None else crop_w,
+                                  kh, kw)[3]
 
     def cropped(x):       # _crop_to_pads with the shape's decisions taken
         if crop_h is not None:
@@ -209,12 +198,12 @@ def _pool_window(p, x):
         return (h, w), (h, w), (0, 0, 0, 0)
     kh, kw = min(p.kernelY, h), min(p.kernelX, w)
     sy, sx = p.strideY, p.strideX
-    oh, ow = nn._pool_size(p, h, w)
+    oh, ow = geometry.pool_output_size(p, h, w)
     pt, pl = p.padY, p.padX
-    if p.padType == 2:          # SAME
+    if p.padType == PoolPadType.SAME:
         need_h, need_w = (oh - 1) * sy + kh - h, (ow - 1) * sx + kw - w
         pt, pl = max(need_h, 0) // 2, max(need_w, 0) // 2
-    if p.pads is not None and len(p.pads) == 4 and p.padType == 0:
+    if p.pads is not None and len(p.pads) == 4 and p.padType == PoolPadType.CAFFE:
         pt, pl = int(p.pads[0]), int(p.pads[1])
     pb, pr = (oh - 1) * sy + kh - h - pt, (ow - 1) * sx + kw - w - pl
     return (kh, kw), (sy, sx), (pt, pl, pb, pr)
@@ -225,7 +214,7 @@ def pooling(call: Int8Call):
     """CPUPoolInt8: max of codes (with MNN 3.6.1's x86 signed-byte comparison of q + 128), or
     ``(sum (q + 128) * floor(2^24 / n)) >> 24 - 128`` over the in-bounds window."""
     p = call.params
-    x = nn.to_nchw(call.inputs[0], call.formats[0])
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
     kernel, stride, pad = _pool_window(p, x)
     x, pad = _crop_to_pads(x, pad)
     if call.impl == "fast":
@@ -233,11 +222,11 @@ def pooling(call: Int8Call):
         maxpool, avgpool = K.maxpool_int8, K.avgpool_int8
     else:
         maxpool, avgpool = R.maxpool_int8_ref, R.avgpool_int8_ref
-    if int(p.type) == 0:
+    if p.type == PoolType.MAXPOOL:
         y = maxpool(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
     else:
         y = avgpool(x, kernel, stride, pad)
-    return [nn.from_nchw(y, call.formats[0])]
+    return [geometry.from_nchw(y, call.formats[0])]
 
 
 # --------------------------------------------------------------------------------------- BinaryOp
@@ -403,10 +392,10 @@ def _unary_no_table(op, q, inp, out) -> np.ndarray:
 def _interp_positions(call: Int8Call, x):
     """(oh, ow, (h_scale, h_off), (w_scale, w_off)) as the float Interp computes them."""
     fc = OpCall(call.op, [x] + list(call.inputs[1:]), [DataFormat.NCHW] + list(call.formats[1:]))
-    oh, ow, scales = nn._interp_sizes(fc)
+    oh, ow, scales = resize._interp_sizes(fc)
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
-    hs = nn._coord_transform(call.params, x.shape[2], oh, given[0])
-    ws = nn._coord_transform(call.params, x.shape[3], ow, given[1])
+    hs = resize._coord_transform(call.params, x.shape[2], oh, given[0])
+    ws = resize._coord_transform(call.params, x.shape[3], ow, given[1])
     return oh, ow, hs, ws
 
 
@@ -424,18 +413,19 @@ def interp(call: Int8Call):
     interpolates ``q - z_in`` in fixed point (weights * 128, rows in int16, ``(v ± 2^13) / 2^14``) and
     adds z_out -- neither rescales from the input's to the output's scale (MNN 3.6.1)."""
     p = call.params
-    x = nn.to_nchw(call.inputs[0], call.formats[0])
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
     oh, ow, (hsc, hof), (wsc, wof) = _interp_positions(call, x)
     h, w = x.shape[2:]
-    ys, xs = nn._source(oh, hsc, hof), nn._source(ow, wsc, wof)
+    ys, xs = resize._source(oh, hsc, hof), resize._source(ow, wsc, wof)
     kind = int(p.resizeType)
-    if kind in (1, 4):
-        y = x[:, :, nn._nearest(h, ys, kind == 4)][:, :, :, nn._nearest(w, xs, kind == 4)]
-        return [nn.from_nchw(np.ascontiguousarray(y), call.formats[0])]
-    if kind != 2:
+    if kind in (resize.NEAREST, resize.NEAREST_ROUND):
+        nearest_round = kind == resize.NEAREST_ROUND
+        y = x[:, :, resize._nearest(h, ys, nearest_round)][:, :, :, resize._nearest(w, xs, nearest_round)]
+        return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
+    if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
-    y0, y1, fy = nn._bilinear_axis(h, ys)
-    x0, x1, fx = nn._bilinear_axis(w, xs)
+    y0, y1, fy = resize._bilinear_axis(h, ys)
+    x0, x1, fx = resize._bilinear_axis(w, xs)
     sfx, dfx = _bilinear_weights(fx)
     sfy, dfy = _bilinear_weights(fy)
     q = x.astype(np.int32) - np.int32(int(call.in_attrs[0].zero))
@@ -446,7 +436,7 @@ def interp(call: Int8Call):
     v = np.where(val < 0, -((half - val) >> 14), (val + half) >> 14)     # C division by 2^14
     v = v.astype(np.int8).astype(np.int32) + np.int32(int(call.out_attrs[0].zero))   # int8, then + z_out
     y = v.astype(np.int8)                                                  # stored as a byte
-    return [nn.from_nchw(np.ascontiguousarray(y), call.formats[0])]
+    return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
 
 
 # -------------------------------------------------------------------- dequantize / float / quantize
@@ -573,12 +563,12 @@ def relu(call: Int8Call):
 def scale(call: Int8Call):
     """CPUScaleInt8: 15-bit fixed point (mnnlite.ref.int8.scale_int8_ref)."""
     p = call.params
-    x = nn.to_nchw(call.inputs[0], call.formats[0])
+    x = geometry.to_nchw(call.inputs[0], call.formats[0])
     bias = p.biasData if p.biasData is not None and len(p.biasData) else np.zeros(len(p.scaleData), _F32)
     (s_in, z_in), out = _sz(call.in_attrs[0]), call.out_attrs[0]
     y = R.scale_int8_ref(x, np.asarray(p.scaleData, _F32), np.asarray(bias, _F32), s_in, z_in,
                          _F32(out.scale), int(out.zero), *out.qrange)
-    return [nn.from_nchw(y, call.formats[0])]
+    return [geometry.from_nchw(y, call.formats[0])]
 
 
 __all__ = ["Int8Call", "INT8_KERNELS", "conv_weights_int8", "packed_int_output"]

@@ -2,4 +2,4 @@
 
 ``registry.py`` holds the contract and the OpType -> kernel table.
 """
-from . import const, control, elementwise, movement, nn, norm, reduce, shape  # noqa: F401
+from . import const, control, conv, elementwise, movement, nn, norm, pool, reduce, resize, shape  # noqa: F401

@@ -12,9 +12,9 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.idst import roundf
 from ..format.tables import BinaryOpOperation as B
-from ..format.tables import DataFormat, DataType, OpType
+from ..format.tables import DataFormat, DataType, EltwiseType, OpType
 from ..format.tables import UnaryOpOperation as U
-from .nn import channel_axis
+from .geometry import channel_axis
 from .registry import register, register_plan
 
 _F32, _I32 = np.float32, np.int32
@@ -460,8 +460,8 @@ def eltwise(call):
         if coeff[:2] == [1.0, 0.0]:
             return [call.inputs[0]]
         raise UnsupportedOpError(f"{_name(call)}: coefficients {coeff} (MNN accepts only [1, 0])")
-    kind = p.type if p is not None else 0
-    op = {0: B.MUL, 1: B.ADD, 2: B.MAXIMUM, 3: B.SUB}.get(kind)
+    kind = p.type if p is not None else EltwiseType.PROD
+    op = {EltwiseType.PROD: B.MUL, EltwiseType.SUM: B.ADD, EltwiseType.MAXIMUM: B.MAXIMUM, EltwiseType.SUB: B.SUB}.get(kind)
     if op is None:
         raise UnsupportedOpError(f"{_name(call)}: EltwiseType {kind}")
     shapes = {x.shape for x in call.inputs}

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..format.tables import DataFormat, OpType
-from .nn import from_nchw, pool2d, to_nchw
+from .geometry import from_nchw, to_nchw
+from .pool import pool2d
 from .registry import register, register_plan
 
 _F32 = np.float32

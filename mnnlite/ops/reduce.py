@@ -9,11 +9,11 @@ import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.tables import DataFormat, OpType
+from ..format.tables import ReductionType as R
 from .registry import register
 
 _F32, _I32 = np.float32, np.int32
 _FLT_MAX = float(np.finfo(_F32).max)
-SUM, ASUM, SUMSQ, MEAN, MAXIMUM, MINIMUM, PROD, ANY, ALL = range(9)     # ReductionType
 
 
 def _name(call) -> str:
@@ -24,25 +24,25 @@ def _name(call) -> str:
 
 def _reduce_one(x: np.ndarray, op: int, axis: tuple, integer: bool) -> np.ndarray:
     """One reduction step over ``axis`` (kept as size 1), backend/cpu/CPUReduction.cpp."""
-    if op == SUM:
+    if op == R.SUM:
         return x.sum(axis, keepdims=True, dtype=x.dtype)
-    if op == MEAN:
+    if op == R.MEAN:
         n = int(np.prod([x.shape[a] for a in axis]))
         s = x.sum(axis, keepdims=True, dtype=np.int64 if integer else _F32)
         return (np.trunc(s / n) if integer else s / _F32(n)).astype(x.dtype)   # int: C division
-    if op == MAXIMUM:
+    if op == R.MAXIMUM:
         return x.max(axis, keepdims=True)
-    if op == MINIMUM:
+    if op == R.MINIMUM:
         return x.min(axis, keepdims=True)
-    if op == PROD:
+    if op == R.PROD:
         return x.prod(axis, keepdims=True, dtype=x.dtype)
-    if op == ANY:                     # integer only: any element > 0 (a negative value is "false")
+    if op == R.ANY:                     # integer only: any element > 0 (a negative value is "false")
         return (x > 0).any(axis, keepdims=True).astype(x.dtype)
-    if op == ALL:                     # integer only: no element == 0
+    if op == R.ALL:                     # integer only: no element == 0
         return (x != 0).all(axis, keepdims=True).astype(x.dtype)
-    if op == ASUM:                    # no CPU kernel in MNN; the plain definitions
+    if op == R.ASUM:                    # no CPU kernel in MNN; the plain definitions
         return np.abs(x).sum(axis, keepdims=True, dtype=x.dtype)
-    if op == SUMSQ:
+    if op == R.SUMSQ:
         return (x * x).sum(axis, keepdims=True, dtype=x.dtype)
     raise UnsupportedOpError(f"Reduction: unknown ReductionType {op}")
 
@@ -81,15 +81,15 @@ def reduction(call):
     p, x = call.params, call.inputs[0]
     op = int(p.operation)
     integer = np.issubdtype(x.dtype, np.integer)
-    if not integer and op in (ANY, ALL):
+    if not integer and op in (R.ANY, R.ALL):
         raise UnsupportedOpError(f"{_name(call)}: ANY/ALL need an int32 input (MNN has no float kernel)")
     x = x.astype(_I32 if integer else _F32, copy=False)
     axes = _reduce_axes(call, x)
     if x.size == 0:                   # GeometryReduce.cpp: prod([]) = 1, everything else 0
         shape = _out_shape(x.shape, axes, p.keepDims)
-        return [np.full(shape, 1 if op == PROD else 0, x.dtype)]
+        return [np.full(shape, 1 if op == R.PROD else 0, x.dtype)]
     groups = [tuple(range(x.ndim))] if not axes else _axis_groups(axes, x.shape)
-    if op in (ASUM, SUMSQ):           # not MNN kernels: one step, so squares are not squared again
+    if op in (R.ASUM, R.SUMSQ):           # not MNN kernels: one step, so squares are not squared again
         groups = [tuple(sorted(set(axes)))] if axes else groups
     y = x
     for group in groups:

@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend.lowering import NHWC
 from ..errors import DataError
-from . import calibrate as cal
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
 from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
+from .statistics import joined, stream_passes
+from .tracking import plan_tracking
+from .workers import Samples, Workers, float_interpreter, tensor_facts
 
 MAX_REPAIR_ROUNDS = 4
 DOWNSTREAM_VALUES = 2048     # values per channel the downstream objective keeps of every conv input
@@ -169,7 +172,7 @@ class _Builder:
         codes, alpha, bias = self.weights[site.pos]
         qi, qo = tensors[site.input], tensors[site.output]
         fact = self.facts.get(site.input)
-        channels = int(fact.shape[-1] if self.plan.formats.get(site.input) == cal.NHWC else fact.shape[1])
+        channels = int(fact.shape[-1] if self.plan.formats.get(site.input) == NHWC else fact.shape[1])
         return ConvQuant(codes, alpha, cfg.quant_bits, qi.scale, qo.scale, channels, int(qi.zero), int(qo.zero),
                          bias=bias)
 
@@ -304,7 +307,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         raise ConfigError(f"{model.path or 'model'}: the accurate flow checks its file with mnnlite's int8 runtime, "
                           f"which does not run models with subgraphs (While/If: {', '.join(sorted(model.subgraphs))}); "
                           f'quantize it with "feature_quantize_method" KL or EMA')
-    feeds = list(_Feeds(cal.Samples(dataset), dataset.specs, cfg.source))
+    feeds = list(_Feeds(Samples(dataset), dataset.specs, cfg.source))
     if not feeds:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     held: list[dict] = []
@@ -314,9 +317,9 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
                             f"got {len(feeds)}")
         k = min(len(feeds) - 1, max(1, int(round(len(feeds) * cfg.holdout))))
         feeds, held = feeds[:-k], feeds[-k:]
-    workers = cal.Workers(lambda: cal.float_interpreter(model, impl), threads)
-    facts = cal.tensor_facts(workers.first, feeds[0])
-    plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
+    workers = Workers(lambda: float_interpreter(model, impl), threads)
+    facts = tensor_facts(workers.first, feeds[0])
+    plan = plan_tracking(graph, facts, cfg.skip_quant_op_names)
     sites, excluded = conv_sites(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
 
@@ -328,8 +331,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         from .quantize import _input_means
 
         means = {t: m for t, m in _input_means(graph, plan).items() if t in {s.input for s in sites}}
-    cal._two_passes(workers, cal._joined(observers, means), feeds, qlog, "CollectFeatureDistribution",
-                    parallel=True)
+    stream_passes(workers, joined(observers, means), feeds, qlog, "CollectFeatureDistribution",
+                  parallel=True)
     stats = {t: h for t, h in ((t, o.histogram()) for t, o in observers.items()) if h is not None}
     method = cfg.range_method or "auto"
     downstream = None

@@ -71,7 +71,7 @@ class ChannelMeans:
         self._accumulate(fixed, count, "fixed")
 
     def shard(self) -> "ChannelMeans":
-        """An empty observer for one shard of this pass (``calibrate.order_free_pass``); pass 1 shards carry
+        """An empty observer for one shard of this pass (``workers.Workers.order_free_pass``); pass 1 shards carry
         the merged peak, which sets the fixed-point step."""
         part = ChannelMeans(self.axis)
         part.pass_index = self.pass_index

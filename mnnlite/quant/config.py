@@ -18,11 +18,11 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, did_you_mean
+from .feature import FEATURE_METHODS        # the registered feature methods: the config's choices
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "GRAY": 1}   # destination format -> channels
-FEATURE_METHODS = ("KL", "ADMM", "EMA")
 WEIGHT_METHODS = ("MAX_ABS", "ADMM")
 WEIGHT_RANGE_METHODS = ("max_abs", "mse")    # mnnlite's own key (weight.py: RANGE_METHODS)
 INPUT_TYPES = ("image", "sequence")
@@ -326,7 +326,7 @@ def load_config(path_or_dict, require_path: bool = True, overrides: dict | None 
         batch_size=keys.get("batch_size", _positive_int, "a positive integer", None),
         quant_bits=bits,
         used_sample_num=used,
-        feature_quantize_method=_choice(keys, "feature_quantize_method", FEATURE_METHODS, "KL"),
+        feature_quantize_method=_choice(keys, "feature_quantize_method", tuple(FEATURE_METHODS), "KL"),
         weight_quantize_method=_choice(keys, "weight_quantize_method", WEIGHT_METHODS, "MAX_ABS"),
         feature_clamp_value=_clamp(keys, "feature_clamp_value", FEATURE_CLAMP_MAX, FEATURE_CLAMP_MAX, 0),
         weight_clamp_value=_weight_clamp(keys, bits),

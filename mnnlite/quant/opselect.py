@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.tables import OpType
-from . import calibrate as cal
+from ..backend.lowering import ints
 
 INT8_CONV_TYPES = (OpType.Convolution, OpType.ConvolutionDepthwise)
 MIXED_RANGE_RATIO = 4.0     # a Concat of ranges further apart never shares one scale
@@ -60,7 +60,7 @@ def conv_sites(graph, facts, skip=()) -> tuple[list[ConvSite], dict[str, str]]:
     for pos, op in enumerate(graph.ops):
         if op.type not in INT8_CONV_TYPES + (OpType.Deconvolution, OpType.DeconvolutionDepthwise):
             continue
-        ins, outs = cal._ints(op.inputIndexes), cal._ints(op.outputIndexes)
+        ins, outs = ints(op.inputIndexes), ints(op.outputIndexes)
         if op.type not in INT8_CONV_TYPES:
             excluded[op.name] = "deconvolution: MNN's CPU backend has no int8 kernel for it"
         elif op.name in skip:
@@ -79,7 +79,7 @@ def conv_sites(graph, facts, skip=()) -> tuple[list[ConvSite], dict[str, str]]:
 
 
 # commands along which MNN's runtime spreads quant attributes (int8/plan.py PROPAGATE_TYPES), as named in
-# the calibration schedule (calibrate.lower)
+# the calibration schedule (backend.lowering)
 _SPREAD_STEPS = {"Raster", "ReLU", "ReLU6", "Pooling", "Pooling3D", "Interp", "CropAndResize", "ROIPooling"}
 
 

@@ -2,7 +2,7 @@
 
 The five steps of MNN's calibration header, as functions: read the config and the samples
 (``config.py``, ``dataset.py``), find what MNN would track and collect statistics with our own float
-runtime (``calibrate.py``), quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``)
+runtime (``tracking.py``, ``statistics.py``, ``simulate.py``), quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``)
 and write it with the scale dump (``report.py``).  Console output goes through ``log.py`` to the stream
 the caller passes; nothing is printed otherwise.
 
@@ -11,6 +11,8 @@ model is read, never written.  Identical inputs give byte-identical outputs.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import os
 import time
@@ -18,20 +20,26 @@ import time
 import numpy as np
 
 from .._build_check import require_extensions
+from ..backend.lowering import NHWC, ints
 from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
 from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
 from ..limits import memory_limit
 from ..safety import OutputSet, check_distinct
-from . import calibrate as cal
 from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
+from .debug import debug_distances
+from .feature import FEATURE_METHODS
 from .dataset import CalibrationSet, InputSpec, sample_source
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
+from .simulate import calibrate_ema, ema_weight_codes, fused_convs
+from .statistics import collect_scales
+from .tracking import layout_name, plan_tracking, propagate
 from .weight import fake_quant_weights, quantize_weights
+from .workers import Samples, Workers, float_interpreter, make_workers, tensor_facts
 
 require_extensions()        # calibration runs the compiled kernels: one clear error without them
 
@@ -154,7 +162,7 @@ def _quantize(src, dst, config, options: _Options) -> QuantReport:
         quantized, entries, debug_text = accurate.run(model, cfg, dataset, qlog, impl, report, threads,
                                                       metric=metric, target=target)
     else:
-        run = _run_ema if report.feature_method == "EMA" else _run_kl_admm
+        run = _FLOWS[FEATURE_METHODS[report.feature_method].flow]
         quantized, entries, debug_text = run(model, cfg, dataset, qlog, _Runtime(impl, layout), report, threads,
                                              ray)
     _write(report, quantized, entries, debug_text)
@@ -311,11 +319,11 @@ class _Runtime:
     layout: str
 
     def interpreter(self, model):
-        return cal.float_interpreter(model, self.impl, self.layout)
+        return float_interpreter(model, self.impl, self.layout)
 
     def workers(self, model, threads: int, ray=None):
         """``threads`` local interpreters, or Ray tasks when ``ray`` (the connected module) is given."""
-        return cal.make_workers(cal.float_interpreter, model, (self.impl, self.layout), threads, ray)
+        return make_workers(float_interpreter, model, (self.impl, self.layout), threads, ray)
 
 
 # ------------------------------------------------------------------------------------------ KL / ADMM
@@ -338,32 +346,31 @@ def _thread_count(threads) -> int:
     return threads
 
 
-def _run_kl_admm(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
+def _run_statistics(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
+    """KL, ADMM (any method of the "statistics" flow): track, collect, propagate, quantize the weights."""
     graph = model.graph
-    samples = _Feeds(cal.Samples(dataset), dataset.specs, cfg.source)
-    # ADMM's float sums depend on the order of the samples: it calibrates here, one sample at a time
-    sharded = ray if cfg.feature_quantize_method == "KL" else None
+    method = FEATURE_METHODS[cfg.feature_quantize_method]
+    samples = _Feeds(Samples(dataset), dataset.specs, cfg.source)
+    # a method whose statistics depend on the order of the samples calibrates here, one sample at a time
+    sharded = ray if method.order_free else None
     workers = runtime.workers(model, threads, sharded)
     interp = workers.first
     first = next(iter(samples), None)
     if first is None:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     clock = time.perf_counter()
-    facts = cal.tensor_facts(interp, first)
-    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS and isinstance(workers, cal.Workers):
+    facts = tensor_facts(interp, first)
+    if time.perf_counter() - clock < SERIAL_BELOW_SECONDS and isinstance(workers, Workers):
         workers.count = 1
-    plan = cal.plan_tracking(graph, facts, cfg.skip_quant_op_names)
+    plan = plan_tracking(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
     fclamp = cfg.feature_clamp_value
     means = _input_means(graph, plan) if cfg.bias_correction else {}
-    if cfg.feature_quantize_method == "KL":
-        max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
-        raw = cal.calibrate_kl(workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts,
-                               extra=means)
-    else:
-        raw = cal.calibrate_admm(workers, plan, samples, fclamp, qlog, extra=means)
+    max_tensors = set(graph.inputs) if cfg.input_threshold == "max" else set()
+    raw = collect_scales(method, workers, plan, samples, fclamp, qlog, max_tensors=max_tensors, facts=facts,
+                         extra=means)
     report.samples = len(samples)
-    scales = cal.propagate(raw, plan)
+    scales = propagate(raw, plan)
     convs = _conv_weights(graph, plan, facts, scales, cfg, qlog, report, means)
     debug_text = None
     if cfg.debug:
@@ -403,7 +410,7 @@ def _conv_weights(graph, plan, facts, scales, cfg: QuantConfig, qlog, report, me
     for pos, op in enumerate(graph.ops):
         if op.type not in CONV_TYPES:
             continue
-        ins, outs = cal._ints(op.inputIndexes), cal._ints(op.outputIndexes)
+        ins, outs = ints(op.inputIndexes), ints(op.outputIndexes)
         if op.name in skip or len(ins) != 1 or not outs or ins[0] not in plan.seen or outs[0] not in plan.seen:
             report.skipped_ops.append(op.name)
             continue
@@ -427,9 +434,9 @@ def _input_means(graph, plan) -> dict:
     """Bias correction: a ChannelMeans observer on the input of every conv that may be quantized."""
     means = {}
     for op in graph.ops:
-        ins = cal._ints(op.inputIndexes)
+        ins = ints(op.inputIndexes)
         if op.type in CONV_TYPES and op.type != OpType.Deconvolution and len(ins) == 1 and ins[0] in plan.seen:
-            means.setdefault(ins[0], ChannelMeans(channel_axis(cal._layout(plan, ins[0]))))
+            means.setdefault(ins[0], ChannelMeans(channel_axis(layout_name(plan, ins[0]))))
     return means
 
 
@@ -469,7 +476,7 @@ def _channels(facts, plan, t: int) -> int | None:
     fact = facts.get(t)
     if fact is None or len(fact.shape) < 2:
         return None
-    return int(fact.shape[-1] if plan.formats.get(t) == cal.NHWC else fact.shape[1])
+    return int(fact.shape[-1] if plan.formats.get(t) == NHWC else fact.shape[1])
 
 
 def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> str:
@@ -489,7 +496,7 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
         net.oplists[pos] = op
     interp_q = runtime.interpreter(Model(net, path=model.path))
     interp_f = runtime.interpreter(model)
-    stats = cal.debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
+    stats = debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
     report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
     qlog.text(debug_lines(report.debug))
     return debug_json(report.debug, report.samples)
@@ -505,16 +512,21 @@ def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     batch (calibration.cpp ``_quantizeModelEMA``, docs/mnn-quantization.md §14.18), which ``CalibrationSet`` reproduces by
     default, so its forwards have batch 1.  Image batches (which MNN stacks and then cannot run through
     such a graph) and ``"ema_sequence_batch": "full"`` do get here: every sample then gets its own
-    forward.  None when the batch was 1 already (the error is then the model's or the data's) or the
-    samples are arrays (the caller chose the batches).
+    forward.  ``samples=`` arrays are stacked into batches of the config's ``batch_size`` the same way,
+    and fall back the same way.  None when the batch was 1 already (the error is then the model's or the
+    data's).
     """
     batch = dataset.batch_size
-    if batch <= 1 or not isinstance(dataset, CalibrationSet):
+    if batch <= 1:
         return None
-    single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    if isinstance(dataset, CalibrationSet):
+        single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
+    else:
+        single = copy.copy(dataset)
+        single.batch_size, single.drop_last = 1, False
     reason = str(error).split(": ", 1)[-1]
     qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with each of the "
-              f"{len(single.files)} samples on its own\n")
+              f"{single.sample_count} samples on its own\n")
     return single
 
 
@@ -531,14 +543,14 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
     if dataset.sample_count < wanted:
         qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
                   f"set batch size as {dataset.sample_count}\n")
-    modules = cal.fused_convs(graph, cfg.skip_quant_op_names)
+    modules = fused_convs(graph, cfg.skip_quant_op_names)
     fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
     means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
 
     def calibrate(data):
-        return cal.calibrate_ema(model, modules, _Feeds(cal.Samples(data, budget=0), specs, cfg.source), fclamp,
-                                 wclamp, qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
-                                 runtime.layout, cfg.weight_range_method, means)
+        return calibrate_ema(model, modules, _Feeds(Samples(data, budget=0), specs, cfg.source), fclamp,
+                             wclamp, qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
+                             runtime.layout, cfg.weight_range_method, means)
     try:
         params = calibrate(dataset)
     except ShapeError as exc:       # batches run in order: the first one fails before any result is used
@@ -559,8 +571,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
             report.skipped_ops.append(op.name)          # never saw a non-zero value: keep it float
             continue
         w, b = m.weights(graph)
-        codes, s_w = cal.ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits,
-                                          cfg.weight_range_method)
+        codes, s_w = ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits,
+                                      cfg.weight_range_method)
         bias = b if m.absorbed else None
         if m.pos in means:
             w_quant = codes.astype(np.float32) * s_w[:, None]
@@ -597,5 +609,8 @@ def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: i
     report.scales = {graph.tensors[t]: v for t, v in sorted(scales.items())}
     return quantized, scale_dump(graph, set(scales), scales), None
 
+
+# a feature method's flow (``feature.FeatureObserver.flow``) -> the function that quantizes with it
+_FLOWS = {"statistics": _run_statistics, "simulation": _run_ema}
 
 __all__ = ["quantize", "preprocess", "QuantReport"]

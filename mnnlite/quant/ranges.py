@@ -87,7 +87,7 @@ class RangeObserver:
         self.count += x.size
 
     def shard(self) -> "RangeObserver":
-        """An empty observer for one shard of this pass (``calibrate.order_free_pass``); pass 1 shards
+        """An empty observer for one shard of this pass (``workers.Workers.order_free_pass``); pass 1 shards
         carry the merged range, which sets the histogram's interval."""
         return shard_of(self, RangeObserver(self.bins))
 

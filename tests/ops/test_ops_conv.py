@@ -171,7 +171,7 @@ def test_tiled_conv_batch_is_mnn_exact_conv2d(n, c, h, w, o, k, s, pad, d, threa
     gives mnn_exact.conv2d's bits for every chunk size, chunks straddling images included."""
     from mnnlite.kernels import mnn_exact
     from mnnlite.kernels.threads import get_num_threads, set_num_threads
-    from mnnlite.ops.nn import tiled_conv_batch
+    from mnnlite.kernels.mnn_ops import tiled_conv_batch
 
     x, wt, b = _x((n, c, h, w)), _x((o, c, k, k)), _x((o,))
     want = mnn_exact.conv2d(x, wt, b, (s, s), pad, (d, d), 0, strassen=False)

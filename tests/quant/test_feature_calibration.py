@@ -34,7 +34,8 @@ def _rel(a, b):
 
 def test_registry_and_interface():
     assert sorted(FEATURE_METHODS) == ["ADMM", "EMA", "KL"] and len(DEVIATIONS) >= 4
-    assert [FEATURE_METHODS[m].passes for m in ("KL", "ADMM", "EMA")] == [2, 1, 1]
+    assert [FEATURE_METHODS[m].passes for m in ("KL", "ADMM", "EMA")] == [2, 2, 1]
+    assert FEATURE_METHODS["ADMM"](summary="exact").passes == 1
     obs = FEATURE_METHODS["EMA"]()
     with pytest.raises(ValueError, match="1 pass"):
         obs.start_pass(1)
@@ -216,14 +217,14 @@ def test_admm_matches_doc_and_spills_to_disk():
     rng = np.random.default_rng(6)
     xs = [rng.laplace(size=(1, 2, 5, 5)).astype(F) for _ in range(4)]
     ref = ref_admm(np.concatenate([x.ravel() for x in xs]), iters=40)
-    assert calibrate(FEATURE_METHODS["ADMM"](iters=40), lambda: iter(xs)).scale == ref
-    on_disk = FEATURE_METHODS["ADMM"](iters=40, ram_limit=64)
+    assert calibrate(FEATURE_METHODS["ADMM"](iters=40, summary="exact"), lambda: iter(xs)).scale == ref
+    on_disk = FEATURE_METHODS["ADMM"](iters=40, summary="exact", ram_limit=64)
     assert calibrate(on_disk, lambda: iter(xs)).scale == ref and on_disk.compute().scale == ref
 
 
 def test_admm_streams_many_samples():
     rng = np.random.default_rng(7)
-    obs = FEATURE_METHODS["ADMM"](iters=5, ram_limit=1 << 12)
+    obs = FEATURE_METHODS["ADMM"](iters=5, summary="exact", ram_limit=1 << 12)
     for _ in range(600):                                    # 600 NCHW samples, never stacked
         obs.update(rng.standard_normal((1, 4, 6, 6)).astype(F))
     assert obs.values.file is not None and obs.compute().scale > 0 and obs.values.size == 0
@@ -290,12 +291,12 @@ def test_admm_scales_equal_mnn(oracle_dir):
     for op in ("c1", "y"):
         batch = np.concatenate([a[(op, 0)] for a in acts])
         mnn = quant[int(conv_ops[op].outputIndexes[0])]
-        raw_orders = {p: calibrate(FEATURE_METHODS["ADMM"](), lambda: iter([packed_order(batch, p)])).scale
+        raw_orders = {p: calibrate(FEATURE_METHODS["ADMM"](summary="exact"), lambda: iter([packed_order(batch, p)])).scale
                       for p in (4, 8, 16)}
         pack = min(raw_orders, key=lambda p: _rel(raw_orders[p], mnn))
         assert _rel(raw_orders[pack], mnn) <= KL_TOL, (op, raw_orders, mnn)
         if batch.shape[1] % pack == 0:                    # no padding: only the element order differs
-            logical = calibrate(FEATURE_METHODS["ADMM"](), lambda: iter(list(batch[:, None]))).scale
+            logical = calibrate(FEATURE_METHODS["ADMM"](summary="exact"), lambda: iter(list(batch[:, None]))).scale
             assert _rel(logical, mnn) <= ADMM_TOL, (op, logical, mnn)
 
 

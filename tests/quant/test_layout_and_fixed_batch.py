@@ -193,6 +193,22 @@ def test_ema_on_graph_with_fixed_batch_equals_quantized_out(zoo, tmp_path, batch
     assert np.isfinite(out["out"]).all()
 
 
+def test_ema_array_samples_on_graph_with_fixed_batch_fall_back_per_sample(zoo, tmp_path):
+    """``samples=`` arrays are stacked into the config's batches too; a graph that cannot take the batch
+    falls back to one forward per sample, exactly as a batch size of 1 calibrates (found by
+    tools/quant_fingerprint.py: it used to stop with the Reshape's ShapeError)."""
+    import io
+    src = zoo.model_path("minilm_block", "float")
+    rng = np.random.default_rng(3)
+    samples = [{"hidden": rng.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(6)]
+    cfg = {"feature_quantize_method": "EMA", "weight_quantize_method": "MAX_ABS"}
+    log = io.StringIO()
+    report = mnnlite.quantize(src, tmp_path / "b3.mnn", {**cfg, "batch_size": 3}, samples=samples, log=log)
+    assert "cannot take a batch of 3" in log.getvalue() and report.samples == 6
+    mnnlite.quantize(src, tmp_path / "b1.mnn", {**cfg, "batch_size": 1}, samples=samples)
+    assert (tmp_path / "b3.mnn").read_bytes() == (tmp_path / "b1.mnn").read_bytes()
+
+
 def test_sequence_samples_in_either_layout_give_the_same_file(zoo, tmp_path):
     """Sequence samples are read in the declared layout (MNN), or in NCHW order with layout="nchw"."""
     from mnnlite.layout import input_specs

@@ -19,7 +19,9 @@ from test_pipeline_oracle import (c4_input_model, calib_config, fidelity, image_
                                   our_quant, rel, run_oracle_quant, scale_map, transplant_c4)
 
 import mnnlite
-from mnnlite.quant import calibrate as cal
+from mnnlite.quant.feature.admm import ADMMObserver
+from mnnlite.quant.tracking import plan_tracking, propagate
+from mnnlite.quant.workers import tensor_facts
 
 
 def _exact_admm(x: np.ndarray, clamp: int = 127, iters: int = 300) -> float:
@@ -40,7 +42,7 @@ def test_streaming_admm_matches_exact_iteration(kind):
     x = {"relu": np.maximum(rng.standard_normal(300_000), 0) * 3, "normal": rng.standard_normal(300_000),
          "laplace": rng.laplace(size=300_000), "sparse": rng.standard_normal(300_000) * (rng.random(300_000) < .1)}
     x = x[kind].astype(np.float32)
-    obs = cal.StreamingADMM(127)
+    obs = ADMMObserver(127)
     for p in range(2):
         obs.start_pass(p)
         for chunk in np.array_split(x, 37):              # many samples, any split
@@ -49,7 +51,7 @@ def test_streaming_admm_matches_exact_iteration(kind):
 
 
 def test_streaming_admm_degenerate_inputs():
-    obs = cal.StreamingADMM(127)
+    obs = ADMMObserver(127)
     for p in range(2):
         obs.start_pass(p)
         obs.update(np.zeros(100, np.float32))
@@ -80,11 +82,11 @@ def test_admm_against_oracle_on_c4_model(zoo, name):
     graph = mnnlite.load_model(src).graph
     ours, theirs = scale_map(ours_path), scale_map(theirs_path)
     from mnnlite.runtime import Interpreter
-    facts = cal.tensor_facts(Interpreter(src), image_feeds(name)[0])
-    plan = cal.plan_tracking(graph, facts)
+    facts = tensor_facts(Interpreter(src), image_feeds(name)[0])
+    plan = plan_tracking(graph, facts)
     n = len(image_feeds(name))
     # tensors whose scale is their own statistics in both files (no propagation on either side)
-    own = {t for t in plan.tracked if cal.propagate({u: (u, 0) for u in plan.tracked}, plan).get(t, (None,))[0] == t}
+    own = {t for t in plan.tracked if propagate({u: (u, 0) for u in plan.tracked}, plan).get(t, (None,))[0] == t}
     small = [t for t in own if t in theirs and theirs[t] > 0 and facts[t].size * n < 20_000
              and facts[t].dtype == np.float32]
     assert small

@@ -22,8 +22,10 @@ from test_pipeline_oracle import (MNNForward, calib_config, conv_params, fidelit
                                   no_worse, oracle_quant, our_plan, our_quant, rel, scale_map)
 
 import mnnlite
-from mnnlite.quant import calibrate as cal
+from mnnlite.quant.feature.kl import KLObserver
 from mnnlite.quant.log import QuantLog
+from mnnlite.quant.statistics import collect_scales
+from mnnlite.quant.tracking import propagate
 
 TOL = 1e-5
 NOT_BIT_EXACT: dict[str, tuple[int, float]] = {}     # model: (tensors allowed off, by at most)
@@ -44,9 +46,9 @@ def _inputs(graph) -> set[int]:
 def test_kl_scales_exact_on_mnn_activations(zoo, name):
     graph, _facts, plan = our_plan(name)
     feeds = list(image_feeds(name))
-    raw = cal.calibrate_kl(MNNForward(zoo.model_path(name, "float"), plan), plan, feeds, 127, QuantLog(None),
-                           max_tensors=())                 # MNN's (buggy) KL for the input, to compare
-    ours = {t: s for t, (s, _) in cal.propagate(raw, plan).items() if t >= 0}
+    raw = collect_scales(KLObserver, MNNForward(zoo.model_path(name, "float"), plan), plan, feeds, 127,
+                         QuantLog(None), max_tensors=())         # MNN's (buggy) KL for the input, to compare
+    ours = {t: s for t, (s, _) in propagate(raw, plan).items() if t >= 0}
     theirs = scale_map(oracle_quant(name, calib_config(name)))
     common = set(ours) & set(theirs)
     bad = {graph.tensors[t]: (ours[t], theirs[t]) for t in common if rel(ours[t], theirs[t]) > TOL}

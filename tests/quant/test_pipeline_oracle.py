@@ -313,12 +313,13 @@ class MNNForward:
 
 def our_plan(name: str):
     """(graph, facts, plan) of a zoo model on its first calibration image, with our runtime."""
-    from mnnlite.quant import calibrate as cal
+    from mnnlite.quant.tracking import plan_tracking
+    from mnnlite.quant.workers import tensor_facts
     from mnnlite.runtime import Interpreter
 
     model = mnnlite.load_model(zoo().model_path(name, "float"))
-    facts = cal.tensor_facts(Interpreter(model), image_feeds(name)[0])
-    return model.graph, facts, cal.plan_tracking(model.graph, facts)
+    facts = tensor_facts(Interpreter(model), image_feeds(name)[0])
+    return model.graph, facts, plan_tracking(model.graph, facts)
 
 
 # --------------------------------------------------------------------------------------- the tests

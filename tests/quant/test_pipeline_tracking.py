@@ -1,4 +1,4 @@
-"""Which tensors get statistics and quant info, and the scale propagation (calibrate.lower / plan_tracking).
+"""Which tensors get statistics and quant info, and the scale propagation (backend.lowering / tracking.plan_tracking).
 
 Oracles: the commands the official runtime executes (Session debug callbacks: names and types after
 MNN's geometry lowering) and the set of tensors the official quantizer gives quant info.
@@ -11,10 +11,10 @@ from test_pipeline_oracle import (IMAGE_MODELS, calib_config, image_feeds, mnn_t
                                   run_oracle_quant, scale_map)
 
 import mnnlite
-from mnnlite.quant import calibrate as cal
 from mnnlite.quant.feature.kl import uses_max_threshold
+from mnnlite.quant.tracking import TrackingPlan, needed_statistics, propagate
 
-# Region fusion (MNN's RegionFuse) is modelled by one rule (calibrate._Lowering._view): a packing conversion
+# Region fusion (MNN's RegionFuse) is modelled by one rule (backend.lowering.Lowering._view): a packing conversion
 # of a reshaped transpose is not fused, the reshaped view gets a Raster of its own (ppocr_rec: Reshape494,
 # Reshape631).  Chains MNN leaves unfused that the rule misses would be listed here: none in the zoo.
 UNFUSED: dict[str, set[str]] = {}
@@ -39,7 +39,7 @@ def test_schedule_matches_mnn_commands(zoo, name):
 def test_quant_info_set_matches_oracle(zoo, name):
     """After propagation, exactly the tensors MNN's quantizer writes quant info for."""
     graph, _facts, plan = our_plan(name)
-    ours = {t for t in cal.propagate({t: (1.0, 0.0) for t in plan.tracked}, plan) if t >= 0}
+    ours = {t for t in propagate({t: (1.0, 0.0) for t in plan.tracked}, plan) if t >= 0}
     theirs = set(mnnlite.load_model(zoo.model_path(name, "quant_kl")).graph.quant_info)
     # (scale-0 entries included: the set is MNN's; quantize() then leaves those out, see test_zero_scales)
     assert ours - theirs == set()
@@ -50,7 +50,7 @@ def test_propagation_equalities_match_oracle(zoo):
     """Propagation reproduces MNN's equal-scale groups (concat inputs, pool outputs, reshape chains):
     tensors we make equal are equal in the oracle's file."""
     graph, _facts, plan = our_plan("cnn")
-    tokens = cal.propagate({t: (t, 0) for t in plan.tracked}, plan)
+    tokens = propagate({t: (t, 0) for t in plan.tracked}, plan)
     theirs = scale_map(zoo.model_path("cnn", "quant_kl"))
     groups: dict = {}
     for t, (src, _) in tokens.items():
@@ -64,19 +64,19 @@ def test_propagation_equalities_match_oracle(zoo):
 
 def test_propagate_rules():
     """Doc §6.6: Rasters then Pools, each in name order; >1 input: inputs take the output's scale."""
-    plan = cal.TrackingPlan([], {1: "a", 2: "b", 3: "c", 4: "d", 5: "e"}, set())
+    plan = TrackingPlan([], {1: "a", 2: "b", 3: "c", 4: "d", 5: "e"}, set())
     plan.rasters = {"b_raster_0": (3, [1, 2]), "a_raster_0": (4, [3])}    # a_... first: 4 := 3
     plan.pools = {"pool": (5, [4])}
-    out = cal.propagate({1: (0.1, 0), 2: (0.2, 0), 3: (0.3, 0), 4: (0.4, 0), 5: (0.5, 0)}, plan)
+    out = propagate({1: (0.1, 0), 2: (0.2, 0), 3: (0.3, 0), 4: (0.4, 0), 5: (0.5, 0)}, plan)
     assert out == {1: (0.3, 0), 2: (0.3, 0), 3: (0.3, 0), 4: (0.3, 0), 5: (0.3, 0)}
     plan.rasters = {"r": (-1, [1, 2])}                 # a temporary output: MNN's map reads (0, 0)
-    assert cal.propagate({1: (0.1, 0), 2: (0.2, 0)}, plan)[1] == (0.0, 0.0)
+    assert propagate({1: (0.1, 0), 2: (0.2, 0)}, plan)[1] == (0.0, 0.0)
 
 
 def test_needed_statistics_skip_overwritten_tensors():
-    plan = cal.TrackingPlan([], {1: "a", 2: "b", 3: "c"}, set())
+    plan = TrackingPlan([], {1: "a", 2: "b", 3: "c"}, set())
     plan.rasters = {"r": (3, [1, 2])}                  # 1 and 2 take 3's scale
-    assert cal.needed_statistics(plan) == {3}
+    assert needed_statistics(plan) == {3}
 
 
 @pytest.mark.parametrize("shape, layout, small", [

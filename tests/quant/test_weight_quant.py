@@ -170,7 +170,7 @@ def test_low_bits_without_clamp_key_is_mnns_bug(oracle_dir):
 def test_ema_admm_weights_never_fit_worse_than_max_abs():
     """EMA's ADMM codes keep MNN's ADMM alpha per channel only where its squared error is smaller, else
     MAX_ABS (MNN's iteration can settle clipping a dominant weight hard; ppocr_det collapsed on it)."""
-    from mnnlite.quant.calibrate import ema_weight_codes
+    from mnnlite.quant.simulate import ema_weight_codes
     from mnnlite.quant.weight import admm_alpha, encoder_codes
 
     rng = np.random.default_rng(11)

@@ -14,8 +14,8 @@ import pytest
 import mnnlite
 from mnnlite.errors import ConfigError, FormatError, ResourceError
 from mnnlite.format.tables import TABLE_CLASSES, OpType
-from mnnlite.quant.calibrate import StreamingADMM
 from mnnlite.quant.config import load_config
+from mnnlite.quant.feature.admm import ADMMObserver
 from mnnlite.quant.feature.kl import KLObserver
 from mnnlite.runtime import Interpreter
 from mnnlite.safety import guarded_call
@@ -72,7 +72,7 @@ def test_non_finite_activations_get_no_scale():
         kl.pass_index = index
         kl.update(np.array([1.0, np.inf, -2.0], np.float32))
     assert kl.compute().scale == 0.0
-    admm = StreamingADMM()
+    admm = ADMMObserver()
     for index in (0, 1):
         admm.start_pass(index)
         admm.update(np.array([1.0, np.inf, np.nan], np.float32))

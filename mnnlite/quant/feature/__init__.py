@@ -13,8 +13,8 @@ Collecting statistics is separate from choosing the range (as in onnxruntime's `
   depend on how samples are grouped; EMA treats each call as one batch, as MNN does).
 * ``compute`` may be called when the passes are done; a tensor without a usable range (never seen, or
   all |x| tiny) gives ``QuantParams(0.0, 0)`` — MNN writes scale 0 for such tensors on the KL path.
-* RAM per observer is bounded whatever the number of samples: a fixed histogram (KL), a few scalars
-  (EMA), or a temporary file of the values past a RAM limit (ADMM, whose float32 iterations need them).
+* RAM per observer is bounded whatever the number of samples: a fixed histogram (KL, ADMM), a few
+  scalars (EMA); ADMM's float32-exact summary keeps the values in a temporary file past a RAM limit.
 
 ``DEVIATIONS`` lists where we follow the documented intent instead of an MNN 3.6.1 bug (docs/mnn-quantization.md §14).
 """
@@ -32,8 +32,9 @@ DEVIATIONS = (
     "ADMM: statistics come from the tensor's logical values; MNN reads raw backend memory (packed C4/C8 "
     "channels incl. padding zeros, last elements skipped) and crashes on NCHW-input models (docs/mnn-quantization.md §14.7).",
     "ADMM: samples are fed one at a time instead of one forward over all samples stacked in a batch; "
-    "values are kept in update order (spilled to a temporary file past a RAM limit), so the float32 "
-    "sums run in logical order, not MNN's packed-memory order (~1e-4 relative).",
+    "the default summary bins |x| and sums in float64 instead of MNN's float32 running sums (within ~1e-4 "
+    "of the exact iteration); summary='exact' keeps MNN's float32 sums, in logical order, not MNN's "
+    "packed-memory order (~1e-4 relative).",
     "KL: `threshold='MAX'` exists so model inputs can use the MAX threshold MNN intends for them; MNN's "
     "lookup fails and they get KL (docs/mnn-quantization.md §14.6).  The caller decides per tensor.",
     "feature_clamp_value 0 is rejected by the config (MNN divides by zero, docs/mnn-quantization.md §14.20).",
@@ -50,10 +51,25 @@ class QuantParams(NamedTuple):
 
 
 class FeatureObserver:
-    """Base of every feature calibration method; subclasses register under ``method``."""
+    """Base of every feature calibration method; subclasses register under ``method`` (the config's
+    ``feature_quantize_method``), and the class attributes below tell the quantizer how to run it."""
 
     method: ClassVar[str] = ""
     passes: ClassVar[int] = 1
+    # "statistics": observers of the tracked tensors fed by float forwards (quant/statistics.py);
+    # "simulation": EMA's fake-quantized forwards of fused conv modules (quant/simulate.py)
+    flow: ClassVar[str] = "statistics"
+    order_free: ClassVar[bool] = False     # statistics independent of the sample order: shards may run on
+                                           # several workers / Ray tasks (``shard``/``partial``/``merge``)
+    progress: ClassVar[str] = ""           # MNN's progress line of the last pass
+    compute_progress: ClassVar[str | None] = None   # MNN's progress line of compute(); None: all cores, silent
+    only_needed: ClassVar[bool] = False    # observe only tensors whose own scale survives propagation
+
+    @classmethod
+    def for_tensor(cls, clamp_value: int, *, layout: str, shape, force_max: bool) -> "FeatureObserver":
+        """The observer of one tracked tensor: its MNN layout ("NCHW"/"NHWC"), its shape in the first
+        sample (None: unknown), whether the config forces the MAX threshold on it (model inputs)."""
+        return cls(clamp_value)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -88,6 +104,6 @@ def calibrate(observer: FeatureObserver, data: Callable[[], Iterable[np.ndarray]
     return observer.compute()
 
 
-from . import admm, ema, kl  # noqa: E402,F401  (registers the methods)
+from . import kl, admm, ema  # noqa: E402,F401,I001  (registers the methods, in the config's order)
 
 __all__ = ["FEATURE_METHODS", "DEVIATIONS", "FeatureObserver", "QuantParams", "calibrate"]

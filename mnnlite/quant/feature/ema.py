@@ -93,6 +93,7 @@ class EMAObserver(FeatureObserver):
 
     method = "EMA"
     passes = 1
+    flow = "simulation"
 
     def __init__(self, clamp_value: int = 127, momentum: float = float(MOMENTUM)):
         super().__init__(clamp_value)

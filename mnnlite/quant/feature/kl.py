@@ -279,6 +279,15 @@ class KLObserver(FeatureObserver):
 
     method = "KL"
     passes = 2
+    order_free = True
+    progress = "CollectFeatureDistribution"
+    only_needed = True          # a KL threshold is the expensive part: none for overwritten statistics
+
+    @classmethod
+    def for_tensor(cls, clamp_value: int, *, layout: str, shape, force_max: bool) -> "KLObserver":
+        obs = cls(clamp_value, threshold="MAX" if force_max else "auto", layout=layout)
+        obs.shape = shape       # the first sample's (samples may finish in any order on several workers)
+        return obs
 
     def __init__(self, clamp_value: int = 127, threshold: str = "auto", layout: str = "NCHW",
                  bins: int = BINS):

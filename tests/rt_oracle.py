@@ -19,9 +19,7 @@ from mnnlite.format.model_io import save_model
 from mnnlite.format.tables import TABLE_CLASSES as T, DataFormat, OpType
 from mnnlite.graph import Model
 
-# child processes import this module with only tests/runtime on the path
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import model_zoo  # noqa: E402
+import model_zoo
 
 COSINE_MIN, REL_ERR_MAX = model_zoo.COSINE_MIN, model_zoo.REL_ERR_MAX
 

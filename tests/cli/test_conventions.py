@@ -15,7 +15,7 @@ import pytest
 
 import mnnlite
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = {
     "info": [sys.executable, "-m", "mnnlite", "info"],
     "run": [sys.executable, "-m", "mnnlite", "run"],

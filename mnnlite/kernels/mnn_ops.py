@@ -1,0 +1,206 @@
+"""Op-level forms that round like MNN 3.6.1's x86 CPU backend (``impl="mnn"``), built on
+``mnnlite.kernels.mnn_exact``: the float ops' planners pick them; ``mnnlite.ops`` stays the spec.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops.conv import CONV_ALGO, _activation, _conv_geometry, _groups, _weights
+from ..ops.geometry import _F32, f32, image_nchw, from_nchw
+from ..format.tables import PoolType
+from ..ops.pool import _pool_plan, _taps, pool2d, pooling
+
+def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
+    """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
+    convs by Winograd ("winograd_mnn"; MNN picks Winograd for them when it is cheaper, which holds for
+    the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d; 1x1 ones through
+    Convolution1x1Strassen's Strassen split when it pays), depthwise ones by the fast kernel (measured
+    bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
+    from ..kernels.conv import Conv2d
+    if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
+        return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
+    if groups != 1:
+        return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
+    return _MnnDenseConv(f32(w), None if b is None else f32(b), stride, pad, dilation, act)
+
+
+class _MnnDenseConv:
+    """``mnn_exact.conv2d(x, w, b, stride, pad, dilation, act)`` with what depends only on the node
+    done once: the weights swapped to [o][ky][kx][c] rows and, for a 1x1 stride-1 unpadded conv,
+    Convolution1x1Strassen's zero-padded weights (they depend on the plane size E only).  The same
+    calls on the same arrays as mnn_exact.conv2d / _strassen_1x1, so the same bits; small models run
+    dozens of such convs on tiny planes, where the per-call preparation cost as much as the product."""
+
+    def __init__(self, w, b, stride, pad, dilation, act):
+        from ..kernels import mnn_exact
+        self.mnn_exact, self.w, self.b = mnn_exact, w, b
+        self.stride, self.pad, self.dilation, self.act = stride, pad, dilation, act
+        o, c, kh, kw = w.shape
+        self.wk = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+        self.pointwise = (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
+        self.by_plane = {}      # E -> (weights, bias, rows kept) of _strassen_1x1
+
+    def __call__(self, x):
+        me = self.mnn_exact
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != self.w.shape[1] or x.dtype != _F32 \
+                or not x.flags.c_contiguous:
+            return me.conv2d(x, self.w, self.b, self.stride, self.pad, self.dilation, self.act)
+        # mnn_exact.conv2d for one image, the same calls: a = [C, H*W] view or im2col of the image
+        _, c, h, wd = x.shape
+        if not self.pointwise:
+            a, (oh, ow) = me.im2col(x[0], self.w.shape[2:], self.stride, self.pad, self.dilation)
+            y = me.packed_matmul(a, self.wk, self.b, self.act)
+            return np.ascontiguousarray(y.reshape(-1, 1, oh, ow).transpose(1, 0, 2, 3))
+        e = h * wd
+        entry = self.by_plane.get(e)
+        if entry is None:
+            entry = self.by_plane[e] = self._strassen_operands(e)
+        w, b, o = entry
+        y = me.strassen_matmul(x.reshape(c, e), w, b, self.act)
+        if o is not None:
+            y = y[:o]
+        return np.ascontiguousarray(y.reshape(-1, 1, h, wd).transpose(1, 0, 2, 3))
+
+    def _strassen_operands(self, e: int):
+        """mnn_exact._strassen_1x1's choice for a plane of E columns: (weights, bias, output rows to
+        keep or None); a missing bias is the zeros strassen_matmul would make."""
+        w = self.wk
+        o = w.shape[0]
+        b = np.zeros(o, _F32) if self.b is None else self.b
+        oc8 = -(-o // 8)
+        if e > 24 * 8 and e > oc8:
+            return w, b, None
+        rows = min(oc8 * 8, -(-o // 4) * 4)
+        if rows == o:
+            return w, b, None
+        wp = np.zeros((rows, w.shape[1]), _F32)
+        wp[:o] = w
+        bp = np.zeros(rows, _F32)
+        bp[:o] = b
+        return wp, bp, o
+
+
+def _mnn_multi_input_conv(call):
+    """impl="mnn", weights (and bias) fed as inputs, as in MNN's EMA simulation (NN.cpp's ``_Conv(weight,
+    bias, x)``): MNN never uses Winograd or Strassen here.  A dense conv runs
+    ConvolutionTiledExecutorMultiInput (DenseConvolutionTiledExecutor.cpp: weights swapped to [o][k][ic],
+    then DenseConvolutionTiledImpl, im2col + MNNPackedMatMul = mnn_exact.conv2d), a depthwise one
+    CPUConvolutionDepthwise::MultiInputFloatExecution (the generic depthwise kernel; the fast kernel gives
+    its bits)."""
+    w, b = _weights(call, deconv=False)
+    x = call.inputs[0]
+    groups = _groups(call, x, w, deconv=False)
+    x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
+    act = _activation(call.params.common)
+    if groups == 1:
+        y = tiled_conv_batch(f32(x), f32(w), None if b is None else f32(b), stride, pad, dilation, act)
+    else:
+        from ..kernels.conv import conv2d
+        y = conv2d(f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
+    return [from_nchw(y, call.formats[0])]
+
+
+TILE_COLUMNS = 24                 # MNNPackedMatMul's tile (csrc/mnn_exact.c MNN_EP)
+CHUNK_BYTES = 32 << 20            # im2col columns gathered at a time by tiled_conv_batch
+
+
+def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHUNK_BYTES):
+    """``mnn_exact.conv2d(..., strassen=False)`` with memory bounded by ``chunk_bytes``, same bits.
+
+    MNN tiles the batch's N * OH * OW output pixels as one plane; each full 24-column tile of
+    MNNPackedMatMul depends only on its own columns, and the remainder columns only on E % 24
+    (csrc/mnn_exact.c), so the plane is computed in column chunks that are whole tiles, the last one
+    keeping the plane's remainder.  Each chunk's im2col columns are gathered from the images it spans
+    and its product written straight into the NCHW output: no batch-sized im2col (3x3 convs of a
+    640x640 batch of 32: gigabytes), no second copy of the output.
+    """
+    from ..kernels import mnn_exact as me
+
+    if x.ndim != 4 or x.shape[1] != w.shape[1]:
+        return me.conv2d(x, w, b, stride, pad, dilation, act, strassen=False)     # its own error
+    n, c, height = x.shape[:3]
+    o, _, kh, kw = w.shape
+    pointwise = (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
+    wk = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c))
+    (sy, sx), (dy, dx), (pt, pl, pb, pr) = stride, dilation, pad
+    oh = (x.shape[2] + pt + pb - dy * (kh - 1) - 1) // sy + 1
+    ow = (x.shape[3] + pl + pr - dx * (kw - 1) - 1) // sx + 1
+    plane, k = oh * ow, kh * kw * c
+    total = n * plane
+    out = np.empty((n, o, oh, ow), _F32)
+    flat = out.reshape(n, o, plane)
+    step = max(TILE_COLUMNS, chunk_bytes // (4 * max(k, 1)) // TILE_COLUMNS * TILE_COLUMNS)
+
+    def columns(img, lo, hi):
+        """im2col columns [lo, hi) of image ``img``: only the output rows they cover are gathered."""
+        if pointwise:
+            return x[img].reshape(c, -1)[:, lo:hi]
+        r0, r1 = lo // ow, (hi - 1) // ow + 1
+        top, end = r0 * sy - pt, (r1 - 1) * sy + dy * (kh - 1) + 1 - pt        # input rows read, unpadded
+        src0, src1 = max(top, 0), min(end, height)
+        rows = np.pad(x[img, :, src0:src1], ((0, 0), (src0 - top, end - src1), (pl, pr)))
+        a, _ = me.im2col(rows, (kh, kw), stride, (0, 0, 0, 0), dilation)
+        return a[:, lo - r0 * ow: hi - r0 * ow]
+    from ..kernels.threads import get_num_threads
+
+    def chunk(e0):
+        e1 = min(total, e0 + step)
+        parts = []
+        for img in range(e0 // plane, (e1 - 1) // plane + 1):
+            lo, hi = max(e0, img * plane) - img * plane, min(e1, (img + 1) * plane) - img * plane
+            parts.append((img, lo, hi, columns(img, lo, hi)))
+        a = parts[0][3] if len(parts) == 1 else np.concatenate([p[3] for p in parts], axis=1)
+        y = me.packed_matmul(np.ascontiguousarray(a), wk, b, act)
+        at = 0
+        for img, lo, hi, _ in parts:
+            flat[img, :, lo:hi] = y[:, at:at + hi - lo]
+            at += hi - lo
+    starts = range(0, total, step)
+    threads = min(get_num_threads(), len(starts))
+    if threads <= 1:
+        for e0 in starts:
+            chunk(e0)
+    else:       # chunks are independent and write disjoint outputs: same bits on any thread count
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(chunk, starts))
+    return out
+
+
+def _mnn_avg_pool(call):
+    """impl="mnn", a 2-D average pool as CPUPool.hpp's poolingAvg computes it: windows that touch the
+    padding (poolingAvgPad) sum their taps, then multiply by 1/count (pool2d); windows inside the input
+    (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
+    if len(call.op.outputIndexes) > 1 or call.inputs[0].dtype != _F32:
+        return pooling(call)
+    x = image_nchw(call)
+    k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
+    y = pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count)
+    inside = []
+    for n_in, kk, ss, pp, n_out in zip(x.shape[2:], k, s, pad, out):
+        idx = [o for o in range(n_out) if o * ss - pp >= 0 and o * ss - pp + kk <= n_in]
+        inside.append((idx[0], idx[-1] + 1) if idx else None)
+    if inside[0] is not None and inside[1] is not None:
+        (r0, r1), (c0, c1) = inside
+        sub = x[:, :, r0 * s[0] - pad[0]:, c0 * s[1] - pad[1]:]
+        inv = _F32(1) / _F32(k[0] * k[1])
+        acc = None
+        for tap in _taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
+            term = tap * inv
+            acc = term if acc is None else acc + term
+        y = np.array(y, _F32, copy=True)
+        y[:, :, r0:r1, c0:c1] = acc
+    return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
+
+
+def _mnn_softmax_strided(x, axis, channel, inside, mnn_exact):
+    """CPUSoftmax::_softmaxCommon's branch for inside > pack > channel (float): per outer index, one
+    MNNExp over the whole [channel, inside] block, the channel sum added in order, its reciprocal, then
+    a multiply.  MNN writes x - max to the output and then exponentiates the *input* (its source pointer
+    is the input there), so the max is never subtracted (beyond |x| 87 MNNExp saturates)."""
+    x3 = np.ascontiguousarray(x, _F32).reshape(-1, channel, inside)
+    e = np.stack([mnn_exact.exp(row) for row in x3.reshape(x3.shape[0], -1)]).reshape(x3.shape)
+    s = e[:, 0].copy()
+    for z in range(1, channel):
+        s = s + e[:, z]
+    return (e * (_F32(1) / s)[:, None]).reshape(x.shape)
