@@ -87,6 +87,7 @@ class AccuracyReport:
     seconds: dict[str, float] = field(default_factory=dict)
     reached: bool | None = None
     range_objective: str = "tensor"
+    score_on: str = "outputs"         # what the held-out scores are measured on (sensitivity.py)
 
     def to_dict(self) -> dict:
         import dataclasses
@@ -112,7 +113,8 @@ class AccuracyReport:
         if self.cosine_before:
             def fmt(d):
                 return ", ".join(f"{k} {v:.5f}" for k, v in d.items())
-            lines.append(f"held-out score before control: {fmt(self.cosine_before)}")
+            lines.append(f"held-out score before control: {fmt(self.cosine_before)}"
+                         + (" (logits of the final activations)" if self.score_on == "logits" else ""))
             lines.append(f"held-out score of the file:    {fmt(self.cosine_after)}"
                          + ("" if self.reached in (None, True) else f" (target {self.target_cosine} not reached)"))
         return lines
@@ -253,7 +255,7 @@ def downstream_of(graph, facts, plan, sites: list[ConvSite], workers, feeds) -> 
     left out (it keeps the histogram objective)."""
     by_pos = {s.pos: s for s in sites}
     position = {id(op): p for p, op in enumerate(graph.ops)}
-    axis = {s.input: (-1 if plan.formats.get(s.input) == cal.NHWC else 1) for s in sites}
+    axis = {s.input: (-1 if plan.formats.get(s.input) == NHWC else 1) for s in sites}
     gains: dict[int, list] = {}
     for t in axis:
         shape = facts[t].shape
@@ -358,7 +360,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     if held:
         from .sensitivity import Evaluator, Profiler, leave_float
 
-        evaluator = Evaluator(model, held, impl, metric, target)
+        evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs")
+        acc.score_on = "logits" if evaluator.logits else "outputs"
         full, _ = builder.build(names)
         acc.cosine_before = evaluator.score(full)
         goal = cfg.target_cosine if cfg.target_cosine is not None else 1.0

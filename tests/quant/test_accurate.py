@@ -161,6 +161,39 @@ def test_downstream_objective_on_a_conv_pair(tmp_path):
     assert scores["downstream"] > 0.999 and 1 - scores["downstream"] < 0.2 * (1 - scores["tensor"])
 
 
+def test_score_on_logits_sees_what_a_saturated_softmax_hides(tmp_path):
+    """conv -> Softmax -> Reshape: logits ±20 make the probabilities one-hot, so the cosine of the outputs
+    hardly moves under int8 while that of the logits (the Softmax's input, found through the Reshape) does;
+    the report says which one was scored."""
+    from onnx import helper
+
+    from mnnlite.format.model_io import load_model
+    from mnnlite.quant.sensitivity import logit_tensors
+
+    w = np.zeros((4, 3, 1, 1), np.float32)
+    w[:, :, 0, 0] = [[20, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["m"]), helper.make_node("Softmax", ["m"], ["p"], axis=1),
+             helper.make_node("Reshape", ["p", "shape"], ["y"])]
+    src = _save_onnx(tmp_path, nodes, {"w": w, "b": np.zeros(4), "shape": np.array([1, -1])}, [1, 3, 4, 4])
+    graph = load_model(str(src)).graph
+    (name, logits), = logit_tensors(graph).items()
+    assert name == "y" and graph.tensors[logits] in ("m", "m___tr4p")      # the conv output, or its layout copy
+
+    def one_hot(rng):
+        x = np.zeros((1, 3, 4, 4))
+        x[0, rng.integers(0, 3, 16), np.arange(16) // 4, np.arange(16) % 4] = 1
+        return x + rng.normal(0, 0.05, x.shape)
+    folder = _samples(tmp_path, one_hot)
+    cfg = {"path": str(folder), "input_type": "sequence", "range_method": "auto", "int8_ops": "auto",
+           "target_cosine": 0.5}
+    scores = {}
+    for score_on in ("outputs", "logits"):
+        acc = mnnlite.quantize(src, tmp_path / f"{score_on}.mnn", {**cfg, "score_on": score_on}).accuracy
+        assert acc.score_on == score_on
+        scores[score_on] = acc.cosine_before["y"]
+    assert scores["outputs"] > 1 - 1e-9 and scores["logits"] < 1 - 1e-6          # int8 error only in the logits
+
+
 def test_unknown_range_method_is_rejected():
     with pytest.raises(ValueError, match="range method"):
         choose_range(_histogram(np.ones(10)), "entropy")
@@ -175,11 +208,14 @@ def test_config_keys_and_preset(tmp_path):
     cfg = load_config({"path": "x", "preset": "accurate", "target_cosine": 0.995, "range_method": "mse"})
     assert (cfg.range_method, cfg.target_cosine) == ("mse", 0.995)
     assert not load_config({"path": "x"}).accurate
+    assert (cfg.range_objective, cfg.score_on) == (None, None)         # the preset keeps both at their defaults
+    assert load_config({"path": "x", "range_objective": "downstream"}).accurate
     assert load_config({"path": "x"}, overrides={"preset": "accurate"}).accurate
     assert load_config({"path": "x", "range_method": "max"}, overrides={"preset": "accurate"}).range_method == "max"
     for bad, key in (({"preset": "fast"}, "preset"), ({"range_method": "KL"}, "range_method"),
                      ({"target_cosine": 1.5}, "target_cosine"), ({"int8_ops": "all"}, "int8_ops"),
-                     ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs")):
+                     ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs"),
+                     ({"range_objective": "output"}, "range_objective"), ({"score_on": "probs"}, "score_on")):
         with pytest.raises(ConfigError, match=key):
             load_config({"path": "x", **bad})
 
