@@ -145,6 +145,7 @@ class _Builder:
         self.ranges, self.stats, self.observers, self.target = ranges, stats, observers, target
         self.weights: dict[int, tuple] = {}
         self.repairs: list[dict] = []
+        self.built: dict[tuple, tuple] = {}   # int8 names -> (model, tensors, repairs) of this run
         self.means: dict = {}                 # conv input -> ChannelMeans (bias correction)
 
     def tensor_quant(self, t: int) -> TensorQuant:
@@ -180,7 +181,19 @@ class _Builder:
 
     def build(self, int8_names, record: bool = False):
         """(model, tensors) with the convs ``int8_names`` int8; the plan MNN would run is checked and the
-        quant info repaired until it has none of the known-bad patterns."""
+        quant info repaired until it has none of the known-bad patterns.  The same names give the same
+        file: a set accuracy control built is not built again (the final file is often the first one)."""
+        key = tuple(int8_names)
+        if key in self.built:
+            model, tensors, repairs = self.built[key]
+        else:
+            model, tensors, repairs = self.built[key] = self._build(int8_names)
+        if record:
+            self.repairs = repairs
+            self.built.clear()
+        return model, tensors
+
+    def _build(self, int8_names):
         active = [self.sites[n] for n in int8_names if n in self.sites]
         tensors: dict[int, TensorQuant] = {}
         for s in active:
@@ -207,9 +220,7 @@ class _Builder:
                 # apart: a key of its own even where its own range equals a neighbour's
                 tensors[t] = nudged(q) if apart else q
                 repairs.append({"tensor": t, "name": self.model.graph.tensors[t], "reason": why})
-        if record:
-            self.repairs = repairs
-        return model, tensors
+        return model, tensors, repairs
 
 
 class _Ranges(dict):
@@ -369,11 +380,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         if min(acc.cosine_before.values()) < goal:
             profiler = Profiler(model, held[:PROFILE_SAMPLES], {s.input for s in usable} | {s.output for s in usable},
                                 impl, target)
-            models = {(): full}
-
             def rank(left_float):
-                key = tuple(sorted(left_float))
-                m = models.get(key) or builder.build([n for n in names if n not in set(left_float)])[0]
+                m, _ = builder.build([n for n in names if n not in set(left_float)])
                 errors = profiler.errors(m)
                 found = {s.name: max(errors.get(s.output, 0.0) - errors.get(s.input, 0.0), 0.0)
                          for s in usable if s.name not in set(left_float)}
@@ -383,7 +391,6 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
 
             def evaluate(left_float):
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
-                models[tuple(sorted(left_float))] = m
                 return evaluator.score(m)
             # at most max_float_convs of the convs (float already counted), but one where that rounds to 0
             limit = int(cfg.max_float_convs * len(sites) + 1e-9) - (len(sites) - len(usable))
