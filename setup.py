@@ -32,7 +32,8 @@ DEBUG = os.environ.get("MNNLITE_DEBUG") == "1"
 if sys.platform == "win32":
     compile_args = ["/O2"]
 else:
-    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # DEBUG: no optimisation, and assert() live again (Python's own CFLAGS carry -DNDEBUG)
+    compile_args = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
     compile_args += ["-std=c11", "-fno-strict-aliasing"]
 
 directives = {
@@ -41,6 +42,7 @@ directives = {
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
     "cdivision": not DEBUG,
+    "show_performance_hints": not DEBUG,     # the debug build's checks are the point, not hints to drop them
 }
 
 

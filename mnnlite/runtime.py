@@ -5,7 +5,8 @@ layout="model"|"nchw")``; ``run(feeds)``
 returns the graph outputs.  With ``precision="auto"`` a model carrying int8 quant info runs in int8
 where MNN's CPU backend does (``mnnlite.int8``); ``"float"`` runs every op in float.  ``impl="mnn"``
 is "fast" plus, where we know how, float kernels that round like MNN's x86 (AVX2) CPU backend run with
-one thread, bit for bit (``mnnlite.kernels.mnn_exact``; the op planners choose them).
+one thread, bit for bit.  Every op runs the form of its kernels that ``impl`` names
+(``mnnlite.kernels.table``).
 
 Layouts (``mnnlite.layout`` decides them):
 * ``layout="model"`` (default): feeds are given, and outputs returned, in each tensor's declared layout
@@ -40,6 +41,7 @@ from . import ops  # noqa: F401,E402  (registers every kernel)
 from .ops import registry  # noqa: E402
 from .ops.const import numpy_dtype  # noqa: E402
 from .ops.registry import OpCall  # noqa: E402
+from .kernels import table as kernel_table  # noqa: E402
 
 _SOURCE_OPS = (OpType.Const, OpType.TrainableParam)
 _NCHW = DataFormat.NCHW
@@ -61,7 +63,7 @@ class Interpreter:
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto",
                  layout: str = layouts.DEFAULT_LAYOUT, target: str = "x86"):
         self.layout = layouts.check_layout(layout)
-        if impl not in ("fast", "ref", "mnn"):
+        if impl not in kernel_table.IMPLS:
             raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
         if target not in ("x86", "arm"):
             raise ValueError(f"target must be 'x86' or 'arm', not {target!r}")
@@ -73,11 +75,9 @@ class Interpreter:
         self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         self.impl, self.trace = impl, trace
         self._depth = 0         # subgraphs running inside each other (run_graph)
-        # what kernels see as call.impl: "mnn" only changes the planners' choices (registry.node_kernel)
-        self.kernel_impl = "fast" if impl == "mnn" else impl
         self.source = self.model.path or "model"
         self._graphs: dict[str, Graph] = {"": self.model.graph, **self.model.subgraphs}
-        self._programs = {name: _Program(g, self, name) for name, g in self._graphs.items()}
+        self._programs = {name: Program(g, self, name) for name, g in self._graphs.items()}
         graph = self.model.graph
         self._inputs = {graph.tensors[int(op.outputIndexes[0])]: op for op in graph.ops if op.type == OpType.Input}
         # "auto": a model with quant info runs int8 where MNN does (mnnlite.int8); "float": all float
@@ -123,7 +123,7 @@ class Interpreter:
         references to them keeps them alive.
         """
         keep_all = return_all or self.trace
-        bound = self._bind_feeds(feeds)
+        bound = self.bind(feeds)
         graph = self.model.graph
         with np.errstate(all="ignore"):   # NaN / inf inputs propagate like in MNN, without warnings
             main = self._int8.run if self._int8 is not None else self._programs[""].run
@@ -138,7 +138,9 @@ class Interpreter:
             result[graph.tensors[i]] = np.array(layouts.from_tensor(array, fmt, self.layout), order="C")
         return result
 
-    def _bind_feeds(self, feeds: dict) -> dict:
+    def bind(self, feeds: dict) -> dict:
+        """The feeds checked against the model's inputs (names, ranks, fixed dims, dtypes) and converted to
+        each tensor's MNN layout: {tensor index: (array, layout)}, what ``Program.run`` takes."""
         names = list(self._inputs)
         unknown = [n for n in feeds if n not in self._inputs]
         if unknown:
@@ -194,6 +196,14 @@ class Interpreter:
             raise ShapeError(f"{self.source}: subgraph {name!r} does not produce output {missing[0]!r}")
         return [env[i][0] for i in graph.outputs], [env[i][1] for i in graph.outputs]
 
+    def program(self, name: str = "") -> "Program":
+        """The prepared graph ``name`` ("" = the main graph): its ``steps`` and ``run`` / ``call``."""
+        if name not in self._programs:
+            raise ShapeError(f"{self.source}: no subgraph named {name!r}")
+        return self._programs[name]
+
+    _bind_feeds = bind      # the name callers outside the runtime used before ``bind`` was public
+
     def graph_io(self, name: str):
         graph = self._graphs[name]
         return graph.input_names(), graph.output_names()
@@ -202,7 +212,7 @@ class Interpreter:
 class _Context:
     """What a kernel sees as ``call.runtime``: the interpreter plus the graph it runs in."""
 
-    def __init__(self, interpreter: Interpreter, program: "_Program"):
+    def __init__(self, interpreter: Interpreter, program: "Program"):
         self.interpreter, self.program = interpreter, program
         self.run_graph, self.graph_io = interpreter.run_graph, interpreter.graph_io
 
@@ -212,7 +222,9 @@ class _Context:
 
 
 @dataclasses.dataclass
-class _Step:
+class Step:
+    """One op of a ``Program``: the op table, its kernel, its input and output tensor indexes and names."""
+
     op: object
     kernel: object
     inputs: tuple
@@ -222,7 +234,7 @@ class _Step:
     free: tuple = ()
     const: list | None = None      # precomputed (array, layout) of Const / TrainableParam ops
     is_input: bool = False         # an Input op: its value is bound by run()
-    # What _Program.run's per-op path needs, fixed when the program is built (_Program.__init__):
+    # What Program.run's per-op path needs, fixed when the program is built (Program.__init__):
     # ("const" | "input" | "call", output index of a single-output op or None, its output name, ...).
     kind: str = "call"
     single: int | None = None
@@ -231,15 +243,18 @@ class _Step:
     op_type: object = None         # OpType of the op (its raw int for types this build does not know)
 
 
-class _Program:
-    """One graph ready to run: kernels looked up, constants decoded once, tensor lifetimes known."""
+class Program:
+    """One graph ready to run: kernels looked up, constants decoded once, tensor lifetimes known.
+
+    The public seam the int8 executor (``mnnlite.int8.execute``) builds on: ``steps`` (one ``Step`` per op,
+    in file order), ``run(bound, keep_all, observe)`` on ``Interpreter.bind``'s result, ``call(step,
+    inputs)`` to run one op's float kernel, ``where`` (the graph's name for messages)."""
 
     def __init__(self, graph: Graph, interpreter: Interpreter, name: str):
         self.graph, self.interpreter = graph, interpreter
         self.where = interpreter.source + (f" subgraph {name!r}" if name else "")
         self.describes = {int(d.index): d for d in graph.describe}
         self.context = _Context(interpreter, self)
-        self.kernel_impl = interpreter.kernel_impl
         self.steps = [self._step(op) for op in graph.ops]
         self.produced = {i for step in self.steps for i in step.outputs}
         self._plan_frees()
@@ -250,7 +265,7 @@ class _Program:
             if len(step.inputs) == 1:
                 step.in0 = step.inputs[0]
 
-    def _step(self, op) -> _Step:
+    def _step(self, op) -> Step:
         # The node's own kernel (registry planners: parameters read, conv weights packed once).
         check_op(op, self.where)
         kernel = registry.node_kernel(_op_type(op), op, self.interpreter.impl)
@@ -260,10 +275,10 @@ class _Program:
                 f"supported types: {', '.join(registry.supported_op_types())}")
         ins, outs = _ints(op.inputIndexes), _ints(op.outputIndexes)
         tensors = self.graph.tensors
-        step = _Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
+        step = Step(op, kernel, tuple(ins), tuple(outs), [tensors[i] for i in ins], [tensors[i] for i in outs],
                      is_input=op.type == OpType.Input, op_type=_op_type(op))
         if op.type in _SOURCE_OPS:
-            step.const = [(_frozen(a), f) for a, f in self._call(step, [])]
+            step.const = [(_frozen(a), f) for a, f in self.call(step, [])]
         return step
 
     def _plan_frees(self):
@@ -310,7 +325,7 @@ class _Program:
             else:
                 if step.outputs[0] not in env:
                     raise ShapeError(f"{self.where}: input {step.output_names[0]!r} is not bound")
-                results = self._call(step, [env[step.outputs[0]]])
+                results = self.call(step, [env[step.outputs[0]]])
             i = step.single
             if i is not None:
                 value = env[i] = results[0]
@@ -326,20 +341,20 @@ class _Program:
                     env.pop(i, None)
         return env
 
-    def _missing_input(self, step: _Step, env: dict):
+    def _missing_input(self, step: Step, env: dict):
         missing = [n for i, n in zip(step.inputs, step.input_names) if i not in env]
         raise ShapeError(f"{self.where}: op {step.op.name!r} reads tensor {missing[0]!r}, "
                          f"which no earlier op produced") from None
 
-    def _call(self, step: _Step, inputs: list) -> list:
+    def call(self, step: Step, inputs: list) -> list:
         """Run one kernel; returns [(array, layout)] for the op's outputs.  ``inputs`` are (array,
         layout) pairs; a layout may be a plain int (callers outside ``run``)."""
         return self._call_op(step, [a for a, _ in inputs],
                              [f if type(f) is DataFormat else DataFormat(f) for _, f in inputs])
 
-    def _call_op(self, step: _Step, arrays: list, formats: list) -> list:
-        """``_call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
-        call = OpCall(step.op, arrays, formats, self.kernel_impl, self.context, None,
+    def _call_op(self, step: Step, arrays: list, formats: list) -> list:
+        """``call`` on the input arrays and their layouts, DataFormat members (``run`` keeps them so)."""
+        call = OpCall(step.op, arrays, formats, self.interpreter.impl, self.context, None,
                       step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)
@@ -458,4 +473,4 @@ def _cast_feed(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-__all__ = ["Interpreter", "InputInfo"]
+__all__ = ["Interpreter", "InputInfo", "Program", "Step"]

@@ -1,4 +1,4 @@
-"""Pytest fixtures around the model zoo (tests/model_zoo.py) and the official MNN oracle."""
+"""Pytest fixtures around the official MNN oracle (tests/oracle/) and the model zoo (tests/model_zoo.py)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def mnn_oracle():
-    """The model_zoo module, once the test-only oracle (mnn 3.6.1 wheel + onnx) imports.
+    """The oracle package, once the test-only oracle (mnn 3.6.1 wheel + onnx) imports.
 
     The oracle is a declared test dependency (`pip install -e ".[test]"`): a missing one is a broken
     set-up and fails the tests that need it, rather than skipping them.
@@ -14,15 +14,17 @@ def mnn_oracle():
     import _tools  # noqa: F401
     import MNN  # noqa: F401
     import onnx  # noqa: F401
-    import model_zoo
+    import oracle
 
-    return model_zoo
+    return oracle
 
 
 @pytest.fixture(scope="session")
 def zoo(mnn_oracle):
     """The model_zoo module (fixtures are built lazily and cached under .fixtures/)."""
-    return mnn_oracle
+    import model_zoo
+
+    return model_zoo
 
 
 @pytest.fixture(scope="session")

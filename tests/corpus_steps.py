@@ -8,7 +8,7 @@ Inputs and outputs are in the model's declared layout on both sides: the officia
 host tensors of each input's own dimension type and its outputs are read the same way (NHWC for TFLite
 models), which is what MNN's Module API hands a user.  The official runtime runs in child processes: a
 crash of MNN on a file is reported, and MNN's int8 kernels that read memory they never wrote
-(tests/int8_oracle.py) see fresh zeroed pages, one sample per process when the file needs it.
+(tests/oracle/runtime.py) see fresh zeroed pages, one sample per process when the file needs it.
 """
 from __future__ import annotations
 
@@ -25,13 +25,16 @@ import numpy as np
 
 import corpus
 import model_zoo as zoo
+from mnnlite.metrics import cosine
+from oracle import OracleToolError, REL_ERR_MAX, assert_close_to_oracle, oracle_input_info
+from oracle.tools import describe_exit
 
 # the int8 agreement budget (one quantization step of an output) lives with the int8 runtime tests
 
 # Float run against the official runtime: the oracle tests' budget (tests/runtime/test_zoo_accuracy.py):
 # max abs err <= 1e-4 * max|ref|, cosine >= 0.999999; models whose many 3x3 convs go through MNN's
 # Winograd (its own error, up to 2e-3 of the output at the end of a deep net) get that budget.
-FLOAT_REL_ERR = zoo.REL_ERR_MAX
+FLOAT_REL_ERR = REL_ERR_MAX
 FLOAT_REL_ERR_WINOGRAD = 2e-3
 FLOAT_REL_ERR_BUDGET = {"ppocr_det": FLOAT_REL_ERR_WINOGRAD}
 FLOAT_SAMPLES = 3
@@ -49,12 +52,6 @@ MNN_FILE_CASES = corpus.DEFAULT_MNN_CASES
 
 class StepFailed(AssertionError):
     pass
-
-
-def _cosine(a, b) -> float:
-    from mnnlite.metrics import cosine
-
-    return cosine(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +92,7 @@ def _pythonpath() -> str:
 def _exit_text(result: dict) -> str:
     if result["timed_out"]:
         return "timed out"
-    return zoo._describe_exit(result["code"])
+    return describe_exit(result["code"])
 
 
 def _last_line(text: str) -> str:
@@ -103,70 +100,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-# ---------------------------------------------------------------------------------------------
-# The official runtime in the declared layout
-# ---------------------------------------------------------------------------------------------
-def run_oracle_declared(path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Run ``path`` in the official runtime (1 thread) with feeds and outputs in each tensor's own layout
-    (Session API; Module API for files with control-flow subgraphs)."""
-    MNN = zoo._mnn()
-    if zoo.has_subgraphs(path):
-        return _run_module_declared(MNN, path, feeds)
-    interp = MNN.Interpreter(str(path))
-    session = interp.createSession({"numThread": 1})
-    inputs = interp.getSessionInputAll(session)
-    zoo._check_feed_names(path, set(inputs), feeds)
-    arrays = {}
-    for name, tensor in inputs.items():
-        arrays[name] = zoo._as_input_array(name, feeds[name], zoo._np_dtype(MNN, tensor.getDataType()))
-        interp.resizeTensor(tensor, tuple(arrays[name].shape))
-    interp.resizeSession(session)
-    for name, tensor in inputs.items():
-        arr = arrays[name]
-        tensor.copyFrom(MNN.Tensor(tuple(arr.shape), zoo._halide_type(MNN, arr.dtype), arr,
-                                   tensor.getDimensionType()))
-    code = interp.runSession(session)
-    if code != 0:
-        raise zoo.OracleToolError(f"runSession on {path} returned {code}")
-    results = {}
-    for name, tensor in interp.getSessionOutputAll(session).items():
-        shape = tuple(tensor.getShape())
-        dtype = zoo._np_dtype(MNN, tensor.getDataType())
-        if int(np.prod(shape)) == 0:
-            results[name] = np.zeros(shape, dtype)
-            continue
-        kind = tensor.getDimensionType()
-        if kind == MNN.Tensor_DimensionType_Caffe_C4:
-            kind = MNN.Tensor_DimensionType_Caffe
-        host = MNN.Tensor(shape, tensor.getDataType(), kind)
-        tensor.copyToHostTensor(host)
-        results[name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(shape)
-    return results
-
-
-def _run_module_declared(MNN, path, feeds):
-    F = MNN.expr
-    module = MNN.nn.load_module_from_file(str(path), [], [], thread_num=1)
-    info = module.get_info()
-    decl = zoo.oracle_input_info(path)
-    args = []
-    for name in info["inputNames"]:
-        dtype = decl[name].dtype if name in decl else np.dtype(np.float32)
-        arr = zoo._as_input_array(name, feeds[name], dtype)
-        fmt = F.NHWC if name in decl and decl[name].layout == "NHWC" else F.NCHW
-        args.append(F.const(arr, list(arr.shape), fmt, F.int if dtype.kind in "iu" else F.float))
-    results = {}
-    for name, var in zip(info["outputNames"], module.forward(args)):
-        if var.data_format == F.NC4HW4:
-            var = F.convert(var, F.NCHW)
-        arr = np.array(var.read(), copy=True)
-        results[name] = arr.astype(np.int32 if arr.dtype.kind in "iu" else np.float32, copy=False)
-    return results
-
-
 _ORACLE_CHILD = """
 import os, sys, numpy as np
-import corpus_steps
+from oracle import run_oracle
 path, fin, fout, fresh = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 data = np.load(fin)
 samples = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
@@ -174,7 +110,7 @@ samples = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i
 out = {}
 for i, feeds in enumerate(samples):
     if not fresh:
-        out.update({f"{i}/{k}": v for k, v in corpus_steps.run_oracle_declared(path, feeds).items()})
+        out.update({f"{i}/{k}": v for k, v in run_oracle(path, feeds).items()})
         continue
     # one forked process per sample: MNN's heap starts as a new process's would (nothing of an
     # earlier run's buffers), without paying the interpreter start-up per sample
@@ -182,7 +118,7 @@ for i, feeds in enumerate(samples):
     pid = os.fork()
     if pid == 0:
         try:
-            np.savez(part, **corpus_steps.run_oracle_declared(path, feeds))
+            np.savez(part, **run_oracle(path, feeds))
             os._exit(0)
         except BaseException as exc:
             print(f"sample {i}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -214,7 +150,7 @@ def oracle_outputs(path, samples: List[Dict[str, np.ndarray]], fresh: bool = Fal
         np.savez(fin, count=len(samples), **arrays)
         res = run_child([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout, "1" if fresh else "0"], 1800)
         if res["code"] != 0 or not os.path.exists(fout):
-            raise zoo.OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
+            raise OracleToolError(f"official runtime on {Path(path).name} failed ({_exit_text(res)}): "
                                       f"{_last_line(res['output'])}")
         with np.load(fout) as data:
             results = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
@@ -235,7 +171,7 @@ def step_info(name: str) -> dict:
     if res["code"] != 0:
         raise StepFailed(f"{name}: mnnlite info exited {res['code']}: {_last_line(res['output'])}")
     info = json.loads(res["output"][res["output"].index("{"):])
-    oracle = zoo.oracle_input_info(path)
+    oracle = oracle_input_info(path)
     ours = {i["name"]: i for i in info.get("inputs", [])}
     if set(ours) != set(oracle):
         raise StepFailed(f"{name}: info lists inputs {sorted(ours)}, the official runtime {sorted(oracle)}")
@@ -277,11 +213,11 @@ def _check_float(interp, name: str, label: str, feeds, ref) -> float:
         if got[out].shape != r.shape:
             raise StepFailed(f"{name} {label} output {out!r}: shape {got[out].shape}, the official runtime's {r.shape}")
         try:
-            zoo.assert_close_to_oracle(got[out], r, f"{name} {label} output {out!r}",
+            assert_close_to_oracle(got[out], r, f"{name} {label} output {out!r}",
                                        rel_err=FLOAT_REL_ERR_BUDGET.get(name, FLOAT_REL_ERR))
         except AssertionError as exc:
             raise StepFailed(str(exc)) from None
-        worst = min(worst, _cosine(got[out], r))
+        worst = min(worst, cosine(got[out], r))
     return worst
 
 
@@ -322,7 +258,7 @@ def fidelity(name: str, quant_path, key: str) -> float:
         for k, r in ref.items():
             if not np.all(np.isfinite(out[k])):
                 raise StepFailed(f"{name}: the official runtime gives non-finite values in {k!r} on {key}")
-            values.append(_cosine(out[k], r))
+            values.append(cosine(out[k], r))
     return float(np.mean(values))
 
 
@@ -331,14 +267,14 @@ def step_official_on_ours(name: str, ours_path, feature: str, weight: str) -> di
     no worse than that of quantized.out's own file on the same config (when MNN's tool made one)."""
     try:
         ours = fidelity(name, ours_path, f"ours-{feature}-{weight}")
-    except zoo.OracleToolError as exc:
+    except OracleToolError as exc:
         raise StepFailed(f"{name} {feature}/{weight}: the official runtime cannot run our file: {exc}") from None
     theirs = corpus.mnn_quantized(name, feature, weight, build=(feature, weight) in MNN_FILE_CASES)
     if not isinstance(theirs, Path):
         return {"cosine": ours, "detail": f"MNN: {theirs or 'not built'}"}
     try:
         mnn = fidelity(name, theirs, f"mnn-{feature}-{weight}")
-    except zoo.OracleToolError as exc:
+    except OracleToolError as exc:
         return {"cosine": ours, "detail": f"MNN's own file does not run: {exc}"}
     if ours < mnn - NO_WORSE_MARGIN:
         raise StepFailed(f"{name} {feature}/{weight}: held-out cosine of our file {ours:.4f} < quantized.out's "
@@ -349,13 +285,13 @@ def step_official_on_ours(name: str, ours_path, feature: str, weight: str) -> di
 def step_int8_agreement(name: str, quant_path, key: str) -> dict:
     """Our int8 runtime against the official runtime on a quantized file, held-out samples: max abs diff
     within one quantization step, cosine >= 0.99999."""
-    from int8_oracle import compare
+    from oracle.compare import compare
     from mnnlite.runtime import Interpreter
 
     samples = corpus.heldout_samples(name)
     try:
         refs = oracle_outputs(quant_path, samples, fresh=True, key=key)
-    except zoo.OracleToolError as exc:
+    except OracleToolError as exc:
         raise StepFailed(f"{name} {key}: the official runtime cannot run the file: {exc}") from None
     interp = Interpreter(quant_path)
     worst = 1.0

@@ -38,12 +38,13 @@ _EXACT_CHILD = """
 import sys, json
 sys.path[:0] = sys.argv[1:4]
 import numpy as np
-from test_pipeline_oracle import image_feeds, zoo
+from test_pipeline_oracle import image_feeds
 from mnnlite.runtime import Interpreter
+from oracle import run_oracle
 worst = 0.0
 ours = Interpreter(sys.argv[5])
 for feeds in image_feeds(sys.argv[4], "heldout"):
-    ref, got = zoo().run_oracle(sys.argv[5], feeds), ours.run(feeds)
+    ref, got = run_oracle(sys.argv[5], feeds), ours.run(feeds)
     worst = max(worst, max(float(np.max(np.abs(ref[k] - got[k]))) for k in ref))
 print(json.dumps(worst))
 """

@@ -25,6 +25,7 @@ from benchlib import write_rows  # noqa: E402
 
 from mnnlite.kernels.threads import set_num_threads  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
+from oracle import OracleSession  # noqa: E402
 
 QUANT_VARIANTS = ("quant_kl", "quant_ema")
 
@@ -46,7 +47,7 @@ def bench(name: str, variant: str, repeat: int) -> dict:
     feeds = zoo.image_feeds(name)[0]
     ours_q = Interpreter(str(qpath))
     ours_f = Interpreter(str(fpath), precision="float")
-    mnn = zoo.OracleSession(qpath, feeds)
+    mnn = OracleSession(qpath, feeds)
     row = {
         "model": name, "variant": variant, "precision": ours_q.precision,
         "ours_int8_ms": _median_ms(lambda: ours_q.run(feeds), repeat),

@@ -30,6 +30,7 @@ from benchlib import write_rows  # noqa: E402
 
 from mnnlite.kernels.threads import set_num_threads  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
+from oracle import OracleSession  # noqa: E402
 
 MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls", "mobilenet", "cnn")
 
@@ -95,7 +96,7 @@ def _medians_ms(runners: dict, repeat: int) -> dict:
 def bench_fp32(name: str, threads: int, repeat: int) -> dict:
     path, feeds = zoo.model_path(name), _feeds(name)
     runners = {"ours": _Ours(path, feeds, threads).run,
-               "mnn": zoo.OracleSession(path, feeds, threads=threads).run}
+               "mnn": OracleSession(path, feeds, threads=threads).run}
     onnx_file = _onnx_source(name)
     if onnx_file is not None:
         runners["ort"] = _Ort(onnx_file, feeds, threads).run
@@ -111,7 +112,7 @@ def bench_int8(name: str, variant: str, threads: int, repeat: int) -> dict:
     qpath, fpath, feeds = zoo.model_path(name, variant), zoo.quant_source_path(name, variant), _feeds(name)
     ours_q = _Ours(qpath, feeds, threads)
     ms = _medians_ms({"ours_int8": ours_q.run,
-                      "mnn_int8": zoo.OracleSession(qpath, feeds, threads=threads).run,
+                      "mnn_int8": OracleSession(qpath, feeds, threads=threads).run,
                       "ours_fp32": _Ours(fpath, feeds, threads, precision="float").run}, repeat)
     return {"table": "int8", "model": name, "variant": variant, "threads": threads,
             "precision": ours_q.interp.precision, **{f"{k}_ms": v for k, v in ms.items()},

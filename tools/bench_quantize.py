@@ -62,6 +62,7 @@ def config(zoo, name: str, method: str, images: Path | None, size=None, batch_si
 def make_images(zoo, name: str, count: int, work: Path) -> Path:
     """``count`` images drawn like the zoo's calibration images (deterministic)."""
     import numpy as np
+    from zoo_images import draw_image
 
     folder = work / f"{name}-images-{count}"
     if not folder.exists():
@@ -69,7 +70,7 @@ def make_images(zoo, name: str, count: int, work: Path) -> Path:
         rng = np.random.default_rng(count)
         spec = zoo.image_spec(name)
         for i in range(count):
-            zoo._draw_image(spec, rng).save(folder / f"img_{i:04d}.png")
+            draw_image(spec, rng).save(folder / f"img_{i:04d}.png")
     return folder
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import model_zoo as zoo  # noqa: E402
+from oracle import mnn_op_types  # noqa: E402
 
 
 def _parse(argv):
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     print(f"built {len(results) - len(failed)}/{len(results)} in {total:.1f}s, {len(skipped)} excluded")
     if args.ops:
         for name in args.only or zoo.model_names():
-            for graph, ops in zoo.mnn_op_types(zoo.model_path(name), detail=True).items():
+            for graph, ops in mnn_op_types(zoo.model_path(name), detail=True).items():
                 label = name if graph == "main" else f"  {name}/{graph}"
                 print(f"{label}: " + ", ".join(f"{k}x{v}" for k, v in sorted(ops.items())))
     return 1 if failed else 0

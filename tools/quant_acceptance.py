@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,13 +54,10 @@ print(repr(fidelity(sys.argv[4], sys.argv[5])))
 
 
 def read_dump(path) -> dict[int, float]:
-    """tensor index -> scale of a ``<dst>.json`` dump (MNN prints non-finite floats as nan / inf)."""
-    from quant_oracle import dump_scales
+    """tensor index -> scale of a ``<dst>.json`` dump."""
+    from oracle.tools import dump_scales, scale_dump
 
-    text = Path(str(path) + ".json").read_text()
-    text = re.sub(r"-?\bnan\b", "NaN", text)
-    text = re.sub(r"(-?)\binf\b", r"\1Infinity", text)
-    return dump_scales(json.loads(text))
+    return dump_scales(scale_dump(path))
 
 
 def child_fidelity(name: str, path) -> float | str:
@@ -79,10 +75,11 @@ def _failure(what: str, code: int) -> str:
 def check_runs(name: str, path) -> str | None:
     """(a): None when the official runtime runs ``path`` on a held-out image with finite outputs."""
     import numpy as np
-    from test_pipeline_oracle import image_feeds, zoo
+    from oracle import run_oracle_isolated
+    from test_pipeline_oracle import image_feeds
 
     try:
-        out = zoo().run_oracle_isolated(path, image_feeds(name, "heldout")[0])
+        out = run_oracle_isolated(path, image_feeds(name, "heldout")[0])
     except Exception as e:                    # OracleToolError: the child crashed or MNN returned an error
         return f"official runtime failed: {str(e).splitlines()[0][:200]}"
     bad = [k for k, v in out.items() if not np.isfinite(v).all()]

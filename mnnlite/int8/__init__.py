@@ -15,7 +15,7 @@ def int8_plan(interpreter, feeds: dict):
     if runner is None:
         raise ValueError(f"{interpreter.source}: the interpreter runs in float (no quant info, or "
                          f"precision='float'); there is no int8 plan")
-    return runner.plan_for(interpreter._bind_feeds(feeds))
+    return runner.plan_for(interpreter.bind(feeds))
 
 
 __all__ = ["int8_plan"]

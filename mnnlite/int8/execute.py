@@ -68,7 +68,7 @@ class Int8Runner:
 
     def __init__(self, interpreter):
         self.interp = interpreter
-        self.program = interpreter._programs[""]
+        self.program = interpreter.program()
         self.graph = interpreter.model.graph
         if interpreter.model.subgraphs:
             raise UnsupportedOpError(f"{interpreter.source}: int8 execution of models with subgraphs "
@@ -186,7 +186,7 @@ class _Execution:
                 # MNN's int8 Raster fills what no region covers with the zero point (CPURaster.cpp
                 # mZeroPoint), i.e. float 0, where the kernel would write code 0: pad q - zero instead
                 arrays[0] = arrays[0].astype(np.int16) - zero
-            results = self.program._call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
+            results = self.program.call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
             if t == OpType.Padding and zero != 0:
                 results = [((a + zero).astype(np.int8), f) for a, f in results]
             values = [Value(DataFormat(f), q=a, key=key) if a.dtype == np.int8 else Value(DataFormat(f), f=a)
@@ -238,7 +238,7 @@ class _Execution:
         return self.virtual(i, bool(mode))
 
     def call_float(self, step, arrays, ins) -> list:
-        results = self.program._call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
+        results = self.program.call(step, [(a, v.fmt) for a, v in zip(arrays, ins)])
         return [Value(DataFormat(f), f=a) for a, f in results]
 
     def compute_int8(self, step, op_plan: OpPlan, ins) -> list:
@@ -258,8 +258,8 @@ class _Execution:
             arrays[ip.slot] = as_codes(through(ins[ip.slot], ip.stages), ip.attr).q
             attrs[ip.slot] = ip.attr
         call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs,
-                        impl=self.runner.interp.kernel_impl,
-                        float_kernel=lambda xs: [a for a, _ in self.program._call(
+                        impl=self.runner.interp.impl,
+                        float_kernel=lambda xs: [a for a, _ in self.program.call(
                             step, [(a, v.fmt) for a, v in zip(xs, ins)])],
                         cache=cache, out_is_float=out_float,
                         target=getattr(self.runner.interp, "target", "x86"))

@@ -3,6 +3,7 @@
 * ``dequantize``: ``mnnlite.ref.int8.dequantize`` without the int32 detour.
 * ``quantize``: the FloatToInt8 cast of ``mnnlite.ref.int8.quantize`` in fewer numpy passes (same
   float32 operations: ``x * (1/s) + z``, clamp, ``trunc(x ± 0.5)``; NaN ends at the upper bound).
+* ``UnaryTable``: MNN's int8 lookup table as one compiled gather.
 * ``BinaryTable``: an int8 binary op depends only on its two input codes, so its whole result is a
   256 x 256 table, computed once with the reference formula and then gathered; a comparison's table
   holds the 0/1 result before requantization too.
@@ -16,6 +17,7 @@ import numpy as np
 # compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
 from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
 from ..kernels.eltwise import quantize_f32 as _quantize
+from ..ref.int8 import unary_table_ref
 
 F32 = np.float32
 _CODES = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
@@ -71,6 +73,17 @@ def lookup(table: np.ndarray, q: np.ndarray) -> np.ndarray:
     return table[offset_codes(np.ascontiguousarray(q))]
 
 
+class UnaryTable:
+    """out = table[q + 127] of MNN's int8 UnaryOp table (``mnnlite.ref.int8.unary_table_ref``), as one
+    256-entry gather built from the reference on every code."""
+
+    def __init__(self, table):
+        self.lut = unary_table_ref(_CODES, np.asarray(table).astype(np.int8))
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        return lookup(self.lut, q)
+
+
 class BinaryTable:
     """out = table[qa + 128, qb + 128] for an elementwise int8 op whose result depends on the codes only."""
 
@@ -106,4 +119,4 @@ class BinaryTable:
         return self.flat[np.left_shift(ia, 8, dtype=np.uint16) | ib]
 
 
-__all__ = ["dequantize", "quantize", "offset_codes", "lookup", "BinaryTable"]
+__all__ = ["dequantize", "quantize", "offset_codes", "lookup", "BinaryTable", "UnaryTable"]

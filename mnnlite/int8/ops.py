@@ -2,9 +2,10 @@
 
 One function per MNN op type, ``fn(call: Int8Call) -> list[np.ndarray]`` of int8 codes.  Each cites
 the MNN source it follows (paths under ``source/backend/cpu/``).  Convolution, depthwise convolution
-and pooling run the C kernels of ``mnnlite.kernels.int8`` when ``call.impl == "fast"`` and the numpy
-references of ``mnnlite.ref.int8`` otherwise; Winograd convs run ``mnnlite.int8.winograd``; the
-elementwise ops gather from tables built with the reference formulas (``fastq``) when fast.
+and pooling, the int8 conversions and the code tables of the elementwise ops run the form of their kernel
+(``mnnlite.kernels.table``) that ``call.impl`` names: the C kernels of ``mnnlite.kernels.int8`` and the
+gathers of ``fastq``, or the numpy references of ``mnnlite.ref.int8``; Winograd convs run
+``mnnlite.int8.winograd``.
 
 Requantization comes in MNN's flavours, and the kernels keep each one:
 * the FloatToInt8 cast ``roundf(clamp(y / s + z))`` (casts, CPUSoftmax, CPULayerNorm, PReLU);
@@ -22,16 +23,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend.rules import UNARY_INT8_WITHOUT_TABLE
 from ..errors import UnsupportedOpError
 from ..format import idst
 from ..format.tables import BinaryOpOperation as B
 from ..format.tables import DataFormat, OpType, PoolPadType, PoolType
 from ..format.tables import UnaryOpOperation as U
+from ..kernels import table as kernel_table
 from ..ops import geometry, resize
 from ..ops.registry import OpCall
 from ..ref import int8 as R
-from . import fastq
-from .fastq import BinaryTable
+from ..ref.mnn_softmax import softmax_rows
 
 _F32 = np.float32
 NHWC = DataFormat.NHWC
@@ -157,21 +159,16 @@ def _conv_runner(op, cache: dict, shape: tuple, in_attr, out_attr, impl: str):
     if wino is not None and len(wino) and not depthwise:
         return lambda x: _winograd(op, cache, cropped(x), wts, pad, out_hw, in_attr, out_attr, lo, hi, relu)
     if depthwise:
-        from ..kernels import int8 as K
-        fn = K.depthwise_int8 if impl == "fast" else R.depthwise_int8_ref
+        fn = kernel_table.form("depthwise_int8", impl)
         return lambda x: fn(cropped(x), wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo, hi, stride,
                             pad, dilation, relu=relu)
     groups = shape[1] // wts.codes.shape[1]
-    if impl == "fast":
-        key = (shape[1], stride, pad, dilation, float(s_in), z_in, float(s_out), z_out, lo, hi, relu)
-        kernel = cache.get(key)
-        if kernel is None:
-            from ..kernels import int8 as K
-            kernel = cache[key] = K.Conv2dInt8(wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out,
-                                               lo, hi, stride, pad, dilation, groups, relu)
-        return lambda x: kernel(cropped(x))
-    return lambda x: R.conv2d_int8_ref(cropped(x), wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo,
-                                       hi, stride, pad, dilation, groups, relu)
+    key = (impl, shape[1], stride, pad, dilation, float(s_in), z_in, float(s_out), z_out, lo, hi, relu)
+    kernel = cache.get(key)
+    if kernel is None:
+        kernel = cache[key] = kernel_table.form("conv2d_int8_layer", impl)(
+            wts.codes, wts.alpha, wts.bias, s_in, z_in, s_out, z_out, lo, hi, stride, pad, dilation, groups, relu)
+    return lambda x: kernel(cropped(x))
 
 
 def _winograd(op, cache: dict, x, wts: ConvWeights, pad, out_hw, in_attr, out_attr, lo, hi, relu):
@@ -217,15 +214,10 @@ def pooling(call: Int8Call):
     x = geometry.to_nchw(call.inputs[0], call.formats[0])
     kernel, stride, pad = _pool_window(p, x)
     x, pad = _crop_to_pads(x, pad)
-    if call.impl == "fast":
-        from ..kernels import int8 as K
-        maxpool, avgpool = K.maxpool_int8, K.avgpool_int8
-    else:
-        maxpool, avgpool = R.maxpool_int8_ref, R.avgpool_int8_ref
     if p.type == PoolType.MAXPOOL:
-        y = maxpool(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
+        y = kernel_table.form("maxpool_int8", call.impl)(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
     else:
-        y = avgpool(x, kernel, stride, pad)
+        y = kernel_table.form("avgpool_int8", call.impl)(x, kernel, stride, pad)
     return [geometry.from_nchw(y, call.formats[0])]
 
 
@@ -292,15 +284,13 @@ def binary(call: Int8Call):
     lo, hi = out.qrange
     if int(getattr(p, "activationType", 0) or 0) == 1 and call.out_is_float[0]:
         lo = 0
-    if call.impl == "fast":
-        key = ("binary", call.in_attrs[0].key, call.in_attrs[1].key, out.key, lo, hi)
-        table = call.cache.get(key)
-        if table is None:
-            args = (op, call.in_attrs, out, lo, hi)
-            table = call.cache[key] = BinaryTable(lambda a, b: _binary_codes(op, a, b, *args[1:]))
-        codes = table(qa, qb)
-    else:
-        codes = _binary_codes(op, qa, qb, call.in_attrs, out, lo, hi)
+    key = ("binary", call.impl, call.in_attrs[0].key, call.in_attrs[1].key, out.key, lo, hi)
+    codes_of = call.cache.get(key)
+    if codes_of is None:
+        in_attrs = call.in_attrs
+        codes_of = call.cache[key] = kernel_table.form("code_table2", call.impl)(
+            lambda a, b: _binary_codes(op, a, b, in_attrs, out, lo, hi))
+    codes = codes_of(qa, qb)
     if not call.out_is_float[0]:
         return [packed_int_output(codes, call.formats[0])]
     return [codes]
@@ -356,14 +346,12 @@ def unary(call: Int8Call):
     q = call.inputs[0]
     table = getattr(p, "tableInt8", None)
     if table is not None and len(table):
-        if call.impl != "fast":
-            return [R.unary_table_ref(q, np.asarray(table).astype(np.int8))]
-        lut = call.cache.get("lut")
-        if lut is None:       # table[q + 127] for q + 128 = 0..255 (q = -128 reads entry 0, see the ref)
-            lut = call.cache["lut"] = R.unary_table_ref(fastq._CODES, np.asarray(table).astype(np.int8))
-        return [fastq.lookup(lut, q)]
+        lut = call.cache.get(("lut", call.impl))
+        if lut is None:       # table[q + 127] (q = -128 reads entry 0, see the ref)
+            lut = call.cache[("lut", call.impl)] = kernel_table.form("code_table", call.impl)(table)
+        return [lut(q)]
     op = int(p.opType)
-    if op not in (U.NEG, U.ABS, U.SIGN):
+    if op not in UNARY_INT8_WITHOUT_TABLE:
         raise UnsupportedOpError(f"{call.name}: UnaryOp {U(op).name} without a lookup table has no int8 kernel")
     return [_unary_no_table(op, q, call.in_attrs[0], call.out_attrs[0])]
 
@@ -392,10 +380,10 @@ def _unary_no_table(op, q, inp, out) -> np.ndarray:
 def _interp_positions(call: Int8Call, x):
     """(oh, ow, (h_scale, h_off), (w_scale, w_off)) as the float Interp computes them."""
     fc = OpCall(call.op, [x] + list(call.inputs[1:]), [DataFormat.NCHW] + list(call.formats[1:]))
-    oh, ow, scales = resize._interp_sizes(fc)
+    oh, ow, scales = resize.interp_sizes(fc)
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
-    hs = resize._coord_transform(call.params, x.shape[2], oh, given[0])
-    ws = resize._coord_transform(call.params, x.shape[3], ow, given[1])
+    hs = resize.coord_transform(call.params, x.shape[2], oh, given[0])
+    ws = resize.coord_transform(call.params, x.shape[3], ow, given[1])
     return oh, ow, hs, ws
 
 
@@ -416,16 +404,16 @@ def interp(call: Int8Call):
     x = geometry.to_nchw(call.inputs[0], call.formats[0])
     oh, ow, (hsc, hof), (wsc, wof) = _interp_positions(call, x)
     h, w = x.shape[2:]
-    ys, xs = resize._source(oh, hsc, hof), resize._source(ow, wsc, wof)
+    ys, xs = resize.source_positions(oh, hsc, hof), resize.source_positions(ow, wsc, wof)
     kind = int(p.resizeType)
     if kind in (resize.NEAREST, resize.NEAREST_ROUND):
         nearest_round = kind == resize.NEAREST_ROUND
-        y = x[:, :, resize._nearest(h, ys, nearest_round)][:, :, :, resize._nearest(w, xs, nearest_round)]
+        y = x[:, :, resize.nearest_index(h, ys, nearest_round)][:, :, :, resize.nearest_index(w, xs, nearest_round)]
         return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
     if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
-    y0, y1, fy = resize._bilinear_axis(h, ys)
-    x0, x1, fx = resize._bilinear_axis(w, xs)
+    y0, y1, fy = resize.bilinear_axis(h, ys)
+    x0, x1, fx = resize.bilinear_axis(w, xs)
     sfx, dfx = _bilinear_weights(fx)
     sfy, dfy = _bilinear_weights(fy)
     q = x.astype(np.int32) - np.int32(int(call.in_attrs[0].zero))
@@ -443,7 +431,7 @@ def interp(call: Int8Call):
 
 def _via_float(call: Int8Call):
     """Int8ToFloat with the input's attribute, the op's float kernel, FloatToInt8 with the output's."""
-    deq, quant = (fastq.dequantize, fastq.quantize) if call.impl == "fast" else (R.dequantize, R.quantize)
+    deq, quant = kernel_table.form("dequantize", call.impl), kernel_table.form("quantize", call.impl)
     xs = [deq(q, *_sz(a)) if a is not None else q for q, a in zip(call.inputs, call.in_attrs)]
     ys = call.float_kernel(xs)
     return [quant(y, a.scale, a.zero, *a.qrange) for y, a in zip(ys, call.out_attrs)]
@@ -452,9 +440,9 @@ def _via_float(call: Int8Call):
 @register(OpType.Softmax)
 def softmax(call: Int8Call):
     """CPUSoftmax int8: CPUCastCreator INT8_TO_FLOAT, float softmax along the axis, FLOAT_TO_INT8.
-    The float part is MNN's x86 one (``mnn_softmax_rows``) when the axis is last (or moved last, as
+    The float part is MNN's x86 one (``mnnlite.ref.mnn_softmax.softmax_rows``, no FMA as in MNN's int8 build) when the axis is last (or moved last, as
     CPUSoftmax transposes it); its other branch (inside > 8 and axis length < 8) uses the float op."""
-    deq, quant = (fastq.dequantize, fastq.quantize) if call.impl == "fast" else (R.dequantize, R.quantize)
+    deq, quant = kernel_table.form("dequantize", call.impl), kernel_table.form("quantize", call.impl)
     x = deq(call.inputs[0], *_sz(call.in_attrs[0]))
     axis = call.params.axis if call.params is not None else 0
     axis = axis + x.ndim if axis < 0 else axis
@@ -463,66 +451,9 @@ def softmax(call: Int8Call):
         y = call.float_kernel([x])[0]
     else:
         moved = np.moveaxis(x, axis, -1)
-        y = np.moveaxis(mnn_softmax_rows(moved.reshape(-1, channel)).reshape(moved.shape), -1, axis)
+        y = np.moveaxis(softmax_rows(moved.reshape(-1, channel)).reshape(moved.shape), -1, axis)
     out = call.out_attrs[0]
     return [quant(np.ascontiguousarray(y), out.scale, out.zero, *out.qrange)]
-
-
-_LN2 = _F32(np.log(np.float32(2.0)))            # (float)logf(2.0f)
-_EXP_P = (_LN2, _F32(1) / _LN2, None, None, _F32(0.5), _F32(1.0 / 6.0), _F32(1.0 / 24.0), _F32(1.0 / 120.0))
-
-
-def _avx_exp(x: np.ndarray) -> np.ndarray:
-    """_AVX_MNNExpC8 with offset {1, 0, -max}: range reduction by ln2 (cvtps_epi32 rounds to even),
-    degree-5 polynomial of (x - n ln2) / 4, raised to the 4th power, times 2^n; float32, no FMA."""
-    x = np.clip(x, _F32(-87), _F32(87)).astype(_F32)
-    n = np.rint((x * _EXP_P[1]).astype(_F32)).astype(np.int32)
-    basic = ((n + 127) << 23).view(_F32)
-    t = ((x - (n.astype(_F32) * _EXP_P[0]).astype(_F32)) * _F32(0.25)).astype(_F32)
-    c = (_EXP_P[7] * t).astype(_F32)
-    for coef in (_EXP_P[6], _EXP_P[5], _EXP_P[4], _F32(1)):
-        c = ((c + coef).astype(_F32) * t).astype(_F32)
-    c = (c + _F32(1)).astype(_F32)
-    c = (c * c).astype(_F32)
-    c = (c * c).astype(_F32)
-    return ((basic * c).astype(_F32) + _F32(0)).astype(_F32)
-
-
-def _expf(x: np.ndarray) -> np.ndarray:
-    """The C library's expf, element by element (MNN's scalar tail calls it)."""
-    import ctypes
-    import ctypes.util
-
-    global _LIBM_EXPF
-    if _LIBM_EXPF is None:
-        try:
-            libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-            _LIBM_EXPF = libm.expf
-            _LIBM_EXPF.restype, _LIBM_EXPF.argtypes = ctypes.c_float, [ctypes.c_float]
-        except (OSError, AttributeError):         # no C library to call: numpy's exp (ulps apart)
-            _LIBM_EXPF = False
-    if _LIBM_EXPF is False:
-        return np.exp(x).astype(_F32)
-    return np.array([_LIBM_EXPF(float(v)) for v in x.reshape(-1)], _F32).reshape(x.shape)
-
-
-_LIBM_EXPF = None
-
-
-def mnn_softmax_rows(x: np.ndarray) -> np.ndarray:
-    """_AVX_MNNSoftmax on every row of x [rows, n] (float32): max, blocks of 8 through the AVX exp,
-    the n % 8 tail through expf, one sequential float32 sum, then ``* (1 / (sum + 1e-20))``."""
-    x = np.asarray(x, _F32)
-    n = x.shape[1]
-    body = n - n % 8
-    neg_max = (-x.max(axis=1, keepdims=True)).astype(_F32)
-    e = np.empty_like(x)
-    e[:, :body] = _avx_exp((x[:, :body] + neg_max).astype(_F32))
-    if body < n:
-        e[:, body:] = _expf((x[:, body:] - (-neg_max)).astype(_F32))
-    total = np.cumsum(e, axis=1, dtype=_F32)[:, -1:]
-    scale = (_F32(1) / (total + _F32(1e-20)).astype(_F32)).astype(_F32)
-    return (e * scale).astype(_F32)
 
 
 @register(OpType.LayerNorm)

@@ -154,8 +154,10 @@ cdef class Conv2d:
         self.algo = ALGORITHMS[algo]
         cdef const float[::1] wv = w.reshape(-1)
         cdef int isa = isa_mask()
+        # no input channels: no weights to pack (and no element 0 to point at; the debug build checks)
+        cdef const float *wp = &wv[0] if wv.shape[0] else NULL
         with nogil:
-            self.plan = mnnlite_conv_plan_new(isa, &self.layer.p, &wv[0], self.algo)
+            self.plan = mnnlite_conv_plan_new(isa, &self.layer.p, wp, self.algo)
         if self.plan == NULL:
             raise MemoryError("Conv2d: out of memory while packing the weights")
 

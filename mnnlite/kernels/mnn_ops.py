@@ -1,27 +1,34 @@
-"""Op-level forms that round like MNN 3.6.1's x86 CPU backend (``impl="mnn"``), built on
-``mnnlite.kernels.mnn_exact``: the float ops' planners pick them; ``mnnlite.ops`` stays the spec.
+"""Forms of the float kernels that round like MNN 3.6.1's x86 CPU backend (the ``mnn`` column of
+``mnnlite.kernels.table``), built on the C kernels of ``mnnlite.kernels.mnn_exact``.  Each names the MNN
+executor it follows (paths under MNN's ``source/backend/cpu/``); the ops in ``mnnlite.ops`` stay the spec.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ops.conv import CONV_ALGO, _activation, _conv_geometry, _groups, _weights
-from ..ops.geometry import _F32, f32, image_nchw, from_nchw
 from ..format.tables import PoolType
-from ..ops.pool import _pool_plan, _taps, pool2d, pooling
+from . import mnn_exact
+from .conv import Conv2d, conv2d
+from .threads import get_num_threads
 
-def _mnn_conv_layer(w, b, stride, pad, dilation, groups, act, algo):
+_F32 = np.float32
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=_F32)
+
+
+def conv_layer(w, b, stride, pad, dilation, groups, act):
     """The conv as MNN's CPU backend computes it (ConvolutionFloatFactory.cpp): 3x3 stride-1 dense
     convs by Winograd ("winograd_mnn"; MNN picks Winograd for them when it is cheaper, which holds for
     the zoo's), other dense convs by im2col + MNNPackedMatMul (mnn_exact.conv2d; 1x1 ones through
     Convolution1x1Strassen's Strassen split when it pays), depthwise ones by the fast kernel (measured
     bit-exact with MNN's ConvolutionDepthwise3x3 / ConvolutionDepthwise)."""
-    from ..kernels.conv import Conv2d
     if groups == 1 and w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
         return Conv2d(w, b, stride, pad, dilation, groups, act, algo="winograd_mnn")
     if groups != 1:
-        return Conv2d(w, b, stride, pad, dilation, groups, act, algo=algo)
-    return _MnnDenseConv(f32(w), None if b is None else f32(b), stride, pad, dilation, act)
+        return Conv2d(w, b, stride, pad, dilation, groups, act)
+    return _MnnDenseConv(_f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
 
 
 class _MnnDenseConv:
@@ -32,7 +39,6 @@ class _MnnDenseConv:
     dozens of such convs on tiny planes, where the per-call preparation cost as much as the product."""
 
     def __init__(self, w, b, stride, pad, dilation, act):
-        from ..kernels import mnn_exact
         self.mnn_exact, self.w, self.b = mnn_exact, w, b
         self.stride, self.pad, self.dilation, self.act = stride, pad, dilation, act
         o, c, kh, kw = w.shape
@@ -80,24 +86,16 @@ class _MnnDenseConv:
         return wp, bp, o
 
 
-def _mnn_multi_input_conv(call):
-    """impl="mnn", weights (and bias) fed as inputs, as in MNN's EMA simulation (NN.cpp's ``_Conv(weight,
+def fed_conv2d(x, w, b, stride, pad, dilation, groups, act):
+    """A conv whose weights (and bias) are fed as inputs, as in MNN's EMA simulation (NN.cpp's ``_Conv(weight,
     bias, x)``): MNN never uses Winograd or Strassen here.  A dense conv runs
     ConvolutionTiledExecutorMultiInput (DenseConvolutionTiledExecutor.cpp: weights swapped to [o][k][ic],
     then DenseConvolutionTiledImpl, im2col + MNNPackedMatMul = mnn_exact.conv2d), a depthwise one
     CPUConvolutionDepthwise::MultiInputFloatExecution (the generic depthwise kernel; the fast kernel gives
     its bits)."""
-    w, b = _weights(call, deconv=False)
-    x = call.inputs[0]
-    groups = _groups(call, x, w, deconv=False)
-    x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
-    act = _activation(call.params.common)
     if groups == 1:
-        y = tiled_conv_batch(f32(x), f32(w), None if b is None else f32(b), stride, pad, dilation, act)
-    else:
-        from ..kernels.conv import conv2d
-        y = conv2d(f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
-    return [from_nchw(y, call.formats[0])]
+        return tiled_conv_batch(x, _f32(w), None if b is None else _f32(b), stride, pad, dilation, act)
+    return conv2d(x, w, b, stride, pad, dilation, groups, act)
 
 
 TILE_COLUMNS = 24                 # MNNPackedMatMul's tile (csrc/mnn_exact.c MNN_EP)
@@ -114,8 +112,7 @@ def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHU
     and its product written straight into the NCHW output: no batch-sized im2col (3x3 convs of a
     640x640 batch of 32: gigabytes), no second copy of the output.
     """
-    from ..kernels import mnn_exact as me
-
+    me = mnn_exact
     if x.ndim != 4 or x.shape[1] != w.shape[1]:
         return me.conv2d(x, w, b, stride, pad, dilation, act, strassen=False)     # its own error
     n, c, height = x.shape[:3]
@@ -141,7 +138,6 @@ def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHU
         rows = np.pad(x[img, :, src0:src1], ((0, 0), (src0 - top, end - src1), (pl, pr)))
         a, _ = me.im2col(rows, (kh, kw), stride, (0, 0, 0, 0), dilation)
         return a[:, lo - r0 * ow: hi - r0 * ow]
-    from ..kernels.threads import get_num_threads
 
     def chunk(e0):
         e1 = min(total, e0 + step)
@@ -167,15 +163,13 @@ def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHU
     return out
 
 
-def _mnn_avg_pool(call):
-    """impl="mnn", a 2-D average pool as CPUPool.hpp's poolingAvg computes it: windows that touch the
-    padding (poolingAvgPad) sum their taps, then multiply by 1/count (pool2d); windows inside the input
-    (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
-    if len(call.op.outputIndexes) > 1 or call.inputs[0].dtype != _F32:
-        return pooling(call)
-    x = image_nchw(call)
-    k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
-    y = pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count)
+def avg_pool2d(x, k, s, pad, out, count_type):
+    """A 2-D average pool as CPUPool.hpp's poolingAvg computes it: windows that touch the padding
+    (poolingAvgPad) sum their taps, then multiply by 1/count (the reference, ``pool2d``); windows inside the
+    input (its "mid rect") keep a running sum of each tap times 1.0f/(kh*kw), in row order."""
+    from ..ops.pool import window_taps, pool2d
+
+    y = pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count_type)
     inside = []
     for n_in, kk, ss, pp, n_out in zip(x.shape[2:], k, s, pad, out):
         idx = [o for o in range(n_out) if o * ss - pp >= 0 and o * ss - pp + kk <= n_in]
@@ -185,15 +179,34 @@ def _mnn_avg_pool(call):
         sub = x[:, :, r0 * s[0] - pad[0]:, c0 * s[1] - pad[1]:]
         inv = _F32(1) / _F32(k[0] * k[1])
         acc = None
-        for tap in _taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
+        for tap in window_taps(sub, k, s, (0, 0), (r1 - r0, c1 - c0), "constant"):
             term = tap * inv
             acc = term if acc is None else acc + term
         y = np.array(y, _F32, copy=True)
         y[:, :, r0:r1, c0:c1] = acc
-    return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
+    return y
 
 
-def _mnn_softmax_strided(x, axis, channel, inside, mnn_exact):
+def softmax(x, axis: int):
+    """CPUSoftmax's x86 rounding: rows made contiguous (the axis moved innermost, as MNN transposes)
+    through mnn_exact.softmax_rows, or, when the inner size exceeds 8 with fewer than 8 channels, MNN's
+    strided branch (``_softmax_strided``); what MNN has no float kernel for takes the reference."""
+    from ..ops.nn import softmax_ref
+
+    if x.dtype != _F32 or x.ndim == 0:
+        return softmax_ref(x, axis)
+    a = axis + x.ndim if axis < 0 else axis
+    if not 0 <= a < x.ndim:
+        return softmax_ref(x, axis)
+    channel, inside = x.shape[a], int(np.prod(x.shape[a + 1:]))
+    if inside > 8 and channel < 8:
+        return _softmax_strided(x, channel, inside)
+    xt = np.moveaxis(x, a, -1)
+    y = mnn_exact.softmax_rows(xt.reshape(-1, channel)).reshape(xt.shape)
+    return np.ascontiguousarray(np.moveaxis(y, -1, a))
+
+
+def _softmax_strided(x, channel, inside):
     """CPUSoftmax::_softmaxCommon's branch for inside > pack > channel (float): per outer index, one
     MNNExp over the whole [channel, inside] block, the channel sum added in order, its reciprocal, then
     a multiply.  MNN writes x - max to the output and then exponentiates the *input* (its source pointer

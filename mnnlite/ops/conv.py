@@ -1,7 +1,7 @@
 """Convolution and deconvolution with MNN 3.6.1's CPU semantics (paths under MNN's ``source/``).
 
-The op reads its parameters and weights, computes MNN's geometry (``geometry``) and runs the conv kernel
-``call.impl`` names; the planner prepares a node's weights once.
+The op reads its parameters and weights, computes MNN's geometry (``geometry``) and runs the form of the
+conv kernel (``mnnlite.kernels.table``) that ``call.impl`` names; the planner prepares a node's weights once.
 """
 from __future__ import annotations
 
@@ -10,20 +10,13 @@ import numpy as np
 from ..errors import ShapeError
 from ..limits import check_alloc
 from ..format.tables import OpType
-from .geometry import (NHWC, _F32, conv_window, deconv_pad, deconv_output_size, f32, fit_axis, image_nchw, span_axis,
-                       from_nchw)
+from ..kernels import table as kernel_table
+from .geometry import (NHWC, conv_window, deconv_output_size, deconv_pad, f32, fit_axis, from_nchw, image_nchw,
+                       span_axis)
 from .registry import register, register_plan
 from .weights import conv_weights
 
-_DECONV = (OpType.Deconvolution, OpType.DeconvolutionDepthwise)
-
-
-def _conv_kernels(impl: str):
-    if impl == "fast":
-        from ..kernels.conv import conv2d, deconv2d
-        return conv2d, deconv2d
-    from ..ref.conv import conv2d_ref, deconv2d_ref
-    return conv2d_ref, deconv2d_ref
+_F32 = np.float32
 
 
 def _activation(common) -> int:
@@ -84,40 +77,24 @@ def _conv_geometry(call, x: np.ndarray, kernel) -> tuple:
     return x, (sy, sx), (pt, pl, pb, pr), (dy, dx)
 
 
-# The conv algorithm the runtime asks for.  Not "winograd_mnn": given MNN's own input tensors it is
-# bit-exact with MNN on ppocr_det's 3x3 convs, but inside a whole network the inputs already differ
-# from MNN's in the last bits (other ops round differently), F(6x6, 3x3)'s rounding noise (2e-4 to
-# 4e-4 of a conv's output, from float64) is then uncorrelated between the two runs, and ppocr_det's
-# output stays 5e-4 .. 2e-3 from MNN's with either algorithm (the more accurate F(4x4, 3x3) of
-# "auto" is also the faster one here).  impl="mnn" (_mnn_conv_layer) uses it, with every other op
-# rounding like MNN too: ppocr_det then gives MNN's bits.
-CONV_ALGO = "auto"
-
-
 @register(OpType.Convolution, OpType.ConvolutionDepthwise)
 def convolution(call):
     x = image_nchw(call)
     w, b = _weights(call, deconv=False)
     groups = _groups(call, x, w, deconv=False)
     x, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
-    act = _activation(call.params.common)
-    if call.impl == "fast":
-        from ..kernels.conv import conv2d
-        y = conv2d(f32(x), w, b, stride, pad, dilation, groups, act, algo=CONV_ALGO)
-        return [from_nchw(y, call.formats[0])]
-    from ..ref.conv import conv2d_ref
-    return [from_nchw(conv2d_ref(f32(x), w, b, stride, pad, dilation, groups, act), call.formats[0])]
+    # weights fed as inputs run MNN's multi-input executors (kernel "conv2d_fed"); NHWC tensors never reach them
+    fed = len(call.inputs) > 1 and call.formats[0] != NHWC
+    conv2d = kernel_table.form("conv2d_fed" if fed else "conv2d", call.impl)
+    y = conv2d(f32(x), w, b, stride, pad, dilation, groups, _activation(call.params.common))
+    return [from_nchw(y, call.formats[0])]
 
 
 @register_plan(OpType.Convolution, OpType.ConvolutionDepthwise)
 def plan_convolution(op, impl: str):
     """One conv node: its weights decoded, packed and transformed once (one ``Conv2d`` per padding
     seen), instead of on every call.  Weights fed at run time and NHWC inputs take ``convolution``."""
-    if impl not in ("fast", "mnn"):
-        return convolution
-    from ..kernels.conv import Conv2d
-    from ..kernels.mnn_ops import _mnn_conv_layer, _mnn_multi_input_conv
-    make_layer = _mnn_conv_layer if impl == "mnn" else Conv2d
+    make_layer = kernel_table.form("conv2d_layer", impl)
     layers = {}      # pad -> Conv2d (stride and dilation are the node's)
     by_shape = {}    # input shape -> (Conv2d, kernel size if the input must be cropped first)
 
@@ -127,8 +104,7 @@ def plan_convolution(op, impl: str):
         cropped, stride, pad, dilation = _conv_geometry(call, x, w.shape[2:])
         layer = layers.get(pad)
         if layer is None:
-            layer = layers[pad] = make_layer(w, b, stride, pad, dilation, groups,
-                                             _activation(call.params.common), algo=CONV_ALGO)
+            layer = layers[pad] = make_layer(w, b, stride, pad, dilation, groups, _activation(call.params.common))
         return layer, (w.shape[2:] if cropped.shape != x.shape else None)
 
     def run(call):
@@ -142,8 +118,6 @@ def plan_convolution(op, impl: str):
             if crop is not None:
                 x = _conv_geometry(call, x, crop)[0]
             return [layer(f32(x))]
-        if len(inputs) > 1 and impl == "mnn" and x.ndim == 4 and call.formats[0] != NHWC:
-            return _mnn_multi_input_conv(call)
         return convolution(call)
 
     return run
@@ -173,7 +147,7 @@ def deconvolution(call):
         raise ShapeError(f"op {call.op.name!r} (Deconvolution): input {h}x{wd} gives an empty output {oh}x{ow}")
     _check_sizes(call, x, (oh, ow))
     pt, pl = deconv_pad(common, h, oh, kh, sy, 0), deconv_pad(common, wd, ow, kw, sx, 1)
-    _, deconv2d = _conv_kernels(call.impl)
+    deconv2d = kernel_table.form("deconv2d", call.impl)
     act = _activation(common)
     if pt >= 0 and pl >= 0:
         y = deconv2d(f32(x), w, b, (sy, sx), (pt, pl, 0, 0), (dy, dx), groups, output_size=(oh, ow), act=act)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..format.idst import roundf
+from ..kernels import table as kernel_table
 from ..format.tables import BinaryOpOperation as B
 from ..format.tables import DataFormat, DataType, EltwiseType, OpType
 from ..format.tables import UnaryOpOperation as U
@@ -161,17 +162,16 @@ def _hardswish(x):
     return t
 
 
-def _fast_hardswish():
-    """``_hardswish`` in one compiled pass (mnnlite.kernels.eltwise: the same float32 operations in
-    the same order, so the same bits)."""
-    from ..kernels.eltwise import hardswish_f32
-
-    return hardswish_f32
-
-
 def _sigmoid(x):
     """compute/CommonOptFunction.cpp MNNSigmoid: 1 / (1 + exp(-x)), the exponent clamped to +-87."""
     return _F32(1) / (_F32(1) + np.exp(_clamp(-x, _F32(-87), _F32(87))))
+
+
+def sigmoid_ref(x, all_simd: bool = False):
+    """The reference form of kernel "sigmoid" (mnnlite.kernels.table): ``_sigmoid`` in float32; ``all_simd``
+    only matters to the MNN form (which of MNN's code paths each value takes)."""
+    y = _sigmoid(x)
+    return y if y.dtype == _F32 else np.asarray(y).astype(_F32)
 
 
 def _silu(x):
@@ -270,13 +270,13 @@ def unary_op(call):
 def plan_unary_op(op, impl: str):
     """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
-    if impl == "mnn" and code == U.SIGMOID:
-        return _mnn_sigmoid
+    if code == U.SIGMOID:
+        return _plan_sigmoid(impl, unary_op)
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
-    if code == U.HARDSWISH and impl in ("fast", "mnn"):
-        fn = _fast_hardswish()
+    if code == U.HARDSWISH:
+        fn = kernel_table.form("hardswish", impl)
 
     def run(call):
         x = call.inputs[0]
@@ -288,15 +288,18 @@ def plan_unary_op(op, impl: str):
     return run
 
 
-def _mnn_sigmoid(call):
-    """MNNSigmoid as MNN's x86 CPU backend computes it (mnnlite.kernels.mnn_exact.sigmoid).  MNN runs
-    it over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every value takes the
-    8-wide path; NCHW / NHWC tensors hold our arrays' order, so the scalar tail is their last n % 8."""
-    x = call.inputs[0]
-    if x.dtype != _F32:
-        return unary_op(call)
-    from ..kernels import mnn_exact
-    return [mnn_exact.sigmoid(x, all_simd=call.formats[0] == DataFormat.NC4HW4)]
+def _plan_sigmoid(impl: str, generic):
+    """A float32 sigmoid through kernel "sigmoid" (``generic`` takes other types).  MNN runs MNNSigmoid
+    over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every value takes the 8-wide
+    path (``all_simd``); NCHW / NHWC tensors hold our arrays' order, so the scalar tail is their last n % 8."""
+    sigmoid = kernel_table.form("sigmoid", impl)
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32:
+            return generic(call)
+        return [sigmoid(x, call.formats[0] == DataFormat.NC4HW4)]
+    return run
 
 
 @register(OpType.Sigmoid, OpType.TanH)
@@ -308,7 +311,7 @@ def sigmoid_tanh(call):
 
 @register_plan(OpType.Sigmoid, OpType.TanH)
 def plan_sigmoid_tanh(op, impl: str):
-    return _mnn_sigmoid if impl == "mnn" and op.type == OpType.Sigmoid else sigmoid_tanh
+    return _plan_sigmoid(impl, sigmoid_tanh) if op.type == OpType.Sigmoid else sigmoid_tanh
 
 
 # ----------------------------------------------------------------------------------------- binary

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..format.tables import DataFormat, OpType
+from ..kernels import table as kernel_table
 from .geometry import from_nchw, to_nchw
 from .pool import pool2d
 from .registry import register, register_plan
@@ -93,14 +94,12 @@ def layer_norm(call, norm=normalize_rows):
 
 @register_plan(OpType.LayerNorm)
 def plan_layer_norm(op, impl: str):
-    """impl="mnn": the rows of an unpacked float LayerNorm through MNN's x86 MNNNorm
-    (mnn_exact.norm_rows: its summation order and (x - mean) * gamma * (1 / sqrt(var + eps)))."""
-    if impl != "mnn":
-        return layer_norm
-    from ..kernels import mnn_exact
+    """The rows of a LayerNorm through kernel "norm_rows" (impl="mnn": MNN's x86 MNNNorm, its summation
+    order and (x - mean) * gamma * (1 / sqrt(var + eps)))."""
+    norm = kernel_table.form("norm_rows", impl)
 
     def run(call):
-        return layer_norm(call, norm=mnn_exact.norm_rows)
+        return layer_norm(call, norm=norm)
     return run
 
 

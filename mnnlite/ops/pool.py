@@ -8,11 +8,15 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
 from ..format.tables import AvgPoolCountType, OpType, PoolPadType, PoolType
-from .geometry import (NHWC, _F32, fit_axis,
-                       image_nchw, pool3d_output_size, pool_pad, pool_output_size, from_nchw, to_nchw)
+from ..kernels import table as kernel_table
+from .geometry import (NHWC, fit_axis, from_nchw, image_nchw, pool3d_output_size, pool_output_size, pool_pad,
+                       to_nchw)
 from .registry import register, register_plan
 
-def _taps(x: np.ndarray, k, s, pad, out, mode: str):
+_F32 = np.float32
+
+
+def window_taps(x: np.ndarray, k, s, pad, out, mode: str):
     """The window taps (i, j) in row-major order, each an [N, C, OH, OW] view: tap (i, j) of window
     (oy, ox) is x[oy*sy - pt + i, ox*sx - pl + j] (padded by ``mode``), so a pool is kh*kw whole-array
     operations."""
@@ -38,12 +42,12 @@ def pool2d(x: np.ndarray, kind: int, k, s, pad, out, count_type: int) -> np.ndar
     Max: out-of-range taps replicate the edge row/column.  Average: sum of the in-range taps times
     1/count (count from ``_avg_count``), 0 where count <= 0.  ``count_type`` is INCLUDE or EXCLUDE."""
     if kind == PoolType.MAXPOOL:
-        taps = _taps(x, k, s, pad, out, "edge")
+        taps = window_taps(x, k, s, pad, out, "edge")
         y = next(taps).copy()
         for tap in taps:
             np.maximum(y, tap, out=y)
         return y
-    taps = _taps(x.astype(_F32, copy=False), k, s, pad, out, "constant")
+    taps = window_taps(x.astype(_F32, copy=False), k, s, pad, out, "constant")
     sums = next(taps).copy()
     for tap in taps:               # CPUPool.hpp poolingAvgPad: one running sum, rows then columns
         sums += tap
@@ -91,41 +95,74 @@ def pooling(call):
     return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
 
 
-@register_plan(OpType.Pooling, OpType.Pooling3D)
+def avg_pool2d(x, k, s, pad, out, count_type: int) -> np.ndarray:
+    """The reference form of kernel "avg_pool2d" (mnnlite.kernels.table): ``pool2d``'s average pool."""
+    return pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count_type)
+
+
+def global_avg_pool2d(x) -> np.ndarray:
+    """The reference form of kernel "global_avg_pool2d": Pooling's global average of an NCHW tensor, the
+    window the whole plane (``_pool_plan``'s global case)."""
+    h, w = x.shape[2:]
+    return pool2d(x, PoolType.AVEPOOL, (h, w), (h, w), (0, 0), (1, 1), AvgPoolCountType.INCLUDE_PADDING)
+
+
+def global_mean(x) -> np.ndarray:
+    """The reference form of kernel "global_mean": Pooling3D's global average (``pooling3d``) of a float32
+    NCHW-like tensor."""
+    return x.mean(tuple(range(2, x.ndim)), keepdims=True, dtype=_F32)
+
+
+def global_mean_fast(x) -> np.ndarray:
+    """``global_mean`` without numpy's mean() wrapper (the SE blocks of small models run many of them on
+    tiny tensors): the two calls numpy's _methods._mean makes for it, so the same bits."""
+    y = np.add.reduce(x, tuple(range(2, x.ndim)), _F32, None, True)
+    np.true_divide(y, np.intp(math.prod(x.shape[2:])), out=y, casting="unsafe", subok=False)
+    return y
+
+
+@register_plan(OpType.Pooling)
 def plan_pooling(op, impl: str):
-    """impl="mnn": a global average pool as MNN's CPUPool computes it (GeometryPooling3D.cpp makes a
-    Pool3D global pool a 2-D one); every other pool takes the generic kernel."""
-    generic = pooling if op.type == OpType.Pooling else pooling3d
+    """Average pools of float32 tensors through the kernels "avg_pool2d" and "global_avg_pool2d" (impl="mnn":
+    CPUPool's rounding); every other pool takes the generic kernel."""
     p = op.main
-    if impl == "fast" and op.type == OpType.Pooling3D and p is not None and p.isGlobal and p.type == PoolType.AVEPOOL:
-        return _global_mean_pool3d
-    if impl == "mnn" and op.type == OpType.Pooling and p is not None and not p.isGlobal and p.type == PoolType.AVEPOOL:
-        from ..kernels.mnn_ops import _mnn_avg_pool
-        return _mnn_avg_pool
-    if impl != "mnn" or p is None or not p.isGlobal or p.type != PoolType.AVEPOOL:
-        return generic
-    from ..kernels import mnn_exact
+    if p is None or p.type != PoolType.AVEPOOL:
+        return pooling
+    if p.isGlobal:
+        global_avg = kernel_table.form("global_avg_pool2d", impl)
+
+        def run_global(call):
+            x = call.inputs[0]
+            if x.dtype != _F32 or x.ndim != 4 or call.formats[0] == NHWC or len(call.op.outputIndexes) > 1:
+                return pooling(call)
+            return [global_avg(x)]
+        return run_global
+    avg = kernel_table.form("avg_pool2d", impl)
 
     def run(call):
-        x = call.inputs[0]
-        if x.dtype != _F32 or x.ndim < 3 or call.formats[0] == NHWC or len(call.op.outputIndexes) > 1:
-            return generic(call)
-        return [mnn_exact.global_avg_pool(x)]
-
+        if len(call.op.outputIndexes) > 1 or call.inputs[0].dtype != _F32:
+            return pooling(call)
+        x = image_nchw(call)
+        k, s, pad, out, count = _pool_plan(call, *x.shape[2:])
+        return [from_nchw(np.ascontiguousarray(avg(x, k, s, pad, out, count)), call.formats[0])]
     return run
 
 
-def _global_mean_pool3d(call):
-    """pooling3d's global average of a float32 NCHW-like tensor without numpy's mean() wrapper and
-    pooling3d's copies (the SE blocks of small models run many of them on tiny tensors): the two
-    calls numpy's _methods._mean makes for ``x.mean(axes, keepdims=True, dtype=float32)``, so the
-    same bits."""
-    x = call.inputs[0]
-    if x.dtype != _F32 or x.ndim < 3 or x.size == 0 or call.formats[0] == NHWC:
-        return pooling3d(call)
-    y = np.add.reduce(x, tuple(range(2, x.ndim)), _F32, None, True)
-    np.true_divide(y, np.intp(math.prod(x.shape[2:])), out=y, casting="unsafe", subok=False)
-    return [y]
+@register_plan(OpType.Pooling3D)
+def plan_pooling3d(op, impl: str):
+    """A global average of a float32 tensor through kernel "global_mean" (GeometryPooling3D.cpp makes a
+    Pool3D global pool a 2-D one; impl="mnn": CPUPool's rounding); every other pool is ``pooling3d``."""
+    p = op.main
+    if p is None or not p.isGlobal or p.type != PoolType.AVEPOOL:
+        return pooling3d
+    mean = kernel_table.form("global_mean", impl)
+
+    def run(call):
+        x = call.inputs[0]
+        if x.dtype != _F32 or x.ndim < 3 or x.size == 0 or call.formats[0] == NHWC:
+            return pooling3d(call)
+        return [mean(x)]
+    return run
 
 
 @register(OpType.Pooling3D)

@@ -7,7 +7,8 @@ layers) once instead of on every run.  A planned kernel computes exactly what th
 layout is NCHW or NC4HW4 is held as an NCHW array (NC4HW4 is only MNN's packed memory order of the same
 values), an NHWC tensor as an NHWC array.  ``call.formats`` tells the layout of each input; a kernel that
 changes the layout sets ``call.out_formats`` (it defaults to the first input's layout for every output).
-``call.impl`` is "fast" (Cython kernels where there are some) or "ref" (numpy reference only).
+``call.impl`` is the interpreter's "ref", "fast" or "mnn": a kernel runs the form of its compute kernels
+that it names (``mnnlite.kernels.table.form``), never an ``if`` of its own.
 Kernels validate what they read from the op and raise ShapeError naming the op and the tensor.
 """
 from __future__ import annotations

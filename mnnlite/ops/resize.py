@@ -6,15 +6,17 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
 from ..format.tables import CoordinateTransformationMode, OpType
-from .geometry import NHWC, _F32, image_nchw, from_nchw
+from .geometry import NHWC, from_nchw, image_nchw
 from .registry import register
+
+_F32 = np.float32
 
 CTM = CoordinateTransformationMode
 # Interp.resizeType (an int in the schema; backend/cpu/CPUInterp.cpp, CPUResize.hpp)
 NEAREST, BILINEAR, CUBIC, NEAREST_ROUND = 1, 2, 3, 4
 
 
-def _interp_sizes(call):
+def interp_sizes(call):
     """(out_h, out_w, float scales or None) per shape/ShapeInterp.cpp, in the input's stored order."""
     p, x, fmt = call.params, call.inputs[0], call.formats[0]
     hi, wi = (1, 2) if fmt == NHWC else (2, 3)
@@ -51,7 +53,7 @@ def _scaled(call, n: int, scale) -> int:
     return int(value)
 
 
-def _coord_transform(p, n_in: int, n_out: int, given):
+def coord_transform(p, n_in: int, n_out: int, given):
     """(scale, offset) with src = dst * scale + offset: geometry/ConvertUtils.hpp _ConverterInterp.
     ``given`` is 1/scale of a float scales input (the scale is then not recomputed from sizes)."""
     ctm = p.ctm
@@ -71,16 +73,16 @@ def _coord_transform(p, n_in: int, n_out: int, given):
     return scale, _F32(0)
 
 
-def _source(n_out: int, scale, offset) -> np.ndarray:
+def source_positions(n_out: int, scale, offset) -> np.ndarray:
     return np.arange(n_out, dtype=_F32) * _F32(scale) + _F32(offset)
 
 
-def _nearest(n_in: int, src: np.ndarray, rounding: bool) -> np.ndarray:
+def nearest_index(n_in: int, src: np.ndarray, rounding: bool) -> np.ndarray:
     """CPUResize.hpp: floor(src), or floorf(src + 0.499f) for resizeType 4; clamped."""
     return np.clip(np.floor(src + _F32(0.499)) if rounding else np.floor(src), 0, n_in - 1).astype(np.intp)
 
 
-def _bilinear_axis(n_in: int, src: np.ndarray):
+def bilinear_axis(n_in: int, src: np.ndarray):
     """CPUInterp.cpp onResize: floor position, its right neighbour (both clamped), the fraction."""
     x1 = np.floor(src)
     frac = (src - x1).astype(_F32)
@@ -110,12 +112,12 @@ def _cubic_axis(n_in: int, src: np.ndarray):
 def _resize(x: np.ndarray, kind: int, hs, ws, out) -> np.ndarray:
     (h_scale, h_off), (w_scale, w_off), (oh, ow) = hs, ws, out
     h, w = x.shape[2:]
-    ys, xs = _source(oh, h_scale, h_off), _source(ow, w_scale, w_off)
+    ys, xs = source_positions(oh, h_scale, h_off), source_positions(ow, w_scale, w_off)
     if kind in (NEAREST, NEAREST_ROUND):
-        return x[:, :, _nearest(h, ys, kind == NEAREST_ROUND)][:, :, :, _nearest(w, xs, kind == NEAREST_ROUND)]
+        return x[:, :, nearest_index(h, ys, kind == NEAREST_ROUND)][:, :, :, nearest_index(w, xs, kind == NEAREST_ROUND)]
     if kind == BILINEAR:
-        y0, y1, fy = _bilinear_axis(h, ys)
-        x0, x1, fx = _bilinear_axis(w, xs)
+        y0, y1, fy = bilinear_axis(h, ys)
+        x0, x1, fx = bilinear_axis(w, xs)
         top = x[:, :, y0][..., x1] * fx + x[:, :, y0][..., x0] * (_F32(1) - fx)
         bottom = x[:, :, y1][..., x1] * fx + x[:, :, y1][..., x0] * (_F32(1) - fx)
         return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
@@ -134,14 +136,14 @@ def interp(call):
     if call.inputs[0].ndim == 3 and call.formats[0] != NHWC:
         return _interp_1d(call)
     x = image_nchw(call).astype(_F32, copy=False)
-    oh, ow, scales = _interp_sizes(call)
+    oh, ow, scales = interp_sizes(call)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output size {oh}x{ow}")
     check_alloc(f"op {call.op.name!r} (Interp)", "output", (*x.shape[:2], oh, ow), 4, extra=4 * x.size)
     # GeometryImageOp.cpp: a float scales input fixes scale = 1/scales[2], 1/scales[3].
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
-    hs = _coord_transform(p, x.shape[2], oh, given[0])
-    ws = _coord_transform(p, x.shape[3], ow, given[1])
+    hs = coord_transform(p, x.shape[2], oh, given[0])
+    ws = coord_transform(p, x.shape[3], ow, given[1])
     y = _resize(x, p.resizeType, hs, ws, (oh, ow))
     return [from_nchw(np.ascontiguousarray(y, dtype=_F32), call.formats[0])]
 
@@ -163,6 +165,6 @@ def _interp_1d(call):
         given = None
     if out <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output length {out}")
-    hs = _coord_transform(p, length, out, given)
+    hs = coord_transform(p, length, out, given)
     y = _resize(x[..., None], p.resizeType, hs, (_F32(1), _F32(0)), (out, 1))
     return [np.ascontiguousarray(y[..., 0], dtype=_F32)]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend.lowering import NHWC
+from ..backend.rules import NHWC
 from ..errors import DataError
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
 from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..format.tables import OpType
-from ..backend.lowering import ints
+from ..backend.rules import PROPAGATE_TYPES, ints
 
 INT8_CONV_TYPES = (OpType.Convolution, OpType.ConvolutionDepthwise)
 MIXED_RANGE_RATIO = 4.0     # a Concat of ranges further apart never shares one scale
@@ -78,9 +78,9 @@ def conv_sites(graph, facts, skip=()) -> tuple[list[ConvSite], dict[str, str]]:
     return sites, excluded
 
 
-# commands along which MNN's runtime spreads quant attributes (int8/plan.py PROPAGATE_TYPES), as named in
-# the calibration schedule (backend.lowering)
-_SPREAD_STEPS = {"Raster", "ReLU", "ReLU6", "Pooling", "Pooling3D", "Interp", "CropAndResize", "ROIPooling"}
+# commands along which MNN's runtime spreads quant attributes, as named in the calibration schedule
+# (a Pooling3D command there may run as Pooling)
+_SPREAD_STEPS = PROPAGATE_TYPES | {"Pooling3D"}
 
 
 def stat_tensors(plan, sites: list[ConvSite]) -> set[int]:

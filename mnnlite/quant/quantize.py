@@ -1,10 +1,12 @@
 """The quantizer pipeline: ``quantize(src, dst, config) -> QuantReport`` (MNN's ``quantized.out``).
 
 The five steps of MNN's calibration header, as functions: read the config and the samples
-(``config.py``, ``dataset.py``), find what MNN would track and collect statistics with our own float
-runtime (``tracking.py``, ``statistics.py``, ``simulate.py``), quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``)
-and write it with the scale dump (``report.py``).  Console output goes through ``log.py`` to the stream
-the caller passes; nothing is printed otherwise.
+(``config.py``, ``dataset.py``); collect feature statistics with our own float runtime, by the flow the
+feature method's registry entry names (``feature/``): "statistics" (KL, ADMM: ``tracking.py`` finds what
+MNN observes, ``workers.py`` runs the samples, ``statistics.py`` feeds the observers) or "simulation"
+(EMA: ``simulate.py``); quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``) and
+write it with the scale dump (``report.py``).  Console output goes through ``log.py`` to the stream the
+caller passes; nothing is printed otherwise.
 
 Outputs are written atomically (temporary file + rename) only after everything succeeded; the source
 model is read, never written.  Identical inputs give byte-identical outputs.
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 from .._build_check import require_extensions
-from ..backend.lowering import NHWC, ints
+from ..backend.rules import NHWC, ints
 from ..errors import ConfigError, DataError, ShapeError
 from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
@@ -42,18 +44,6 @@ from .weight import fake_quant_weights, quantize_weights
 from .workers import Samples, Workers, float_interpreter, make_workers, tensor_facts
 
 require_extensions()        # calibration runs the compiled kernels: one clear error without them
-
-EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (docs/mnn-quantization.md §9.7)
-
-
-def _ema_output_min(graph, t: int, int8_convs: set) -> float:
-    """MNN's EMA rewrite: a conv output keeps the conv's own clamp (-127) when only int8 convs read it
-    (the FloatToInt8(Int8ToFloat(y)) pair disappears); an Int8ToFloat for a float reader or a graph
-    output overwrites it with its default -128 (docs/mnn-quantization.md §9.7; checked against the oracle's files)."""
-    readers = graph.consumers.get(t, [])
-    if t in graph.outputs or not readers or any(id(op) not in int8_convs for op in readers):
-        return EMA_OUTPUT_MIN
-    return -127.0
 
 
 def quantize(src, dst, config, *, samples=None, log=None, impl: str = "mnn", threads: int | None = None,
@@ -503,6 +493,19 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
 
 
 # ------------------------------------------------------------------------------------------------ EMA
+
+EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (docs/mnn-quantization.md §9.7)
+
+
+def _ema_output_min(graph, t: int, int8_convs: set) -> float:
+    """MNN's EMA rewrite: a conv output keeps the conv's own clamp (-127) when only int8 convs read it
+    (the FloatToInt8(Int8ToFloat(y)) pair disappears); an Int8ToFloat for a float reader or a graph
+    output overwrites it with its default -128 (docs/mnn-quantization.md §9.7; checked against the oracle's files)."""
+    readers = graph.consumers.get(t, [])
+    if t in graph.outputs or not readers or any(id(op) not in int8_convs for op in readers):
+        return EMA_OUTPUT_MIN
+    return -127.0
+
 
 def _single_samples(cfg: QuantConfig, dataset, error, qlog):
     """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.

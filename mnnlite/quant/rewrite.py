@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend.rules import UNARY_INT8_WITHOUT_TABLE
 from ..format import idst
 from ..format.tables import TABLE_CLASSES, DataType, OpType, UnaryOpOperation
 from ..graph import Model
@@ -34,8 +35,8 @@ TensorQuantInfo = TABLE_CLASSES["TensorQuantInfo"]
 UnaryOp = TABLE_CLASSES["UnaryOp"]
 
 U = UnaryOpOperation
-# ComputeUnaryBuffer: no table for these (the int8 runtime handles them without one) ...
-_NO_TABLE = {U.ABS, U.NEG, U.SIGN}
+# ComputeUnaryBuffer writes no table for backend.rules.UNARY_INT8_WITHOUT_TABLE (the int8 runtime handles
+# them without one) ...
 # ... and MNN's table builder only knows these (others crash it, docs/mnn-quantization.md §14.16; we leave them float).
 TABLE_OPS = {U.SQUARE, U.RSQRT, U.EXP, U.COS, U.SIN, U.SIGMOID, U.TANH, U.TAN, U.ATAN, U.SQRT,
              U.RECIPROCAL, U.LOG1P, U.LOG, U.ACOSH, U.SINH, U.ASINH, U.ATANH, U.COSH, U.ERF, U.ERFC,
@@ -158,7 +159,7 @@ def _fill_table(op, tensors) -> None:
     if op.type != OpType.UnaryOp or op.main is None:
         return
     kind = int(op.main.opType)
-    if kind in _NO_TABLE:
+    if kind in UNARY_INT8_WITHOUT_TABLE:
         return
     ins, outs = list(op.inputIndexes or []), list(op.outputIndexes or [])
     if not ins or not outs or int(outs[0]) not in tensors or int(ins[0]) not in tensors:

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend.lowering import NCHW, ints
-from ..format.tables import OpType
+from ..backend.rules import ints
+from ..format.tables import BinaryOpOperation, DataFormat, DataType, OpType
 from .workers import _as_model, make_workers
+
+_NCHW, _FLOAT = int(DataFormat.NCHW), int(DataType.DT_FLOAT)
 
 
 @dataclass
@@ -118,7 +120,7 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
     zero = len(net.tensorName)
     net.tensorName.append("__mnnlite_ema_zero")
     new_ops = [Op(name="__mnnlite_ema_zero", type=OpType.Const, outputIndexes=[zero],
-                  main=Blob(dims=[], dataFormat=NCHW, dataType=1, float32s=np.zeros(1, np.float32)))]
+                  main=Blob(dims=[], dataFormat=_NCHW, dataType=_FLOAT, float32s=np.zeros(1, np.float32)))]
     private: dict[int, int] = {}
     by_pos = {m.pos: m for m in modules}
     for pos, op in enumerate(ops):
@@ -128,8 +130,9 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
             continue
         copy_index = len(net.tensorName)
         net.tensorName.append(f"__mnnlite_ema_in_{pos}")
+        add = BinaryOp(opType=int(BinaryOpOperation.ADD), T=_FLOAT, activationType=0)
         new_ops.append(Op(name=f"__mnnlite_ema_copy_{pos}", type=OpType.BinaryOp, inputIndexes=[m.input, zero],
-                          outputIndexes=[copy_index], main=BinaryOp(opType=0, T=1, activationType=0)))
+                          outputIndexes=[copy_index], main=add))
         w, b = _conv_float(op)
         codes, scale = ema_weight_codes(w, clamp_w, method, range_method=range_method)
         conv = copy.copy(op)
@@ -148,7 +151,7 @@ def _simulation_net(model, modules: list[FusedConv], clamp_w: int, method: str =
             t = len(net.tensorName)
             net.tensorName.append(f"__mnnlite_ema_{tag}_{pos}")
             new_ops.append(Op(name=f"__mnnlite_ema_{tag}_{pos}", type=OpType.Const, outputIndexes=[t],
-                              main=Blob(dims=list(arr.shape), dataFormat=NCHW, dataType=1,
+                              main=Blob(dims=list(arr.shape), dataFormat=_NCHW, dataType=_FLOAT,
                                         float32s=arr.reshape(-1))))
             operands.append(t)
         conv.inputIndexes = operands
@@ -260,7 +263,7 @@ def calibrate_ema(model, modules: list[FusedConv], samples, clamp_act: int, clam
     in flight locally (a 640x640 batch of 32 holds hundreds of MB per activation; two at once would double
     the peak), each activation is fake-quantized in place and freed after its last reader (the runtime's
     plan), and ``threads`` split the batch's dense convs by column chunks instead
-    (``ops.nn.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
+    (``kernels.mnn_ops.tiled_conv_batch``, the same bits on any count), so the result does not depend on ``threads``
     (nor on ``ray``, the connected Ray module: batches then run as tasks on the cluster, one batch per
     task).  ``layout``: the feeds' order (``mnnlite.layout``).  ``means``: conv position ->
     ``bias_correction.ChannelMeans``, given the (fake-quantized) input each conv reads, in batch order.

@@ -10,8 +10,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..backend.lowering import NHWC, Step, TensorFacts, ints, Lowering
+import numpy as np
+
+from ..backend.lowering import Lowering, TensorFacts, tensors_from_facts
+from ..backend.rules import NHWC, ints
 from ..format.tables import OpType
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command MNN executes (what its debug callbacks report)."""
+
+    name: str                   # op name, or "<op>_raster_<k>" for commands geometry made up
+    type: str                   # "Raster", "Convolution", "While", ...
+    inputs: tuple[int, ...]     # tensor indexes; negative = temporaries (MNN index -1)
+    outputs: tuple[int, ...]
+
+
+def lowered_steps(lowering: Lowering) -> list[Step]:
+    """The float session's commands as ``Step``s: MNN's names, a Raster's origins once each, temporaries
+    as negative indexes."""
+    temps: dict[str, int] = {}
+
+    def index(t) -> int:
+        return t if isinstance(t, (int, np.integer)) else temps.setdefault(t, -1 - len(temps))
+    steps = []
+    for op, buffer in lowering.buffers:
+        for k, cmd in enumerate(buffer):
+            ins = [index(t) for t in cmd.inputs]
+            if cmd.type == "Raster":
+                ins = list(dict.fromkeys(ins))
+            steps.append(Step(op.name if cmd.named else f"{op.name}_raster_{k}", cmd.type, tuple(ins),
+                              tuple(index(t) for t in cmd.outputs)))
+    return steps
 
 
 # --------------------------------------------------------------------------------------------------
@@ -37,14 +68,15 @@ class TrackingPlan:
 
 def plan_tracking(graph, facts: dict[int, TensorFacts], skip=()) -> TrackingPlan:
     """Replay MNN's discovery callbacks over the lowered schedule."""
-    lowering = Lowering(graph, facts)
-    steps = lowering.run()
+    lowering = Lowering(graph, tensors_from_facts(graph, facts)).run()
+    steps = lowered_steps(lowering)
+    formats = {i: int(lowering.tensors[i].layout) for i in range(len(graph.tensors))}
     interp_outputs = {t for op in graph.ops if op.type in (OpType.Interp, OpType.Resize)
                       for t in ints(op.outputIndexes)}
     skip = set(skip)
     tracked: dict[int, str] = {}
     seen: set[int] = set()
-    plan = TrackingPlan(steps, tracked, seen, dict(lowering.formats))
+    plan = TrackingPlan(steps, tracked, seen, formats)
     for step in steps:
         if step.name in skip:
             continue
@@ -54,7 +86,7 @@ def plan_tracking(graph, facts: dict[int, TensorFacts], skip=()) -> TrackingPlan
                 if t < 0:
                     continue
                 seen.add(t)
-                virtual = kind == "input" and t in lowering.was_view and t not in lowering.outputs
+                virtual = kind == "input" and lowering.tensors[t].virtual and t not in lowering.outputs
                 if t not in tracked and not virtual:
                     tracked[t] = f"{step.name} {kind}_tensor_{i}"
                     if kind == "input" and step.type == "Raster":

@@ -30,6 +30,16 @@ def conv2d_ref(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1)
     return ACTIVATIONS[act](y).astype(np.float32)
 
 
+class Conv2dRef:
+    """``conv2d_ref`` with the weights bound: the reference form of ``mnnlite.kernels.conv.Conv2d``."""
+
+    def __init__(self, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1, act=0):
+        self.args = (w, bias, stride, pad, dilation, groups, act)
+
+    def __call__(self, x):
+        return conv2d_ref(x, *self.args)
+
+
 def deconv2d_ref(x, w, bias=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
                  output_padding=(0, 0), output_size=None, act=0):
     """ONNX ConvTranspose: y[n, o, ih*sy - pt + kh*dy, iw*sx - pl + kw*dx] += x[n,c,ih,iw] * w[c, o - g*O/G, kh, kw].

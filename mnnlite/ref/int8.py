@@ -155,6 +155,19 @@ def conv2d_int8_ref(xq, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128,
     return requant_dense(acc, alpha_, scale_x, bias_f, lo, out_max)
 
 
+class Conv2dInt8Ref:
+    """``conv2d_int8_ref`` with the layer's arguments bound: the reference form of
+    ``mnnlite.kernels.int8.Conv2dInt8`` (same arguments, ``__call__(xq)``)."""
+
+    def __init__(self, wq, alpha, bias, s_in, z_in, s_out, z_out, out_min=-128, out_max=127, stride=1,
+                 pad=(0, 0, 0, 0), dilation=1, groups=1, relu=False, offset=X86_OFFSET):
+        self.args = (wq, alpha, bias, s_in, z_in, s_out, z_out, out_min, out_max, stride, pad, dilation, groups,
+                     relu, offset)
+
+    def __call__(self, xq):
+        return conv2d_int8_ref(xq, *self.args)
+
+
 # ------------------------------------------------------------------------------------------ depthwise
 
 def depthwise_requant_params(wq, alpha, bias, s_in, z_in, s_out, z_out, offset=X86_OFFSET):
@@ -264,6 +277,27 @@ def unary_table_ref(q, table) -> np.ndarray:
     here that code maps to table[0]."""
     table = np.asarray(table, np.int8)
     return table[np.clip(np.asarray(q, np.int64) + 127, 0, 254)]
+
+
+class UnaryTableRef:
+    """``unary_table_ref`` with the table bound: the reference form of ``mnnlite.int8.fastq.UnaryTable``."""
+
+    def __init__(self, table):
+        self.table = np.asarray(table).astype(np.int8)
+
+    def __call__(self, q) -> np.ndarray:
+        return unary_table_ref(q, self.table)
+
+
+class CodeFunction2:
+    """An int8 binary function of two code arrays, evaluated as it is: the reference form of
+    ``mnnlite.int8.fastq.BinaryTable`` (which tabulates it once and gathers)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, qa, qb) -> np.ndarray:
+        return self.fn(qa, qb)
 
 
 def requantize(y, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 
 from mnnlite.kernels.threads import get_num_threads, set_num_threads
 from mnnlite.runtime import Interpreter
+from oracle import OracleSession
 
 pytestmark = pytest.mark.benchmark
 
@@ -39,7 +40,7 @@ def test_float_mnnlite(benchmark, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_float_mnn_oracle(benchmark, name):
-    session = zoo.OracleSession(zoo.model_path(name), zoo.random_feeds(name, 0))
+    session = OracleSession(zoo.model_path(name), zoo.random_feeds(name, 0))
     session.run()
     benchmark.group = f"float-{name}"
     benchmark(session.run)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import corpus
+import corpus_data
+import corpus_sources
 import corpus_steps as steps
 
 
@@ -29,7 +31,7 @@ def test_specs_are_complete_and_pinned():
 
 def test_wordpiece_splits_like_bert_uncased():
     vocab = {w: i for i, w in enumerate(["[UNK]", "un", "##aff", "##able", "day", "-", ",", "cafe", "!"])}
-    tok = corpus.WordPiece({"model": {"vocab": vocab, "unk_token": "[UNK]", "continuing_subword_prefix": "##"}})
+    tok = corpus_data.WordPiece({"model": {"vocab": vocab, "unk_token": "[UNK]", "continuing_subword_prefix": "##"}})
     assert tok.ids("Unaffable-DAY, Café!") == [1, 2, 3, 5, 4, 6, 7, 8]
     assert tok.ids("unknownword") == [0]            # no full cover: the whole word is [UNK]
 
@@ -42,7 +44,7 @@ def test_safetensors_reader():
               "b": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}}
     raw = json.dumps(header).encode()
     blob = struct.pack("<Q", len(raw)) + raw + a.tobytes() + b.tobytes()
-    got = corpus._safetensors(blob)
+    got = corpus_sources._safetensors(blob)
     np.testing.assert_array_equal(got["a"], a)
     np.testing.assert_array_equal(got["b"], b)
 
@@ -69,10 +71,10 @@ def test_sequence_sample_txt_holds_the_npy_values(tmp_path):
 
 
 def test_speech_like_audio_is_deterministic_and_bounded():
-    a, b = corpus._speech_like(0.5, 1), corpus._speech_like(0.5, 1)
+    a, b = corpus_data._speech_like(0.5, 1), corpus_data._speech_like(0.5, 1)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (8000,) and a.dtype == np.float32 and abs(np.abs(a).max() - 0.5) < 1e-6
-    assert not np.array_equal(a, corpus._speech_like(0.5, 2))
+    assert not np.array_equal(a, corpus_data._speech_like(0.5, 2))
 
 
 def test_run_child_reports_exit_code_and_peak_rss():

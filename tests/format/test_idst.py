@@ -4,19 +4,17 @@ The oracle files come from the official ``mnn`` wheel (``_tools.mnnconvert`` / `
 in a subprocess); their raw IDSTQuan fields are read from the converter's ``--JsonFile`` dump, so these
 tests do not depend on our model reader.
 """
-import importlib.util
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mnnlite.errors import FormatError
 from mnnlite.format import idst
+from builders.onnx_graph import save_onnx
+from oracle import convert, convert_onnx, quantize
 
-HAVE_ORACLE = importlib.util.find_spec("_tools") is not None and importlib.util.find_spec("onnx") is not None
 oracle = pytest.mark.oracle  # the mnn wheel is a test dependency: fail, never skip, without it
 
 
@@ -235,21 +233,10 @@ def test_other_types():
 
 # ------------------------------------------------------------------------------------ the MNN oracle
 
-def _run(code: str, cwd):
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result.stdout
-
-
-def _convert(cwd, onnx_name, mnn_name, *flags):
-    args = ["MNNConvert", "-f", "ONNX", "--modelFile", onnx_name, "--MNNModel", mnn_name, "--bizCode", "t", *flags]
-    _run(f"import _tools; _tools.mnnconvert({args!r})", cwd)
-
-
 def _json_quan(cwd, mnn_name):
     """IDSTQuan of the first Convolution op, from the converter's JSON dump (buffer as int8 list)."""
-    args = ["MNNConvert", "-f", "MNN", "--modelFile", mnn_name, "--JsonFile", mnn_name + ".json"]
-    _run(f"import _tools; _tools.mnnconvert({args!r})", cwd)
+    convert(["-f", "MNN", "--modelFile", str(cwd / mnn_name), "--JsonFile", str(cwd / (mnn_name + ".json"))],
+            [cwd / (mnn_name + ".json")])
     # MNN prints NaN as nan (an all-zero channel gets a NaN alpha from the quantizer, docs/mnn-quantization.md §14.5)
     net = json.loads(re.sub(r"-?\bnan\b", "NaN", (cwd / (mnn_name + ".json")).read_text()))
     conv = next(op for op in net["oplists"] if op["type"] in ("Convolution", "ConvolutionDepthwise"))
@@ -260,17 +247,10 @@ def _json_quan(cwd, mnn_name):
 
 
 def _conv_model(path, weight):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
     o, c = weight.shape[:2]
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, o, 16, 16])],
-        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(np.linspace(-1, 1, o).astype(np.float32), "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_onnx(path, [helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])], [("x", [1, c, 16, 16])],
+              [("y", "FLOAT", [1, o, 16, 16])], {"W": weight, "B": np.linspace(-1, 1, o).astype(np.float32)})
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +284,7 @@ def _decoded(quan):
 ])
 def test_converter_weight_quant_files(oracle_dir, weights, flags, bits, asym):
     name = f"w{bits}{'a' if asym else 's'}.mnn"
-    _convert(oracle_dir, "c.onnx", name, *flags)
+    convert_onnx(oracle_dir / "c.onnx", oracle_dir / name, *flags)
     quan = _json_quan(oracle_dir, name)
     assert quan["type"] == idst.DENSE and (quan["readType"] != 0) == asym and quan["aMaxOrBits"] == bits
     dims, codes, w = _decoded(quan)
@@ -319,7 +299,7 @@ def test_converter_weight_quant_files(oracle_dir, weights, flags, bits, asym):
 
 @oracle
 def test_converter_fp16_file(oracle_dir, weights):
-    _convert(oracle_dir, "c.onnx", "h.mnn", "--fp16")
+    convert_onnx(oracle_dir / "c.onnx", oracle_dir / "h.mnn", "--fp16")
     quan = _json_quan(oracle_dir, "h.mnn")
     assert quan["type"] == idst.FP16
     w, dec = weights.reshape(-1), idst.decode_fp16(quan["buffer"])
@@ -342,12 +322,11 @@ def test_quantizer_sparse_file(tmp_path):
     rng = np.random.default_rng(1)
     w = (rng.standard_normal((32, 3, 3, 3)) * (rng.random((32, 3, 3, 3)) < 0.1)).astype(np.float32)
     _conv_model(tmp_path / "s.onnx", w)
-    _convert(tmp_path, "s.onnx", "s.mnn")
+    convert_onnx(tmp_path / "s.onnx", tmp_path / "s.mnn")
     _images(tmp_path / "imgs")
     cfg = {"format": "RGB", "width": 16, "height": 16, "path": "imgs", "quant_bits": 8}
     cfg["mean"], cfg["normal"] = [0.0] * 3, [1.0] * 3
-    (tmp_path / "q.json").write_text(json.dumps(cfg))
-    _run("import _tools; _tools.mnnquant(['quantized.out', 's.mnn', 'sq.mnn', 'q.json'])", tmp_path)
+    quantize("s.mnn", "sq.mnn", cfg, cwd=tmp_path)
     quan = _json_quan(tmp_path, "sq.mnn")
     assert quan["type"] == idst.SPARSE
     dims, codes, wq = _decoded(quan)
@@ -362,7 +341,7 @@ def test_quantizer_sparse_file(tmp_path):
 @oracle
 def test_decode_weights_through_the_model_reader(oracle_dir, weights):
     from mnnlite.format import model_io
-    _convert(oracle_dir, "c.onnx", "r4.mnn", "--weightQuantBits", "4")
+    convert_onnx(oracle_dir / "c.onnx", oracle_dir / "r4.mnn", "--weightQuantBits", "4")
     model = model_io.load_model(oracle_dir / "r4.mnn")
     conv = next(op for _, op in model.all_ops() if getattr(op.main, "quanParameter", None) is not None)
     w = idst.decode_weights(conv.main.quanParameter)

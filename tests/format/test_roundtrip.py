@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import mnnlite
-from model_zoo import model_names, model_path, random_feeds, run_oracle, run_oracle_isolated, variants_for
+from model_zoo import model_names, model_path, random_feeds, variants_for
+from oracle import run_oracle, run_oracle_isolated
 
 CASES = [(name, variant) for name in model_names() for variant in variants_for(name)]
 

@@ -17,7 +17,8 @@ from mnnlite.format.tables import DataFormat, OpType
 from mnnlite.format.tables import UnaryOpOperation as U
 from mnnlite.int8 import int8_plan
 from mnnlite.runtime import Interpreter
-from int8_oracle import TinyNet
+from builders.mnn_graph import NetBuilder
+from oracle import run_oracle
 
 C4 = DataFormat.NC4HW4
 SHAPE = (1, 6, 5, 7)
@@ -31,7 +32,7 @@ def _feeds(names, seed=0, shape=SHAPE):
 def _agree(mnn_oracle, path, feeds, exact=True):
     interp = Interpreter(path)
     ours = interp.run(feeds)
-    theirs = mnn_oracle.run_oracle(path, feeds)
+    theirs = run_oracle(path, feeds)
     for k in theirs:
         if exact:
             np.testing.assert_array_equal(ours[k], theirs[k], err_msg=f"output {k}")
@@ -46,9 +47,9 @@ BINARY = [B.ADD, B.SUB, B.MUL, B.REALDIV, B.MINIMUM, B.MAXIMUM, B.SquaredDiffere
 @pytest.mark.oracle
 @pytest.mark.parametrize("op", BINARY, ids=[B(o).name for o in BINARY])
 def test_binary_int8(mnn_oracle, tmp_path, op):
-    b = TinyNet()
-    b.input("a", list(SHAPE), C4)
-    b.input("b", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("a", list(SHAPE), dformat=C4, fmt=C4)
+    b.input("b", list(SHAPE), dformat=C4, fmt=C4)
     b.op(OpType.BinaryOp, ["a", "b"], ["y"], T["BinaryOp"](opType=int(op), T=1), C4)
     b.quant("a", 0.021, 3)
     b.quant("b", 0.017, -5, -128, 127)
@@ -67,8 +68,8 @@ UNARY = [U.NEG, U.ABS, U.SIGN]
 @pytest.mark.oracle
 @pytest.mark.parametrize("op", UNARY + ["table"], ids=[U(o).name for o in UNARY] + ["table"])
 def test_unary_int8(mnn_oracle, tmp_path, op):
-    b = TinyNet()
-    b.input("x", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
     if op == "table":
         table = np.random.default_rng(3).integers(-127, 128, 255).astype(np.int8)
         main = T["UnaryOp"](opType=int(U.SIGMOID), T=1, tableInt8=table)
@@ -87,8 +88,8 @@ def test_prelu_scale_relu_relu6(mnn_oracle, tmp_path):
     ReLU6 has no int8 kernel in MNN and runs float between casts."""
     c = SHAPE[1]
     rng = np.random.default_rng(5)
-    b = TinyNet()
-    b.input("x", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
     b.op(OpType.PReLU, ["x"], ["p"], T["PRelu"](slopeCount=c, slope=(rng.random(c) * 0.5).astype(np.float32)), C4)
     b.op(OpType.Scale, ["p"], ["s"], T["Scale"](channels=c, scaleData=(rng.random(c) + 0.5).astype(np.float32),
                                                  biasData=(rng.standard_normal(c) * 0.1).astype(np.float32)), C4)
@@ -108,8 +109,8 @@ def test_prelu_scale_relu_relu6(mnn_oracle, tmp_path):
 @pytest.mark.parametrize("kind", [1, 2], ids=["nearest", "bilinear"])
 def test_interp_int8_keeps_codes(mnn_oracle, tmp_path, kind):
     """MNN's int8 Interp never rescales: the output scale (here 3x the input's) only relabels codes."""
-    b = TinyNet()
-    b.input("x", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
     b.op(OpType.Interp, ["x"], ["y"], T["Interp"](resizeType=kind, outputHeight=11, outputWidth=9, ctm=2), C4)
     b.quant("x", 0.02, 5)
     b.quant("y", 0.06, -7)
@@ -122,14 +123,14 @@ def test_interp_int8_keeps_codes(mnn_oracle, tmp_path, kind):
 def test_pool_softmax_layernorm_int8(mnn_oracle, tmp_path):
     c = SHAPE[1]
     rng = np.random.default_rng(6)
-    b = TinyNet()
-    b.input("x", list(SHAPE), C4)
+    b = NetBuilder()
+    b.input("x", list(SHAPE), dformat=C4, fmt=C4)
     b.op(OpType.Pooling, ["x"], ["mp"], T["Pool"](kernelX=3, kernelY=2, strideX=2, strideY=1, padX=1, padY=0,
                                                    type=0), C4)
     b.op(OpType.Pooling, ["x"], ["ap"], T["Pool"](kernelX=3, kernelY=3, strideX=1, strideY=2, padX=0, padY=1,
                                                    type=1), C4)
     b.op(OpType.Softmax, ["x"], ["sm"], T["Axis"](axis=1), C4)
-    b.input("t", [1, 4, 8], DataFormat.NCHW)
+    b.input("t", [1, 4, 8], dformat=DataFormat.NCHW, fmt=DataFormat.NCHW)
     b.op(OpType.LayerNorm, ["t"], ["ln"], T["LayerNorm"](axis=np.array([-1], np.int32), epsilon=1e-5,
                                                         gamma=(rng.random(8) + 0.5).astype(np.float32),
                                                         beta=(rng.standard_normal(8) * 0.1).astype(np.float32)),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import model_zoo as zoo
-from int8_oracle import oracle_commands
+from oracle.runtime import commands as oracle_commands
 from mnnlite.int8 import int8_plan
 from mnnlite.runtime import Interpreter
 
@@ -87,3 +87,27 @@ def test_integer_binary_ops_decided_int8_keep_their_integer_kernel(zoo, tmp_path
     Interpreter(dst, precision="float").run(
         feeds, observe=lambda i, name, a: floats.__setitem__(name, np.array(a)) if name == "BinaryOp17" else None)
     assert index["BinaryOp17"].dtype == np.int32 and np.array_equal(index["BinaryOp17"], floats["BinaryOp17"])
+
+
+@pytest.mark.oracle
+def test_view_regions_read_only_their_first_input(mnn_oracle, tmp_path):
+    """A Tile or a Squeeze with an axes input: MNN's Raster reads input 0's regions only (multiples and axes
+    are read at shape time, backend.rules.region_inputs), so an int8 Raster follows the int8 data and MNN
+    casts the float data before it (squeeze_66's FloatToInt8).  mnnlite's own KL file of the misc graph;
+    the Tile and Squeeze outputs are then MNN's bit for bit."""
+    import mnnlite
+
+    zoo = mnn_oracle
+    dst = tmp_path / "misc.kl.mnn"
+    samples = [zoo.random_feeds("misc", 0, seed=100 + i) for i in range(4)]
+    mnnlite.quantize(zoo.model_path("misc", "float"), dst, {"quant_bits": 8, "batch_size": 2}, samples=samples,
+                     threads=1)
+    feeds = zoo.random_feeds("misc", 0, seed=7)
+    casts = [r for r in _normalized(int8_plan(Interpreter(dst), dict(feeds)).command_table()) if "Int8" in r[1]]
+    theirs = [r for r in _normalized(oracle_commands(dst, feeds)) if "Int8" in r[1]]
+    assert ("squeeze_66_raster_*", "FloatToInt8", True) in theirs
+    assert [r for r in casts if r[0].startswith(("squeeze_66", "tile_29"))] == \
+        [r for r in theirs if r[0].startswith(("squeeze_66", "tile_29"))]
+    ours, official = Interpreter(dst).run(dict(feeds)), zoo.run_oracle_isolated(dst, dict(feeds))
+    for name in ("tile_out", "squeeze_out"):
+        np.testing.assert_array_equal(ours[name], official[name])

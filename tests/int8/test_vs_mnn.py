@@ -18,6 +18,8 @@ from mnnlite.graph import op_type_name
 from mnnlite.kernels import cpu
 from mnnlite.kernels import int8 as K
 from mnnlite.ref import int8 as R
+from builders.onnx_graph import onnx_graph
+from oracle import convert_onnx, quantize, run_oracle
 
 H = W = 16
 ALL_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": None}
@@ -32,30 +34,26 @@ def _paths():
 
 def _onnx(layers, outputs, seed):
     """x [1,3,H,W] -> layers; layers = [(op, inputs, output, attrs, weight_shape or None)]."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(seed)
-    nodes, inits = [], []
+    nodes, inits = [], {}
     for op, inputs, out, attrs, wshape in layers:
         inputs = list(inputs)
         if wshape is not None and len(wshape) == 1:   # BatchNormalization: gamma, beta, mean, var
             stats = [1 + 0.3 * rng.standard_normal(wshape), 0.3 * rng.standard_normal(wshape),
                      0.3 * rng.standard_normal(wshape), 0.5 + np.abs(rng.standard_normal(wshape))]
             names = [f"{out}_{k}" for k in ("gamma", "beta", "mean", "var")]
-            inits += [numpy_helper.from_array(v.astype(np.float32), n) for v, n in zip(stats, names)]
+            inits.update({n: v.astype(np.float32) for v, n in zip(stats, names)})
             inputs += names
         elif wshape is not None:
             fan = int(np.prod(wshape[1:]))
             w = (rng.standard_normal(wshape) * np.sqrt(2.0 / fan)).astype(np.float32)
             b = (rng.standard_normal(wshape[0]) * 0.1).astype(np.float32)
-            inits += [numpy_helper.from_array(w, out + "_w"), numpy_helper.from_array(b, out + "_b")]
+            inits.update({out + "_w": w, out + "_b": b})
             inputs += [out + "_w", out + "_b"]
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
-    graph = helper.make_graph(nodes, "int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, H, W])],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return onnx_graph(nodes, [("x", [1, 3, H, W])], outputs, inits, name="int8")
 
 
 def _conv(inp, out, cin, cout, k, stride=1, pads=None, dilation=1, group=1):
@@ -101,8 +99,6 @@ def _images(folder, count=4):
 @pytest.fixture(scope="module")
 def quantized(mnn_oracle, tmp_path_factory):
     """{name: path of the MNN-quantized model}, built once with the official converter and quantizer."""
-    import onnx
-
     root = tmp_path_factory.mktemp("int8_vs_mnn")
     images = _images(root / "images")
     config = {"format": "RGB", "mean": [127.5] * 3, "normal": [0.0078125] * 3, "width": W, "height": H,
@@ -111,10 +107,9 @@ def quantized(mnn_oracle, tmp_path_factory):
     (root / "config.json").write_text(json.dumps(config))
     paths = {}
     for seed, (name, (layers, outputs)) in enumerate(MODELS.items()):
-        src, flt, dst = root / f"{name}.onnx", root / f"{name}.mnn", root / f"{name}_q.mnn"
-        onnx.save(_onnx(layers, outputs, seed), src)
-        mnn_oracle._convert(["-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(flt), "--bizCode", "t"], [flt])
-        mnn_oracle._quantize(flt, dst, root / "config.json")
+        flt, dst = root / f"{name}.mnn", root / f"{name}_q.mnn"
+        convert_onnx(_onnx(layers, outputs, seed), flt)
+        quantize(flt, dst, root / "config.json")
         paths[name] = dst
     return paths
 
@@ -159,7 +154,7 @@ def _rewrite(src, dst, zero_of=None, range_of=None, same_scale=False):
 def _codes(mnn_oracle, path, model, x):
     """{tensor family: int8 codes} of every graph output (MNN's int8 results) and of the input (the
     cast MNN applies to it, recomputed)."""
-    outs = mnn_oracle.run_oracle(path, {"x": x})
+    outs = run_oracle(path, {"x": x})
     graph, family = model.graph, _families(model.graph)
     qi = graph.quant_info[graph.inputs[0]]
     codes = {family(graph.inputs[0]): R.quantize(x, qi.scale, qi.zero, int(qi.min), int(qi.max))}

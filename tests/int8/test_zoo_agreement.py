@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 import model_zoo as zoo
-from int8_oracle import compare, needs_fresh_process, run_oracle_isolated
+from oracle.compare import compare, needs_fresh_process
 from mnnlite.int8 import int8_plan
 from mnnlite.runtime import Interpreter
+from oracle import run_oracle, run_oracle_isolated
 
 MIN_COSINE = 0.99999
 # a difference of exactly one step, computed from float32 dequantized values, may exceed the float32
@@ -41,7 +42,7 @@ def _check_model(path, name, images):
     worst = {}
     for k, feeds in enumerate(images):
         ours = interp.run(feeds)
-        theirs = run_oracle_isolated(path, feeds) if fresh else zoo.run_oracle(path, feeds)
+        theirs = run_oracle_isolated(path, feeds) if fresh else run_oracle(path, feeds)
         for out, (diff, budget, cos) in compare(ours, theirs, graph).items():
             assert diff <= budget * (1 + STEP_ROUNDING), (f"{name} image {k} output {out!r}: max abs diff "
                                                           f"{diff:.6g} exceeds one quantization step {budget:.6g}")

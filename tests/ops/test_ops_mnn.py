@@ -9,7 +9,8 @@ import MNN  # noqa: F401,E402  (test oracle: a declared test dependency)
 
 from mnnlite.format.tables import TABLE_CLASSES as T, DataFormat, OpType  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
-from rt_oracle import NetBuilder, assert_matches, oracle  # noqa: E402
+from builders.mnn_graph import NetBuilder  # noqa: E402
+from oracle import assert_matches, run_oracle_isolated  # noqa: E402
 
 NCHW, NHWC, NC4HW4 = DataFormat.NCHW, DataFormat.NHWC, DataFormat.NC4HW4
 rng = np.random.default_rng(11)
@@ -20,11 +21,11 @@ def randn(*shape):
 
 
 def check(tmp_path, builder, outputs, feeds, name="m", layout="model"):
-    """Our outputs against the official runtime's; ``rt_oracle`` exchanges tensors in Caffe order, which
-    is the declared layout but for NHWC tensors (``layout="nchw"`` for those)."""
+    """Our outputs against the official runtime's, run in a child process (hand-built graphs can make it
+    abort) in Caffe order, which is the declared layout but for NHWC tensors (``layout="nchw"`` for those)."""
     path = builder.save(tmp_path / f"{name}.mnn", outputs)
     got = Interpreter(path, layout=layout).run(feeds)
-    assert_matches(got, oracle(path, feeds, isolated=True), name)
+    assert_matches(got, run_oracle_isolated(path, feeds, layout="nchw"), name)
     return got
 
 
@@ -46,16 +47,20 @@ STRIDED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(STRIDED))
-def test_strided_slice_tf(tmp_path, case):
-    begin, end, strides, param = STRIDED[case]
+def _strided_slice(begin, end, strides, param) -> NetBuilder:
+    """x [2, 3, 4, 5] -> StridedSlice(begin, end, strides) -> y."""
     b = NetBuilder()
     b.input("x", [2, 3, 4, 5])
     b.const("b", np.array(begin, np.int32))
     b.const("e", np.array(end, np.int32))
     b.const("s", np.array(strides, np.int32))
     b.op(OpType.StridedSlice, ["x", "b", "e", "s"], ["y"], param)
-    check(tmp_path, b, ["y"], {"x": randn(2, 3, 4, 5)}, case)
+    return b
+
+
+@pytest.mark.parametrize("case", sorted(STRIDED))
+def test_strided_slice_tf(tmp_path, case):
+    check(tmp_path, _strided_slice(*STRIDED[case]), ["y"], {"x": randn(2, 3, 4, 5)}, case)
 
 
 REVERSED = {  # (begin, end, strides, param, the same slice in numpy)
@@ -70,12 +75,7 @@ def test_strided_slice_negative_strides(tmp_path, case):
     """TF-style negative strides: the official runtime corrupts its heap on these graphs (abort or
     wrong data), so numpy's slicing is the oracle; ONNX negative steps are checked in test_ops_onnx."""
     begin, end, strides, param, index = REVERSED[case]
-    b = NetBuilder()
-    b.input("x", [2, 3, 4, 5])
-    b.const("b", np.array(begin, np.int32))
-    b.const("e", np.array(end, np.int32))
-    b.const("s", np.array(strides, np.int32))
-    b.op(OpType.StridedSlice, ["x", "b", "e", "s"], ["y"], param)
+    b = _strided_slice(begin, end, strides, param)
     x = randn(2, 3, 4, 5)
     got = Interpreter(b.save(tmp_path / "rev.mnn", ["y"])).run({"x": x})
     np.testing.assert_array_equal(got["y"], x[index])
@@ -216,7 +216,7 @@ def test_constants_of_every_stored_type(tmp_path):
     path = b.save(tmp_path / "consts.mnn", ["xh", "i8f", "u8cat", "xw"])
     feeds = {"x": randn(2, 3)}
     got = Interpreter(path).run(feeds)
-    assert_matches(got, oracle(path, feeds, isolated=True), "consts")
+    assert_matches(got, run_oracle_isolated(path, feeds, layout="nchw"), "consts")
     np.testing.assert_allclose(got["xh"], feeds["x"] + half.astype(np.float16).astype(np.float32), rtol=1e-6)
     assert got["u8cat"].dtype == np.uint8
 

@@ -9,7 +9,9 @@ import MNN  # noqa: F401,E402  (test oracle: a declared test dependency)
 from onnx import helper  # noqa: E402
 
 from mnnlite.runtime import Interpreter  # noqa: E402
-from rt_oracle import assert_matches, convert, onnx_graph, oracle  # noqa: E402
+from builders.onnx_graph import onnx_graph  # noqa: E402
+from oracle import assert_matches, run_oracle  # noqa: E402
+from oracle import convert_onnx as convert  # noqa: E402
 
 BIG = 2 ** 31 - 1
 node = helper.make_node
@@ -155,7 +157,7 @@ def test_op_matches_official_runtime(models, name):
     path, feed_sets = models(name)
     interp = Interpreter(path)
     for i, feeds in enumerate(feed_sets):
-        assert_matches(interp.run(feeds), oracle(path, feeds), f"{name} (size {i})")
+        assert_matches(interp.run(feeds), run_oracle(path, feeds, layout="nchw"), f"{name} (size {i})")
 
 
 def test_static_model_rasters(tmp_path):
@@ -178,5 +180,5 @@ def test_static_model_rasters(tmp_path):
     assert interp.model.net.usage == 2 and 128 in types   # INFERENCE_STATIC, OpType Raster
     feeds = {"x": randn(1, 3, 4, 5)}
     got = interp.run(feeds)
-    assert_matches(got, oracle(static, feeds), "static")
+    assert_matches(got, run_oracle(static, feeds, layout="nchw"), "static")
     assert_matches(got, Interpreter(dynamic).run(feeds), "static vs dynamic")

@@ -9,15 +9,18 @@ import sys
 
 import numpy as np
 import pytest
-from quant_oracle import convert, needs_oracle
-from test_pipeline_oracle import calib_config, cosine, image_feeds
+from builders.onnx_graph import save_onnx
+from quant_helpers import needs_oracle
+from test_pipeline_oracle import calib_config, image_feeds
 
 import mnnlite
 from mnnlite.errors import ConfigError
 from mnnlite.format.tables import OpType
+from mnnlite.metrics import cosine
 from mnnlite.quant.config import load_config
 from mnnlite.quant.ranges import Downstream, RangeObserver, choose_downstream, choose_range
 from mnnlite.runtime import Interpreter
+from oracle import convert_onnx, run_oracle
 
 pytestmark = needs_oracle
 
@@ -39,14 +42,9 @@ def _fake_quant_mse(x, r) -> float:
 
 
 def _save_onnx(tmp_path, nodes, inits, x_shape, name="m"):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / f"{name}.onnx")
-    convert(tmp_path, f"{name}.onnx", f"{name}.mnn")
+    save_onnx(tmp_path / f"{name}.onnx", nodes, [("x", x_shape)], ["y"],
+              {k: np.asarray(v, np.float32) for k, v in inits.items()})
+    convert_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}.mnn")
     return tmp_path / f"{name}.mnn"
 
 
@@ -62,11 +60,9 @@ def _samples(tmp_path, make, count: int = 12):
 
 def _oracle_agrees(path, feeds_list, tol: float = 1e-4) -> None:
     """Our int8 runtime (MNN's rounding) gives the official runtime's outputs on ``path``."""
-    import model_zoo as zoo
-
     ours = Interpreter(str(path))
     for feeds in feeds_list:
-        theirs, got = zoo.run_oracle(path, feeds), ours.run(feeds)
+        theirs, got = run_oracle(path, feeds), ours.run(feeds)
         for k in theirs:
             assert np.all(np.isfinite(theirs[k]))
             np.testing.assert_allclose(got[k], theirs[k], rtol=0, atol=tol * max(1.0, float(np.abs(theirs[k]).max())))
@@ -284,15 +280,9 @@ def _attention_model(tmp_path):
              _node("Conv", ["c4", "w2"], ["y"])]
     inits = {"w1": rng.standard_normal((16, 16, 1, 1)) * 0.25, "w2": rng.standard_normal((16, 16, 1, 1)) * 0.25,
              "mask": mask, "s3": np.array([1, 16, 8]), "s4": np.array([1, 16, 8, 1])}
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    init_list = [numpy_helper.from_array(np.asarray(v, np.int64 if k.startswith("s") else np.float32), k)
-                 for k, v in inits.items()]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init_list)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "att.onnx")
-    convert(tmp_path, "att.onnx", "att.mnn")
+    save_onnx(tmp_path / "att.onnx", nodes, [("x", [1, 16, 8, 1])], ["y"],
+              {k: np.asarray(v, np.int64 if k.startswith("s") else np.float32) for k, v in inits.items()})
+    convert_onnx(tmp_path / "att.onnx", tmp_path / "att.mnn")
     return tmp_path / "att.mnn"
 
 

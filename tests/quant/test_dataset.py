@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant_oracle import needs_oracle, oracle_preprocess
+from oracle.runtime import preprocess as oracle_preprocess
+from quant_helpers import needs_oracle
 from mnnlite.errors import ConfigError, DataError
 from mnnlite.quant import dataset
 from mnnlite.quant import image as mnn_image

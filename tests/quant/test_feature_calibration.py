@@ -9,14 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from quant_oracle import (capture, conv3x3, conv_relu_conv, convert, convs, dump_scales, load, make_images,
-                     nc4hw4_input_model, needs_oracle, packed_order, quantize)
 from mnnlite.quant.config import load_config
 from mnnlite.quant.dataset import CalibrationSet
 from mnnlite.quant.feature import DEVIATIONS, FEATURE_METHODS, QuantParams, calibrate
 from mnnlite.quant.feature import ema as ema_mod
 from mnnlite.quant.feature import kl as kl_mod
 from mnnlite.quant.weight import ema_weight_quant
+from oracle import convert_onnx, quantize
+from oracle.runtime import capture
+from oracle.tools import dump_scales, scale_dump
+from quant_helpers import conv3x3, conv_relu_conv, convs, load, make_images, nc4hw4_input_model, needs_oracle, packed_order
 
 F = np.float32
 KL_TOL, EMA_TOL, ADMM_TOL = 1e-5, 1e-5, 1e-3      # relative, as agreed for oracle comparisons
@@ -247,7 +249,7 @@ def _model(d, size):
     if not (d / f"{name}.mnn").exists():
         init = conv_relu_conv(d / f"{name}.onnx", seed=size, size=size)
         np.savez(d / f"{name}.npz", **init)
-        convert(d, f"{name}.onnx", f"{name}.mnn")
+        convert_onnx(d / f"{name}.onnx", d / f"{name}.mnn")
     return name, dict(np.load(d / f"{name}.npz"))
 
 
@@ -262,7 +264,8 @@ def test_kl_scales_equal_mnn(oracle_dir, size):
     d = oracle_dir
     name, _ = _model(d, size)
     raw = {**CFG, "width": size, "height": size, "feature_quantize_method": "KL"}
-    dump = quantize(d, f"{name}.mnn", f"{name}_kl.mnn", {**raw, "path": "imgs"})
+    quantize(f"{name}.mnn", f"{name}_kl.mnn", {**raw, "path": "imgs"}, cwd=d)
+    dump = scale_dump(d / f"{name}_kl.mnn")
     scales = dump_scales(dump)
     xs = _inputs(d, raw, {"x": (1, 3, size, size)})
     acts = capture(d / f"{name}.mnn", xs)
@@ -282,7 +285,7 @@ def test_admm_scales_equal_mnn(oracle_dir):
     name, _ = _model(d, 16)
     nc4hw4_input_model(d / f"{name}.mnn", d / f"{name}_c4.mnn")
     raw = {**CFG, "width": 16, "height": 16, "feature_quantize_method": "ADMM"}
-    quantize(d, f"{name}_c4.mnn", f"{name}_admm.mnn", {**raw, "path": "imgs"})
+    quantize(f"{name}_c4.mnn", f"{name}_admm.mnn", {**raw, "path": "imgs"}, cwd=d)
     model = load(d / f"{name}_admm.mnn")
     quant = {d.index: d.quantInfo.scale for d in model.net.extraTensorDescribe if d.quantInfo is not None}
     conv_ops = {op.name: op for _, op in model.all_ops() if op.name in ("c1", "y")}
@@ -308,7 +311,7 @@ def test_ema_scales_equal_mnn(oracle_dir):
     name, init = _model(d, 16)
     raw = {**CFG, "width": 16, "height": 16, "feature_quantize_method": "EMA", "batch_size": 2,
            "winogradOpt": False}
-    quantize(d, f"{name}.mnn", f"{name}_ema.mnn", {**raw, "path": "imgs"})
+    quantize(f"{name}.mnn", f"{name}_ema.mnn", {**raw, "path": "imgs"}, cwd=d)
     mnn_convs = list(convs(load(d / f"{name}_ema.mnn")).values())
     batches = _inputs(d, raw, {"x": (1, 3, 16, 16)})
     assert [b.shape[0] for b in batches] == [2, 2, 2, 2]

@@ -18,6 +18,7 @@ from test_pipeline_oracle import calib_config, conv_params, image_feeds, oracle_
 
 import mnnlite
 from mnnlite.runtime import Interpreter
+from oracle import assert_close_to_oracle, run_oracle
 
 TOL = 1e-5
 pytestmark = pytest.mark.oracle
@@ -39,14 +40,14 @@ def test_float_outputs_in_declared_layout_match_module_api(zoo):
     for feeds in image_feeds("blazeface", "heldout")[:2]:
         assert feeds["input"].shape == (1, 128, 128, 3)
         ours = interp.run(feeds)
-        theirs = zoo.run_oracle(path, feeds, api="module")          # MNN's Module API
+        theirs = run_oracle(path, feeds, api="module")          # MNN's Module API
         assert ours["regressors"].shape == theirs["regressors"].shape == (1, 896, 16)
         assert ours["classificators"].shape == theirs["classificators"].shape == (1, 896, 1)
         for k in theirs:
-            zoo.assert_close_to_oracle(ours[k], theirs[k], f"blazeface/{k}")
-        session = zoo.run_oracle(path, feeds, api="session")        # Session API, NHWC host tensors
+            assert_close_to_oracle(ours[k], theirs[k], f"blazeface/{k}")
+        session = run_oracle(path, feeds, api="session")        # Session API, NHWC host tensors
         for k in theirs:
-            zoo.assert_close_to_oracle(ours[k], session[k], f"blazeface/{k} (session)")
+            assert_close_to_oracle(ours[k], session[k], f"blazeface/{k} (session)")
 
 
 def test_nchw_layout_keeps_caffe_order(zoo):
@@ -57,9 +58,9 @@ def test_nchw_layout_keeps_caffe_order(zoo):
     assert interp.input_info()["input"].feed_shape == (1, 3, 128, 128)
     ours = interp.run(caffe)
     assert ours["regressors"].shape == (1, 16, 896)
-    theirs = zoo.run_oracle(path, caffe, layout="nchw")
+    theirs = run_oracle(path, caffe, layout="nchw")
     for k in theirs:
-        zoo.assert_close_to_oracle(ours[k], theirs[k], f"blazeface/{k} (nchw)")
+        assert_close_to_oracle(ours[k], theirs[k], f"blazeface/{k} (nchw)")
     declared = Interpreter(path).run(feeds)
     np.testing.assert_array_equal(np.moveaxis(ours["regressors"], 1, -1), declared["regressors"])
     with pytest.raises(mnnlite.errors.ShapeError, match=r"expects shape \[1, 3, 128, 128\]"):
@@ -71,7 +72,7 @@ def test_nchw_layout_keeps_caffe_order(zoo):
 def test_int8_declared_layout_matches_official_runtime_on_mnn_file(zoo):
     path = zoo.model_path("blazeface", "quant_kl")
     feeds = image_feeds("blazeface", "heldout")[0]
-    ours, theirs = Interpreter(path).run(feeds), zoo.run_oracle(path, feeds)
+    ours, theirs = Interpreter(path).run(feeds), run_oracle(path, feeds)
     assert ours.keys() == theirs.keys()
     for k in theirs:
         assert ours[k].shape == theirs[k].shape
@@ -95,7 +96,7 @@ def test_kl_scales_equal_quantized_out(zoo):
     off = [(graph.tensors[t], ours[t], theirs[t]) for t in ours if t not in inputs and rel(ours[t], theirs[t]) > TOL]
     assert not off
     assert report.feature_method == "KL" and len(report.quantized_ops) == 37
-    out = zoo.run_oracle(ours_path, image_feeds("blazeface", "heldout")[0])     # MNN runs our file
+    out = run_oracle(ours_path, image_feeds("blazeface", "heldout")[0])     # MNN runs our file
     assert out["regressors"].shape == (1, 896, 16) and all(np.isfinite(v).all() for v in out.values())
 
 
@@ -189,7 +190,7 @@ def test_ema_on_graph_with_fixed_batch_equals_quantized_out(zoo, tmp_path, batch
     if batch == 4:
         full = mnnlite.quantize(src, tmp_path / "full.mnn", {**cfg, "ema_sequence_batch": "full"}, log=log)
         assert "cannot take a batch of 4" in log.getvalue() and full.samples == 12
-    out = zoo.run_oracle(tmp_path / "ours.mnn", {"hidden": np.ones((1, 16, 32), np.float32)})
+    out = run_oracle(tmp_path / "ours.mnn", {"hidden": np.ones((1, 16, 32), np.float32)})
     assert np.isfinite(out["out"]).all()
 
 

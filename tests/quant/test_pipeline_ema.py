@@ -18,6 +18,7 @@ from test_pipeline_oracle import (calib_config, conv_params, fidelity, fixed_sha
 
 import mnnlite
 from mnnlite.format.tables import OpType
+from oracle import convert_onnx, run_oracle
 
 TOL = 1e-5
 
@@ -42,7 +43,7 @@ def test_ema_matches_oracle(zoo, name):
     assert len(qa) == len(qb)
     assert all(x[:2] == y[:2] and rel(x[2], y[2]) <= TOL for x, y in zip(qa, qb))
     # (a) the official runtime runs our file; (c) fidelity on held-out images
-    out = zoo.run_oracle(ours_path, image_feeds(name, "heldout")[0])
+    out = run_oracle(ours_path, image_feeds(name, "heldout")[0])
     assert all(np.isfinite(v).all() for v in out.values())
     assert no_worse(fidelity(name, ours_path), fidelity(name, theirs_path))
 
@@ -109,18 +110,13 @@ def test_batchnorm_model_switches_to_ema_and_folds(zoo, tmp_path):
     """A model kept with its BatchNorms (``--forTraining``) is quantized with EMA whatever the config says
     (docs/mnn-quantization.md §2); each conv + BN (+ ReLU6) becomes one int8 conv with the BN folded in (running statistics)."""
     import io
-    import subprocess
-    import sys
     from collections import Counter
 
     from mnnlite.quant.quantize import quantize
     from test_pipeline_oracle import fidelity
 
     src = tmp_path / "bn.mnn"
-    code = "import sys, _tools; _tools.mnnconvert(sys.argv[1:])"
-    subprocess.run([sys.executable, "-c", code, "MNNConvert", "-f", "ONNX", "--modelFile",
-                    str(zoo.onnx_path("mobilenet")), "--MNNModel", str(src), "--bizCode", "t", "--forTraining"],
-                   capture_output=True, check=True)
+    convert_onnx(zoo.onnx_path("mobilenet"), src, "--forTraining")
     types = Counter(OpType(op.type).name for op in mnnlite.load_model(src).graph.ops)
     assert types["BatchNorm"] > 0 and types["ReLU6"] > 0
     log = io.StringIO()

@@ -18,8 +18,6 @@ import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import pytest
 
 import mnnlite
 from mnnlite.format.tables import OpType
+from mnnlite.metrics import cosine
+from oracle import OracleToolError, quantize, run_oracle, trace
 
 _WORK = Path(tempfile.mkdtemp(prefix="mnnlite-pipeline-"))
 atexit.register(shutil.rmtree, _WORK, True)
@@ -66,15 +66,6 @@ def _key(d: dict) -> str:
 
 # ------------------------------------------------------------------------------------- quantization
 
-def run_oracle_quant(src, dst, cfg: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``quantized.out src dst cfg`` in a child process (it may crash; the caller checks)."""
-    cfg_path = Path(str(dst) + ".cfg.json")
-    cfg_path.write_text(json.dumps(cfg))
-    code = "import sys, _tools; _tools.mnnquant(sys.argv[1:])"
-    return subprocess.run([sys.executable, "-c", code, "quantized.out", str(src), str(dst), str(cfg_path)],
-                          capture_output=True, text=True, errors="replace", timeout=timeout, cwd=_WORK)
-
-
 class OracleQuantError(AssertionError):
     """The official quantizer wrote no output.  An AssertionError for the tests; ``returncode`` (negative:
     the signal that killed it) lets tools/quant_acceptance.py report the crash instead of failing."""
@@ -88,10 +79,10 @@ class OracleQuantError(AssertionError):
 def _oracle(name: str, cfg_key: str, src: str, timeout: float) -> Path:
     cfg = json.loads(cfg_key)
     dst = _WORK / f"oracle-{name}-{abs(hash((cfg_key, src)))}.mnn"
-    proc = run_oracle_quant(src, dst, cfg, timeout)
-    if proc.returncode != 0 or not dst.exists():
-        raise OracleQuantError(f"the oracle quantizer failed on {name} ({proc.returncode}):\n"
-                               f"{(proc.stdout + proc.stderr)[-2000:]}", proc.returncode)
+    try:
+        quantize(src, dst, cfg, timeout=timeout)
+    except OracleToolError as exc:
+        raise OracleQuantError(f"the oracle quantizer failed on {name}: {exc}", exc.returncode) from None
     return dst
 
 
@@ -204,11 +195,6 @@ def image_feeds(name: str, which: str = "calib") -> tuple:
     return tuple(dict(f) for f in CalibrationSet(cfg, specs[:1]))
 
 
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 def fidelity(name: str, quant_path) -> float:
     """Mean cosine between the float model and ``quant_path`` over the held-out images, every output,
     both run by the official runtime."""
@@ -216,7 +202,7 @@ def fidelity(name: str, quant_path) -> float:
     ref_path = z.model_path(name, "float")
     values = []
     for feeds in image_feeds(name, "heldout"):
-        ref, out = z.run_oracle(ref_path, feeds), z.run_oracle(quant_path, feeds)
+        ref, out = run_oracle(ref_path, feeds), run_oracle(quant_path, feeds)
         values += [cosine(ref[k], out[k]) for k in ref]
     return float(np.mean(values))
 
@@ -249,44 +235,6 @@ def rel(a: float, b: float) -> float:
 
 # ----------------------------------------------------------------------------- MNN's own execution
 
-def mnn_trace(path, feeds) -> list[tuple[str, str, list, list]]:
-    """Every command the official runtime executes: (name, type, input arrays, output arrays)."""
-    import MNN
-
-    arr = next(iter(feeds.values()))
-    interp = MNN.Interpreter(str(path))
-    interp.setSessionMode(0)                        # Session_Debug: callbacks per command
-    session = interp.createSession({"numThread": 1})
-    tensor = interp.getSessionInput(session)
-    interp.resizeTensor(tensor, arr.shape)
-    interp.resizeSession(session)
-    tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, np.ascontiguousarray(arr, np.float32),
-                               MNN.Tensor_DimensionType_Caffe))
-    steps, pending = [], {}
-
-    def grab(ts):
-        out = []
-        for t in ts:
-            shape = tuple(t.getShape())
-            try:
-                host = MNN.Tensor(shape, MNN.Halide_Type_Float, MNN.Tensor_DimensionType_Caffe)
-                t.copyToHostTensor(host)
-                out.append(np.array(host.getNumpyData(), np.float32, copy=True).reshape(shape))
-            except Exception:                           # non-float tensors: not needed here
-                out.append(None)
-        return out
-
-    def before(ts, info):
-        pending[info.getName()] = grab(ts)
-        return True
-
-    def after(ts, info):
-        steps.append((info.getName(), info.getType(), pending.pop(info.getName(), []), grab(ts)))
-        return True
-    interp.runSessionWithCallBackInfo(session, before, after)
-    return steps
-
-
 class MNNForward:
     """Runs a model in the official runtime and reports its tensors by index, like ``Interpreter.run``'s
     ``observe``: MNN's commands are matched to our lowered schedule (same names, same order)."""
@@ -297,7 +245,7 @@ class MNNForward:
     def run(self, feeds, observe=None):
         by_name = {s.name: s for s in self.plan.steps}
         seen = set()
-        for name, _kind, ins, outs in mnn_trace(self.path, feeds):
+        for name, _kind, ins, outs in trace(self.path, feeds):
             step = by_name.get(name)
             if step is None:
                 continue

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pipeline_oracle import (IMAGE_MODELS, calib_config, image_feeds, mnn_trace, our_plan,
-                                  run_oracle_quant, scale_map)
+from test_pipeline_oracle import IMAGE_MODELS, calib_config, image_feeds, our_plan, scale_map
 
 import mnnlite
 from mnnlite.quant.feature.kl import uses_max_threshold
 from mnnlite.quant.tracking import TrackingPlan, needed_statistics, propagate
+from builders.onnx_graph import onnx_graph
+from oracle import convert_onnx, trace
+from oracle import quantize as oracle_quantize
 
 # Region fusion (MNN's RegionFuse) is modelled by one rule (backend.lowering.Lowering._view): a packing conversion
 # of a reshaped transpose is not fused, the reshaped view gets a Raster of its own (ppocr_rec: Reshape494,
@@ -25,7 +27,7 @@ ALL_IMAGE_MODELS = IMAGE_MODELS + ("nhwc_like",)
 def test_schedule_matches_mnn_commands(zoo, name):
     """Our lowered schedule names and types every command as MNN's runtime executes them, in order."""
     _graph, _facts, plan = our_plan(name)
-    theirs = [(n, t) for n, t, _i, _o in mnn_trace(zoo.model_path(name, "float"), image_feeds(name)[0])]
+    theirs = [(n, t) for n, t, _i, _o in trace(zoo.model_path(name, "float"), image_feeds(name)[0])]
     ours = [(s.name, s.type) for s in plan.steps]
     missing = [c for c in theirs if c not in ours]
     assert [c for c in ours if c not in theirs] == []
@@ -95,14 +97,13 @@ def test_rank3_tensor_uses_kl_like_mnn(zoo):
 
 
 def _concat_after_interp_model(tmp_path):
-    from onnx import TensorProto, helper, numpy_helper
-    import onnx
+    from onnx import helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w1"),
-             numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w2"),
-             numpy_helper.from_array(rng.standard_normal((4, 16, 1, 1)).astype(np.float32) * 0.3, "w3"),
-             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
+    inits = {"w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+             "w2": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+             "w3": rng.standard_normal((4, 16, 1, 1)).astype(np.float32) * 0.3,
+             "sc": np.array([1, 1, 2, 2], np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["ar"]),
              helper.make_node("MaxPool", ["ar"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
@@ -110,15 +111,7 @@ def _concat_after_interp_model(tmp_path):
              helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
              helper.make_node("Concat", ["u", "b"], ["c"], axis=1),
              helper.make_node("Conv", ["c", "w3"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
-    code = ("import _tools; _tools.mnnconvert(['MNNConvert', '-f', 'ONNX', '--modelFile', 'm.onnx', "
-            "'--MNNModel', 'm.mnn', '--bizCode', 't'])")
-    import subprocess
-    import sys
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=True)
-    return tmp_path / "m.mnn"
+    return convert_onnx(onnx_graph(nodes, [("x", [1, 3, 32, 32])], ["y"], inits), tmp_path / "m.mnn")
 
 
 def test_concat_after_interp(zoo, tmp_path):
@@ -129,7 +122,7 @@ def test_concat_after_interp(zoo, tmp_path):
     src = _concat_after_interp_model(tmp_path)
     cfg = dict(calib_config("cnn"), width=32, height=32)
     oracle = tmp_path / "oracle.mnn"
-    assert run_oracle_quant(src, oracle, cfg).returncode == 0
+    oracle_quantize(src, oracle, cfg)
     quantize(src, tmp_path / "ours.mnn", cfg)
     g = mnnlite.load_model(src).graph
     ours, theirs = scale_map(tmp_path / "ours.mnn"), scale_map(oracle)

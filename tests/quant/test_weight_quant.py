@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from quant_oracle import conv_relu_conv, convert, convs, load, make_images, needs_oracle, quantize
+from oracle import convert_onnx, quantize
+from quant_helpers import conv_relu_conv, convs, load, make_images, needs_oracle
 from mnnlite.format import idst
 from mnnlite.quant import weight as wq
 
@@ -113,7 +114,7 @@ def test_bad_arguments(w):
 def oracle_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("wq")
     init = conv_relu_conv(d / "m.onnx", seed=3, zero_channel=True)
-    convert(d, "m.onnx", "m.mnn")
+    convert_onnx(d / "m.onnx", d / "m.mnn")
     make_images(d / "imgs", count=4)
     return d, {"c1": init["W1"], "y": init["W2"]}
 
@@ -136,7 +137,7 @@ def test_weights_equal_mnn(oracle_dir, method, bits, clamp_key):
     if clamp_key:
         cfg["weight_clamp_value"] = 127                    # MNN replaces it by 2^(bits-1)-1 when bits < 8
     name = f"w_{method}_{bits}.mnn"
-    quantize(d, "m.mnn", name, cfg)
+    quantize("m.mnn", name, cfg, cwd=d)
     limit = (1 << (bits - 1)) - 1
     for op, conv in convs(load(d / name)).items():
         codes, alpha, quan = _stored(conv)
@@ -157,7 +158,7 @@ def test_weights_equal_mnn(oracle_dir, method, bits, clamp_key):
 def test_low_bits_without_clamp_key_is_mnns_bug(oracle_dir):
     """Doc §14.4: quant_bits 4 without weight_clamp_value: alpha for ±127, codes clamped to 4 bits."""
     d, weights = oracle_dir
-    quantize(d, "m.mnn", "w_bug.mnn", {**BASE, "quant_bits": 4})
+    quantize("m.mnn", "w_bug.mnn", {**BASE, "quant_bits": 4}, cwd=d)
     conv = convs(load(d / "w_bug.mnn"))["y"]
     codes, alpha, _ = _stored(conv)
     w = weights["y"].reshape(len(alpha), -1)

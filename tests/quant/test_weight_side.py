@@ -19,7 +19,9 @@ from mnnlite.quant.config import load_config
 from mnnlite.quant.equalize import equalize, find_pairs
 from mnnlite.quant.quantize import quantize
 from mnnlite.quant.weight import _channel_errors, max_abs_alpha, mse_alpha, quantize_weights
-from quant_oracle import convert, make_images, needs_oracle, onnx_model
+from builders.onnx_graph import save_onnx
+from oracle import convert_onnx
+from quant_helpers import make_images, needs_oracle
 from test_pipeline_oracle import fidelity
 
 KEYS = ({"bias_correction": True}, {"cross_layer_equalization": True}, {"weight_range_method": "mse"})
@@ -109,9 +111,9 @@ def _offset_conv(tmp_path, seed=3):
     w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.3
     w[:, 0, 1, 1] = 8.0
     init = {"W": w, "B": rng.standard_normal(16).astype(np.float32)}
-    onnx_model(tmp_path / "m.onnx", [helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])],
-               [("x", [1, 3, 16, 16])], [("y", [1, 16, 16, 16])], init)
-    convert(tmp_path, "m.onnx", "m.mnn")
+    save_onnx(tmp_path / "m.onnx", [helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])],
+              [("x", [1, 3, 16, 16])], [("y", "FLOAT", [1, 16, 16, 16])], init)
+    convert_onnx(tmp_path / "m.onnx", tmp_path / "m.mnn")
     make_images(tmp_path / "calib", count=6, seed=4)
     make_images(tmp_path / "held", count=4, seed=5)
     return {"path": str(tmp_path / "calib"), "format": "RGB", "mean": [0, 0, 0], "normal": [1 / 25.5] * 3,
@@ -130,7 +132,7 @@ def _held_feeds(tmp_path):
 @needs_oracle
 @pytest.mark.parametrize("feature", ["KL", "EMA"])
 def test_bias_correction_removes_planted_mean_shift(tmp_path, feature):
-    from model_zoo import run_oracle
+    from oracle import run_oracle
     cfg = _offset_conv(tmp_path)
     cfg["feature_quantize_method"] = feature
     quantize(tmp_path / "m.mnn", tmp_path / "plain.mnn", cfg)
@@ -170,8 +172,8 @@ def _depthwise_chain(tmp_path, act="Relu"):
     nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]), activation("c1", "a1"),
              helper.make_node("Conv", ["a1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1], group=8), activation("c2", "a2"),
              helper.make_node("Conv", ["a2", "W3", "B3"], ["y"])]
-    onnx_model(tmp_path / "chain.onnx", nodes, [("x", [1, 3, 12, 12])], [("y", [1, 4, 12, 12])], init)
-    convert(tmp_path, "chain.onnx", "chain.mnn")
+    save_onnx(tmp_path / "chain.onnx", nodes, [("x", [1, 3, 12, 12])], [("y", "FLOAT", [1, 4, 12, 12])], init)
+    convert_onnx(tmp_path / "chain.onnx", tmp_path / "chain.mnn")
     return mnnlite.load_model(tmp_path / "chain.mnn")
 
 
@@ -187,7 +189,7 @@ def _conv_ranges(model):
 
 @needs_oracle
 def test_cle_equalizes_depthwise_pair_and_keeps_outputs(tmp_path):
-    from model_zoo import run_oracle
+    from oracle import run_oracle
     model = _depthwise_chain(tmp_path)
     assert len(find_pairs(model.graph)) == 2
     result = equalize(model)

@@ -10,7 +10,7 @@ from mnnlite.cli import run
 from mnnlite.cli.main import run_guarded
 from mnnlite.format.tables import TABLE_CLASSES as T, OpType
 from mnnlite.runtime import Interpreter
-from rt_oracle import NetBuilder
+from builders.mnn_graph import NetBuilder
 
 
 def cli(*argv) -> int:

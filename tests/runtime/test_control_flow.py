@@ -10,7 +10,10 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from mnnlite.format.tables import TABLE_CLASSES as T, OpType  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
-from rt_oracle import NetBuilder, assert_matches, convert, onnx_graph, oracle, strings  # noqa: E402
+from builders.mnn_graph import NetBuilder, strings  # noqa: E402
+from builders.onnx_graph import onnx_graph  # noqa: E402
+from oracle import assert_matches, run_oracle  # noqa: E402
+from oracle import convert_onnx as convert  # noqa: E402
 
 node = helper.make_node
 vi = helper.make_tensor_value_info
@@ -61,7 +64,7 @@ def test_onnx_if_and_loop(tmp_path):
     for sign in (1.0, -1.0):       # both branches
         x = (np.abs(rng.standard_normal((1, 8))) * sign).astype(np.float32)
         got = interp.run({"x": x})
-        assert_matches(got, oracle(path, {"x": x}, api="module"), f"sign {sign}")
+        assert_matches(got, run_oracle(path, {"x": x}, api="module", layout="nchw"), f"sign {sign}")
         assert got["loop_scan"].shape == (4, 1, 8)      # iterations 0..3: the body stops at it == 3
 
 
@@ -71,7 +74,7 @@ def test_onnx_lstm_while_two_lengths(tmp_path):
     assert any(op.type == OpType.While for op in interp.model.graph.ops)
     for steps in (5, 2):
         feeds = {"x": rng.standard_normal((steps, 1, 4)).astype(np.float32)}
-        assert_matches(interp.run(feeds), oracle(path, feeds, api="module"), f"T={steps}")
+        assert_matches(interp.run(feeds), run_oracle(path, feeds, api="module", layout="nchw"), f"T={steps}")
 
 
 def _tf_while(tmp_path):
@@ -108,7 +111,7 @@ def test_tf_style_while_with_cond_graph(tmp_path):
     path = _tf_while(tmp_path)
     x = rng.standard_normal((1, 6)).astype(np.float32)
     got = Interpreter(path).run({"x": x})
-    ref = oracle(path, {"x": x}, api="module")
+    ref = run_oracle(path, {"x": x}, api="module", layout="nchw")
     assert_matches(got, ref, "tf while")
     acc = x
     for _ in range(3):
@@ -137,4 +140,4 @@ def test_if_without_output_aliases_picks_outputs_by_position(tmp_path):
         feeds = {"c": np.array([c], np.int32), "x": x}
         got = interp.run(feeds)
         np.testing.assert_allclose(got["y"], expect, rtol=1e-6)
-        assert_matches(got, oracle(path, feeds, api="module"), f"cond {c}")
+        assert_matches(got, run_oracle(path, feeds, api="module", layout="nchw"), f"cond {c}")

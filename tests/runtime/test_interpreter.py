@@ -11,7 +11,7 @@ from mnnlite.errors import ShapeError, UnsupportedOpError
 from mnnlite.format.tables import TABLE_CLASSES as T, DataFormat, OpType
 from mnnlite.ops.registry import supported_op_types
 from mnnlite.runtime import InputInfo, Interpreter
-from rt_oracle import NetBuilder
+from builders.mnn_graph import NetBuilder
 
 NCHW, NHWC = DataFormat.NCHW, DataFormat.NHWC
 add = T["BinaryOp"](opType=0, T=1)

@@ -12,7 +12,9 @@ import model_zoo as zoo
 import numpy as np
 import onnx  # noqa: F401
 import pytest
-from rt_oracle import assert_matches, convert, onnx_graph, oracle
+from builders.onnx_graph import onnx_graph
+from oracle import assert_matches, run_oracle
+from oracle import convert_onnx as convert
 from test_zoo_accuracy import CASES as ZOO_CASES
 from test_zoo_accuracy import _feeds as zoo_feeds
 
@@ -69,7 +71,7 @@ def test_dense_conv_is_bit_exact_with_mnn(tmp_path, case):
     c, o, k, stride, pad, act, n, h, w = CONV_CASES[case]
     path = convert(_conv_model(c, o, k, stride, pad, act), tmp_path / f"{case}.mnn")
     feeds = {"x": randn(n, c, h, w) * 2}
-    got, want = Interpreter(path, impl="mnn").run(feeds), oracle(path, feeds)
+    got, want = Interpreter(path, impl="mnn").run(feeds), run_oracle(path, feeds, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"], err_msg=case)
 
 
@@ -82,7 +84,7 @@ def test_sigmoid_is_bit_exact_with_mnn(tmp_path, shape):
     path = convert(onnx_graph([helper.make_node("Sigmoid", ["x"], ["y"])], [("x", dims, "FLOAT")], ["y"]),
                    tmp_path / "sigmoid.mnn")
     x = randn(*shape) * 12       # down to ~e-40: MNNExp's range reduction shows
-    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -92,7 +94,7 @@ def test_global_average_pool_is_bit_exact_with_mnn(tmp_path):
     path = convert(onnx_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])],
                               [("x", [None, 13, None, None], "FLOAT")], ["y"]), tmp_path / "gap.mnn")
     x = randn(2, 13, 19, 23) * 3 + 1
-    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -126,7 +128,7 @@ def _weights_as_inputs_model(c, o, k, group):
 def test_conv_with_weights_as_inputs_is_bit_exact_with_mnn(tmp_path, c, o, k, group, hw):
     path = convert(_weights_as_inputs_model(c, o, k, group), tmp_path / "conv_inputs.mnn")
     feeds = {"x": randn(1, c, *hw) * 2, "w": randn(o, c // group, k, k) * 0.2, "b": randn(o)}
-    got, want = Interpreter(path, impl="mnn").run(feeds), oracle(path, feeds)
+    got, want = Interpreter(path, impl="mnn").run(feeds), run_oracle(path, feeds, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -144,7 +146,7 @@ def test_average_pool_is_bit_exact_with_mnn(tmp_path, kernel, stride, pads, incl
                             pads=list(pads), count_include_pad=include)
     path = convert(onnx_graph([node], [("x", [None, 11, None, None], "FLOAT")], ["y"]), tmp_path / "avg.mnn")
     x = randn(1, 11, 9, 20) * 3 + 1
-    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -158,7 +160,7 @@ def test_layer_norm_is_bit_exact_with_mnn(tmp_path, shape):
     path = convert(onnx_graph([node], [("x", [None] * len(shape), "FLOAT")], ["y"],
                               {"g": randn(n) * 0.5 + 1, "b": randn(n) * 0.1}, opset=17), tmp_path / "ln.mnn")
     x = randn(*shape) * 4 + 2
-    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -171,7 +173,7 @@ def test_softmax_is_bit_exact_with_mnn(tmp_path, shape, axis):
     node = helper.make_node("Softmax", ["x"], ["y"], axis=axis)
     path = convert(onnx_graph([node], [("x", [None] * len(shape), "FLOAT")], ["y"]), tmp_path / "softmax.mnn")
     x = randn(*shape) * 5
-    got, want = Interpreter(path, impl="mnn").run({"x": x}), oracle(path, {"x": x})
+    got, want = Interpreter(path, impl="mnn").run({"x": x}), run_oracle(path, {"x": x}, layout="nchw")
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
@@ -180,7 +182,7 @@ def test_ppocr_rec_is_bit_exact_with_mnn():
     bits, tensor for tensor (the KL scales then equal the oracle quantizer's)."""
     path = zoo.model_path("ppocr_rec")
     feeds = zoo_feeds("ppocr_rec", 0)
-    got, want = Interpreter(path, impl="mnn").run(feeds), zoo.run_oracle(path, feeds)
+    got, want = Interpreter(path, impl="mnn").run(feeds), run_oracle(path, feeds)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"ppocr_rec {name}")
 
@@ -192,7 +194,7 @@ def test_ppocr_det_is_bit_exact_with_mnn(size):
     the path rounds like MNN, so the outputs are MNN's bits."""
     path = zoo.model_path("ppocr_det")
     feeds = zoo_feeds("ppocr_det", size)
-    got, want = Interpreter(path, impl="mnn").run(feeds), zoo.run_oracle(path, feeds)
+    got, want = Interpreter(path, impl="mnn").run(feeds), run_oracle(path, feeds)
     assert set(got) == set(want)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"ppocr_det size {size} {name}")
@@ -207,7 +209,7 @@ def test_zoo_model_matches_official_runtime_with_impl_mnn(name, variant):
     sizes = 1 if variant == "float_static" else len(next(iter(zoo.input_shapes(name).values())))
     for i in range(sizes):
         feeds = zoo_feeds(name, i)
-        assert_matches(interp.run(feeds), zoo.run_oracle(path, feeds), f"{name}/{variant} size {i} impl=mnn")
+        assert_matches(interp.run(feeds), run_oracle(path, feeds), f"{name}/{variant} size {i} impl=mnn")
 
 
 

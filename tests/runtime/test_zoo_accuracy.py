@@ -13,7 +13,7 @@ import model_zoo as zoo  # noqa: E402
 
 from mnnlite.format.tables import OpType  # noqa: E402
 from mnnlite.runtime import Interpreter  # noqa: E402
-from rt_oracle import REL_ERR_MAX, assert_matches  # noqa: E402
+from oracle import REL_ERR_MAX, assert_matches, run_oracle, trace  # noqa: E402
 
 # Variants our float runtime runs (quant_* files run in int8 in MNN: compared elsewhere).
 FLOAT_VARIANTS = ("float", "fp16", "wq8", "wq8sym", "wq4", "wq4sym", "external", "float_static")
@@ -57,40 +57,13 @@ def test_zoo_model_matches_official_runtime(name, variant):
         sizes = 1
     for i in range(sizes):
         feeds = _feeds(name, i)
-        assert_matches(interp.run(feeds), zoo.run_oracle(path, feeds), f"{name}/{variant} size {i}",
+        assert_matches(interp.run(feeds), run_oracle(path, feeds), f"{name}/{variant} size {i}",
                        rel_err=REL_ERR_BUDGET.get(name, REL_ERR_MAX))
 
 
 def _mnn_conv_io(path, feeds, names):
-    """{op name: (input, output)} of the official runtime's ops ``names``, read during one run."""
-    interp = MNN.Interpreter(str(path))
-    session = interp.createSession({"numThread": 1})
-    inputs = interp.getSessionInputAll(session)
-    for name, tensor in inputs.items():
-        interp.resizeTensor(tensor, feeds[name].shape)
-    interp.resizeSession(session)
-    for name, tensor in inputs.items():
-        a = np.ascontiguousarray(feeds[name], np.float32)
-        tensor.copyFrom(MNN.Tensor(a.shape, MNN.Halide_Type_Float, a, MNN.Tensor_DimensionType_Caffe))
-    seen = {}
-
-    def grab(tensor):
-        host = MNN.Tensor(tensor, MNN.Tensor_DimensionType_Caffe)
-        tensor.copyToHostTensor(host)
-        return np.array(host.getNumpyData(), np.float32, copy=True).reshape(host.getShape())
-
-    def begin(tensors, info):
-        if info.getName() in names:
-            seen[info.getName()] = [grab(tensors[0])]
-        return True
-
-    def end(tensors, info):
-        if info.getName() in names:
-            seen[info.getName()].append(grab(tensors[0]))
-        return True
-
-    assert interp.runSessionWithCallBackInfo(session, begin, end) == 0
-    return seen
+    """{op name: [input, output]} of the official runtime's ops ``names``, read during one run."""
+    return {name: [ins[0], outs[0]] for name, _, ins, outs in trace(path, feeds, only=set(names)) if name in names}
 
 
 def test_winograd_mnn_reproduces_mnn_convolutions_bit_for_bit():

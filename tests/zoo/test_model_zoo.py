@@ -6,6 +6,8 @@ import pytest
 
 from model_zoo import (ORACLE_ACCURACY_NOTES, ORACLE_FAILURES, QUANT_METHODS, VARIANTS, excluded_variants,
                        model_names, variants_for)
+from oracle import has_subgraphs, oracle_input_info, run_oracle
+from zoo_graphs import onnx_models
 
 ALL_MODELS = model_names()
 IMAGE_MODELS = ["cnn", "mobilenet", "nhwc_like", "ppocr_det", "ppocr_cls", "ppocr_rec", "blazeface"]
@@ -64,7 +66,7 @@ def test_exclusions_have_reasons():
 # -- ONNX builders ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(set(ALL_MODELS) - {"ppocr_det", "ppocr_cls", "ppocr_rec", "blazeface"}))
 def test_onnx_builder_is_deterministic(mnn_oracle, name):
-    build = mnn_oracle.onnx_models()[name]
+    build = onnx_models()[name]
     assert build().SerializeToString() == build().SerializeToString()
 
 
@@ -72,7 +74,7 @@ def test_onnx_builder_is_deterministic(mnn_oracle, name):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_float_model_runs_in_oracle(zoo, zoo_float_paths, name):
     path = zoo_float_paths[name]
-    info = zoo.oracle_input_info(path)
+    info = oracle_input_info(path)
     shapes = zoo.input_shapes(name)
     assert set(info) == set(shapes)
     for inp, meta in info.items():
@@ -81,7 +83,7 @@ def test_float_model_runs_in_oracle(zoo, zoo_float_paths, name):
         assert all(d in (-1, s) for d, s in zip(declared, first)), f"{inp}: {declared} vs {first}"
         assert meta.layout == (zoo.input_layout(name) if name in IMAGE_MODELS else "NCHW")
     for i in _shape_sets(zoo, name):
-        outputs = zoo.run_oracle(path, zoo.random_feeds(name, i))
+        outputs = run_oracle(path, zoo.random_feeds(name, i))
         assert outputs, f"{name}: no outputs"
         for out, arr in outputs.items():
             assert arr.dtype in (np.float32, np.int32), f"{name}/{out}: {arr.dtype}"
@@ -91,8 +93,8 @@ def test_float_model_runs_in_oracle(zoo, zoo_float_paths, name):
 
 
 def test_dynamic_models_follow_the_input_size(zoo, zoo_float_paths):
-    a = zoo.run_oracle(zoo_float_paths["cnn"], zoo.random_feeds("cnn", 0))
-    b = zoo.run_oracle(zoo_float_paths["cnn"], zoo.random_feeds("cnn", 1))
+    a = run_oracle(zoo_float_paths["cnn"], zoo.random_feeds("cnn", 0))
+    b = run_oracle(zoo_float_paths["cnn"], zoo.random_feeds("cnn", 1))
     assert a["seg"].shape == (1, 2, 64, 64) and b["seg"].shape == (1, 2, 96, 80)
     assert a["prob"].shape == b["prob"].shape == (1, 10)
     np.testing.assert_allclose(a["prob"].sum(), 1.0, rtol=1e-5)
@@ -100,35 +102,35 @@ def test_dynamic_models_follow_the_input_size(zoo, zoo_float_paths):
 
 def test_integer_outputs_and_inputs(zoo, zoo_float_paths):
     feeds = zoo.random_feeds("misc", 0)
-    out = zoo.run_oracle(zoo_float_paths["misc"], feeds)
+    out = run_oracle(zoo_float_paths["misc"], feeds)
     assert out["argmax"].dtype == np.int32
     np.testing.assert_array_equal(out["argmax"], feeds["x"].argmax(axis=1))
     np.testing.assert_array_equal(np.sort(out["topk_values"], axis=-1)[..., ::-1],
                                   np.sort(feeds["x"], axis=-1)[..., ::-1][..., :3])
-    assert zoo.oracle_input_info(zoo_float_paths["transformer"])["tokens"].dtype == np.int32
-    logits = zoo.run_oracle(zoo_float_paths["transformer"], zoo.random_feeds("transformer", 1))["logits"]
+    assert oracle_input_info(zoo_float_paths["transformer"])["tokens"].dtype == np.int32
+    logits = run_oracle(zoo_float_paths["transformer"], zoo.random_feeds("transformer", 1))["logits"]
     assert logits.shape == (1, 9, zoo.TRANSFORMER_VOCAB)
 
 
 def test_control_flow_models_use_the_module_api(zoo, zoo_float_paths):
-    assert zoo.has_subgraphs(zoo_float_paths["ifgraph"]) and zoo.has_subgraphs(zoo_float_paths["lstm"])
-    assert not zoo.has_subgraphs(zoo_float_paths["cnn"])
+    assert has_subgraphs(zoo_float_paths["ifgraph"]) and has_subgraphs(zoo_float_paths["lstm"])
+    assert not has_subgraphs(zoo_float_paths["cnn"])
     x = np.linspace(-1.0, 2.0, 8, dtype=np.float32).reshape(1, 8)     # sum > 0: then-branch
-    out = zoo.run_oracle(zoo_float_paths["ifgraph"], {"x": x})
+    out = run_oracle(zoo_float_paths["ifgraph"], {"x": x})
     np.testing.assert_allclose(out["if_out"], 2 * x, rtol=1e-6)
     v = 2 * x
     for _ in range(4):
         v = v * 0.5 + x
     np.testing.assert_allclose(out["loop_out"], v, rtol=1e-5)
     assert out["loop_scan"].shape == (4, 1, 8)
-    out = zoo.run_oracle(zoo_float_paths["ifgraph"], {"x": -x - 1})    # else-branch
+    out = run_oracle(zoo_float_paths["ifgraph"], {"x": -x - 1})    # else-branch
     np.testing.assert_allclose(out["if_out"], -x - 2, rtol=1e-6)
 
 
 def test_session_and_module_api_agree(zoo, zoo_float_paths):
     feeds = zoo.random_feeds("nhwc_like", 1)
-    a = zoo.run_oracle(zoo_float_paths["nhwc_like"], feeds, api="session")
-    b = zoo.run_oracle(zoo_float_paths["nhwc_like"], feeds, api="module")
+    a = run_oracle(zoo_float_paths["nhwc_like"], feeds, api="session")
+    b = run_oracle(zoo_float_paths["nhwc_like"], feeds, api="module")
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
@@ -136,7 +138,7 @@ def test_session_and_module_api_agree(zoo, zoo_float_paths):
 
 def test_run_oracle_rejects_wrong_feed_names(zoo, zoo_float_paths):
     with pytest.raises(KeyError, match="missing feeds"):
-        zoo.run_oracle(zoo_float_paths["misc"], {"x": zoo.random_feeds("misc")["x"]})
+        run_oracle(zoo_float_paths["misc"], {"x": zoo.random_feeds("misc")["x"]})
 
 
 # -- calibration images ----------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def _check_variant(zoo, name, variant):
     for i in sets:
         # image models see a held-out image at the calibration size
         feeds = zoo.image_feeds(name)[0] if i == 0 and name in IMAGE_MODELS else zoo.random_feeds(name, i)
-        ref, got = zoo.run_oracle(ref_path, feeds), zoo.run_oracle(path, feeds)
+        ref, got = run_oracle(ref_path, feeds), run_oracle(path, feeds)
         assert set(ref) <= set(got), f"{name}/{variant}: outputs {sorted(got)} lack some of {sorted(ref)}"
         if (name, variant) in ORACLE_ACCURACY_NOTES or (i > 0 and name in ONLY_IMAGES_MEANINGFUL):
             continue
@@ -199,5 +201,5 @@ def test_every_variant_runs_in_oracle(zoo, name, variant):
 def test_big_model(zoo):
     path = zoo.big_model_path()
     assert 80e6 < path.stat().st_size < 100e6
-    out = zoo.run_oracle(path, {"image": np.zeros((1, 3, 64, 64), np.float32)})
+    out = run_oracle(path, {"image": np.zeros((1, 3, 64, 64), np.float32)})
     assert out["logits"].shape == (1, 10)
