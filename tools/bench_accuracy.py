@@ -117,7 +117,8 @@ def _corpus_case(name: str) -> Case:
     spec = corpus.spec(name)
     source = corpus.source_model(name)
     onnx_file = source if str(source).endswith(".onnx") else None
-    task = TASKS.get(name) or ({"classifier": ("top1",)}.get(spec.kind) if spec.metric is None else (spec.metric,))
+    task = TASKS[name] if name in TASKS else (
+        {"classifier": ("top1",)}.get(spec.kind) if spec.metric is None else (spec.metric,))
     return Case(CORPUS_PREFIX + name, onnx_file, corpus.float_model(name), corpus.config(name, "KL", "MAX_ABS"),
                 corpus.calibration_samples(name), corpus.heldout_samples(name), task, "corpus",
                 "" if onnx_file else f"the source model is {spec.origin} (the peers quantize ONNX)")
@@ -287,6 +288,7 @@ TASKS = {
     "blazeface_short": ("f1", _BLAZE), "blazeface_back": ("f1", _BLAZE), "blazeface_full": ("f1", _BLAZE),
     "palm_detection": ("f1", {**_BLAZE, "columns": 18}),
     "transformer": None, "lstm": None,
+    "minilm": None,        # its metric is the embeddings' cosine: the held-out cosine column itself
 }
 
 
@@ -324,19 +326,6 @@ def _float_references(case: Case, work: Path) -> list:
     return refs
 
 
-def _runtime_feeds(interp, feeds: dict) -> dict:
-    """Feeds for mnnlite's Interpreter, which takes NCHW (Caffe) order: samples of NHWC inputs (TFLite
-    models, kept in their declared layout) are transposed."""
-    info = interp.input_info()
-    out = {}
-    for name, value in feeds.items():
-        value = np.asarray(value)
-        if name in info and info[name].layout == "NHWC" and value.ndim == 4:
-            value = np.ascontiguousarray(value.transpose(0, 3, 1, 2))
-        out[name] = value
-    return out
-
-
 def _mnn_macs(float_mnn: Path, feeds: dict) -> dict:
     """op name -> multiply-accumulates of every conv / matmul of the float model on ``feeds``."""
     import mnnlite
@@ -347,7 +336,7 @@ def _mnn_macs(float_mnn: Path, feeds: dict) -> dict:
     model = mnnlite.load_model(float_mnn)
     shapes = {}
     interp = Interpreter(model, precision="float")
-    interp.run(_runtime_feeds(interp, feeds), observe=lambda i, _n, a: shapes.__setitem__(i, np.shape(a)))
+    interp.run(feeds, observe=lambda i, _n, a: shapes.__setitem__(i, np.shape(a)))
     macs = {}
     for op in model.graph.ops:
         outs = [int(t) for t in (op.outputIndexes if op.outputIndexes is not None else [])]
@@ -379,7 +368,7 @@ def mnn_int8_share(case: Case, quant_path: Path) -> float:
     macs = _mnn_macs(case.float_mnn, feeds)
     try:
         interp = Interpreter(str(quant_path))
-        int8 = set(int8_plan(interp, _runtime_feeds(interp, feeds)).int8_ops())
+        int8 = set(int8_plan(interp, feeds).int8_ops())     # feeds in the declared layout
     except UnsupportedOpError:          # While/If models: mnnlite's int8 plan covers the main graph only
         return float("nan")
     total = sum(macs.values())

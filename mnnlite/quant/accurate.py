@@ -25,13 +25,14 @@ import numpy as np
 from ..backend.rules import NHWC
 from ..errors import DataError
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
-from .ranges import Range, RangeObserver, choose_range
+from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
 from .statistics import joined, stream_passes
 from .tracking import plan_tracking
 from .workers import Samples, Workers, float_interpreter, tensor_facts
 
 MAX_REPAIR_ROUNDS = 4
+DOWNSTREAM_VALUES = 2048     # values per channel the downstream objective keeps of every conv input
 PROFILE_SAMPLES = 1          # held-out samples for the per-layer error profile (a ranking, not a score)
 # the flow runs the compiled kernels with their own float rounding ("fast"): MNN's rounding ("mnn", ~2x
 # slower) moves statistics and scores by ~1e-5, far below what decides a range or a conv's fate; the
@@ -85,6 +86,8 @@ class AccuracyReport:
     trials: list = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     reached: bool | None = None
+    range_objective: str = "tensor"
+    score_on: str = "outputs"         # what the held-out scores are measured on (sensitivity.py)
 
     def to_dict(self) -> dict:
         import dataclasses
@@ -95,7 +98,8 @@ class AccuracyReport:
         convs = [o for o in self.ops if o.type.startswith("Conv")]
         int8 = [o for o in convs if o.int8]
         lines = [f"accurate: {len(int8)}/{len(convs)} convolution(s) int8 "
-                 f"({100 * self.int8_conv_mac_share:.1f} % of conv MACs), range method {self.range_method}"]
+                 f"({100 * self.int8_conv_mac_share:.1f} % of conv MACs), range method {self.range_method}"
+                 f" ({self.range_objective} error)"]
         methods: dict[str, int] = {}
         for t in self.tensors:
             key = f"{t.method}/{'sym' if t.symmetric else 'asym'}"
@@ -109,7 +113,8 @@ class AccuracyReport:
         if self.cosine_before:
             def fmt(d):
                 return ", ".join(f"{k} {v:.5f}" for k, v in d.items())
-            lines.append(f"held-out score before control: {fmt(self.cosine_before)}")
+            lines.append(f"held-out score before control: {fmt(self.cosine_before)}"
+                         + (" (logits of the final activations)" if self.score_on == "logits" else ""))
             lines.append(f"held-out score of the file:    {fmt(self.cosine_after)}"
                          + ("" if self.reached in (None, True) else f" (target {self.target_cosine} not reached)"))
         return lines
@@ -140,6 +145,7 @@ class _Builder:
         self.ranges, self.stats, self.observers, self.target = ranges, stats, observers, target
         self.weights: dict[int, tuple] = {}
         self.repairs: list[dict] = []
+        self.built: dict[tuple, tuple] = {}   # int8 names -> (model, tensors, repairs) of this run
         self.means: dict = {}                 # conv input -> ChannelMeans (bias correction)
 
     def tensor_quant(self, t: int) -> TensorQuant:
@@ -175,7 +181,19 @@ class _Builder:
 
     def build(self, int8_names, record: bool = False):
         """(model, tensors) with the convs ``int8_names`` int8; the plan MNN would run is checked and the
-        quant info repaired until it has none of the known-bad patterns."""
+        quant info repaired until it has none of the known-bad patterns.  The same names give the same
+        file: a set accuracy control built is not built again (the final file is often the first one)."""
+        key = tuple(int8_names)
+        if key in self.built:
+            model, tensors, repairs = self.built[key]
+        else:
+            model, tensors, repairs = self.built[key] = self._build(int8_names)
+        if record:
+            self.repairs = repairs
+            self.built.clear()
+        return model, tensors
+
+    def _build(self, int8_names):
         active = [self.sites[n] for n in int8_names if n in self.sites]
         tensors: dict[int, TensorQuant] = {}
         for s in active:
@@ -202,27 +220,83 @@ class _Builder:
                 # apart: a key of its own even where its own range equals a neighbour's
                 tensors[t] = nudged(q) if apart else q
                 repairs.append({"tensor": t, "name": self.model.graph.tensors[t], "reason": why})
-        if record:
-            self.repairs = repairs
-        return model, tensors
+        return model, tensors, repairs
 
 
 class _Ranges(dict):
-    """tensor -> chosen Range, computed on first use (only the tensors that get quant info need one)."""
+    """tensor -> chosen Range, computed on first use (only the tensors that get quant info need one);
+    ``downstream``: tensor -> Downstream for the tensors chosen by the error their readers see."""
 
-    def __init__(self, stats: dict, method: str, clamp: int):
+    def __init__(self, stats: dict, method: str, clamp: int, downstream: dict | None = None):
         super().__init__()
         self.stats, self.method, self.clamp = stats, method, clamp
+        self.downstream = downstream or {}
 
     def __contains__(self, t) -> bool:
         return t in self.stats
 
     def __missing__(self, t) -> Range:
-        r = self[t] = choose_range(self.stats[t], self.method, clamp=self.clamp)
+        seen = self.downstream.get(t)
+        if seen is not None:
+            r = self[t] = choose_downstream(self.stats[t], seen, self.method, clamp=self.clamp)
+        else:
+            r = self[t] = choose_range(self.stats[t], self.method, clamp=self.clamp)
         return r
 
     def get(self, t, default=None):
         return self[t] if t in self.stats else default
+
+
+def _input_gains(op, channels: int) -> np.ndarray | None:
+    """Per input channel of conv ``op``: the sum of the squared weights reading it (``Downstream``)."""
+    from ..ops.weights import conv_weights
+
+    w, _ = conv_weights(op)
+    w = np.asarray(w, np.float64)
+    if w.ndim != 4 or w.shape[1] == 0 or channels % w.shape[1] or w.shape[0] % (channels // w.shape[1]):
+        return None
+    groups = channels // w.shape[1]
+    per_column = np.square(w).sum(axis=(2, 3))                       # [O, C/g]
+    return per_column.reshape(groups, -1, w.shape[1]).sum(axis=1).reshape(-1)
+
+
+def downstream_of(graph, facts, plan, sites: list[ConvSite], workers, feeds) -> dict[int, Downstream]:
+    """{conv input tensor: Downstream} from an even subsample of every calibration sample (the
+    ``range_objective`` "downstream"; one more pass over the samples); a tensor whose channels cannot be matched to its readers' weights is
+    left out (it keeps the histogram objective)."""
+    by_pos = {s.pos: s for s in sites}
+    position = {id(op): p for p, op in enumerate(graph.ops)}
+    axis = {s.input: (-1 if plan.formats.get(s.input) == NHWC else 1) for s in sites}
+    gains: dict[int, list] = {}
+    for t in axis:
+        shape = facts[t].shape
+        if len(shape) < 2:
+            continue
+        channels = int(shape[axis[t]])
+        readers = []
+        for op in graph.consumers.get(t, []):
+            site = by_pos.get(position.get(id(op)))
+            readers.append(_input_gains(op, channels) if site is not None and site.input == t
+                           else np.ones(channels))
+        if readers and all(g is not None and g.shape == (channels,) for g in readers):
+            gains[t] = readers
+    budget = max(1, -(-DOWNSTREAM_VALUES // max(len(feeds), 1)))      # values per channel and sample
+
+    def one(interp, feed):
+        got: dict[int, np.ndarray] = {}
+
+        def keep(i, _name, a):
+            if i in gains:
+                x = np.moveaxis(np.asarray(a, np.float32), axis[i], 0).reshape(len(gains[i][0]), -1)
+                step = max(1, -(-x.shape[1] // budget))
+                got[i] = np.ascontiguousarray(x[:, ::step])
+        interp.run(feed, observe=keep)
+        return got
+    kept: dict[int, list] = {t: [] for t in gains}
+    for got in workers.map(feeds, one):                  # sample order: the same subsample every run
+        for t, x in got.items():
+            kept[t].append(x)
+    return {t: Downstream(np.concatenate(v, axis=1), gains[t]) for t, v in kept.items() if v}
 
 
 def _plan_of(model, feeds):
@@ -274,7 +348,10 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
                   parallel=True)
     stats = {t: h for t, h in ((t, o.histogram()) for t, o in observers.items()) if h is not None}
     method = cfg.range_method or "auto"
-    ranges = _Ranges(stats, method, cfg.feature_clamp_value)
+    downstream = None
+    if cfg.range_objective == "downstream":
+        downstream = downstream_of(graph, facts, plan, sites, workers, feeds)
+    ranges = _Ranges(stats, method, cfg.feature_clamp_value, downstream)
     clock["statistics"] = time.perf_counter()
 
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
@@ -287,13 +364,15 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         if s not in usable and s.name not in mixed:
             excluded[s.name] = "no usable range (its input or output is zero on every calibration sample)"
     names = [s.name for s in usable]
-    acc = AccuracyReport(cfg.preset, method, cfg.int8_ops or "auto", cfg.target_cosine, len(feeds), len(held))
+    acc = AccuracyReport(cfg.preset, method, cfg.int8_ops or "auto", cfg.target_cosine, len(feeds), len(held),
+                         range_objective=cfg.range_objective or "tensor")
     damage: dict[str, float] = {}
     float_names: list[str] = []
     if held:
         from .sensitivity import Evaluator, Profiler, leave_float
 
-        evaluator = Evaluator(model, held, impl, metric, target)
+        evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs")
+        acc.score_on = "logits" if evaluator.logits else "outputs"
         full, _ = builder.build(names)
         acc.cosine_before = evaluator.score(full)
         goal = cfg.target_cosine if cfg.target_cosine is not None else 1.0
@@ -301,11 +380,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         if min(acc.cosine_before.values()) < goal:
             profiler = Profiler(model, held[:PROFILE_SAMPLES], {s.input for s in usable} | {s.output for s in usable},
                                 impl, target)
-            models = {(): full}
-
             def rank(left_float):
-                key = tuple(sorted(left_float))
-                m = models.get(key) or builder.build([n for n in names if n not in set(left_float)])[0]
+                m, _ = builder.build([n for n in names if n not in set(left_float)])
                 errors = profiler.errors(m)
                 found = {s.name: max(errors.get(s.output, 0.0) - errors.get(s.input, 0.0), 0.0)
                          for s in usable if s.name not in set(left_float)}
@@ -315,7 +391,6 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
 
             def evaluate(left_float):
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
-                models[tuple(sorted(left_float))] = m
                 return evaluator.score(m)
             # at most max_float_convs of the convs (float already counted), but one where that rounds to 0
             limit = int(cfg.max_float_convs * len(sites) + 1e-9) - (len(sites) - len(usable))

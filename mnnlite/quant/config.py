@@ -29,6 +29,8 @@ INPUT_TYPES = ("image", "sequence")
 # mnnlite's own accuracy keys (README "Accurate preset"); absent, the output is MNN's, byte for byte
 PRESETS = ("accurate",)
 RANGE_METHODS = ("auto", "max", "kl", "percentile", "mse")
+RANGE_OBJECTIVES = ("tensor", "downstream")  # ranges.py: RANGE_OBJECTIVES
+SCORE_ON = ("outputs", "logits")             # sensitivity.py: what target_cosine is measured on
 INT8_OPS = ("auto", "convs")                 # "convs": conv inputs/outputs only, no plan repairs
 # what "preset": "accurate" switches on; explicit keys in the config win.  Of the weight-side corrections,
 # MSE weight ranges and cross-layer equalization help on every zoo model (held-out cosine of the all-int8
@@ -86,6 +88,8 @@ class QuantConfig:
     weight_range_method: str = "max_abs"     # weight.py: RANGE_METHODS
     preset: str | None = None                # mnnlite: "accurate" (the keys of PRESET_KEYS)
     range_method: str | None = None          # mnnlite: per-tensor range choice (ranges.py)
+    range_objective: str | None = None       # mnnlite: "tensor" / "downstream" error a range is chosen by
+    score_on: str | None = None              # mnnlite: "outputs" / "logits" target_cosine is measured on
     int8_ops: str | None = None              # mnnlite: which ops run int8 (opselect.py)
     target_cosine: float | None = None       # mnnlite: leave ops float until held-out cosine >= this
     holdout: float = 0.25                    # mnnlite: share of the samples held out for target_cosine
@@ -95,7 +99,8 @@ class QuantConfig:
     @property
     def accurate(self) -> bool:
         """Whether mnnlite's own range / op choice runs (else MNN's exact flow)."""
-        return self.range_method is not None or self.int8_ops is not None or self.target_cosine is not None
+        return (self.range_method is not None or self.int8_ops is not None or self.target_cosine is not None
+                or self.range_objective is not None)
 
     @property
     def channels(self) -> int:
@@ -228,7 +233,8 @@ _KNOWN_KEYS = (
     "skip_quant_op_names", "debug", "input_type", "inputs", "model",
     "file_order", "input_threshold", "quantize_rangeless_tensors", "ema_sequence_batch",
     "bias_correction", "cross_layer_equalization", "weight_range_method",
-    "preset", "range_method", "int8_ops", "target_cosine", "holdout", "max_float_convs",
+    "preset", "range_method", "int8_ops", "target_cosine", "holdout", "max_float_convs", "range_objective",
+    "score_on",
 )
 FILE_ORDERS = ("directory", "sorted")
 EMA_SEQUENCE_BATCHES = ("last", "full")
@@ -366,7 +372,8 @@ def _accuracy_keys(keys: _Keys) -> dict:
         keys.fail("preset", "one of " + ", ".join(PRESETS), preset)
     base = dict(PRESET_KEYS.get(preset, {}))
     out = {"preset": preset}
-    for key, allowed in (("range_method", RANGE_METHODS), ("int8_ops", INT8_OPS)):
+    for key, allowed in (("range_method", RANGE_METHODS), ("int8_ops", INT8_OPS),
+                         ("range_objective", RANGE_OBJECTIVES), ("score_on", SCORE_ON)):
         out[key] = _choice(keys, key, allowed, None) if key in keys.obj else base.get(key)
     fraction = (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")
     out["target_cosine"] = keys.get("target_cosine", fraction[0], "a number in (0, 1)", base.get("target_cosine"))

@@ -283,4 +283,62 @@ def choose_range(h: SignedHistogram, method: str, *, asymmetric: bool = True, cl
     return min(candidates, key=lambda r: (r.error, not r.symmetric))
 
 
-__all__ = ["RANGE_METHOD_NAMES", "RANGE_METHODS", "Range", "RangeObserver", "SignedHistogram", "choose_range"]
+# ------------------------------------------------------------------------------ downstream objective
+
+RANGE_OBJECTIVES = ("tensor", "downstream")
+# clip fractions of the observed extremes the downstream search tries besides the histogram candidates:
+# a half-octave grid down to 1/64 (a tensor whose small channels feed large weights may be best
+# clipped far inside its extremes)
+DOWNSTREAM_FRACTIONS = 2.0 ** -np.arange(0.0, 6.01, 0.5)
+
+
+@dataclass
+class Downstream:
+    """What the readers of one tensor see of its quantization error (``range_objective`` "downstream").
+
+    ``values``: a subsample of the tensor's values per channel, ``[C, n]``; ``gains``: per reader, the
+    ``[C]`` weights of each channel's squared error in that reader's output: for a conv, the sum of the
+    squared weights reading channel ``c`` (its output error is ``W e``; with errors independent across
+    channels and positions, ``E|W e|^2 = sum_c |W_{:,c}|^2 E e_c^2``), ones for any other reader (the
+    values go on as they are).
+    """
+
+    values: np.ndarray
+    gains: list[np.ndarray]
+
+    def cost(self, r: Range, clamp: int = 127) -> float:
+        """Sum over the readers of the relative squared error of their outputs with range ``r``."""
+        s, z = r.params(clamp)
+        if not s > 0:
+            return float("inf")
+        x = self.values
+        q = np.clip(np.round(x / np.float32(s) + np.float32(z)), -clamp, clamp)
+        err = np.square((q - np.float32(z)) * np.float32(s) - x, dtype=np.float64).sum(axis=1)
+        energy = np.square(x, dtype=np.float64).sum(axis=1)
+        return float(sum(g @ err / max(float(g @ energy), 1e-30) for g in self.gains))
+
+
+def choose_downstream(h: SignedHistogram, seen: Downstream, method: str, *, asymmetric: bool = True,
+                      clamp: int = 127) -> Range:
+    """The range of least downstream cost (``Downstream.cost``) among the candidates of ``method`` (as in
+    ``choose_range``) and the clips ``DOWNSTREAM_FRACTIONS`` of the observed extremes, each form.  The
+    histogram objective weighs every value alike; here a channel that feeds large weights counts more
+    than one whose errors its readers scale down (a depthwise conv multiplying a small-range channel by
+    15, PP-OCR's LCNet), which is the error the range causes downstream (docs/accuracy.md)."""
+    names = AUTO_CANDIDATES if method == "auto" else [method]
+    forms = (True, False) if asymmetric else (True,)
+    candidates = [r for name in names for sym in (forms if name != "kl" else (True,))
+                  for r in RANGE_METHODS[name](h, sym, clamp)]
+    lo, hi = min(h.lo, 0.0), max(h.hi, 0.0)
+    for f in DOWNSTREAM_FRACTIONS:
+        for sym in forms:
+            candidates.append(_finish(h, lo * f, hi * f, "downstream", sym, clamp))
+    candidates = [r for r in candidates if np.isfinite(r.error) and r.hi - r.lo > 0]
+    if not candidates:
+        return range_max(h, True, clamp)[0]
+    costs = [seen.cost(r, clamp) for r in candidates]
+    return candidates[min(range(len(candidates)), key=lambda i: (costs[i], not candidates[i].symmetric))]
+
+
+__all__ = ["RANGE_METHOD_NAMES", "RANGE_METHODS", "RANGE_OBJECTIVES", "Downstream", "Range", "RangeObserver",
+           "SignedHistogram", "choose_downstream", "choose_range"]

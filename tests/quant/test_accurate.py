@@ -18,7 +18,7 @@ from mnnlite.errors import ConfigError
 from mnnlite.format.tables import OpType
 from mnnlite.metrics import cosine
 from mnnlite.quant.config import load_config
-from mnnlite.quant.ranges import RangeObserver, choose_range
+from mnnlite.quant.ranges import Downstream, RangeObserver, choose_downstream, choose_range
 from mnnlite.runtime import Interpreter
 from oracle import convert_onnx, run_oracle
 
@@ -116,6 +116,80 @@ def test_heavy_tail_is_clipped_by_mse_and_percentile_but_not_max():
     assert sorted(est, key=est.get) == sorted(real, key=real.get)
 
 
+def test_downstream_objective_weighs_channels_by_their_readers():
+    """Channel 0 spans ±10 but its reader multiplies it by 1e-3; channel 1 spans ±0.5 and is multiplied by
+    5: the tensor's own error wants the whole ±10, the error the reader sees wants ±0.5 (channel 0
+    clipped, channel 1 with 20x finer steps)."""
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.uniform(-10, 10, 20000), rng.uniform(-0.5, 0.5, 20000)]).astype(np.float32)
+    h = _histogram(x)
+    seen = Downstream(x, [np.array([1e-6, 25.0])])
+    own, down = choose_range(h, "auto"), choose_downstream(h, seen, "auto")
+    assert max(-own.lo, own.hi) > 9 and max(-down.lo, down.hi) < 1.5
+    assert seen.cost(down) < 0.05 * seen.cost(own)
+    # a reader that takes the values as they are (ones): the objective is the tensor's own error again
+    plain = Downstream(x, [np.ones(2)])
+    assert plain.cost(choose_downstream(h, plain, "auto")) <= plain.cost(own) * 1.01
+    assert max(-choose_downstream(h, plain, "auto").lo, choose_downstream(h, plain, "auto").hi) > 5
+
+
+def test_downstream_objective_on_a_conv_pair(tmp_path):
+    """conv (channel gains 10 / 0.5) -> depthwise (weights 1e-3 / 5): the middle tensor's range chosen by
+    the depthwise output's error keeps the small channel the output is made of; MNN runs the file and
+    our int8 runtime gives its outputs."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["m"]),
+             helper.make_node("Conv", ["m", "w2", "b2"], ["y"], group=2, pads=[1, 1, 1, 1])]
+    inits = {"w1": np.diag([10.0, 0.5]).reshape(2, 2, 1, 1), "b1": np.zeros(2),
+             "w2": np.concatenate([np.full((1, 1, 3, 3), 1e-3), np.full((1, 1, 3, 3), 5.0)]), "b2": np.zeros(2)}
+    src = _save_onnx(tmp_path, nodes, inits, [1, 2, 16, 16])
+    folder = _samples(tmp_path, lambda rng: rng.uniform(-1, 1, (1, 2, 16, 16)))
+    cfg = {"path": str(folder), "input_type": "sequence", "range_method": "auto", "int8_ops": "auto"}
+    feeds = [{"x": np.random.default_rng(k).uniform(-1, 1, (1, 2, 16, 16)).astype(np.float32)} for k in range(3)]
+    scores = {}
+    for objective in ("tensor", "downstream"):
+        dst = tmp_path / f"{objective}.mnn"
+        report = mnnlite.quantize(src, dst, {**cfg, "range_objective": objective})
+        assert report.accuracy.range_objective == objective
+        scores[objective] = _output_cosine(src, dst, feeds)
+    _oracle_agrees(tmp_path / "downstream.mnn", feeds)
+    assert scores["downstream"] > 0.999 and 1 - scores["downstream"] < 0.2 * (1 - scores["tensor"])
+
+
+def test_score_on_logits_sees_what_a_saturated_softmax_hides(tmp_path):
+    """conv -> Softmax -> Reshape: logits ±20 make the probabilities one-hot, so the cosine of the outputs
+    hardly moves under int8 while that of the logits (the Softmax's input, found through the Reshape) does;
+    the report says which one was scored."""
+    from onnx import helper
+
+    from mnnlite.format.model_io import load_model
+    from mnnlite.quant.sensitivity import logit_tensors
+
+    w = np.zeros((4, 3, 1, 1), np.float32)
+    w[:, :, 0, 0] = [[20, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["m"]), helper.make_node("Softmax", ["m"], ["p"], axis=1),
+             helper.make_node("Reshape", ["p", "shape"], ["y"])]
+    src = _save_onnx(tmp_path, nodes, {"w": w, "b": np.zeros(4), "shape": np.array([1, -1])}, [1, 3, 4, 4])
+    graph = load_model(str(src)).graph
+    (name, logits), = logit_tensors(graph).items()
+    assert name == "y" and graph.tensors[logits] in ("m", "m___tr4p")      # the conv output, or its layout copy
+
+    def one_hot(rng):
+        x = np.zeros((1, 3, 4, 4))
+        x[0, rng.integers(0, 3, 16), np.arange(16) // 4, np.arange(16) % 4] = 1
+        return x + rng.normal(0, 0.05, x.shape)
+    folder = _samples(tmp_path, one_hot)
+    cfg = {"path": str(folder), "input_type": "sequence", "range_method": "auto", "int8_ops": "auto",
+           "target_cosine": 0.5}
+    scores = {}
+    for score_on in ("outputs", "logits"):
+        acc = mnnlite.quantize(src, tmp_path / f"{score_on}.mnn", {**cfg, "score_on": score_on}).accuracy
+        assert acc.score_on == score_on
+        scores[score_on] = acc.cosine_before["y"]
+    assert scores["outputs"] > 1 - 1e-9 and scores["logits"] < 1 - 1e-6          # int8 error only in the logits
+
+
 def test_unknown_range_method_is_rejected():
     with pytest.raises(ValueError, match="range method"):
         choose_range(_histogram(np.ones(10)), "entropy")
@@ -130,11 +204,14 @@ def test_config_keys_and_preset(tmp_path):
     cfg = load_config({"path": "x", "preset": "accurate", "target_cosine": 0.995, "range_method": "mse"})
     assert (cfg.range_method, cfg.target_cosine) == ("mse", 0.995)
     assert not load_config({"path": "x"}).accurate
+    assert (cfg.range_objective, cfg.score_on) == (None, None)         # the preset keeps both at their defaults
+    assert load_config({"path": "x", "range_objective": "downstream"}).accurate
     assert load_config({"path": "x"}, overrides={"preset": "accurate"}).accurate
     assert load_config({"path": "x", "range_method": "max"}, overrides={"preset": "accurate"}).range_method == "max"
     for bad, key in (({"preset": "fast"}, "preset"), ({"range_method": "KL"}, "range_method"),
                      ({"target_cosine": 1.5}, "target_cosine"), ({"int8_ops": "all"}, "int8_ops"),
-                     ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs")):
+                     ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs"),
+                     ({"range_objective": "output"}, "range_objective"), ({"score_on": "probs"}, "score_on")):
         with pytest.raises(ConfigError, match=key):
             load_config({"path": "x", **bad})
 
