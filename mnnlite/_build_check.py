@@ -8,7 +8,7 @@ import importlib
 
 from .errors import BuildError
 
-# one module per mnnlite/kernels/*.pyx (tests/test_packaging.py checks the two lists agree)
+# one module per mnnlite/kernels/*.pyx (tests/packaging/test_packaging.py checks the two lists agree)
 KERNEL_MODULES = ("calib", "conv", "cpu", "eltwise", "int8", "matmul", "mnn_exact")
 
 

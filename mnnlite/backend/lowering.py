@@ -23,7 +23,7 @@ MNN's runtime does not execute the ops of the file (docs/mnn-quantization.md §6
 "execute buffer"); ``mnnlite.quant.tracking`` (what MNN's quantizer observes) and ``mnnlite.backend.decide``
 (which commands MNN runs in int8, for ``mnnlite.int8.plan``) both read it.  The rules are checked against
 the commands the official runtime executes (tests/quant/test_pipeline_tracking.py,
-tests/int8_runtime/test_int8_plan_vs_mnn.py).
+tests/int8/test_plan_vs_mnn.py).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Op families are keyed by ``OpType``; functions take an op type (or an op, where MNN reads its parameters).
 Checked against the official runtime by tests/quant/test_pipeline_tracking.py (the commands it executes),
-tests/int8_runtime/test_int8_plan_vs_mnn.py (its int8 decisions) and the oracle tests of tests/quant.
+tests/int8/test_plan_vs_mnn.py (its int8 decisions) and the oracle tests of tests/quant.
 """
 from __future__ import annotations
 

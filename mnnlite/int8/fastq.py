@@ -8,7 +8,7 @@
   256 x 256 table, computed once with the reference formula and then gathered; a comparison's table
   holds the 0/1 result before requantization too.
 
-tests/int8_runtime/test_int8_fastq.py checks every one against the references, bit for bit.
+tests/int8/test_fastq.py checks every one against the references, bit for bit.
 """
 from __future__ import annotations
 

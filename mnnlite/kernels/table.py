@@ -69,7 +69,7 @@ KERNELS: dict[str, Kernel] = dict([
     # The pair of MNN's _AVX_MNNSoftmax emulations: the mnn form (C, csrc/mnn_exact.c mnnx_softmax_rows)
     # contracts x - n*ln2 into one FMA as MNN's avxfma build does, and is what float impl="mnn" runs; the
     # reference (numpy, mnnlite/ref/mnn_softmax.py) rounds every operation on its own and is what the int8
-    # Softmax runs (its requantization hides the last-bit difference; tests/int8_runtime pins it to MNN).
+    # Softmax runs (its requantization hides the last-bit difference; tests/int8 pins it to MNN).
     # tests/kernels/test_table.py bounds the distance between the two.
     _k("softmax_rows", "mnnlite.ref.mnn_softmax:softmax_rows", None, "mnnlite.kernels.mnn_exact:softmax_rows",
        "softmax_rows(x2): _AVX_MNNSoftmax over each row of a float32 [rows, n] array"),

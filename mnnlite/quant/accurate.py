@@ -24,6 +24,7 @@ import numpy as np
 
 from ..backend.rules import NHWC
 from ..errors import DataError
+from ..int8 import int8_plan
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
 from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
@@ -303,7 +304,7 @@ def _plan_of(model, feeds):
     from ..runtime import Interpreter
 
     interp = Interpreter(model, impl="fast")
-    return interp._int8.plan_for(interp._bind_feeds(feeds))
+    return int8_plan(interp, feeds)
 
 
 def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=None, target: str = "x86"):
