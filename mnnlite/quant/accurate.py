@@ -25,6 +25,7 @@ import numpy as np
 from ..backend.rules import NHWC
 from ..errors import DataError
 from ..int8 import int8_plan
+from .dataset import RuntimeFeeds
 from .opselect import ConvSite, check_plan, conv_sites, mixed_concat_inputs, nudged, stat_tensors
 from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_range
 from .rewrite import ConvQuant, TensorQuant, rewrite
@@ -309,7 +310,6 @@ def _plan_of(model, feeds):
 
 def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=None, target: str = "x86"):
     """The accurate flow; returns (quantized model, scale dump entries, None) like the other flows."""
-    from .quantize import _Feeds
     from .report import scale_dump
 
     clock = {"start": time.perf_counter()}
@@ -321,7 +321,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         raise ConfigError(f"{model.path or 'model'}: the accurate flow checks its file with mnnlite's int8 runtime, "
                           f"which does not run models with subgraphs (While/If: {', '.join(sorted(model.subgraphs))}); "
                           f'quantize it with "feature_quantize_method" KL or EMA')
-    feeds = list(_Feeds(Samples(dataset), dataset.specs, cfg.source))
+    feeds = list(RuntimeFeeds(Samples(dataset), dataset.specs, cfg.source))
     if not feeds:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')
     held: list[dict] = []

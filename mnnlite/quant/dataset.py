@@ -407,3 +407,27 @@ def _stack(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(samples) == 1:
         return samples[0]
     return {name: np.concatenate([s[name] for s in samples], axis=0) for name in samples[0]}
+
+
+class RuntimeFeeds:
+    """Calibration feeds completed for the runtime: image mode fills only the first input (MNN), the
+    others get zeros of their declared shape."""
+
+    def __init__(self, samples, specs: list[InputSpec], source: str):
+        self.samples, self.specs, self.source = samples, specs, source
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        for feeds in self.samples:
+            missing = [s for s in self.specs if s.name not in feeds]
+            if missing:
+                feeds = dict(feeds)
+                for spec in missing:
+                    if not spec.shape or any(d <= 0 for d in spec.shape):
+                        raise DataError(f"{self.source}: image mode fills only the model's first input; "
+                                        f"input {spec.name!r} has no fixed shape {list(spec.shape)} "
+                                        f'(use "input_type": "sequence")')
+                    feeds[spec.name] = np.zeros(spec.shape, spec.dtype)
+            yield feeds

@@ -4,16 +4,15 @@ The five steps of MNN's calibration header, as functions: read the config and th
 (``config.py``, ``dataset.py``); collect feature statistics with our own float runtime, by the flow the
 feature method's registry entry names (``feature/``): "statistics" (KL, ADMM: ``tracking.py`` finds what
 MNN observes, ``workers.py`` runs the samples, ``statistics.py`` feeds the observers) or "simulation"
-(EMA: ``simulate.py``); quantize the conv weights (``weight.py``), rewrite the model (``rewrite.py``) and
-write it with the scale dump (``report.py``).  Console output goes through ``log.py`` to the stream the
-caller passes; nothing is printed otherwise.
+(EMA: ``ema_flow.py`` over ``simulate.py``); quantize the conv weights (``weight.py``), rewrite the model
+(``rewrite.py``) and write it with the scale dump (``report.py``).  Console output goes through ``log.py``
+to the stream the caller passes; nothing is printed otherwise.
 
 Outputs are written atomically (temporary file + rename) only after everything succeeded; the source
 model is read, never written.  Identical inputs give byte-identical outputs.
 """
 from __future__ import annotations
 
-import copy
 
 import dataclasses
 import os
@@ -23,7 +22,7 @@ import numpy as np
 
 from .._build_check import require_extensions
 from ..backend.rules import NHWC, ints
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, DataError
 from ..format.model_io import dumps, load_model
 from ..format.tables import OpType
 from ..layout import DEFAULT_LAYOUT, check_layout, input_specs
@@ -33,11 +32,11 @@ from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
 from .debug import debug_distances
 from .feature import FEATURE_METHODS
-from .dataset import CalibrationSet, InputSpec, sample_source
+from .dataset import CalibrationSet, RuntimeFeeds, sample_source
+from .ema_flow import run_ema
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
-from .simulate import calibrate_ema, ema_weight_codes, fused_convs
 from .statistics import collect_scales
 from .tracking import layout_name, plan_tracking, propagate
 from .weight import fake_quant_weights, quantize_weights
@@ -277,30 +276,6 @@ def _with(cfg: QuantConfig, **changes) -> QuantConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-class _Feeds:
-    """Calibration feeds completed for the runtime: image mode fills only the first input (MNN), the
-    others get zeros of their declared shape."""
-
-    def __init__(self, samples, specs: list[InputSpec], source: str):
-        self.samples, self.specs, self.source = samples, specs, source
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self):
-        for feeds in self.samples:
-            missing = [s for s in self.specs if s.name not in feeds]
-            if missing:
-                feeds = dict(feeds)
-                for spec in missing:
-                    if not spec.shape or any(d <= 0 for d in spec.shape):
-                        raise DataError(f"{self.source}: image mode fills only the model's first input; "
-                                        f"input {spec.name!r} has no fixed shape {list(spec.shape)} "
-                                        f'(use "input_type": "sequence")')
-                    feeds[spec.name] = np.zeros(spec.shape, spec.dtype)
-            yield feeds
-
-
 @dataclasses.dataclass(frozen=True)
 class _Runtime:
     """How calibration runs a model: float kernels ``impl``, feeds in ``layout``."""
@@ -340,7 +315,7 @@ def _run_statistics(model, cfg: QuantConfig, dataset, qlog, runtime, report, thr
     """KL, ADMM (any method of the "statistics" flow): track, collect, propagate, quantize the weights."""
     graph = model.graph
     method = FEATURE_METHODS[cfg.feature_quantize_method]
-    samples = _Feeds(Samples(dataset), dataset.specs, cfg.source)
+    samples = RuntimeFeeds(Samples(dataset), dataset.specs, cfg.source)
     # a method whose statistics depend on the order of the samples calibrates here, one sample at a time
     sharded = ray if method.order_free else None
     workers = runtime.workers(model, threads, sharded)
@@ -492,142 +467,7 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
     return debug_json(report.debug, report.samples)
 
 
-# ------------------------------------------------------------------------------------------------ EMA
-
-EMA_OUTPUT_MIN = -128.0     # Int8ToFloat's default clampMin, left on EMA conv outputs (docs/mnn-quantization.md §9.7)
-
-
-def _ema_output_min(graph, t: int, int8_convs: set) -> float:
-    """MNN's EMA rewrite: a conv output keeps the conv's own clamp (-127) when only int8 convs read it
-    (the FloatToInt8(Int8ToFloat(y)) pair disappears); an Int8ToFloat for a float reader or a graph
-    output overwrites it with its default -128 (docs/mnn-quantization.md §9.7; checked against the oracle's files)."""
-    readers = graph.consumers.get(t, [])
-    if t in graph.outputs or not readers or any(id(op) not in int8_convs for op in readers):
-        return EMA_OUTPUT_MIN
-    return -127.0
-
-
-def _single_samples(cfg: QuantConfig, dataset, error, qlog):
-    """The EMA dataset that feeds one sample per forward, for a graph that cannot take the batch.
-
-    Exported encoders often fix the batch inside the graph (a Reshape to the constant shape [1, S, h, d]):
-    a batch of 32 cannot pass.  MNN's sequence EMA never meets this: it feeds only the last sample of each
-    batch (calibration.cpp ``_quantizeModelEMA``, docs/mnn-quantization.md §14.18), which ``CalibrationSet`` reproduces by
-    default, so its forwards have batch 1.  Image batches (which MNN stacks and then cannot run through
-    such a graph) and ``"ema_sequence_batch": "full"`` do get here: every sample then gets its own
-    forward.  ``samples=`` arrays are stacked into batches of the config's ``batch_size`` the same way,
-    and fall back the same way.  None when the batch was 1 already (the error is then the model's or the
-    data's).
-    """
-    batch = dataset.batch_size
-    if batch <= 1:
-        return None
-    if isinstance(dataset, CalibrationSet):
-        single = CalibrationSet(cfg, dataset.specs, batch_size=1, drop_last=False, on_warning=dataset.on_warning)
-    else:
-        single = copy.copy(dataset)
-        single.batch_size, single.drop_last = 1, False
-    reason = str(error).split(": ", 1)[-1]
-    qlog.text(f"the graph cannot take a batch of {batch} ({reason}); calibrating with each of the "
-              f"{single.sample_count} samples on its own\n")
-    return single
-
-
-def _run_ema(model, cfg: QuantConfig, dataset, qlog, runtime, report, threads: int = 1, ray=None):
-    graph = model.graph
-    specs = dataset.specs
-    batch = dataset.batch_size
-    if cfg.batch_size is None and specs and specs[0].shape and specs[0].shape[0] > 0:
-        if specs[0].shape[0] != 32:
-            qlog.line("batch_not_set", specs[0].shape[0])
-    qlog.line("batch_size", batch)
-    qlog.line("quant_bits", cfg.quant_bits)
-    wanted = cfg.batch_size or (specs[0].shape[0] if specs and specs[0].shape and specs[0].shape[0] > 0 else 32)
-    if dataset.sample_count < wanted:
-        qlog.text(f"_calibrationFileNum {dataset.sample_count} < batch size {wanted}, "
-                  f"set batch size as {dataset.sample_count}\n")
-    modules = fused_convs(graph, cfg.skip_quant_op_names)
-    fclamp, wclamp = cfg.feature_clamp_value, cfg.weight_clamp_value
-    means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
-
-    def calibrate(data):
-        return calibrate_ema(model, modules, _Feeds(Samples(data, budget=0), specs, cfg.source), fclamp,
-                             wclamp, qlog, runtime.impl, cfg.weight_quantize_method, threads, ray,
-                             runtime.layout, cfg.weight_range_method, means)
-    try:
-        params = calibrate(dataset)
-    except ShapeError as exc:       # batches run in order: the first one fails before any result is used
-        single = _single_samples(cfg, dataset, exc, qlog)
-        if single is None:
-            raise
-        dataset = single
-        means = {m.pos: ChannelMeans() for m in modules} if cfg.bias_correction else {}
-        params = calibrate(dataset)
-    report.samples = dataset.sample_count
-    convs: dict[int, ConvQuant] = {}
-    tensors: dict[int, TensorQuant] = {}
-    inputs: dict[int, TensorQuant] = {}
-    for m in modules:
-        p = params[m.pos]
-        op = graph.ops[m.pos]
-        if not (p.scale_in > 0 and p.scale_out > 0):
-            report.skipped_ops.append(op.name)          # never saw a non-zero value: keep it float
-            continue
-        w, b = m.weights(graph)
-        codes, s_w = ema_weight_codes(w, wclamp, cfg.weight_quantize_method, cfg.quant_bits,
-                                      cfg.weight_range_method)
-        bias = b if m.absorbed else None
-        if m.pos in means:
-            w_quant = codes.astype(np.float32) * s_w[:, None]
-            corrected = corrected_bias(op, w, w_quant, b, means[m.pos].compute())
-            bias = bias if corrected is None else corrected
-        merged = m.output if m.absorbed else None
-        activation = None
-        for pos in m.absorbed:
-            kind = graph.ops[pos].type
-            if kind == OpType.ReLU:
-                activation = "relu"
-            elif kind == OpType.ReLU6:
-                activation = "relu6"
-        convs[m.pos] = ConvQuant(codes, s_w, cfg.quant_bits, p.scale_in, p.scale_out, None, p.zero_in,
-                                 p.zero_out, bias=bias, output=merged, activation=activation)
-        # MNN's FloatToInt8 keeps 1/s and the rewrite stores 1/(1/s) (docs/mnn-quantization.md §9.7): one ulp off s at times
-        s_in = float(np.float32(1) / np.float32(np.float32(1) / np.float32(p.scale_in)))
-        inputs[m.pos] = TensorQuant(s_in, p.zero_in, -float(fclamp), float(fclamp))
-        report.quantized_ops.append(op.name)
-    quantized_inputs = {id(graph.ops[m.pos]) for m in modules if m.pos in convs}
-    shared: dict[int, TensorQuant] = {}
-    for m in modules:
-        if m.pos in convs:
-            p = params[m.pos]
-            tensors[m.output] = TensorQuant(p.scale_out, p.zero_out, _ema_output_min(graph, m.output, quantized_inputs),
-                                            127.0)
-    # MNN rewires a conv reading another quantized conv's output to read it directly.  Other convs: MNN's
-    # inference forward builds the graph from inputs with the declared dims; where one is unknown, no
-    # tensor has a known format, so its _Convert(x, NC4HW4) around the FloatToInt8 always adds ops and each
-    # such conv reads a private quantized copy (the producer, e.g. MTCNN's PReLU, stays float); with known
-    # dims the convert is a no-op and the quant info lands on the shared tensor (last conv wins)
-    dynamic = any(d <= 0 for spec in specs for d in spec.shape)
-    copies = {}
-    for m in modules:
-        if m.pos in convs and m.input not in tensors:
-            if dynamic:
-                copies[m.pos] = inputs[m.pos]
-            else:
-                shared[m.input] = inputs[m.pos]
-    tensors.update(shared)
-    fused = {m.pos for m in modules}
-    report.skipped_ops += [op.name for pos, op in enumerate(graph.ops)
-                           if op.type in CONV_TYPES and pos not in fused and op.name not in report.skipped_ops]
-    drop = [pos for m in modules if m.pos in convs for pos in m.absorbed]
-    quantized = rewrite(model, tensors, convs, tables=False, drop_ops=drop, input_copies=copies)
-    scales = {t: (q.scale, q.zero) for t, q in tensors.items()}
-    scales.update({m.input: (copies[m.pos].scale, copies[m.pos].zero) for m in modules if m.pos in copies})
-    report.scales = {graph.tensors[t]: v for t, v in sorted(scales.items())}
-    return quantized, scale_dump(graph, set(scales), scales), None
-
-
 # a feature method's flow (``feature.FeatureObserver.flow``) -> the function that quantizes with it
-_FLOWS = {"statistics": _run_statistics, "simulation": _run_ema}
+_FLOWS = {"statistics": _run_statistics, "simulation": run_ema}
 
 __all__ = ["quantize", "preprocess", "QuantReport"]
