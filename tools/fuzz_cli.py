@@ -304,10 +304,12 @@ def worker_main(max_as: int, folder: str) -> None:
         if os.environ.get("MNNLITE_FUZZ_SELFTEST_CRASH"):     # the harness's own test: die by a signal
             os.kill(os.getpid(), signal.SIGSEGV)
         rng = random.Random(job["seed"])
+        began = time.monotonic()
         data = make_mutant(seed.data, seed.model, rng)
         outcome, detail = run_mutant(data, seed.folder, seed.inputs, job["quantize"], job["id"] % 10 == 0,
                                      job["max_memory"])
-        sys.stdout.write(json.dumps({"id": job["id"], "outcome": outcome, "detail": detail}) + "\n")
+        sys.stdout.write(json.dumps({"id": job["id"], "outcome": outcome, "detail": detail,
+                                     "seconds": time.monotonic() - began}) + "\n")
         sys.stdout.flush()
 
 
@@ -348,6 +350,8 @@ def run_campaign(args) -> dict:
              "max_memory": args.max_memory} for i in range(args.mutants)]
     counts = collections.Counter()
     per_seed = collections.defaultdict(collections.Counter)
+    seed_seconds = collections.Counter()     # where the campaign's time goes, per seed model
+    slowest = []                             # (seconds, id, seed, model, outcome, detail), the 20 slowest
     bad = []
     pending = list(reversed(jobs))
     workers = [Worker(args) for _ in range(args.workers)]
@@ -388,6 +392,10 @@ def run_campaign(args) -> dict:
                 if line:
                     result = json.loads(line)
                     record(w.job, result["outcome"], result["detail"])
+                    seed_seconds[os.path.basename(w.job["seed_path"])] += result["seconds"]
+                    slowest.append((round(result["seconds"], 2), w.job["id"], w.job["seed"], w.job["seed_path"],
+                                    result["outcome"], result["detail"]))
+                    slowest = sorted(slowest, reverse=True)[:20]
                     w.job = None
                 else:                                   # the worker died
                     code = w.proc.wait()
@@ -408,7 +416,10 @@ def run_campaign(args) -> dict:
     return {"mutants": done, "planned": len(jobs), "seconds": round(time.monotonic() - start, 1),
             "models": [os.path.relpath(s, os.environ.get("MNNLITE_FIXTURES", REPO)) for s in seeds],
             "counts": {k: counts.get(k, 0) for k in ("ok", "clean", *BAD_OUTCOMES)},
-            "per_model": {k: dict(v) for k, v in per_seed.items()}, "failures": bad}
+            "per_model": {k: dict(v) for k, v in per_seed.items()},
+            "seconds_per_model": {k: round(v, 1) for k, v in seed_seconds.most_common()},
+            "slowest": [dict(zip(("seconds", "id", "seed", "model", "outcome", "detail"), row)) for row in slowest],
+            "failures": bad}
 
 
 def main(argv=None) -> int:

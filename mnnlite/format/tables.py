@@ -71,12 +71,12 @@ def _value_equal(a, b) -> bool:
 def _table_eq(self, other) -> bool:
     if type(self) is not type(other):
         return NotImplemented
-    return all(_value_equal(getattr(self, f), getattr(other, f)) for f in self.__slots__)
+    return all(_value_equal(getattr(self, f), getattr(other, f)) for f in self._fields)
 
 
 def _table_repr(self) -> str:
     parts = []
-    for name in self.__slots__:
+    for name in self._fields:
         value = getattr(self, name)
         if value is None:
             continue
@@ -104,7 +104,9 @@ def _make_tables(tables: dict) -> dict[str, type]:
             namespace[default] = spec[2] if len(spec) > 2 else None
             params.append(f"{spec[0]}={default}")
         lines.append(f"class {name}:")
-        lines.append(f"    __slots__ = {tuple(names)!r}")
+        # __weakref__: caches of decoded data (ops/weights.py) must not keep a dead model alive
+        lines.append(f"    __slots__ = {(*names, '__weakref__')!r}")
+        lines.append(f"    _fields = {tuple(names)!r}")
         lines.append(f"    def __init__(self, {', '.join(params)}):" if params else "    def __init__(self):")
         lines += [f"        self.{n} = {n}" for n in names] or ["        pass"]
     exec(compile("\n".join(lines), f"<{__name__} generated>", "exec"), namespace)

@@ -4,10 +4,13 @@ A conv keeps its weights inline (``Convolution2D.weight``, float32) or compresse
 (IDSTQuan: ``--fp16``, ``--weightQuantBits``, offline-quantized models; docs/mnn-format.md §6.2).  MNN's CPU
 backend prefers ``quanParameter`` when it is present (source/core/ConvolutionCommon.cpp ``load``), and
 so do we.  Decoding is cached per op object; the cache entry is dropped when the op's parameter tables
-are replaced, so a rewritten op is decoded again.
+are replaced, so a rewritten op is decoded again, and when the op itself is freed: the cache holds the op
+by a weak reference, so a long-lived process (``regress``, a Ray worker, the mutation harness) that
+loads model after model does not keep dead models, their mapped files and their decoded weights.
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -18,11 +21,23 @@ from ..format.tables import OpType
 
 _DECONV_TYPES = (OpType.Deconvolution, OpType.DeconvolutionDepthwise)
 _CACHE_BYTES = 1 << 30          # decoded weights kept at most (least recently used dropped first)
-_cache: OrderedDict = OrderedDict()   # id(op) -> (op, keys, weight, bias)
+_cache: OrderedDict = OrderedDict()   # id(op) -> (weakref to op, keys, weight, bias)
+_cached_bytes = 0
 
 
 def clear_cache() -> None:
+    global _cached_bytes
     _cache.clear()
+    _cached_bytes = 0
+
+
+def _drop(key: int, ref=None) -> None:
+    """Remove ``_cache[key]`` (only if it still belongs to ``ref`` when given: ids are reused)."""
+    global _cached_bytes
+    entry = _cache.get(key)
+    if entry is not None and (ref is None or entry[0] is ref):
+        del _cache[key]
+        _cached_bytes -= entry[2].nbytes + entry[3].nbytes
 
 
 def _keys(op):
@@ -76,15 +91,17 @@ def conv_weights(op) -> tuple[np.ndarray, np.ndarray]:
     """``(weight, bias)`` float32 of a Convolution/ConvolutionDepthwise ([O, C/g, KH, KW]),
     Deconvolution/DeconvolutionDepthwise ([C, O/g, KH, KW]) or InnerProduct ([O, K]) op; bias [O]
     (zeros when the file has none).  Decoded once per op object."""
-    entry = _cache.get(id(op))
+    global _cached_bytes
+    key = id(op)
+    entry = _cache.get(key)
     keys = _keys(op)
-    if entry is not None and entry[0] is op and all(a is b for a, b in zip(entry[1], keys)):
-        _cache.move_to_end(id(op))
+    if entry is not None and entry[0]() is op and all(a is b for a, b in zip(entry[1], keys)):
+        _cache.move_to_end(key)
         return entry[2], entry[3]
     weight, bias = _decode(op)
-    _cache[id(op)] = (op, keys, weight, bias)
-    total = sum(e[2].nbytes for e in _cache.values())
-    while total > _CACHE_BYTES and len(_cache) > 1:
-        _, old = _cache.popitem(last=False)
-        total -= old[2].nbytes
+    _drop(key)
+    _cache[key] = (weakref.ref(op, lambda ref, key=key: _drop(key, ref)), keys, weight, bias)
+    _cached_bytes += weight.nbytes + bias.nbytes
+    while _cached_bytes > _CACHE_BYTES and len(_cache) > 1:
+        _drop(next(iter(_cache)))
     return weight, bias
