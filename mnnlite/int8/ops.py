@@ -408,23 +408,31 @@ def interp(call: Int8Call):
     kind = int(p.resizeType)
     if kind in (resize.NEAREST, resize.NEAREST_ROUND):
         nearest_round = kind == resize.NEAREST_ROUND
-        y = x[:, :, resize.nearest_index(h, ys, nearest_round)][:, :, :, resize.nearest_index(w, xs, nearest_round)]
+        y = kernel_table.form("resize_nearest", call.impl)(
+            x, resize.nearest_index(h, ys, nearest_round), resize.nearest_index(w, xs, nearest_round))
         return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
     if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
     y0, y1, fy = resize.bilinear_axis(h, ys)
     x0, x1, fx = resize.bilinear_axis(w, xs)
-    sfx, dfx = _bilinear_weights(fx)
-    sfy, dfy = _bilinear_weights(fy)
-    q = x.astype(np.int32) - np.int32(int(call.in_attrs[0].zero))
+    y = kernel_table.form("resize_bilinear_int8", call.impl)(
+        x, int(call.in_attrs[0].zero), int(call.out_attrs[0].zero), y0, y1, *_bilinear_weights(fy),
+        x0, x1, *_bilinear_weights(fx))
+    return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
+
+
+def bilinear_int8_ref(x, z_in: int, z_out: int, y0, y1, sfy, dfy, x0, x1, sfx, dfx) -> np.ndarray:
+    """The reference form of kernel "resize_bilinear_int8": ``q - z_in`` interpolated along x with the
+    weights * 128 into an int16 line, the two lines along y, ``(v +- 2^13) / 2^14`` (C division), the
+    result an int8, then + z_out, stored as a byte."""
+    q = x.astype(np.int32) - np.int32(z_in)
     rows = q[:, :, :, x0] * sfx.astype(np.int32) + q[:, :, :, x1] * dfx.astype(np.int32)
     rows = rows.astype(np.int16).astype(np.int32)                         # the int16 line buffer
     val = rows[:, :, y0] * sfy.astype(np.int32)[:, None] + rows[:, :, y1] * dfy.astype(np.int32)[:, None]
     half = np.int32(1 << 13)
     v = np.where(val < 0, -((half - val) >> 14), (val + half) >> 14)     # C division by 2^14
-    v = v.astype(np.int8).astype(np.int32) + np.int32(int(call.out_attrs[0].zero))   # int8, then + z_out
-    y = v.astype(np.int8)                                                  # stored as a byte
-    return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
+    v = v.astype(np.int8).astype(np.int32) + np.int32(z_out)             # int8, then + z_out
+    return v.astype(np.int8)                                               # stored as a byte
 
 
 # -------------------------------------------------------------------- dequantize / float / quantize

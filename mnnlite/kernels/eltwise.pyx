@@ -17,7 +17,7 @@ Pure lookups and IEEE float32 operations, so the results equal the numpy forms b
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int8_t, uint8_t
+from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t
 from libc.stddef cimport size_t
 from libc.math cimport copysignf, truncf
 
@@ -164,4 +164,238 @@ def quantize_f32(x, float inv, float zero, int qmin, int qmax):
                 d[i] = nan_code
             else:
                 d[i] = <int8_t> truncf(v + copysignf(<float> 0.5, v))
+    return out
+
+
+def _resize_args(name, x, rows, cols):
+    """(contiguous [N, C, H, W] source, its row and column index arrays as intp) after checking every
+    index against the plane, so the loops below cannot read outside it (callers check the dtype)."""
+    src = np.ascontiguousarray(x)
+    checked = []
+    for axis, idx in ((2, rows), (3, cols)):
+        for i in idx:
+            a = np.ascontiguousarray(i, dtype=np.intp).reshape(-1)
+            if a.size and (a.min() < 0 or a.max() >= src.shape[axis]):
+                raise IndexError(f"{name}: index out of range for a dim of {src.shape[axis]}")
+            checked.append(a)
+    return src, checked
+
+
+ctypedef fused pixel:
+    float
+    int8_t
+
+
+cdef void _gather_rows(const pixel *s, pixel *d, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
+                       const Py_ssize_t *ri, Py_ssize_t oh, const Py_ssize_t *ci, Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t p, i, j
+    cdef const pixel *row
+    for p in range(planes):
+        for i in range(oh):
+            row = s + (p * h + ri[i]) * w
+            for j in range(ow):
+                d[j] = row[ci[j]]
+            d += ow
+
+
+def resize_nearest(x, rows, cols):
+    """``x[:, :, rows][:, :, :, cols]`` of a float32 or int8 NCHW array in one pass (a nearest resize)."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.int8) or x.ndim != 4:
+        raise TypeError("resize_nearest: a float32 or int8 [N, C, H, W] array is needed")
+    src, (r, c) = _resize_args("resize_nearest", x, (rows,), (cols,))
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    cdef Py_ssize_t oh = r.size, ow = c.size
+    out = np.empty((src.shape[0], src.shape[1], oh, ow), src.dtype)
+    if out.size == 0:
+        return out
+    cdef const Py_ssize_t *ri = <const Py_ssize_t *> cnp.PyArray_DATA(r)
+    cdef const Py_ssize_t *ci = <const Py_ssize_t *> cnp.PyArray_DATA(c)
+    cdef void *s = cnp.PyArray_DATA(src)
+    cdef void *d = cnp.PyArray_DATA(out)
+    cdef bint floats = src.dtype == np.float32
+    with nogil:
+        if floats:
+            _gather_rows(<const float *> s, <float *> d, planes, h, w, ri, oh, ci, ow)
+        else:
+            _gather_rows(<const int8_t *> s, <int8_t *> d, planes, h, w, ri, oh, ci, ow)
+    return out
+
+
+def resize_bilinear_f32(x, y0, y1, fy, x0, x1, fx):
+    """CPUInterp's bilinear blend of a float32 NCHW array, the operations of ``ops.resize.bilinear_ref``
+    in its order and rounding: ``top = x[y0, x1] * fx + x[y0, x0] * (1 - fx)`` (``bottom`` on row y1),
+    then ``top * (1 - fy) + bottom * fy``, every step a float32 operation, in one pass."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise TypeError("resize_bilinear_f32: a float32 [N, C, H, W] array is needed")
+    src, (r0, r1, c0, c1) = _resize_args("resize_bilinear_f32", x, (y0, y1), (x0, x1))
+    wy = np.ascontiguousarray(fy, dtype=np.float32).reshape(-1)
+    wx = np.ascontiguousarray(fx, dtype=np.float32).reshape(-1)
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    cdef Py_ssize_t oh = r0.size, ow = c0.size, p, i, j
+    if r1.size != oh or wy.size != oh or c1.size != ow or wx.size != ow:
+        raise ValueError("resize_bilinear_f32: the row and column arrays differ in length")
+    out = np.empty((src.shape[0], src.shape[1], oh, ow), np.float32)
+    if out.size == 0:
+        return out
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(out)
+    cdef const Py_ssize_t *a0 = <const Py_ssize_t *> cnp.PyArray_DATA(r0)
+    cdef const Py_ssize_t *a1 = <const Py_ssize_t *> cnp.PyArray_DATA(r1)
+    cdef const Py_ssize_t *b0 = <const Py_ssize_t *> cnp.PyArray_DATA(c0)
+    cdef const Py_ssize_t *b1 = <const Py_ssize_t *> cnp.PyArray_DATA(c1)
+    cdef const float *ty = <const float *> cnp.PyArray_DATA(wy)
+    cdef const float *tx = <const float *> cnp.PyArray_DATA(wx)
+    # Each source row's x blend is one value per output column whatever output row reads it, so it is
+    # computed once per plane (rows marked in ``done``) and the y blend reads it: the same float32
+    # operations in the same order as the reference, with the gathers of each row made once.
+    blended = np.empty((h, ow), np.float32)
+    done = np.empty(h, np.uint8)
+    omx = np.float32(1) - wx
+    cdef float *hb = <float *> cnp.PyArray_DATA(blended)
+    cdef uint8_t *dn = <uint8_t *> cnp.PyArray_DATA(done)
+    cdef const float *ux = <const float *> cnp.PyArray_DATA(omx)
+    cdef const float *plane
+    cdef const float *row
+    cdef const float *top
+    cdef const float *bot
+    cdef float *line
+    cdef float gy, gy1, t, one = 1.0
+    cdef Py_ssize_t k, r
+    with nogil:
+        for p in range(planes):
+            plane = s + p * h * w
+            for k in range(h):
+                dn[k] = 0
+            for i in range(oh):
+                for k in range(2):
+                    r = a0[i] if k == 0 else a1[i]
+                    if dn[r]:
+                        continue
+                    dn[r] = 1
+                    row = plane + r * w
+                    line = hb + r * ow
+                    for j in range(ow):
+                        t = row[b1[j]] * tx[j]
+                        line[j] = t + row[b0[j]] * ux[j]
+                top = hb + a0[i] * ow
+                bot = hb + a1[i] * ow
+                gy = ty[i]
+                gy1 = one - gy
+                for j in range(ow):
+                    # separate float32 products and sum (the portable build has no FMA to contract into)
+                    t = top[j] * gy1
+                    d[j] = t + bot[j] * gy
+                d += ow
+    return out
+
+
+def avg_pool_f32(x, kernel, stride, pad, out, inv):
+    """The average pool of ``ops.pool.pool2d`` on a float32 NCHW array, its operations in its order: per
+    output, a float32 running sum of the window taps in row-major order starting from the first tap
+    (taps outside the input add 0.0, as its zero padding does), times ``inv[oy, ox]`` (float32)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise TypeError("avg_pool_f32: a float32 [N, C, H, W] array is needed")
+    src = np.ascontiguousarray(x)
+    cdef Py_ssize_t kh = int(kernel[0]), kw = int(kernel[1]), sy = int(stride[0]), sx = int(stride[1])
+    cdef Py_ssize_t pt = int(pad[0]), pl = int(pad[1]), oh = int(out[0]), ow = int(out[1])
+    scale = np.ascontiguousarray(inv, dtype=np.float32)
+    if kh <= 0 or kw <= 0 or sy <= 0 or sx <= 0 or oh < 0 or ow < 0 or scale.shape != (oh, ow):
+        raise ValueError(f"avg_pool_f32: kernel {kh}x{kw}, stride {sy}x{sx}, output {oh}x{ow} and "
+                         f"scales {scale.shape} do not fit")
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    result = np.empty((src.shape[0], src.shape[1], oh, ow), np.float32)
+    if result.size == 0:
+        return result
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(result)
+    cdef const float *sc = <const float *> cnp.PyArray_DATA(scale)
+    cdef const float *plane
+    cdef Py_ssize_t p, oy, ox, i, j, r, c
+    cdef float acc, v
+    cdef bint first
+    with nogil:
+        for p in range(planes):
+            plane = s + p * h * w
+            for oy in range(oh):
+                for ox in range(ow):
+                    first = True
+                    acc = 0.0
+                    for i in range(kh):
+                        r = oy * sy - pt + i
+                        for j in range(kw):
+                            c = ox * sx - pl + j
+                            v = plane[r * w + c] if 0 <= r < h and 0 <= c < w else <float> 0.0
+                            if first:
+                                acc = v
+                                first = False
+                            else:
+                                acc = acc + v
+                    d[oy * ow + ox] = acc * sc[oy * ow + ox]
+            d += oh * ow
+    return result
+
+
+def resize_bilinear_int8(x, int z_in, int z_out, y0, y1, sfy, dfy, x0, x1, sfx, dfx):
+    """CPUInterp's int8 bilinear resize (MNNBilinearSampleC8 then MNNBilinearLineC8), the integer steps
+    of ``int8.ops.bilinear_int8_ref``: per source row ``(int16)((q[x0] - z_in) * sfx + (q[x1] - z_in) *
+    dfx)``, per output ``v = row_y0 * sfy + row_y1 * dfy``, ``(v +- 2^13) / 2^14`` (C division), wrapped
+    to int8, plus ``z_out``, wrapped to int8.  The weights are the int (1 - f) * 128 and f * 128."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.int8 or x.ndim != 4:
+        raise TypeError("resize_bilinear_int8: an int8 [N, C, H, W] array is needed")
+    src, (r0, r1, c0, c1) = _resize_args("resize_bilinear_int8", x, (y0, y1), (x0, x1))
+    wy0 = np.ascontiguousarray(sfy, dtype=np.int32).reshape(-1)
+    wy1 = np.ascontiguousarray(dfy, dtype=np.int32).reshape(-1)
+    wx0 = np.ascontiguousarray(sfx, dtype=np.int32).reshape(-1)
+    wx1 = np.ascontiguousarray(dfx, dtype=np.int32).reshape(-1)
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    cdef Py_ssize_t oh = r0.size, ow = c0.size, p, i, j, k, r
+    if r1.size != oh or wy0.size != oh or wy1.size != oh or c1.size != ow or wx0.size != ow or wx1.size != ow:
+        raise ValueError("resize_bilinear_int8: the row and column arrays differ in length")
+    out = np.empty((src.shape[0], src.shape[1], oh, ow), np.int8)
+    if out.size == 0:
+        return out
+    lines = np.empty((h, ow), np.int16)
+    done = np.empty(h, np.uint8)
+    cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
+    cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
+    cdef const Py_ssize_t *a0 = <const Py_ssize_t *> cnp.PyArray_DATA(r0)
+    cdef const Py_ssize_t *a1 = <const Py_ssize_t *> cnp.PyArray_DATA(r1)
+    cdef const Py_ssize_t *b0 = <const Py_ssize_t *> cnp.PyArray_DATA(c0)
+    cdef const Py_ssize_t *b1 = <const Py_ssize_t *> cnp.PyArray_DATA(c1)
+    cdef const int32_t *ty0 = <const int32_t *> cnp.PyArray_DATA(wy0)
+    cdef const int32_t *ty1 = <const int32_t *> cnp.PyArray_DATA(wy1)
+    cdef const int32_t *tx0 = <const int32_t *> cnp.PyArray_DATA(wx0)
+    cdef const int32_t *tx1 = <const int32_t *> cnp.PyArray_DATA(wx1)
+    cdef int16_t *lb = <int16_t *> cnp.PyArray_DATA(lines)
+    cdef uint8_t *dn = <uint8_t *> cnp.PyArray_DATA(done)
+    cdef const int8_t *plane
+    cdef const int8_t *row
+    cdef const int16_t *top
+    cdef const int16_t *bot
+    cdef int16_t *line
+    cdef int32_t val, v, gy0, gy1
+    with nogil:
+        for p in range(planes):
+            plane = s + p * h * w
+            for k in range(h):
+                dn[k] = 0
+            for i in range(oh):
+                for k in range(2):
+                    r = a0[i] if k == 0 else a1[i]
+                    if dn[r]:
+                        continue
+                    dn[r] = 1
+                    row = plane + r * w
+                    line = lb + r * ow
+                    for j in range(ow):
+                        line[j] = <int16_t> ((<int32_t> row[b0[j]] - z_in) * tx0[j]
+                                             + (<int32_t> row[b1[j]] - z_in) * tx1[j])
+                top = lb + a0[i] * ow
+                bot = lb + a1[i] * ow
+                gy0, gy1 = ty0[i], ty1[i]
+                for j in range(ow):
+                    val = <int32_t> top[j] * gy0 + <int32_t> bot[j] * gy1
+                    v = -((8192 - val) >> 14) if val < 0 else (val + 8192) >> 14
+                    d[j] = <int8_t> (<int32_t> (<int8_t> v) + z_out)
+                d += ow
     return out

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
 from ..format.tables import AvgPoolCountType, OpType, PoolPadType, PoolType
-from ..kernels import table as kernel_table
+from ..kernels import eltwise, table as kernel_table
 from .geometry import (NHWC, fit_axis, from_nchw, image_nchw, pool3d_output_size, pool_output_size, pool_pad,
                        to_nchw)
 from .registry import register, register_plan
@@ -51,12 +51,16 @@ def pool2d(x: np.ndarray, kind: int, k, s, pad, out, count_type: int) -> np.ndar
     sums = next(taps).copy()
     for tap in taps:               # CPUPool.hpp poolingAvgPad: one running sum, rows then columns
         sums += tap
+    return (sums * _avg_scales(x.shape[2:], k, s, pad, out, count_type)).astype(_F32, copy=False)
+
+
+def _avg_scales(plane, k, s, pad, out, count_type: int) -> np.ndarray:
+    """1/count per output position (float32; 0 where the window holds no input cell)."""
     include = count_type == AvgPoolCountType.INCLUDE_PADDING
-    rows = _avg_count(x.shape[2], k[0], s[0], pad[0], out[0], include)
-    cols = _avg_count(x.shape[3], k[1], s[1], pad[1], out[1], include)
+    rows = _avg_count(plane[0], k[0], s[0], pad[0], out[0], include)
+    cols = _avg_count(plane[1], k[1], s[1], pad[1], out[1], include)
     count = (rows[:, None] * cols[None, :]).astype(_F32)
-    inv = np.divide(_F32(1), count, out=np.zeros_like(count), where=count > 0)
-    return (sums * inv).astype(_F32, copy=False)
+    return np.divide(_F32(1), count, out=np.zeros_like(count), where=count > 0)
 
 
 def _pool_plan(call, h: int, w: int):
@@ -98,6 +102,17 @@ def pooling(call):
 def avg_pool2d(x, k, s, pad, out, count_type: int) -> np.ndarray:
     """The reference form of kernel "avg_pool2d" (mnnlite.kernels.table): ``pool2d``'s average pool."""
     return pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count_type)
+
+
+def avg_pool2d_fast(x, k, s, pad, out, count_type: int) -> np.ndarray:
+    """The compiled form of kernel "avg_pool2d": ``pool2d``'s sums and scales in one pass (same bits)."""
+    return eltwise.avg_pool_f32(x, k, s, pad, out, _avg_scales(x.shape[2:], k, s, pad, out, count_type))
+
+
+def global_avg_pool2d_fast(x) -> np.ndarray:
+    """The compiled form of kernel "global_avg_pool2d" (``global_avg_pool2d``'s bits)."""
+    h, w = x.shape[2:]
+    return avg_pool2d_fast(x, (h, w), (h, w), (0, 0), (1, 1), AvgPoolCountType.INCLUDE_PADDING)
 
 
 def global_avg_pool2d(x) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedOpError
 from ..limits import check_alloc
 from ..format.tables import CoordinateTransformationMode, OpType
+from ..kernels import table as kernel_table
 from .geometry import NHWC, from_nchw, image_nchw
 from .registry import register
 
@@ -109,18 +110,28 @@ def _cubic_axis(n_in: int, src: np.ndarray):
     return pos, _cubic_weights(src - np.floor(src))
 
 
-def _resize(x: np.ndarray, kind: int, hs, ws, out) -> np.ndarray:
+def nearest_ref(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The reference form of kernel "resize_nearest": rows then columns of an NCHW array gathered."""
+    return x[:, :, rows][:, :, :, cols]
+
+
+def bilinear_ref(x: np.ndarray, y0, y1, fy, x0, x1, fx) -> np.ndarray:
+    """The reference form of kernel "resize_bilinear" (CPUInterp.cpp CPUBilinearSampleC4 then
+    CPUBilinearLineC4): each row blended along x, then the two rows along y, in float32."""
+    top = x[:, :, y0][..., x1] * fx + x[:, :, y0][..., x0] * (_F32(1) - fx)
+    bottom = x[:, :, y1][..., x1] * fx + x[:, :, y1][..., x0] * (_F32(1) - fx)
+    return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
+
+
+def _resize(x: np.ndarray, kind: int, hs, ws, out, impl: str) -> np.ndarray:
     (h_scale, h_off), (w_scale, w_off), (oh, ow) = hs, ws, out
     h, w = x.shape[2:]
     ys, xs = source_positions(oh, h_scale, h_off), source_positions(ow, w_scale, w_off)
     if kind in (NEAREST, NEAREST_ROUND):
-        return x[:, :, nearest_index(h, ys, kind == NEAREST_ROUND)][:, :, :, nearest_index(w, xs, kind == NEAREST_ROUND)]
+        return kernel_table.form("resize_nearest", impl)(
+            x, nearest_index(h, ys, kind == NEAREST_ROUND), nearest_index(w, xs, kind == NEAREST_ROUND))
     if kind == BILINEAR:
-        y0, y1, fy = bilinear_axis(h, ys)
-        x0, x1, fx = bilinear_axis(w, xs)
-        top = x[:, :, y0][..., x1] * fx + x[:, :, y0][..., x0] * (_F32(1) - fx)
-        bottom = x[:, :, y1][..., x1] * fx + x[:, :, y1][..., x0] * (_F32(1) - fx)
-        return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
+        return kernel_table.form("resize_bilinear", impl)(x, *bilinear_axis(h, ys), *bilinear_axis(w, xs))
     if kind == CUBIC:
         ypos, wy = _cubic_axis(h, ys)
         xpos, wx = _cubic_axis(w, xs)
@@ -144,7 +155,7 @@ def interp(call):
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
     hs = coord_transform(p, x.shape[2], oh, given[0])
     ws = coord_transform(p, x.shape[3], ow, given[1])
-    y = _resize(x, p.resizeType, hs, ws, (oh, ow))
+    y = _resize(x, p.resizeType, hs, ws, (oh, ow), call.impl)
     return [from_nchw(np.ascontiguousarray(y, dtype=_F32), call.formats[0])]
 
 
@@ -166,5 +177,5 @@ def _interp_1d(call):
     if out <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output length {out}")
     hs = coord_transform(p, length, out, given)
-    y = _resize(x[..., None], p.resizeType, hs, (_F32(1), _F32(0)), (out, 1))
+    y = _resize(x[..., None], p.resizeType, hs, (_F32(1), _F32(0)), (out, 1), call.impl)
     return [np.ascontiguousarray(y[..., 0], dtype=_F32)]

@@ -100,6 +100,42 @@ def _avg_pool_cases():
     yield "5x3 s2 pad", lambda fn: fn(x, (5, 3), (2, 2), (2, 1), (6, 7), exc)
 
 
+def _resize_axes(n_in, n_out, seed):
+    """Bilinear rows (floor, right neighbour, fraction) and nearest rows of an up- or down-scale, with
+    the clamped edges (positions below 0 and past the last row)."""
+    from mnnlite.ops.resize import bilinear_axis, nearest_index, source_positions
+    src = source_positions(n_out, F32(n_in) / F32(n_out), F32(0.5) * F32(n_in) / F32(n_out) - F32(0.5))
+    return bilinear_axis(n_in, src), nearest_index(n_in, src, seed % 2 == 1)
+
+
+def _resize_nearest_cases():
+    x = _normal((2, 3, 7, 9), 42)
+    (_, ry), (_, rx) = _resize_axes(7, 15, 0), _resize_axes(9, 4, 1)
+    yield "up rows, down columns", lambda fn: fn(x, ry, rx)
+    yield "strided input", lambda fn: fn(x.transpose(0, 1, 3, 2), rx[rx < 7], ry[ry < 9])
+    yield "int8 codes", lambda fn: fn(_codes((1, 4, 7, 9), 46), ry, rx)
+
+
+def _resize_bilinear_cases():
+    x = _normal((2, 3, 7, 9), 43, 3.0)
+    (by, _), (bx, _) = _resize_axes(7, 16, 0), _resize_axes(9, 5, 0)
+    yield "up rows, down columns", lambda fn: fn(x, *by, *bx)
+    (by1, _), (bx1, _) = _resize_axes(7, 1, 0), _resize_axes(9, 20, 0)
+    yield "one row, x2 columns", lambda fn: fn(x, *by1, *bx1)
+
+
+def _resize_bilinear_int8_cases():
+    from mnnlite.int8.ops import _bilinear_weights
+    x = _codes((2, 3, 7, 9), 44)
+    for n_out_y, n_out_x in ((16, 5), (1, 20)):
+        (y0, y1, fy), _ = _resize_axes(7, n_out_y, 0)
+        (x0, x1, fx), _ = _resize_axes(9, n_out_x, 0)
+        yield f"{n_out_y}x{n_out_x}", lambda fn, a=(y0, y1, *_bilinear_weights(fy), x0, x1, *_bilinear_weights(fx)): \
+            fn(x, 5, -7, *a)
+    yield "zero points at the ends", lambda fn: fn(_codes((1, 2, 7, 9), 45), -128, 127, y0, y1,
+                                                   *_bilinear_weights(fy), x0, x1, *_bilinear_weights(fx))
+
+
 def _global_pool_cases():
     yield "plane 7x9", lambda fn: fn(_normal((2, 13, 7, 9), 26))
     yield "plane 1x1", lambda fn: fn(_normal((1, 4, 1, 1), 27))
@@ -167,7 +203,8 @@ CASES = {
     "conv2d": _conv_cases, "conv2d_layer": _conv_layer_cases, "conv2d_fed": _conv_cases,
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
-    "hardswish": _hardswish_cases,
+    "hardswish": _hardswish_cases, "resize_nearest": _resize_nearest_cases,
+    "resize_bilinear": _resize_bilinear_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
     "depthwise_int8": _depthwise_int8_cases,
