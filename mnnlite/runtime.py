@@ -23,6 +23,7 @@ for every main-graph tensor as it appears (inputs, constants, op outputs), witho
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -264,6 +265,10 @@ class Program:
                 step.single, step.single_name = step.outputs[0], step.output_names[0]
             if len(step.inputs) == 1:
                 step.in0 = step.inputs[0]
+        self._bound_plans: dict = {}          # the bound tensors' indexes -> _BoundPlan (or None: generic)
+        # the bound plans' OpCalls are reused from run to run: one run at a time uses them (a second
+        # thread, or a subgraph re-entering this program, takes the generic loop)
+        self._bound_lock = threading.Lock()
 
     def _step(self, op) -> Step:
         # The node's own kernel (registry planners: parameters read, conv weights packed once).
@@ -297,9 +302,27 @@ class Program:
             step.free = tuple(frees.get(pos, ()))
 
     def run(self, bound: dict, keep_all: bool, observe) -> dict:
-        # The per-op loop is the interpreter's overhead on small models (a few us per op against
-        # kernels of similar cost), so everything that does not depend on the data is fixed in the
-        # steps, and the single-output case, nearly every op, skips the generic lists.
+        """{tensor index: (array, layout)} of the graph outputs (every tensor with ``keep_all``) on
+        ``bound`` ({tensor index: (array, layout)}, ``Interpreter.bind``'s result); ``observe(index,
+        name, array)`` sees every tensor as it appears.  Runs the bound plan of these bound tensors
+        (``_BoundPlan``) when there is one, else the generic per-op loop (``run_generic``); both give
+        the same result."""
+        key = tuple(bound)
+        plan = self._bound_plans.get(key, False)
+        if plan is False:
+            plan = self._bound_plans[key] = _BoundPlan.build(self, bound)
+        if plan is not None and self._bound_lock.acquire(False):
+            try:
+                return plan.run(bound, keep_all, observe)
+            finally:
+                self._bound_lock.release()
+        return self.run_generic(bound, keep_all, observe)
+
+    def run_generic(self, bound: dict, keep_all: bool, observe) -> dict:
+        """``run`` one op at a time through ``call``: the reference the bound plans are tested against.
+        The per-op loop is the interpreter's overhead on small models (a few us per op against
+        kernels of similar cost), so everything that does not depend on the data is fixed in the
+        steps, and the single-output case, nearly every op, skips the generic lists."""
         env = {i: (a, f if type(f) is DataFormat else DataFormat(f)) for i, (a, f) in bound.items()}
         names = self.graph.tensors
         if observe is not None:     # values bound without an Input op are seen here, the others below
@@ -358,14 +381,24 @@ class Program:
                       step.input_names, step.output_names)
         try:
             arrays = step.kernel(call)
-        except MnnliteError:
-            raise
-        except NotImplementedError as exc:
+        except Exception as exc:
+            self._kernel_failed(step, call, exc)
+        return self._results(step, call, arrays, formats)
+
+    def _kernel_failed(self, step: Step, call: OpCall, exc: Exception):
+        """Raise the one-line error of a kernel's exception, naming the op (anything else: a bug of ours)."""
+        if isinstance(exc, MnnliteError):
+            raise exc
+        if isinstance(exc, NotImplementedError):
             raise UnsupportedOpError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
-        except (ValueError, IndexError, ZeroDivisionError) as exc:
+        if isinstance(exc, (ValueError, IndexError, ZeroDivisionError)):
             raise ShapeError(f"{self.where}: {self._describe(step, call)}: {exc}") from exc
-        except (MemoryError, OverflowError, AttributeError, TypeError) as exc:
+        if isinstance(exc, (MemoryError, OverflowError, AttributeError, TypeError)):
             raise op_failure(f"{self.where}: {self._describe(step, call)}", step.op, exc) from exc
+        raise exc
+
+    def _results(self, step: Step, call: OpCall, arrays, formats: list) -> list:
+        """A kernel's arrays as [(array, layout)] for the op's outputs, in MNN's types."""
         if step.single is not None and arrays:     # most ops: the steps below, without the lists
             a = arrays[0]
             if type(a) is not np.ndarray or a.dtype not in _KEPT_DTYPES:
@@ -404,6 +437,119 @@ class Program:
     def _describe(step, call) -> str:
         ins = ", ".join(f"{n!r} {a.shape} {a.dtype}" for n, a in zip(step.input_names, call.inputs))
         return f"op {step.op.name!r} ({_op_type_name(step.op)}) on [{ins}]"
+
+
+class _BoundPlan:
+    """A program's ops bound once for one set of bound tensors: what ``run_generic`` looks up, checks
+    and allocates per op and per run, fixed here.
+
+    Tensors live in two flat lists (value, layout) indexed by tensor instead of a dict; constants sit
+    in them from the start; each op that runs a kernel is a row (kernel, reused ``OpCall``, input
+    indexes, ...) whose inputs are known to be produced before it (checked here once, so the loop
+    tests nothing per op); an op's tensors are dropped after their last reader, as in the generic
+    loop.  What depends on input shapes (conv geometry and packed layers, pool windows, resize
+    tables) is planned by each node's kernel on the first call with a new shape and cached there
+    (``ops.registry`` planners), so a new input shape re-plans only those.  ``build`` returns None
+    where the program needs the generic loop's checks (an input no op or feed produces)."""
+
+    __slots__ = ("program", "rows", "template", "layouts", "order", "size")
+
+    @classmethod
+    def build(cls, program: "Program", bound: dict) -> "_BoundPlan | None":
+        size = max([len(program.graph.tensors), *(i + 1 for i in bound)])
+        available = set(bound)
+        template, layouts, rows, order = [None] * size, [None] * size, [], []
+        interp = program.interpreter
+        for step in program.steps:
+            if step.kind == "const":
+                for i, (a, f) in zip(step.outputs, step.const):
+                    template[i], layouts[i] = a, f
+                order.append((step, None))
+            else:
+                ins = step.outputs[:1] if step.kind == "input" else step.inputs
+                if any(i not in available for i in ins):
+                    return None               # the generic loop raises the error naming the op
+                call = OpCall(step.op, None, None, interp.impl, program.context, None,
+                              step.input_names, step.output_names)
+                row = (step.kernel, call, ins, step.single, step, step.free)
+                rows.append(row)
+                order.append((step, row))
+            available.update(step.outputs)
+        plan = cls()
+        plan.program, plan.rows, plan.order, plan.size = program, rows, order, size
+        plan.template, plan.layouts = template, layouts
+        return plan
+
+    def run(self, bound: dict, keep_all: bool, observe) -> dict:
+        if keep_all or observe is not None:
+            return self._run_observed(bound, keep_all, observe)
+        values, layouts = self.template.copy(), self.layouts.copy()
+        for i, (a, f) in bound.items():
+            values[i], layouts[i] = a, f if type(f) is DataFormat else DataFormat(f)
+        program = self.program
+        for kernel, call, ins, single, step, free in self.rows:
+            if len(ins) == 1:
+                i = ins[0]
+                arrays, formats = [values[i]], [layouts[i]]
+            else:
+                arrays, formats = [values[i] for i in ins], [layouts[i] for i in ins]
+            call.inputs, call.formats, call.out_formats = arrays, formats, None
+            try:
+                out = kernel(call)
+            except Exception as exc:
+                program._kernel_failed(step, call, exc)
+            if single is not None and out:
+                # _results' common case inline: one float32/int32 array of a non-empty result
+                a = out[0]
+                if type(a) is not np.ndarray or a.dtype not in _KEPT_DTYPES or a.size == 0:
+                    a, f = program._results(step, call, out, formats)[0]
+                else:
+                    f = call.out_formats
+                    f = (f[0] if type(f[0]) is DataFormat else DataFormat(f[0])) if f else \
+                        (formats[0] if formats else _NCHW)
+                values[single], layouts[single] = a, f
+            else:
+                for i, (a, f) in zip(step.outputs, program._results(step, call, out, formats)):
+                    values[i], layouts[i] = a, f
+            # the call must not keep its inputs alive until the next run: the freed arrays' memory is
+            # what the next ops reuse, still in the caches
+            call.inputs = None
+            for i in free:
+                values[i] = None
+        return {i: (values[i], layouts[i]) for i in program.graph.outputs if values[i] is not None}
+
+    def _run_observed(self, bound: dict, keep_all: bool, observe) -> dict:
+        """``run`` that also hands each tensor to ``observe`` and with ``keep_all`` keeps them all, in the
+        generic loop's order (bound values first, then each op's outputs)."""
+        program = self.program
+        names = program.graph.tensors
+        env = {i: (a, f if type(f) is DataFormat else DataFormat(f)) for i, (a, f) in bound.items()}
+        if observe is not None:
+            for i, (a, _) in bound.items():
+                if i not in program.produced:
+                    observe(i, names[i], a)
+        for step, row in self.order:
+            if row is None:
+                results = step.const
+            else:
+                kernel, call, ins, _, _, free = row
+                inputs = [env[i] for i in ins]
+                call.inputs, call.formats = [a for a, _ in inputs], [f for _, f in inputs]
+                call.out_formats = None
+                try:
+                    out = kernel(call)
+                except Exception as exc:
+                    program._kernel_failed(step, call, exc)
+                results = program._results(step, call, out, call.formats)
+                call.inputs = None
+            for i, value in zip(step.outputs, results):
+                env[i] = value
+                if observe is not None:
+                    observe(i, names[i], value[0])
+            if not keep_all:
+                for i in step.free:
+                    env.pop(i, None)
+        return env
 
 
 # ----------------------------------------------------------------------------------- small helpers
