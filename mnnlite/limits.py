@@ -108,11 +108,19 @@ def nbytes(shape, itemsize: int = 4) -> int:
     return math.prod(max(int(d), 0) for d in shape) * int(itemsize)
 
 
+# Allocations up to this size are not checked against the machine's free memory (only against a budget
+# set by the user): reading it costs more than small ops compute, and an allocation this size that
+# fails still ends in the runtime's one-line out-of-memory error (``op_failure``).
+_ALWAYS_AVAILABLE = 16 << 20
+
+
 def check_alloc(where: str, what: str, shape, itemsize: int = 4, extra: int = 0) -> None:
     """Raise ResourceError when an array of ``shape`` (plus ``extra`` scratch bytes) is over budget.
 
     ``where``: the op ("model.mnn: op 'conv1' (Convolution)"), ``what``: "output", "im2col scratch"."""
     need = nbytes(shape, itemsize) + int(extra)
+    if need <= _ALWAYS_AVAILABLE and _override is None and not os.environ.get("MNNLITE_MAX_MEMORY"):
+        return      # no budget to read (/proc/meminfo, per op and run): too small to refuse
     budget = max_memory()
     if need > budget:
         dims = "x".join(str(int(d)) for d in shape)

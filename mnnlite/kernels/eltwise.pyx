@@ -292,7 +292,7 @@ def resize_bilinear_f32(x, y0, y1, fy, x0, x1, fx):
 def avg_pool_f32(x, kernel, stride, pad, out, inv):
     """The average pool of ``ops.pool.pool2d`` on a float32 NCHW array, its operations in its order: per
     output, a float32 running sum of the window taps in row-major order starting from the first tap
-    (taps outside the input add 0.0, as its zero padding does), times ``inv[oy, ox]`` (float32)."""
+    (taps outside the input add +0.0, as its zero padding does), times ``inv[oy, ox]`` (float32)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
         raise TypeError("avg_pool_f32: a float32 [N, C, H, W] array is needed")
     src = np.ascontiguousarray(x)
@@ -310,26 +310,30 @@ def avg_pool_f32(x, kernel, stride, pad, out, inv):
     cdef float *d = <float *> cnp.PyArray_DATA(result)
     cdef const float *sc = <const float *> cnp.PyArray_DATA(scale)
     cdef const float *plane
-    cdef Py_ssize_t p, oy, ox, i, j, r, c
-    cdef float acc, v
-    cdef bint first
+    cdef const float *row
+    cdef Py_ssize_t p, oy, ox, i, j, y0, y1, x0, x1, top, left
+    cdef float acc
+    cdef bint padded
+    # The sum runs over the window's in-range taps only, from -0.0 (-0.0 + v is v for every v, so the
+    # first tap starts it as in the reference).  The reference also adds the out-of-range taps' +0.0:
+    # that changes a sum only when it is -0.0 (all its taps -0.0), which becomes +0.0 -- done below.
     with nogil:
         for p in range(planes):
             plane = s + p * h * w
             for oy in range(oh):
+                top = oy * sy - pt
+                y0, y1 = max(top, 0), min(top + kh, h)
                 for ox in range(ow):
-                    first = True
-                    acc = 0.0
-                    for i in range(kh):
-                        r = oy * sy - pt + i
-                        for j in range(kw):
-                            c = ox * sx - pl + j
-                            v = plane[r * w + c] if 0 <= r < h and 0 <= c < w else <float> 0.0
-                            if first:
-                                acc = v
-                                first = False
-                            else:
-                                acc = acc + v
+                    left = ox * sx - pl
+                    x0, x1 = max(left, 0), min(left + kw, w)
+                    padded = y0 != top or y1 != top + kh or x0 != left or x1 != left + kw
+                    acc = -0.0
+                    for i in range(y0, y1):
+                        row = plane + i * w
+                        for j in range(x0, x1):
+                            acc = acc + row[j]
+                    if padded and acc == 0:
+                        acc = 0.0
                     d[oy * ow + ox] = acc * sc[oy * ow + ox]
             d += oh * ow
     return result

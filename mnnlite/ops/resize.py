@@ -8,7 +8,7 @@ from ..limits import check_alloc
 from ..format.tables import CoordinateTransformationMode, OpType
 from ..kernels import table as kernel_table
 from .geometry import NHWC, from_nchw, image_nchw
-from .registry import register
+from .registry import register, register_plan
 
 _F32 = np.float32
 
@@ -123,30 +123,37 @@ def bilinear_ref(x: np.ndarray, y0, y1, fy, x0, x1, fx) -> np.ndarray:
     return top * (_F32(1) - fy)[:, None] + bottom * fy[:, None]
 
 
-def _resize(x: np.ndarray, kind: int, hs, ws, out, impl: str) -> np.ndarray:
+def _resize_plan(x_shape, kind: int, hs, ws, out, impl: str):
+    """(kernel, its arguments after x) of a resize of an NCHW input of ``x_shape``: what depends on the
+    shapes only, computed once per shape by ``plan_interp``."""
     (h_scale, h_off), (w_scale, w_off), (oh, ow) = hs, ws, out
-    h, w = x.shape[2:]
+    h, w = x_shape[2:]
     ys, xs = source_positions(oh, h_scale, h_off), source_positions(ow, w_scale, w_off)
     if kind in (NEAREST, NEAREST_ROUND):
-        return kernel_table.form("resize_nearest", impl)(
-            x, nearest_index(h, ys, kind == NEAREST_ROUND), nearest_index(w, xs, kind == NEAREST_ROUND))
+        return kernel_table.form("resize_nearest", impl), (
+            nearest_index(h, ys, kind == NEAREST_ROUND), nearest_index(w, xs, kind == NEAREST_ROUND))
     if kind == BILINEAR:
-        return kernel_table.form("resize_bilinear", impl)(x, *bilinear_axis(h, ys), *bilinear_axis(w, xs))
+        return kernel_table.form("resize_bilinear", impl), (*bilinear_axis(h, ys), *bilinear_axis(w, xs))
     if kind == CUBIC:
-        ypos, wy = _cubic_axis(h, ys)
-        xpos, wx = _cubic_axis(w, xs)
-        rows = np.einsum("ncyxk,xk->ncyx", x[:, :, :, xpos], wx)          # horizontal taps first
-        return np.einsum("ncyxk,yk->ncyx", rows[:, :, ypos].transpose(0, 1, 2, 4, 3), wy)
+        return _cubic, (_cubic_axis(h, ys), _cubic_axis(w, xs))
     raise UnsupportedOpError(f"Interp: resizeType {kind} is not one of 1 (nearest), 2 (bilinear), "
                              f"3 (cubic), 4 (nearest, round)")
 
 
-@register(OpType.Interp)
-def interp(call):
+def _cubic(x, rows, cols):
+    (ypos, wy), (xpos, wx) = rows, cols
+    taps = np.einsum("ncyxk,xk->ncyx", x[:, :, :, xpos], wx)          # horizontal taps first
+    return np.einsum("ncyxk,yk->ncyx", taps[:, :, ypos].transpose(0, 1, 2, 4, 3), wy)
+
+
+def _resize(x: np.ndarray, kind: int, hs, ws, out, impl: str) -> np.ndarray:
+    kernel, args = _resize_plan(x.shape, kind, hs, ws, out, impl)
+    return kernel(x, *args)
+
+
+def _interp_plan(call, x: np.ndarray):
+    """(kernel, its arguments after x) of a 4-D Interp on ``x`` (NCHW, the float input)."""
     p = call.params
-    if call.inputs[0].ndim == 3 and call.formats[0] != NHWC:
-        return _interp_1d(call)
-    x = image_nchw(call).astype(_F32, copy=False)
     oh, ow, scales = interp_sizes(call)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"op {call.op.name!r} (Interp): empty output size {oh}x{ow}")
@@ -155,8 +162,38 @@ def interp(call):
     given = (None, None) if scales is None else (_F32(1) / scales[2], _F32(1) / scales[3])
     hs = coord_transform(p, x.shape[2], oh, given[0])
     ws = coord_transform(p, x.shape[3], ow, given[1])
-    y = _resize(x, p.resizeType, hs, ws, (oh, ow), call.impl)
-    return [from_nchw(np.ascontiguousarray(y, dtype=_F32), call.formats[0])]
+    return _resize_plan(x.shape, p.resizeType, hs, ws, (oh, ow), call.impl)
+
+
+def _run_interp(call, plan_of):
+    if call.inputs[0].ndim == 3 and call.formats[0] != NHWC:
+        return _interp_1d(call)
+    x = image_nchw(call).astype(_F32, copy=False)
+    kernel, args = plan_of(call, x)
+    return [from_nchw(np.ascontiguousarray(kernel(x, *args), dtype=_F32), call.formats[0])]
+
+
+@register(OpType.Interp)
+def interp(call):
+    return _run_interp(call, _interp_plan)
+
+
+@register_plan(OpType.Interp)
+def plan_interp(op, impl: str):
+    """One Interp node: its output size, source rows and columns and weights computed once per input
+    shape, layout and size input (``_interp_plan``)."""
+    plans = {}
+
+    def plan_of(call, x):
+        sizes = call.inputs[1] if len(call.inputs) > 1 else None
+        key = (x.shape, call.formats[0], call.impl) if sizes is None else \
+            (x.shape, call.formats[0], call.impl, sizes.dtype.str, sizes.shape, sizes.tobytes())
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _interp_plan(call, x)
+        return plan
+
+    return lambda call: _run_interp(call, plan_of)
 
 
 def _interp_1d(call):
