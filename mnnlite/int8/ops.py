@@ -33,7 +33,6 @@ from ..kernels import table as kernel_table
 from ..ops import geometry, resize
 from ..ops.registry import OpCall
 from ..ref import int8 as R
-from ..ref.mnn_softmax import softmax_rows
 
 _F32 = np.float32
 NHWC = DataFormat.NHWC
@@ -445,6 +444,14 @@ def _via_float(call: Int8Call):
     return [quant(y, a.scale, a.zero, *a.qrange) for y, a in zip(ys, call.out_attrs)]
 
 
+def softmax_rows_compiled(x: np.ndarray) -> np.ndarray:
+    """The compiled form of kernel "softmax_rows_nofma" (``softmax_rows``'s bits)."""
+    from ..kernels.eltwise import softmax_rows_nofma
+    from ..ref.mnn_softmax import _EXP_P
+
+    return softmax_rows_nofma(x, _EXP_P[0], _EXP_P[1], _EXP_P[4], _EXP_P[5], _EXP_P[6], _EXP_P[7])
+
+
 @register(OpType.Softmax)
 def softmax(call: Int8Call):
     """CPUSoftmax int8: CPUCastCreator INT8_TO_FLOAT, float softmax along the axis, FLOAT_TO_INT8.
@@ -459,7 +466,8 @@ def softmax(call: Int8Call):
         y = call.float_kernel([x])[0]
     else:
         moved = np.moveaxis(x, axis, -1)
-        y = np.moveaxis(softmax_rows(moved.reshape(-1, channel)).reshape(moved.shape), -1, axis)
+        rows = kernel_table.form("softmax_rows_nofma", call.impl)(np.ascontiguousarray(moved.reshape(-1, channel)))
+        y = np.moveaxis(rows.reshape(moved.shape), -1, axis)
     out = call.out_attrs[0]
     return [quant(np.ascontiguousarray(y), out.scale, out.zero, *out.qrange)]
 

@@ -17,9 +17,10 @@ Pure lookups and IEEE float32 operations, so the results equal the numpy forms b
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t
+from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, uint32_t
 from libc.stddef cimport size_t
-from libc.math cimport copysignf, truncf
+from libc.math cimport copysignf, expf, rintf, truncf
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -402,4 +403,71 @@ def resize_bilinear_int8(x, int z_in, int z_out, y0, y1, sfy, dfy, x0, x1, sfx, 
                     v = -((8192 - val) >> 14) if val < 0 else (val + 8192) >> 14
                     d[j] = <int8_t> (<int32_t> (<int8_t> v) + z_out)
                 d += ow
+    return out
+
+
+def softmax_rows_nofma(x, float ln2, float inv_ln2, float p4, float p5, float p6, float p7):
+    """``mnnlite.ref.mnn_softmax.softmax_rows`` (MNN's _AVX_MNNSoftmax, every float32 operation rounded
+    on its own, as MNN's int8 build runs it) in one pass per row: the same operations in the same order
+    (the portable build has no FMA to contract into), the n % 8 tail through the C library's expf as
+    there.  The constants are the reference's (``_EXP_P``), passed in so both use the same bits."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        raise TypeError("softmax_rows_nofma: a float32 [rows, n] array is needed")
+    src = np.ascontiguousarray(x)
+    out = np.empty(src.shape, np.float32)
+    cdef Py_ssize_t rows = src.shape[0], n = src.shape[1], body = n - n % 8, r, i
+    if out.size == 0:
+        return out
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(out)
+    cdef const float *row
+    cdef float *e
+    cdef float top, neg_max, v, t, c, total, scale
+    cdef int32_t k
+    cdef uint32_t bits
+    with nogil:
+        for r in range(rows):
+            row, e = s + r * n, d + r * n
+            top = row[0]
+            for i in range(1, n):       # numpy's max: NaN wins
+                if row[i] != row[i]:
+                    top = row[i]
+                    break
+                if row[i] > top:
+                    top = row[i]
+            neg_max = -top
+            for i in range(body):       # _AVX_MNNExpC8 (mnn_softmax._avx_exp)
+                v = row[i] + neg_max
+                if v < <float> -87.0:
+                    v = -87.0
+                if v > <float> 87.0:
+                    v = 87.0
+                t = v * inv_ln2
+                k = <int32_t> rintf(t)
+                bits = (<uint32_t> k + 127u) << 23
+                t = <float> k * ln2
+                t = v - t
+                t = t * <float> 0.25
+                c = p7 * t
+                c = c + p6
+                c = c * t
+                c = c + p5
+                c = c * t
+                c = c + p4
+                c = c * t
+                c = c + <float> 1.0
+                c = c * t
+                c = c + <float> 1.0
+                c = c * c
+                c = c * c
+                memcpy(&v, &bits, 4)         # 2^k from its exponent bits
+                e[i] = v * c + <float> 0.0
+            for i in range(body, n):    # the scalar tail: expf(x - max)
+                e[i] = expf(row[i] - top)
+            total = e[0]
+            for i in range(1, n):
+                total = total + e[i]
+            scale = <float> 1.0 / (total + <float> 1e-20)
+            for i in range(n):
+                e[i] = e[i] * scale
     return out

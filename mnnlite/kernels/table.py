@@ -73,6 +73,9 @@ KERNELS: dict[str, Kernel] = dict([
     # tests/kernels/test_table.py bounds the distance between the two.
     _k("softmax_rows", "mnnlite.ref.mnn_softmax:softmax_rows", None, "mnnlite.kernels.mnn_exact:softmax_rows",
        "softmax_rows(x2): _AVX_MNNSoftmax over each row of a float32 [rows, n] array"),
+    # The reference of the pair above once more, with a compiled form that gives its bits: the int8 Softmax.
+    _k("softmax_rows_nofma", "mnnlite.ref.mnn_softmax:softmax_rows", "mnnlite.int8.ops:softmax_rows_compiled", None,
+       "softmax_rows_nofma(x2): _AVX_MNNSoftmax over each row, every float32 operation rounded on its own"),
     _k("sigmoid", "mnnlite.ops.elementwise:sigmoid_ref", None, "mnnlite.kernels.mnn_exact:sigmoid",
        "sigmoid(x, all_simd): 1 / (1 + exp(-x)); all_simd: MNN runs every value through its 8-wide path"),
     _k("silu", "mnnlite.ops.elementwise:silu_ref", None, "mnnlite.kernels.mnn_ops:silu",

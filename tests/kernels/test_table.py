@@ -81,6 +81,15 @@ def _sigmoid_cases():
     yield "all 8-wide", lambda fn: fn(x, True)
 
 
+def _softmax_nofma_cases():
+    yield "rows of 37 (8-wide body and expf tail)", lambda fn: fn(_normal((5, 37), 48, 6.0))
+    yield "two classes (tail only)", lambda fn: fn(_normal((3, 2), 49, 3.0))
+    x = _normal((4, 16), 50, 40.0)
+    x[0, :] = 0.0
+    x[1, 3] = 1e4
+    yield "clamped exponents, equal values", lambda fn: fn(x)
+
+
 def _hardswish_cases():
     x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
     yield "values and edges", lambda fn: fn(x)
@@ -210,7 +219,7 @@ CASES = {
     "conv2d": _conv_cases, "conv2d_layer": _conv_layer_cases, "conv2d_fed": _conv_cases,
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
-    "hardswish": _hardswish_cases, "resize_nearest": _resize_nearest_cases,
+    "hardswish": _hardswish_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
     "resize_bilinear": _resize_bilinear_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
