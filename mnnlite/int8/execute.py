@@ -122,10 +122,14 @@ class _Execution:
                     if observe is not None:
                         observe(i, names[i], f)
             if not keep_all:
-                for i in self.plan.frees.get(pos, ()):
-                    self.env.pop(i, None)
-                    self.memo.pop((i, True), None)
-                    self.memo.pop((i, False), None)
+                frees = self.plan.frees.get(pos)
+                if frees:
+                    env, memo = self.env, self.memo
+                    for i in frees:
+                        env.pop(i, None)
+                        if memo:
+                            memo.pop((i, True), None)
+                            memo.pop((i, False), None)
         result = dict(views)
         for i in self.runner.graph.outputs:
             v = self.materialized(i)
@@ -212,7 +216,8 @@ class _Execution:
             return [Value(f, f=a) for a, f in step.const]
         if kind == "input":
             return [self.env[step.outputs[0]]]
-        ins = [self.read_input(step, k, op_plan) for k in range(len(step.inputs))]
+        env = self.env
+        ins = [env[i] if i in env else self.read_input(step, k, op_plan) for k, i in enumerate(step.inputs)]
         if kind == "const":
             return self.call_float(step, [v.raw() for v in ins], ins)
         if op_plan.int8:
@@ -250,19 +255,25 @@ class _Execution:
                 raise UnsupportedOpError(f"{self.program.where}: op {step.op.name!r} ({_name(t)}) runs in int8 "
                                          f"in MNN, and mnnlite has no int8 kernel for it; supported: "
                                          f"{sorted(_name(k) for k in INT8_KERNELS)}")
-            fixed = op_plan.fixed = (kernel, [self.plan.tensors[o].is_float for o in step.outputs],
-                                     self.runner.caches.setdefault(id(step.op), {}))
-        kernel, out_float, cache = fixed
-        arrays, attrs = [v.raw() for v in ins], [None] * len(ins)
-        for ip in op_plan.inputs:
-            arrays[ip.slot] = as_codes(through(ins[ip.slot], ip.stages), ip.attr).q
-            attrs[ip.slot] = ip.attr
-        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs,
-                        impl=self.runner.interp.impl,
-                        float_kernel=lambda xs: [a for a, _ in self.program.call(
-                            step, [(a, v.fmt) for a, v in zip(xs, ins)])],
-                        cache=cache, out_is_float=out_float,
-                        target=getattr(self.runner.interp, "target", "x86"))
+            interp = self.runner.interp
+            fixed = op_plan.fixed = (
+                kernel, [self.plan.tensors[o].is_float for o in step.outputs],
+                self.runner.caches.setdefault(id(step.op), {}), interp.impl, getattr(interp, "target", "x86"),
+                [(o, self.plan.layouts.get(o), attr.key if is_float else None, is_float) for o, attr, is_float in
+                 zip(step.outputs, op_plan.out_attrs, (self.plan.tensors[o].is_float for o in step.outputs))],
+                [(ip.slot, ip.stages, ip.attr) for ip in op_plan.inputs])
+        kernel, out_float, cache, impl, target, outs, inputs = fixed
+        arrays = [v.f if v.f is not None else v.q for v in ins]
+        attrs = [None] * len(ins)
+        for slot, stages, attr in inputs:
+            v = ins[slot]
+            if stages:
+                v = through(v, stages)
+            arrays[slot] = as_codes(v, attr).q
+            attrs[slot] = attr
+        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs, impl,
+                        lambda xs: [a for a, _ in self.program.call(step, [(a, v.fmt) for a, v in zip(xs, ins)])],
+                        cache, out_float, target)
         try:
             results = kernel(call)
         except MnnliteError:
@@ -275,9 +286,10 @@ class _Execution:
             raise op_failure(f"{self.program.where}: op {step.op.name!r} ({_name(step.op_type)}, int8)", step.op,
                              exc) from exc
         out = []
-        for o, a, attr, is_float in zip(step.outputs, results, op_plan.out_attrs, out_float):
-            fmt = self.plan.layouts.get(o, ins[0].fmt if ins else DataFormat.NCHW)
-            out.append(Value(fmt, q=a, key=attr.key) if is_float else Value(fmt, f=a))
+        for (o, fmt, key, is_float), a in zip(outs, results):
+            if fmt is None:
+                fmt = ins[0].fmt if ins else DataFormat.NCHW
+            out.append(Value(fmt, None, a, key) if is_float else Value(fmt, a))
         return out
 
 
