@@ -7,7 +7,13 @@ and raises ValueError; the C core trusts.  References: mnnlite.ref.conv.conv2d_r
 """
 import numpy as np
 
+cimport numpy as cnp
+
 from mnnlite.kernels._select import isa_mask, num_threads
+
+cnp.import_array()
+
+from libc.limits cimport INT_MAX
 
 cdef extern from "conv.h":
     ctypedef struct mnnlite_conv_params:
@@ -80,17 +86,21 @@ cdef class _Layer:
         self.p.groups, self.p.act = groups, act
 
     cdef set_input(self, x, int channels, str op):
-        _check_array("x", x, 4)
-        if x.shape[1] != channels:
+        # the C-level checks first: a layer is called once per op and run, on small tensors too
+        if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> x) and cnp.PyArray_NDIM(<cnp.ndarray> x) == 4):
+            _check_array("x", x, 4)
+        cdef cnp.npy_intp *d = cnp.PyArray_DIMS(<cnp.ndarray> x)
+        if d[1] != channels:
             raise ValueError(f"{op}: x has {x.shape[1]} channels, the weights {self.w.shape} expect {channels}")
-        self.p.n, self.p.c, self.p.h, self.p.w = x.shape
+        if d[0] > INT_MAX or d[2] > INT_MAX or d[3] > INT_MAX:
+            raise OverflowError(f"{op}: input shape {x.shape} exceeds the kernel's int dimensions")
+        self.p.n, self.p.c, self.p.h, self.p.w = d[0], d[1], d[2], d[3]
 
     cdef const float *bias_ptr(self):
-        cdef const float[::1] bv
         if self.bias is None or self.bias.shape[0] == 0:
             return NULL
-        bv = self.bias
-        return &bv[0]
+        return <const float *> cnp.PyArray_DATA(<cnp.ndarray> self.bias)   # C-contiguous float32 (checked)
 
 
 cdef _conv_layer(w, bias, stride, pad, dilation, groups, act, algo):
@@ -185,12 +195,13 @@ cdef class Conv2d:
         cdef mnnlite_conv_params p = self.layer.p
         if mnnlite_conv_plan_prepare(self.plan, self.algo, &p) != 0:   # under the GIL: not thread-safe
             raise MemoryError("Conv2d: out of memory while transforming the weights")
-        cdef const float[::1] xv = x.reshape(-1)
-        cdef float[::1] yv = y.reshape(-1)
+        # x: a C-contiguous float32 array (set_input), y: a fresh one
+        cdef const float *xp = <const float *> cnp.PyArray_DATA(<cnp.ndarray> x)
+        cdef float *yp = <float *> cnp.PyArray_DATA(<cnp.ndarray> y)
         cdef int nthreads = num_threads(), rc
         cdef const float *bp = self.layer.bias_ptr()
         with nogil:
-            rc = mnnlite_conv_plan_run(self.plan, nthreads, self.algo, &p, &xv[0], bp, &yv[0])
+            rc = mnnlite_conv_plan_run(self.plan, nthreads, self.algo, &p, xp, bp, yp)
         _check_rc(rc, "Conv2d")
         return y
 

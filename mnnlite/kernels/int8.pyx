@@ -12,6 +12,10 @@ from mnnlite.ref.int8 import X86_OFFSET, conv_output_size
 
 from libc.stdint cimport int8_t
 
+cimport numpy as cnp
+
+cnp.import_array()
+
 
 cdef extern from "int8_conv.h":
     ctypedef struct mnnlite_conv_geom:
@@ -155,17 +159,21 @@ cdef class Conv2dInt8:
         mnnlite_int8_conv_plan_free(self.plan)
 
     def __call__(self, xq):
-        xq = _codes("xq", xq, 4)
+        # the C-level checks first (a layer is called once per op and run); anything else through _codes
+        if not (cnp.PyArray_Check(xq) and cnp.PyArray_TYPE(<cnp.ndarray> xq) == cnp.NPY_INT8
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> xq) and cnp.PyArray_NDIM(<cnp.ndarray> xq) == 4):
+            xq = _codes("xq", xq, 4)
         cdef mnnlite_conv_geom g = self.g
         _set_input(&g, xq, self.pb, self.pr, "Conv2dInt8")
         y = np.empty((g.n, g.o, g.oh, g.ow), np.int8)
         if y.size == 0:
             return y
-        cdef const int8_t[::1] xv = xq.reshape(-1)
-        cdef int8_t[::1] yv = y.reshape(-1)
+        # xq: C-contiguous int8 (checked above), y: a fresh array
+        cdef const int8_t *xp = <const int8_t *> cnp.PyArray_DATA(<cnp.ndarray> xq)
+        cdef int8_t *yp = <int8_t *> cnp.PyArray_DATA(<cnp.ndarray> y)
         cdef int threads = num_threads(), rc
         with nogil:
-            rc = mnnlite_int8_conv_plan_run(self.plan, &xv[0], &g, &yv[0], threads)
+            rc = mnnlite_int8_conv_plan_run(self.plan, xp, &g, yp, threads)
         if rc != 0:
             raise MemoryError("Conv2dInt8: out of memory for the repacked input / panels")
         return y
