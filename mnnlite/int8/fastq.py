@@ -16,7 +16,7 @@ import numpy as np
 
 # compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
 from ..kernels.eltwise import lut2_int8 as _lut2, lut2_outer_int8 as _lut2_outer, lut_int8 as _lut
-from ..kernels.eltwise import quantize_f32 as _quantize
+from ..kernels.eltwise import dequantize_i8 as _dequantize, quantize_f32 as _quantize
 from ..ref.int8 import unary_table_ref
 
 F32 = np.float32
@@ -24,7 +24,10 @@ _CODES = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
 
 
 def dequantize(q: np.ndarray, scale, zero) -> np.ndarray:
-    """``(q - z) * s`` in float32: the operations of ``mnnlite.ref.int8.dequantize`` in place."""
+    """``(q - z) * s`` in float32: the operations of ``mnnlite.ref.int8.dequantize`` in place (int8
+    codes: in one compiled pass)."""
+    if type(q) is np.ndarray and q.dtype == np.int8:
+        return _dequantize(q, F32(scale), F32(zero))
     f = np.array(q, dtype=F32)                      # int8 -> float32 is exact
     f -= F32(zero)
     f *= F32(scale)

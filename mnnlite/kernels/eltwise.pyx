@@ -151,20 +151,19 @@ def quantize_f32(x, float inv, float zero, int qmin, int qmax):
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
     cdef float lo = <float> qmin, hi = <float> qmax, v
     cdef bint add_zero = zero != 0
-    cdef int8_t nan_code = <int8_t> qmax
+    # Branch-free (selects the compiler vectorizes): NaN fails both clamps and is then replaced by
+    # qmax, which the rounding below returns unchanged (minps/maxps: NaN becomes the upper bound).
+    # v + -0.5 .. v + 0.5 lies in [-128.5, 127.5]: the int conversion truncates as truncf does
+    # (truncf itself is a library call without SSE4.1, several times the loop's cost).
     with nogil:
         for i in range(n):
             v = s[i] * inv
             if add_zero:
                 v = v + zero
-            if v < lo:
-                v = lo
-            if v > hi:
-                v = hi
-            if v != v:                # minps/maxps: NaN becomes the upper bound
-                d[i] = nan_code
-            else:
-                d[i] = <int8_t> truncf(v + copysignf(<float> 0.5, v))
+            v = lo if v < lo else v
+            v = hi if v > hi else v
+            v = hi if v != v else v
+            d[i] = <int8_t> <int> (v + copysignf(<float> 0.5, v))
     return out
 
 
@@ -470,4 +469,22 @@ def softmax_rows_nofma(x, float ln2, float inv_ln2, float p4, float p5, float p6
             scale = <float> 1.0 / (total + <float> 1e-20)
             for i in range(n):
                 e[i] = e[i] * scale
+    return out
+
+
+def dequantize_i8(q, float scale, float zero):
+    """``(float(q) - zero) * scale`` of int8 codes in float32, one pass: the operations of
+    ``mnnlite.int8.fastq.dequantize`` (int8 -> float32 exact, then two float32 operations)."""
+    src = _codes("dequantize_i8", q)
+    out = np.empty(src.shape, np.float32)
+    cdef size_t n = src.size, i
+    if n == 0:
+        return out
+    cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(out)
+    cdef float v
+    with nogil:
+        for i in range(n):
+            v = <float> s[i] - zero
+            d[i] = v * scale
     return out
