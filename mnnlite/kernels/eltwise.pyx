@@ -19,7 +19,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, uint32_t
 from libc.stddef cimport size_t
-from libc.math cimport copysignf, expf, rintf, truncf
+from libc.math cimport copysignf, expf
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -442,7 +442,12 @@ def softmax_rows_nofma(x, float ln2, float inv_ln2, float p4, float p5, float p6
                 if v > <float> 87.0:
                     v = 87.0
                 t = v * inv_ln2
-                k = <int32_t> rintf(t)
+                # rintf (cvtps_epi32, ties to even) as float arithmetic: |t| <= 126 < 2^22, so adding
+                # and removing 1.5 * 2^23 rounds t to an integer in the current (nearest-even) mode;
+                # rintf itself is a library call without SSE4.1
+                t = t + <float> 12582912.0
+                t = t - <float> 12582912.0
+                k = <int32_t> t
                 bits = (<uint32_t> k + 127u) << 23
                 t = <float> k * ln2
                 t = v - t
