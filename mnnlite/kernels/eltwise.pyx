@@ -493,3 +493,22 @@ def dequantize_i8(q, float scale, float zero):
             v = <float> s[i] - zero
             d[i] = v * scale
     return out
+
+
+def clamp_f32(x, float lo, float hi):
+    """``np.minimum(np.maximum(x, lo), hi)`` of a float32 array in one pass, numpy's results bit for bit:
+    its maximum(a, b) is ``a > b ? a : b`` and minimum ``a < b ? a : b`` (so ``b`` when they are equal:
+    -0.0 against a bound 0.0 gives the bound), a NaN operand gives NaN."""
+    src, out = _floats("clamp_f32", x, np.float32)
+    cdef size_t n = src.size, i
+    if n == 0:
+        return out
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(out)
+    cdef float v
+    with nogil:
+        for i in range(n):
+            v = s[i]
+            v = v if (v > lo or v != v) else lo
+            d[i] = v if (v < hi or v != v) else hi
+    return out

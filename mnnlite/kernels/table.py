@@ -84,6 +84,8 @@ KERNELS: dict[str, Kernel] = dict([
        "hardswish(x): x * relu6(x + 3) / 6 in float32"),
     _k("norm_rows", "mnnlite.ops.norm:normalize_rows", None, "mnnlite.kernels.mnn_exact:norm_rows",
        "norm_rows(x2, eps, rms, gamma, beta): LayerNorm / RMSNorm of each row"),
+    _k("clamp", "mnnlite.ops.elementwise:clamp_ref", "mnnlite.kernels.eltwise:clamp_f32", None,
+       "clamp(x, lo, hi): ReLU6's np.minimum(np.maximum(x, lo), hi) of a float32 array (signed zeros, NaN)"),
     _k("resize_nearest", "mnnlite.ops.resize:nearest_ref", "mnnlite.kernels.eltwise:resize_nearest", None,
        "resize_nearest(x, rows, cols): Interp's nearest gather of an NCHW float32 or int8 tensor"),
     _k("resize_bilinear", "mnnlite.ops.resize:bilinear_ref", "mnnlite.kernels.eltwise:resize_bilinear_f32", None,

@@ -74,15 +74,21 @@ def plan_relu6(op, impl: str):
     p = op.main
     lo, hi = (p.minValue, p.maxValue) if p is not None else (0.0, 6.0)
     lo, hi = _F32(lo), _F32(hi)
+    clamp = kernel_table.form("clamp", impl)
 
     def run(call):
         x = call.inputs[0]
         if x.dtype != _F32:
             return relu6(call)
-        y = np.maximum(x, lo)
-        return [np.minimum(y, hi, out=y)]
+        return [clamp(x, lo, hi)]
 
     return run
+
+
+def clamp_ref(x: np.ndarray, lo, hi) -> np.ndarray:
+    """The reference form of kernel "clamp": ``relu6``'s maximum then minimum of a float32 array."""
+    y = np.maximum(x, lo)
+    return np.minimum(y, hi, out=y)
 
 
 @register(OpType.PReLU)

@@ -90,6 +90,13 @@ def _softmax_nofma_cases():
     yield "clamped exponents, equal values", lambda fn: fn(x)
 
 
+def _clamp_cases():
+    x = np.concatenate([_normal(1001, 51, 5.0), np.array([-0.0, 0.0, 6.0, -6.0, np.nan, np.inf, -np.inf], F32)])
+    yield "relu6: values, signed zeros, NaN, infinities", lambda fn: fn(x, F32(0), F32(6))
+    yield "negative-zero bounds, strided", lambda fn: fn(x[::3], F32(-0.0), F32(0.0))
+    yield "one value", lambda fn: fn(np.array([-0.0], F32), F32(0), F32(6))
+
+
 def _hardswish_cases():
     x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
     yield "values and edges", lambda fn: fn(x)
@@ -219,7 +226,7 @@ CASES = {
     "conv2d": _conv_cases, "conv2d_layer": _conv_layer_cases, "conv2d_fed": _conv_cases,
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
-    "hardswish": _hardswish_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
+    "hardswish": _hardswish_cases, "clamp": _clamp_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
     "resize_bilinear": _resize_bilinear_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
@@ -248,7 +255,11 @@ def _compare(name: str, form: str, got, want, what: str):
     bound = BOUNDS.get(name)
     bound = bound.get(form) if isinstance(bound, dict) else bound
     if bound is None:
-        same = (got == want) | (np.isnan(got) & np.isnan(want)) if got.dtype.kind == "f" else got == want
+        if got.dtype.kind == "f":      # bit for bit: signed zeros too; any NaN for a NaN
+            bits = np.dtype(f"u{got.dtype.itemsize}")
+            same = (got.view(bits) == want.view(bits)) | (np.isnan(got) & np.isnan(want))
+        else:
+            same = got == want
         assert same.all(), f"{what}: {int((~same).sum())} of {got.size} values differ from the reference"
         return
     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
