@@ -198,6 +198,11 @@ cdef void _gather_rows(const pixel *s, pixel *d, Py_ssize_t planes, Py_ssize_t h
             d += ow
 
 
+def _read_rows(r0, r1):
+    """The distinct source rows a bilinear resize reads (its two row index arrays), as intp."""
+    return np.ascontiguousarray(np.union1d(r0, r1), dtype=np.intp)
+
+
 def resize_nearest(x, rows, cols):
     """``x[:, :, rows][:, :, :, cols]`` of a float32 or int8 NCHW array in one pass (a nearest resize)."""
     if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.int8) or x.ndim != 4:
@@ -245,38 +250,30 @@ def resize_bilinear_f32(x, y0, y1, fy, x0, x1, fx):
     cdef const Py_ssize_t *b1 = <const Py_ssize_t *> cnp.PyArray_DATA(c1)
     cdef const float *ty = <const float *> cnp.PyArray_DATA(wy)
     cdef const float *tx = <const float *> cnp.PyArray_DATA(wx)
-    # Each source row's x blend is one value per output column whatever output row reads it, so it is
-    # computed once per plane (rows marked in ``done``) and the y blend reads it: the same float32
-    # operations in the same order as the reference, with the gathers of each row made once.
+    # Each source row's x blend is one value per output column whatever output row reads it, so the
+    # rows the output reads (``_read_rows``) are blended once per plane and the y blend reads them: the
+    # same float32 operations in the same order as the reference, the gathers of each row made once.
     blended = np.empty((h, ow), np.float32)
-    done = np.empty(h, np.uint8)
+    needed = _read_rows(r0, r1)
     omx = np.float32(1) - wx
     cdef float *hb = <float *> cnp.PyArray_DATA(blended)
-    cdef uint8_t *dn = <uint8_t *> cnp.PyArray_DATA(done)
+    cdef const Py_ssize_t *rows = <const Py_ssize_t *> cnp.PyArray_DATA(needed)
+    cdef Py_ssize_t nrows = needed.size, k
     cdef const float *ux = <const float *> cnp.PyArray_DATA(omx)
-    cdef const float *plane
     cdef const float *row
     cdef const float *top
     cdef const float *bot
     cdef float *line
     cdef float gy, gy1, t, one = 1.0
-    cdef Py_ssize_t k, r
     with nogil:
         for p in range(planes):
-            plane = s + p * h * w
-            for k in range(h):
-                dn[k] = 0
+            for k in range(nrows):
+                row = s + (p * h + rows[k]) * w
+                line = hb + rows[k] * ow
+                for j in range(ow):
+                    t = row[b1[j]] * tx[j]
+                    line[j] = t + row[b0[j]] * ux[j]
             for i in range(oh):
-                for k in range(2):
-                    r = a0[i] if k == 0 else a1[i]
-                    if dn[r]:
-                        continue
-                    dn[r] = 1
-                    row = plane + r * w
-                    line = hb + r * ow
-                    for j in range(ow):
-                        t = row[b1[j]] * tx[j]
-                        line[j] = t + row[b0[j]] * ux[j]
                 top = hb + a0[i] * ow
                 bot = hb + a1[i] * ow
                 gy = ty[i]
@@ -352,14 +349,14 @@ def resize_bilinear_int8(x, int z_in, int z_out, y0, y1, sfy, dfy, x0, x1, sfx, 
     wx0 = np.ascontiguousarray(sfx, dtype=np.int32).reshape(-1)
     wx1 = np.ascontiguousarray(dfx, dtype=np.int32).reshape(-1)
     cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
-    cdef Py_ssize_t oh = r0.size, ow = c0.size, p, i, j, k, r
+    cdef Py_ssize_t oh = r0.size, ow = c0.size, p, i, j, k
     if r1.size != oh or wy0.size != oh or wy1.size != oh or c1.size != ow or wx0.size != ow or wx1.size != ow:
         raise ValueError("resize_bilinear_int8: the row and column arrays differ in length")
     out = np.empty((src.shape[0], src.shape[1], oh, ow), np.int8)
     if out.size == 0:
         return out
     lines = np.empty((h, ow), np.int16)
-    done = np.empty(h, np.uint8)
+    needed = _read_rows(r0, r1)
     cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
     cdef const Py_ssize_t *a0 = <const Py_ssize_t *> cnp.PyArray_DATA(r0)
@@ -371,8 +368,8 @@ def resize_bilinear_int8(x, int z_in, int z_out, y0, y1, sfy, dfy, x0, x1, sfx, 
     cdef const int32_t *tx0 = <const int32_t *> cnp.PyArray_DATA(wx0)
     cdef const int32_t *tx1 = <const int32_t *> cnp.PyArray_DATA(wx1)
     cdef int16_t *lb = <int16_t *> cnp.PyArray_DATA(lines)
-    cdef uint8_t *dn = <uint8_t *> cnp.PyArray_DATA(done)
-    cdef const int8_t *plane
+    cdef const Py_ssize_t *rows = <const Py_ssize_t *> cnp.PyArray_DATA(needed)
+    cdef Py_ssize_t nrows = needed.size
     cdef const int8_t *row
     cdef const int16_t *top
     cdef const int16_t *bot
@@ -380,20 +377,13 @@ def resize_bilinear_int8(x, int z_in, int z_out, y0, y1, sfy, dfy, x0, x1, sfx, 
     cdef int32_t val, v, gy0, gy1
     with nogil:
         for p in range(planes):
-            plane = s + p * h * w
-            for k in range(h):
-                dn[k] = 0
+            for k in range(nrows):
+                row = s + (p * h + rows[k]) * w
+                line = lb + rows[k] * ow
+                for j in range(ow):
+                    line[j] = <int16_t> ((<int32_t> row[b0[j]] - z_in) * tx0[j]
+                                         + (<int32_t> row[b1[j]] - z_in) * tx1[j])
             for i in range(oh):
-                for k in range(2):
-                    r = a0[i] if k == 0 else a1[i]
-                    if dn[r]:
-                        continue
-                    dn[r] = 1
-                    row = plane + r * w
-                    line = lb + r * ow
-                    for j in range(ow):
-                        line[j] = <int16_t> ((<int32_t> row[b0[j]] - z_in) * tx0[j]
-                                             + (<int32_t> row[b1[j]] - z_in) * tx1[j])
                 top = lb + a0[i] * ow
                 bot = lb + a1[i] * ow
                 gy0, gy1 = ty0[i], ty1[i]
