@@ -211,7 +211,11 @@ def pooling(call: Int8Call):
     ``(sum (q + 128) * floor(2^24 / n)) >> 24 - 128`` over the in-bounds window."""
     p = call.params
     x = geometry.to_nchw(call.inputs[0], call.formats[0])
-    kernel, stride, pad = _pool_window(p, x)
+    key = ("pool", x.shape)
+    window = call.cache.get(key)
+    if window is None:
+        window = call.cache[key] = _pool_window(p, x)
+    kernel, stride, pad = window
     x, pad = _crop_to_pads(x, pad)
     if p.type == PoolType.MAXPOOL:
         y = kernel_table.form("maxpool_int8", call.impl)(x, kernel, stride, pad, x86_max_bug=call.target == "x86")
@@ -399,25 +403,35 @@ def interp(call: Int8Call):
     """CPUInterp int8 path.  The codes are resampled as they are: nearest copies them, bilinear
     interpolates ``q - z_in`` in fixed point (weights * 128, rows in int16, ``(v ± 2^13) / 2^14``) and
     adds z_out -- neither rescales from the input's to the output's scale (MNN 3.6.1)."""
-    p = call.params
     x = geometry.to_nchw(call.inputs[0], call.formats[0])
+    sizes = call.inputs[1] if len(call.inputs) > 1 else None
+    # what depends on the shapes, the size input and the zero points only: once per node and key
+    key = ("interp", x.shape, call.impl, int(call.in_attrs[0].zero), int(call.out_attrs[0].zero)) + (
+        () if sizes is None else (sizes.dtype.str, sizes.shape, sizes.tobytes()))
+    plan = call.cache.get(key)
+    if plan is None:
+        plan = call.cache[key] = _interp_plan(call, x)
+    kernel, args = plan
+    return [geometry.from_nchw(np.ascontiguousarray(kernel(x, *args)), call.formats[0])]
+
+
+def _interp_plan(call: Int8Call, x):
+    """(kernel, its arguments after the codes) of an int8 Interp of ``x`` (NCHW codes)."""
     oh, ow, (hsc, hof), (wsc, wof) = _interp_positions(call, x)
     h, w = x.shape[2:]
     ys, xs = resize.source_positions(oh, hsc, hof), resize.source_positions(ow, wsc, wof)
-    kind = int(p.resizeType)
+    kind = int(call.params.resizeType)
     if kind in (resize.NEAREST, resize.NEAREST_ROUND):
         nearest_round = kind == resize.NEAREST_ROUND
-        y = kernel_table.form("resize_nearest", call.impl)(
-            x, resize.nearest_index(h, ys, nearest_round), resize.nearest_index(w, xs, nearest_round))
-        return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
+        return kernel_table.form("resize_nearest", call.impl), (
+            resize.nearest_index(h, ys, nearest_round), resize.nearest_index(w, xs, nearest_round))
     if kind != resize.BILINEAR:
         raise UnsupportedOpError(f"{call.name}: resizeType {kind} (cubic) has no int8 kernel here")
     y0, y1, fy = resize.bilinear_axis(h, ys)
     x0, x1, fx = resize.bilinear_axis(w, xs)
-    y = kernel_table.form("resize_bilinear_int8", call.impl)(
-        x, int(call.in_attrs[0].zero), int(call.out_attrs[0].zero), y0, y1, *_bilinear_weights(fy),
+    return kernel_table.form("resize_bilinear_int8", call.impl), (
+        int(call.in_attrs[0].zero), int(call.out_attrs[0].zero), y0, y1, *_bilinear_weights(fy),
         x0, x1, *_bilinear_weights(fx))
-    return [geometry.from_nchw(np.ascontiguousarray(y), call.formats[0])]
 
 
 def bilinear_int8_ref(x, z_in: int, z_out: int, y0, y1, sfy, dfy, x0, x1, sfx, dfx) -> np.ndarray:
