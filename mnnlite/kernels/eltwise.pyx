@@ -502,3 +502,45 @@ def clamp_f32(x, float lo, float hi):
             v = v if (v > lo or v != v) else lo
             d[i] = v if (v < hi or v != v) else hi
     return out
+
+
+def max_pool_f32(x, kernel, stride, pad, out):
+    """The max pool of ``ops.pool.pool2d`` on a float32 NCHW array, its results bit for bit: taps outside
+    the input repeat the edge row / column, and each tap is folded in with numpy's maximum (``a > b ?
+    a : b``, so the later tap on a tie; a NaN on either side wins), in row-major tap order."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise TypeError("max_pool_f32: a float32 [N, C, H, W] array is needed")
+    src = np.ascontiguousarray(x)
+    cdef Py_ssize_t kh = int(kernel[0]), kw = int(kernel[1]), sy = int(stride[0]), sx = int(stride[1])
+    cdef Py_ssize_t pt = int(pad[0]), pl = int(pad[1]), oh = int(out[0]), ow = int(out[1])
+    if kh <= 0 or kw <= 0 or sy <= 0 or sx <= 0 or oh < 0 or ow < 0:
+        raise ValueError(f"max_pool_f32: kernel {kh}x{kw}, stride {sy}x{sx}, output {oh}x{ow} do not fit")
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    result = np.empty((src.shape[0], src.shape[1], oh, ow), np.float32)
+    if result.size == 0 or h == 0 or w == 0:
+        return result
+    cdef const float *s = <const float *> cnp.PyArray_DATA(src)
+    cdef float *d = <float *> cnp.PyArray_DATA(result)
+    cdef const float *plane
+    cdef const float *row
+    cdef Py_ssize_t p, oy, ox, i, j, r, c
+    cdef float acc, v
+    with nogil:
+        for p in range(planes):
+            plane = s + p * h * w
+            for oy in range(oh):
+                for ox in range(ow):
+                    acc = 0.0
+                    for i in range(kh):
+                        r = min(max(oy * sy - pt + i, 0), h - 1)       # numpy.pad mode "edge"
+                        row = plane + r * w
+                        for j in range(kw):
+                            c = min(max(ox * sx - pl + j, 0), w - 1)
+                            v = row[c]
+                            if i == 0 and j == 0:
+                                acc = v
+                            else:
+                                acc = acc if (acc > v or acc != acc) else v
+                    d[oy * ow + ox] = acc
+            d += oh * ow
+    return result

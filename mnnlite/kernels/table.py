@@ -92,6 +92,8 @@ KERNELS: dict[str, Kernel] = dict([
        "resize_bilinear(x, y0, y1, fy, x0, x1, fx): Interp's bilinear blend of an NCHW float32 tensor"),
     _k("resize_bilinear_int8", "mnnlite.int8.ops:bilinear_int8_ref", "mnnlite.kernels.eltwise:resize_bilinear_int8",
        None, "resize_bilinear_int8(x, z_in, z_out, y0, y1, sfy, dfy, x0, x1, sfx, dfx): CPUInterp's int8 bilinear"),
+    _k("max_pool2d", "mnnlite.ops.pool:max_pool2d", "mnnlite.kernels.eltwise:max_pool_f32", None,
+       "max_pool2d(x, kernel, stride, pad, out): a windowed max pool on NCHW float32, edge taps repeated"),
     _k("avg_pool2d", "mnnlite.ops.pool:avg_pool2d", "mnnlite.ops.pool:avg_pool2d_fast", "mnnlite.kernels.mnn_ops:avg_pool2d",
        "avg_pool2d(x, kernel, stride, pad, out, count_type): a windowed average pool on NCHW float32"),
     _k("global_avg_pool2d", "mnnlite.ops.pool:global_avg_pool2d", "mnnlite.ops.pool:global_avg_pool2d_fast", "mnnlite.kernels.mnn_exact:global_avg_pool",

@@ -99,6 +99,11 @@ def pooling(call):
     return [from_nchw(np.ascontiguousarray(y), call.formats[0])]
 
 
+def max_pool2d(x, k, s, pad, out) -> np.ndarray:
+    """The reference form of kernel "max_pool2d": ``pool2d``'s max pool."""
+    return pool2d(x, PoolType.MAXPOOL, k, s, pad, out, AvgPoolCountType.INCLUDE_PADDING)
+
+
 def avg_pool2d(x, k, s, pad, out, count_type: int) -> np.ndarray:
     """The reference form of kernel "avg_pool2d" (mnnlite.kernels.table): ``pool2d``'s average pool."""
     return pool2d(x, PoolType.AVEPOOL, k, s, pad, out, count_type)
@@ -138,12 +143,13 @@ def global_mean_fast(x) -> np.ndarray:
 
 @register_plan(OpType.Pooling)
 def plan_pooling(op, impl: str):
-    """Average pools of float32 tensors through the kernels "avg_pool2d" and "global_avg_pool2d" (impl="mnn":
-    CPUPool's rounding); every other pool takes the generic kernel."""
+    """Max and average pools of float32 NCHW tensors through the kernels "max_pool2d", "avg_pool2d" and
+    "global_avg_pool2d" (impl="mnn": CPUPool's rounding of averages), the window planned once per input
+    shape; every other pool takes the generic kernel."""
     p = op.main
-    if p is None or p.type != PoolType.AVEPOOL:
+    if p is None or p.type not in (PoolType.AVEPOOL, PoolType.MAXPOOL):
         return pooling
-    if p.isGlobal:
+    if p.isGlobal and p.type == PoolType.AVEPOOL:
         global_avg = kernel_table.form("global_avg_pool2d", impl)
 
         def run_global(call):
@@ -152,7 +158,11 @@ def plan_pooling(op, impl: str):
                 return pooling(call)
             return [global_avg(x)]
         return run_global
-    avg = kernel_table.form("avg_pool2d", impl)
+    if p.type == PoolType.MAXPOOL:
+        maxp = kernel_table.form("max_pool2d", impl)
+        pool = lambda x, k, s, pad, out, count: maxp(x, k, s, pad, out)   # noqa: E731
+    else:
+        pool = kernel_table.form("avg_pool2d", impl)
     windows = {}        # input shape -> _pool_plan's window (its checks passed)
 
     def run(call):
@@ -162,7 +172,7 @@ def plan_pooling(op, impl: str):
         window = windows.get(x.shape)
         if window is None:
             window = windows[x.shape] = _pool_plan(call, *x.shape[2:])
-        return [from_nchw(np.ascontiguousarray(avg(x, *window)), call.formats[0])]
+        return [from_nchw(np.ascontiguousarray(pool(x, *window)), call.formats[0])]
     return run
 
 

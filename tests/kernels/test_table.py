@@ -159,6 +159,17 @@ def _resize_bilinear_int8_cases():
                                                    *_bilinear_weights(fy), x0, x1, *_bilinear_weights(fx))
 
 
+def _max_pool_cases():
+    x = _normal((2, 3, 9, 11), 52)
+    yield "3x3 s2 pad 1", lambda fn: fn(x, (3, 3), (2, 2), (1, 1), (5, 6))
+    yield "2x2 s2, window past the end", lambda fn: fn(x, (2, 2), (2, 2), (0, 0), (5, 6))
+    yield "negative pad (crop)", lambda fn: fn(x, (3, 2), (1, 2), (-1, 0), (6, 5))
+    # ties of signed zeros (numpy keeps the later tap), NaN and inf
+    z = np.where(_rng(53).random((1, 2, 5, 6)) < 0.5, F32(-0.0), F32(0.0)).astype(F32)
+    z[0, 1, 2, 3], z[0, 1, 4, 0], z[0, 0, 1, 1] = np.nan, np.inf, -np.inf
+    yield "signed zeros, NaN, inf", lambda fn: fn(z, (2, 2), (1, 1), (1, 1), (5, 6))
+
+
 def _global_pool_cases():
     yield "plane 7x9", lambda fn: fn(_normal((2, 13, 7, 9), 26))
     yield "plane 1x1", lambda fn: fn(_normal((1, 4, 1, 1), 27))
@@ -227,7 +238,7 @@ CASES = {
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
     "hardswish": _hardswish_cases, "clamp": _clamp_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
-    "resize_bilinear": _resize_bilinear_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
+    "resize_bilinear": _resize_bilinear_cases, "max_pool2d": _max_pool_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
     "depthwise_int8": _depthwise_int8_cases,
