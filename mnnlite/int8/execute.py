@@ -104,17 +104,18 @@ class _Execution:
 
     def run(self, keep_all: bool, observe) -> dict:
         names, views = self.runner.graph.tensors, {}
+        watching = keep_all or observe is not None
+        env, memo, lazy, all_frees, run_step = self.env, self.memo, self.lazy, self.plan.frees, self.step
         for pos, (step, op_plan) in enumerate(zip(self.program.steps, self.plan.ops)):
             if op_plan.kind == "move":
                 for o in step.outputs:
-                    self.lazy[o] = step
-                outs = step.outputs if (keep_all or observe is not None) else ()
-                values = [self.materialized(o) for o in outs]
+                    lazy[o] = step
+                values = [self.materialized(o) for o in step.outputs] if watching else ()
             else:
-                values = self.step(step, op_plan)
+                values = run_step(step, op_plan)
                 for i, v in zip(step.outputs, values):
-                    self.env[i] = v
-            if keep_all or observe is not None:
+                    env[i] = v
+            if watching:
                 for i, v in zip(step.outputs, values):
                     f = self.final(i, v)
                     if keep_all:
@@ -122,9 +123,8 @@ class _Execution:
                     if observe is not None:
                         observe(i, names[i], f)
             if not keep_all:
-                frees = self.plan.frees.get(pos)
+                frees = all_frees.get(pos)
                 if frees:
-                    env, memo = self.env, self.memo
                     for i in frees:
                         env.pop(i, None)
                         if memo:
