@@ -12,6 +12,8 @@ tests/int8/test_fastq.py checks every one against the references, bit for bit.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # compiled gathers and cast (a missing build is one error at import: mnnlite._build_check)
@@ -57,6 +59,7 @@ def quantize(x: np.ndarray, scale, zero=0, qmin=-128, qmax=127) -> np.ndarray:
     return f.astype(np.int8)
 
 
+@functools.lru_cache(maxsize=4096)     # a function of two shapes, asked on every broadcast op and run
 def _outer_broadcast(small: tuple, big: tuple) -> bool:
     """``small`` broadcasts to ``big`` by repeating each of its elements over trailing dims only
     ([1, C, 1, 1] against [1, C, H, W]): big's leading dims are small's (left-padded with 1s), then 1s."""

@@ -236,6 +236,10 @@ _BINARY = {
 }
 
 
+# the opTypes above and MIN/MAX as plain ints (a set of ints is tested faster than a dict of enum members)
+_BINARY_OPS = frozenset(int(k) for k in _BINARY) | {int(B.MINIMUM), int(B.MAXIMUM)}
+
+
 def _fixed_scale(attr) -> np.int64:
     """``ssize_t(scale * (1 << 16))`` (CPUBinaryInt8::onResize): float product, truncated."""
     return np.int64(np.trunc(_F32(attr.scale) * _F32(1 << 16)))
@@ -280,7 +284,7 @@ def binary(call: Int8Call):
     MNN: see ``packed_int_output``."""
     p = call.params
     op = int(p.opType)
-    if op not in _BINARY and op not in (B.MINIMUM, B.MAXIMUM):
+    if op not in _BINARY_OPS:
         raise UnsupportedOpError(f"{call.name}: {B(op).name} has no int8 kernel in MNN")
     qa, qb = call.inputs[0], call.inputs[1]
     out = call.out_attrs[0]
