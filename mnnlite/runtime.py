@@ -450,39 +450,37 @@ class _BoundPlan:
     loop.  What depends on input shapes (conv geometry and packed layers, pool windows, resize
     tables) is planned by each node's kernel on the first call with a new shape and cached there
     (``ops.registry`` planners), so a new input shape re-plans only those.  ``build`` returns None
-    where the program needs the generic loop's checks (an input no op or feed produces)."""
+    where the program needs the generic loop's checks (an input no op or feed produces); runs that hand
+    out every tensor (``keep_all``, ``observe``) take the generic loop too."""
 
-    __slots__ = ("program", "rows", "template", "layouts", "order", "size")
+    __slots__ = ("program", "rows", "template", "layouts")
 
     @classmethod
     def build(cls, program: "Program", bound: dict) -> "_BoundPlan | None":
         size = max([len(program.graph.tensors), *(i + 1 for i in bound)])
         available = set(bound)
-        template, layouts, rows, order = [None] * size, [None] * size, [], []
+        template, layouts, rows = [None] * size, [None] * size, []
         interp = program.interpreter
         for step in program.steps:
             if step.kind == "const":
                 for i, (a, f) in zip(step.outputs, step.const):
                     template[i], layouts[i] = a, f
-                order.append((step, None))
             else:
                 ins = step.outputs[:1] if step.kind == "input" else step.inputs
                 if any(i not in available for i in ins):
                     return None               # the generic loop raises the error naming the op
                 call = OpCall(step.op, None, None, interp.impl, program.context, None,
                               step.input_names, step.output_names)
-                row = (step.kernel, call, ins, step.single, step, step.free)
-                rows.append(row)
-                order.append((step, row))
+                rows.append((step.kernel, call, ins, step.single, step, step.free))
             available.update(step.outputs)
         plan = cls()
-        plan.program, plan.rows, plan.order, plan.size = program, rows, order, size
+        plan.program, plan.rows = program, rows
         plan.template, plan.layouts = template, layouts
         return plan
 
     def run(self, bound: dict, keep_all: bool, observe) -> dict:
-        if keep_all or observe is not None:
-            return self._run_observed(bound, keep_all, observe)
+        if keep_all or observe is not None:     # every tensor handed out: the generic loop's order and checks
+            return self.program.run_generic(bound, keep_all, observe)
         values, layouts = self.template.copy(), self.layouts.copy()
         for i, (a, f) in bound.items():
             values[i], layouts[i] = a, f if type(f) is DataFormat else DataFormat(f)
@@ -497,7 +495,10 @@ class _BoundPlan:
             try:
                 out = kernel(call)
             except Exception as exc:
-                program._kernel_failed(step, call, exc)
+                try:
+                    program._kernel_failed(step, call, exc)
+                finally:
+                    call.inputs = None
             if single is not None and out:
                 # _results' common case inline: one float32/int32 array of a non-empty result
                 a = out[0]
@@ -517,39 +518,6 @@ class _BoundPlan:
             for i in free:
                 values[i] = None
         return {i: (values[i], layouts[i]) for i in program.graph.outputs if values[i] is not None}
-
-    def _run_observed(self, bound: dict, keep_all: bool, observe) -> dict:
-        """``run`` that also hands each tensor to ``observe`` and with ``keep_all`` keeps them all, in the
-        generic loop's order (bound values first, then each op's outputs)."""
-        program = self.program
-        names = program.graph.tensors
-        env = {i: (a, f if type(f) is DataFormat else DataFormat(f)) for i, (a, f) in bound.items()}
-        if observe is not None:
-            for i, (a, _) in bound.items():
-                if i not in program.produced:
-                    observe(i, names[i], a)
-        for step, row in self.order:
-            if row is None:
-                results = step.const
-            else:
-                kernel, call, ins, _, _, free = row
-                inputs = [env[i] for i in ins]
-                call.inputs, call.formats = [a for a, _ in inputs], [f for _, f in inputs]
-                call.out_formats = None
-                try:
-                    out = kernel(call)
-                except Exception as exc:
-                    program._kernel_failed(step, call, exc)
-                results = program._results(step, call, out, call.formats)
-                call.inputs = None
-            for i, value in zip(step.outputs, results):
-                env[i] = value
-                if observe is not None:
-                    observe(i, names[i], value[0])
-            if not keep_all:
-                for i in step.free:
-                    env.pop(i, None)
-        return env
 
 
 # ----------------------------------------------------------------------------------- small helpers
