@@ -18,6 +18,7 @@ the int8 ReLU) the layout is NC4HW4 with ``X86_PACK`` channels, as in the offici
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -479,7 +480,7 @@ def softmax(call: Int8Call):
     x = deq(call.inputs[0], *_sz(call.in_attrs[0]))
     axis = call.params.axis if call.params is not None else 0
     axis = axis + x.ndim if axis < 0 else axis
-    channel, inside = x.shape[axis], int(np.prod(x.shape[axis + 1:]))
+    channel, inside = x.shape[axis], math.prod(x.shape[axis + 1:])
     if inside > 8 and channel < 8:
         y = call.float_kernel([x])[0]
     else:
