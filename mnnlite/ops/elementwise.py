@@ -191,6 +191,13 @@ def _tanh(x):
     return (_F32(1) - e) / (_F32(1) + e)
 
 
+def tanh_ref(x, all_simd: bool = False):
+    """The reference form of kernel "tanh" (mnnlite.kernels.table): ``_tanh`` in float32; ``all_simd``
+    only matters to the MNN form."""
+    y = _tanh(x)
+    return y if y.dtype == _F32 else np.asarray(y).astype(_F32)
+
+
 def _bnll(x):
     """UnaryUtils.hpp UnaryBNLL: log(1 + exp(x)) computed stably in double."""
     d = x.astype(np.float64)
@@ -277,8 +284,8 @@ def unary_op(call):
 def plan_unary_op(op, impl: str):
     """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
-    if code in (U.SIGMOID, U.SILU):
-        return _plan_sigmoid(impl, unary_op, "sigmoid" if code == U.SIGMOID else "silu")
+    if code in _EXP_KERNELS:
+        return _plan_sigmoid(impl, unary_op, _EXP_KERNELS[code])
     fn = _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
         return unary_op
@@ -295,11 +302,15 @@ def plan_unary_op(op, impl: str):
     return run
 
 
+# UnaryOps whose MNN kernel is built on MNNExp, by the kernel-table entry that computes them
+_EXP_KERNELS = {U.SIGMOID: "sigmoid", U.SILU: "silu", U.TANH: "tanh"}
+
+
 def _plan_sigmoid(impl: str, generic, kernel: str = "sigmoid"):
-    """A float32 sigmoid (or SiLU) through kernel "sigmoid" ("silu"; ``generic`` takes other types).  MNN
-    runs MNNSigmoid / MNNSiLu over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every
-    value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays' order, so the scalar
-    tail is their last n % 8."""
+    """A float32 sigmoid (SiLU, tanh) through kernel "sigmoid" ("silu", "tanh"; ``generic`` takes other
+    types).  MNN runs MNNSigmoid / MNNSiLu / MNNTanh over the tensor's memory: an NC4HW4 tensor has channels
+    padded to 8, so every value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays'
+    order, so the scalar tail is their last n % 8."""
     sigmoid = kernel_table.form(kernel, impl)
 
     def run(call):
@@ -319,7 +330,7 @@ def sigmoid_tanh(call):
 
 @register_plan(OpType.Sigmoid, OpType.TanH)
 def plan_sigmoid_tanh(op, impl: str):
-    return _plan_sigmoid(impl, sigmoid_tanh) if op.type == OpType.Sigmoid else sigmoid_tanh
+    return _plan_sigmoid(impl, sigmoid_tanh, "sigmoid" if op.type == OpType.Sigmoid else "tanh")
 
 
 # ----------------------------------------------------------------------------------------- binary

@@ -89,6 +89,22 @@ def test_int8_runtime_matches_official_on_our_file(name, feature, weight, ours_d
     steps.step_int8_agreement(name, our_file(name, feature, weight, ours_dir), f"ours-{feature}-{weight}")
 
 
+# Files our int8 runtime reproduces bit for bit (impl="mnn"): "accurate" is our ``preset accurate`` file on
+# the KL config, "KL" / "EMA" quantized.out's own files (README: Int8 execution, Accurate preset).
+BIT_EXACT = {"silero_vad": ("accurate", "KL", "EMA")}
+
+
+@pytest.mark.parametrize("name, which", [(n, w) for n, ws in BIT_EXACT.items() for w in ws],
+                         ids=[f"{n}-{w}" for n, ws in BIT_EXACT.items() for w in ws])
+def test_int8_runtime_is_bit_exact_with_official(name, which, ours_dir):
+    if which == "accurate":
+        path = steps.our_quantize(name, "KL", "MAX_ABS", ours_dir, preset="accurate")["path"]
+    else:
+        path = corpus.mnn_quantized(name, which, "MAX_ABS")
+        assert isinstance(path, Path), path
+    steps.step_int8_exact(name, path, f"exact-{which}")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_validate(name, ours_dir):
     steps.step_validate(name, our_file(name, "KL", "MAX_ABS", ours_dir), "KL", "MAX_ABS")
