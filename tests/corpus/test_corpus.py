@@ -90,8 +90,16 @@ def test_int8_runtime_matches_official_on_our_file(name, feature, weight, ours_d
 
 
 # Files our int8 runtime reproduces bit for bit (impl="mnn"): "accurate" is our ``preset accurate`` file on
-# the KL config, "KL" / "EMA" quantized.out's own files (README: Int8 execution, Accurate preset).
-BIT_EXACT = {"silero_vad": ("accurate", "KL", "EMA")}
+# the KL config, "KL" / "EMA" quantized.out's own files (README: Int8 execution, Accurate preset).  Not
+# here: MiniLM's KL file (MNN reads gather indices past a buffer's end) and ddddocr det's EMA file (MNN's
+# output depends on its allocator's addresses): README, How MNN really behaves.
+BIT_EXACT = {
+    "silero_vad": ("accurate", "KL", "EMA"), "ppocr_rec": ("accurate", "KL"), "ddddocr_det": ("accurate", "KL"),
+    "mtcnn_onet": ("accurate", "KL", "EMA"), "minilm": ("accurate", "EMA"), "ppocr_cls": ("accurate", "KL"),
+    "ppocr_det": ("accurate", "KL"), "mtcnn_pnet": ("accurate", "KL", "EMA"),
+    "mtcnn_rnet": ("accurate", "KL", "EMA"), "blazeface_short": ("accurate", "KL", "EMA"),
+    "face_landmark": ("accurate", "KL", "EMA"),
+}
 
 
 @pytest.mark.parametrize("name, which", [(n, w) for n, ws in BIT_EXACT.items() for w in ws],
