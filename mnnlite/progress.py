@@ -45,8 +45,10 @@ class ProgressDisplay:
     def __init__(self, stream: TextIO | None, bar: bool | None = None, unit: str = "sample",
                  clock: Callable[[], float] = time.perf_counter):
         self.stream, self.unit, self.clock = stream, unit, clock
-        tqdm = _tqdm() if bar is not False else None
-        self._tqdm = tqdm if tqdm is not None and (bar or is_terminal(stream)) else None
+        # tqdm is imported only when a bar can show: it pulls in importlib.metadata and email (~4 MB of a
+        # small calibration's peak RSS, issue 10's bound is quantized.out's)
+        wants_bar = stream is not None and (bar or (bar is None and is_terminal(stream)))
+        self._tqdm = _tqdm() if wants_bar else None
         self._label: str | None = None
         self._bar = None
         self._start = 0.0

@@ -28,7 +28,6 @@ import atexit
 import errno
 import os
 import re
-import secrets
 import signal
 import stat
 import threading
@@ -239,7 +238,8 @@ class OutputSet:
         if folder not in self._swept:
             remove_stale_temporaries(folder)
             self._swept.add(folder)
-        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{os.path.basename(path)[-40:]}"
+        # os.urandom, not secrets.token_hex: secrets loads OpenSSL through hashlib (3.4 MB of RSS)
+        name = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{os.path.basename(path)[-40:]}"
         tmp = os.path.join(folder, name)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)

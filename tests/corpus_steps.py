@@ -61,12 +61,20 @@ class StepFailed(AssertionError):
 # ---------------------------------------------------------------------------------------------
 # Child processes
 # ---------------------------------------------------------------------------------------------
+def _child_env() -> dict:
+    """The children's environment: this checkout first on the path, and bytecode cached as in an installed
+    package (with PYTHONDONTWRITEBYTECODE every start would time ~0.3 s of source compilation)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = _pythonpath()
+    return env
+
+
 def run_child(argv: List[str], timeout: float, cwd: Optional[str] = None) -> dict:
     """Run ``argv``; {"code", "output", "seconds", "peak_rss_mb"} (peak RSS of the child from wait4)."""
     start = time.monotonic()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, "PYTHONPATH": _pythonpath()})
+                                env=_child_env())
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

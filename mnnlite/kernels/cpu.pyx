@@ -1,4 +1,4 @@
-# distutils: sources = csrc/cpu_features.c
+# distutils: sources = csrc/cpu_features.c csrc/heap.c
 """Which SIMD paths the kernels may use on this machine."""
 
 cdef extern from "cpu_features.h":
@@ -7,6 +7,9 @@ cdef extern from "cpu_features.h":
     int MNNLITE_CPU_VNNI
     int mnnlite_cpu_features()
     void mnnlite_cpu_set_limit(int mask)
+
+cdef extern from "heap.h":
+    int mnnlite_heap_fix_mmap_threshold(long nbytes)
 
 FEATURE_BITS = {"avx2": MNNLITE_CPU_AVX2, "avx512": MNNLITE_CPU_AVX512, "vnni": MNNLITE_CPU_VNNI}
 
@@ -28,3 +31,9 @@ def set_limit(names):
             raise ValueError(f"unknown CPU feature {name!r}; known: {sorted(FEATURE_BITS)}")
         mask |= FEATURE_BITS[name]
     mnnlite_cpu_set_limit(mask)
+
+
+def fix_mmap_threshold(long nbytes):
+    """Serve blocks of ``nbytes`` and more from their own mappings, returned to the system when freed
+    (glibc only: csrc/heap.h says why).  True when applied."""
+    return bool(mnnlite_heap_fix_mmap_threshold(nbytes))

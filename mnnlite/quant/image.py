@@ -8,7 +8,6 @@ Pillow only decodes; it never resamples.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DataError
 from .config import QuantConfig
@@ -256,6 +255,8 @@ def preprocess_rgba(rgba: np.ndarray, config: QuantConfig, out_h: int, out_w: in
 
 def decode_rgba(path: str) -> np.ndarray:
     """Any image Pillow reads, as uint8 ``[H, W, 4]`` (stb_image is asked for 4 channels the same way)."""
+    from PIL import Image       # here, not at import: sequence calibrations never load Pillow (2 MiB of RSS)
+
     with Image.open(path) as img:                         # reads the header only
         _check_image_size(path, img.size)
         img.seek(0)                                       # first frame of GIFs and the like
@@ -266,6 +267,8 @@ def _check_image_size(path: str, size) -> None:
     """Before decoding: Pillow's decompression-bomb limit (it only warns between 1x and 2x of
     MAX_IMAGE_PIXELS; a 13000x13000 PNG of a few KB would still decode to 676 MB) and the memory budget
     (the RGBA array, its float copy and the resized tensor)."""
+    from PIL import Image
+
     from ..errors import ResourceError
     from ..limits import check_alloc
 
