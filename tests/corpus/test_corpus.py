@@ -98,7 +98,7 @@ BIT_EXACT = {
     "mtcnn_onet": ("accurate", "KL", "EMA"), "minilm": ("accurate", "EMA"), "ppocr_cls": ("accurate", "KL"),
     "ppocr_det": ("accurate", "KL"), "mtcnn_pnet": ("accurate", "KL", "EMA"),
     "mtcnn_rnet": ("accurate", "KL", "EMA"), "blazeface_short": ("accurate", "KL", "EMA"),
-    "face_landmark": ("accurate", "KL", "EMA"),
+    "face_landmark": ("accurate", "KL", "EMA"), "palm_detection": ("KL", "EMA"),
 }
 
 
