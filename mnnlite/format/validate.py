@@ -5,6 +5,8 @@ an op's parameter table is the one its type reads (MNN itself would reinterpret 
 """
 from __future__ import annotations
 
+import math
+
 from ..errors import FormatError
 from .tables import OpType
 
@@ -30,11 +32,12 @@ EXPECTED_PARAM = {
 
 def check_model(model) -> None:
     net = model.net
-    graphs = [("main graph", len(net.tensorName), net.oplists, [], net.extraTensorDescribe)]
+    graphs = [("main graph", net.tensorName, net.oplists, [], net.extraTensorDescribe)]
     for sub in net.subgraphs or []:
-        graphs.append((f"subgraph {sub.name!r}", len(sub.tensors or []), sub.nodes or [],
+        graphs.append((f"subgraph {sub.name!r}", sub.tensors or [], sub.nodes or [],
                        [("inputs", sub.inputs), ("outputs", sub.outputs)], sub.extraTensorDescribe))
-    for where, count, ops, lists, describe in graphs:
+    for where, names, ops, lists, describe in graphs:
+        count = len(names)
         for i, op in enumerate(ops):
             _check_op(model.path, where, i, op, count)
         for name, idx in lists:
@@ -44,6 +47,19 @@ def check_model(model) -> None:
             if not 0 <= d.index < count:
                 raise FormatError(f"{model.path}: {where}: extra tensor info for tensor {d.index}, "
                                   f"outside 0..{count - 1}")
+            _check_quant_info(model.path, where, names[d.index], d.quantInfo)
+
+
+def _check_quant_info(path, where, tensor: str, info) -> None:
+    """A tensor's quant info feeds int8 casts and clamps (int(min), scale division): finite numbers only
+    (a scale of 0 is legal: MNN's quantizer writes it for all-zero tensors)."""
+    if info is None:
+        return
+    for field in ("scale", "zero", "min", "max"):
+        value = getattr(info, field)
+        if value is not None and not math.isfinite(value):
+            raise FormatError(f"{path}: {where}: tensor {tensor!r}: quant info {field} is {value}, "
+                              f"not a finite number")
 
 
 def _check_op(path, where, i, op, count):

@@ -140,6 +140,22 @@ def test_conv_structure(cls, tmp_path, op_type, field, value, needle):
     assert "division" not in proc.stderr
 
 
+@pytest.mark.parametrize("field", ["scale", "zero", "min", "max"])
+def test_non_finite_quant_info(zoo, tmp_path, field):
+    """Found by tools/fuzz_cli.py (selfie segmentation's KL file, quantInfo.min = NaN): the int8 plan took
+    int(min) and stopped with a ValueError traceback."""
+    model = mnnlite.load_model(zoo.model_path("ppocr_cls", "quant_kl"))
+    describe = next(d for d in model.net.extraTensorDescribe if d.quantInfo is not None)
+    setattr(describe.quantInfo, field, float("nan"))
+    path = tmp_path / "bad.mnn"
+    mnnlite.save_model(model, path)
+    np.save(tmp_path / "x.npy", X)
+    proc = _cli("run", path, "--input", tmp_path / "x.npy")
+    name = model.net.tensorName[describe.index]
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"tensor {name!r}: quant info {field} is nan, not a finite number" in proc.stderr
+
+
 def test_negative_pool_pads(cls):
     pool = _first(cls, OpType.Pooling)
     pool.main.pads = np.array([0, -2, 0, 0], np.int32)
