@@ -424,3 +424,7 @@ void mnnx_exp(int isa, const float *x, float *y, size_t n) {
 #endif
     for (size_t i = head; i < n; i++) y[i] = exp_tail(x[i] * 1.0f + 0.0f);
 }
+
+void mnnx_erf(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; ++i) y[i] = erff(x[i]);
+}

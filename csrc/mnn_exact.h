@@ -40,4 +40,7 @@ void mnnx_softmax_rows(int isa, const float *x, float *y, size_t rows, size_t C)
 /* MNNExp with offsets {1, 0, 0, 0}: y = exp(x), n / 8 * 8 values 8-wide, the rest by the scalar tail. */
 void mnnx_exp(int isa, const float *x, float *y, size_t n);
 
+/* UnaryUtils.hpp UnaryErf: the C library's float erff per value (MNN's binary calls the system libm). */
+void mnnx_erf(const float *x, float *y, size_t n);
+
 #endif

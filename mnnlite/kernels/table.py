@@ -80,6 +80,8 @@ KERNELS: dict[str, Kernel] = dict([
     _k("tanh", "mnnlite.ops.elementwise:tanh_ref", None, "mnnlite.kernels.mnn_ops:tanh",
        "tanh(x, all_simd): (1 - exp(-2x)) / (1 + exp(-2x)); all_simd: MNN runs every value through its 8-wide "
        "path"),
+    _k("erf", "mnnlite.ops.elementwise:erf_ref", None, "mnnlite.kernels.mnn_exact:erf",
+       "erf(x): the error function (mnn: the C library's erff, as MNN's UnaryErf; the GELU of MiniLM's FFN)"),
     _k("hardswish", "mnnlite.ops.elementwise:_hardswish", "mnnlite.kernels.eltwise:hardswish_f32", None,
        "hardswish(x): x * relu6(x + 3) / 6 in float32"),
     _k("norm_rows", "mnnlite.ops.norm:normalize_rows", None, "mnnlite.kernels.mnn_exact:norm_rows",

@@ -248,6 +248,11 @@ def _erf_erfc(x: np.ndarray):
     return erf, erfc
 
 
+def erf_ref(x):
+    """The reference form of kernel "erf" (mnnlite.kernels.table): erf in double, rounded to float32."""
+    return _erf_erfc(np.asarray(x, _F32))[0].astype(_F32)
+
+
 def _unary_special(op: int, x: np.ndarray) -> np.ndarray:
     if op == U.ERF:
         return _erf_erfc(x)[0]
@@ -286,8 +291,8 @@ def plan_unary_op(op, impl: str):
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
     if code in _EXP_KERNELS:
         return _plan_sigmoid(impl, unary_op, _EXP_KERNELS[code])
-    fn = _UNARY_FLOAT.get(code)
-    if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
+    fn = kernel_table.form("erf", impl) if code == U.ERF else _UNARY_FLOAT.get(code)
+    if fn is None or code == U.BNLL:     # erfc, GELU_STANDARD and BNLL compute in double: the generic path
         return unary_op
     if code == U.HARDSWISH:
         fn = kernel_table.form("hardswish", impl)

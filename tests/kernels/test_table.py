@@ -81,6 +81,11 @@ def _sigmoid_cases():
     yield "all 8-wide", lambda fn: fn(x, True)
 
 
+def _erf_cases():
+    x = np.concatenate([_normal(1003, 26, 2.0), np.array([0, -0.0, 1e-30, -4, 4, 10, -10, np.inf, -np.inf], F32)])
+    yield "values and edges", lambda fn: fn(x)
+
+
 def _hardswish_cases():
     x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
     yield "values and edges", lambda fn: fn(x)
@@ -167,7 +172,7 @@ CASES = {
     "conv2d": _conv_cases, "conv2d_layer": _conv_layer_cases, "conv2d_fed": _conv_cases,
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
-    "tanh": _sigmoid_cases, "hardswish": _hardswish_cases,
+    "tanh": _sigmoid_cases, "erf": _erf_cases, "hardswish": _hardswish_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
     "depthwise_int8": _depthwise_int8_cases,
@@ -180,11 +185,11 @@ CASES = {
 # How close a form must be to the reference: None = bit for bit; else |got - ref| <= bound * max(1, max|ref|)
 # ({form: bound} where the forms differ).
 # Float kernels sum in other orders than the float64 references; the MNN forms add Winograd F(6x6, 3x3)
-# noise (conv) and MNN's exp polynomial (softmax, sigmoid, silu, tanh).
+# noise (conv) and MNN's exp polynomial (softmax, sigmoid, silu, tanh) and libm's erff (erf).
 BOUNDS = {
     "conv2d": 1e-5, "conv2d_layer": 1e-3, "conv2d_fed": 1e-5, "deconv2d": 1e-5, "matmul": 1e-5,
-    "softmax": 1e-6, "softmax_rows": 1e-6, "sigmoid": 1e-6, "silu": 1e-6, "tanh": 1e-6, "hardswish": None,
-    "norm_rows": 1e-5,
+    "softmax": 1e-6, "softmax_rows": 1e-6, "sigmoid": 1e-6, "silu": 1e-6, "tanh": 1e-6, "erf": 1e-6,
+    "hardswish": None, "norm_rows": 1e-5,
     "avg_pool2d": 1e-6, "global_avg_pool2d": 1e-6, "global_mean": {"fast": None, "mnn": 1e-6},
 }
 
