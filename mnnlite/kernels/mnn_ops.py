@@ -190,6 +190,11 @@ def _mnn_exp(v: np.ndarray, all_simd: bool) -> np.ndarray:
     return mnn_exact.exp(flat)[:n].reshape(v.shape)
 
 
+def exp(x, all_simd: bool = False):
+    """UnaryOp EXP (CPUUnary.cpp _EXP): MNNExp with offsets {1, 0, 0, 0}."""
+    return _mnn_exp(np.asarray(x, _F32), all_simd)
+
+
 def silu(x, all_simd: bool = False):
     """MNNSiLu (CommonOptFunction.cpp): MNNExp of -x, then x / (1 + e)."""
     x = np.asarray(x, _F32)

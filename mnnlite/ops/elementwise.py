@@ -7,6 +7,8 @@ MNN source (under ``source/``) each rule comes from.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
@@ -248,9 +250,23 @@ def _erf_erfc(x: np.ndarray):
     return erf, erfc
 
 
-def erf_ref(x):
-    """The reference form of kernel "erf" (mnnlite.kernels.table): erf in double, rounded to float32."""
-    return _erf_erfc(np.asarray(x, _F32))[0].astype(_F32)
+# CPUUnary.cpp / UnaryUtils.hpp: the UnaryOps MNN computes with a libm float function (kernel "libm_unary")
+LIBM_UNARY = frozenset({U.ERF, U.SIN, U.COS, U.TAN, U.ATAN, U.LOG, U.LOG1P, U.ACOSH, U.SINH, U.ASINH, U.ATANH,
+                        U.COSH})
+
+
+def libm_unary_ref(op: int, x):
+    """The reference form of kernel "libm_unary" (mnnlite.kernels.table): numpy's float32 function (erf in
+    double, rounded to float32)."""
+    x = np.asarray(x, _F32)
+    fn = _UNARY_FLOAT.get(op)
+    y = _unary_special(op, x) if fn is None else fn(x)
+    return np.asarray(y).astype(_F32, copy=False)
+
+
+def exp_ref(x, all_simd: bool = False):
+    """The reference form of kernel "exp": numpy's float32 exp; ``all_simd`` only matters to the MNN form."""
+    return np.exp(np.asarray(x, _F32))
 
 
 def _unary_special(op: int, x: np.ndarray) -> np.ndarray:
@@ -291,7 +307,8 @@ def plan_unary_op(op, impl: str):
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
     if code in _EXP_KERNELS:
         return _plan_sigmoid(impl, unary_op, _EXP_KERNELS[code])
-    fn = kernel_table.form("erf", impl) if code == U.ERF else _UNARY_FLOAT.get(code)
+    fn = functools.partial(kernel_table.form("libm_unary", impl), code) if code in LIBM_UNARY \
+        else _UNARY_FLOAT.get(code)
     if fn is None or code == U.BNLL:     # erfc, GELU_STANDARD and BNLL compute in double: the generic path
         return unary_op
     if code == U.HARDSWISH:
@@ -308,12 +325,12 @@ def plan_unary_op(op, impl: str):
 
 
 # UnaryOps whose MNN kernel is built on MNNExp, by the kernel-table entry that computes them
-_EXP_KERNELS = {U.SIGMOID: "sigmoid", U.SILU: "silu", U.TANH: "tanh"}
+_EXP_KERNELS = {U.SIGMOID: "sigmoid", U.SILU: "silu", U.TANH: "tanh", U.EXP: "exp"}
 
 
 def _plan_sigmoid(impl: str, generic, kernel: str = "sigmoid"):
-    """A float32 sigmoid (SiLU, tanh) through kernel "sigmoid" ("silu", "tanh"; ``generic`` takes other
-    types).  MNN runs MNNSigmoid / MNNSiLu / MNNTanh over the tensor's memory: an NC4HW4 tensor has channels
+    """A float32 sigmoid (SiLU, tanh, exp) through kernel "sigmoid" ("silu", "tanh", "exp"; ``generic``
+    takes other types).  MNN runs MNNSigmoid / MNNSiLu / MNNTanh / MNNExp over the tensor's memory: an NC4HW4 tensor has channels
     padded to 8, so every value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays'
     order, so the scalar tail is their last n % 8."""
     sigmoid = kernel_table.form(kernel, impl)
