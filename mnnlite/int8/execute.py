@@ -70,9 +70,20 @@ class Int8Runner:
         self.interp = interpreter
         self.program = interpreter.program()
         self.graph = interpreter.model.graph
-        if interpreter.model.subgraphs:
-            raise UnsupportedOpError(f"{interpreter.source}: int8 execution of models with subgraphs "
-                                     f"(While/If) is not supported; run with precision='float'")
+        # While/If run as float ops of the main graph's plan, their bodies in the float interpreter: the
+        # quantizers (MNN's and ours) leave subgraphs float, MNN's Module API runs each straight-line part
+        # of the main graph as its own session, and a tensor crossing from one part to another leaves as
+        # float and is cast back with the same attribute, which gives the codes it had (ddddocr OCR's KL
+        # file, a bidirectional LSTM of two While loops: bit-exact with the official runtime on its 8
+        # held-out samples).  Int8 content inside a body would run in the body's own session: refused.
+        # Not modelled: MNN misreads quant info on a While/If *output* in some files (backend/rules.py
+        # CONTROL_FLOW_OPS); mnnlite's quantizer never writes it, and this runner takes such a tensor as
+        # float data cast with its attribute where an int8 command reads it.
+        int8_bodies = _int8_subgraphs(interpreter.model)
+        if int8_bodies:
+            raise UnsupportedOpError(f"{interpreter.source}: subgraph {int8_bodies[0]!r} holds int8 ops or quant "
+                                     f"info; int8 execution inside While/If bodies is not supported, run with "
+                                     f"precision='float'")
         self._plans: dict = {}
         self.caches: dict = {}         # id(op) -> kernel cache (decoded weights, prepared convs)
 
@@ -310,6 +321,15 @@ def _lazy_frees(program, plan: Plan, keep: set) -> dict:
         if i not in keep and pos < end:
             frees.setdefault(pos, []).append(i)
     return frees
+
+
+def _int8_subgraphs(model) -> list[str]:
+    """Names of the subgraphs that carry quant info or int8 ops (FloatToInt8, ConvInt8, ...)."""
+    found = []
+    for name, graph in sorted(model.subgraphs.items()):
+        if graph.quant_info or any("Int8" in _name(op.type) for op in graph.ops):
+            found.append(name)
+    return found
 
 
 def _name(t) -> str:

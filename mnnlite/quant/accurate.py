@@ -317,12 +317,6 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     clock = {"start": time.perf_counter()}
     impl = "ref" if impl == "ref" else CONTROL_IMPL
     graph = model.graph
-    if model.subgraphs:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"{model.path or 'model'}: the accurate flow checks its file with mnnlite's int8 runtime, "
-                          f"which does not run models with subgraphs (While/If: {', '.join(sorted(model.subgraphs))}); "
-                          f'quantize it with "feature_quantize_method" KL or EMA')
     feeds = list(RuntimeFeeds(Samples(dataset), dataset.specs, cfg.source))
     if not feeds:
         raise DataError(f'{cfg.source}: no usable calibration sample in "path" {cfg.path}')

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend.rules import UNARY_INT8_WITHOUT_TABLE
+from ..backend.rules import CONTROL_FLOW_OPS, UNARY_INT8_WITHOUT_TABLE
 from ..format import idst
 from ..format.tables import TABLE_CLASSES, DataFormat, DataType, OpType, UnaryOpOperation
 from ..graph import Model
@@ -124,6 +124,10 @@ def rewrite(model: Model, tensors: dict[int, TensorQuant], convs: dict[int, Conv
     """
     net = copy.deepcopy(model.net)
     ops = net.oplists
+    # no quant info on While/If outputs: MNN's runtime misreads it (backend/rules.py CONTROL_FLOW_OPS)
+    flow_outputs = {int(i) for op in ops if op.type in CONTROL_FLOW_OPS and op.outputIndexes is not None
+                    for i in op.outputIndexes}
+    tensors = {t: q for t, q in tensors.items() if t not in flow_outputs}
     for pos, conv in sorted(convs.items()):
         _quantize_conv(ops[pos], conv)
     copies = {id(ops[pos]): q for pos, q in (input_copies or {}).items()}
