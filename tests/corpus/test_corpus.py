@@ -99,6 +99,7 @@ BIT_EXACT = {
     "ppocr_det": ("accurate", "KL"), "mtcnn_pnet": ("accurate", "KL", "EMA"),
     "mtcnn_rnet": ("accurate", "KL", "EMA"), "blazeface_short": ("accurate", "KL", "EMA"),
     "face_landmark": ("accurate", "KL", "EMA"), "palm_detection": ("KL", "EMA"),
+    "ddddocr_ocr": ("accurate",),
 }
 
 
