@@ -424,3 +424,30 @@ void mnnx_exp(int isa, const float *x, float *y, size_t n) {
 #endif
     for (size_t i = head; i < n; i++) y[i] = exp_tail(x[i] * 1.0f + 0.0f);
 }
+
+/* UnaryOpOperation codes (schema): the ones computed by a libm float function */
+enum { U_SIN = 9, U_COS = 10, U_TAN = 11, U_ATAN = 14, U_LOG1P = 16, U_LOG = 8, U_ACOSH = 18, U_SINH = 19,
+       U_ASINH = 20, U_ATANH = 21, U_COSH = 24, U_ERF = 25 };
+
+int mnnx_libm_unary(int op, const float *x, float *y, size_t n) {
+    float (*fn)(float);
+    switch (op) {
+        case U_ERF: fn = erff; break;
+        case U_SIN: fn = sinf; break;
+        case U_COS: fn = cosf; break;
+        case U_TAN: fn = tanf; break;
+        case U_ATAN: fn = atanf; break;
+        case U_LOG: fn = logf; break;
+        case U_ACOSH: fn = acoshf; break;
+        case U_SINH: fn = sinhf; break;
+        case U_ASINH: fn = asinhf; break;
+        case U_ATANH: fn = atanhf; break;
+        case U_COSH: fn = coshf; break;
+        case U_LOG1P:       /* UnaryLog1p: logf((T)1 + x), the sum rounded to float first */
+            for (size_t i = 0; i < n; ++i) y[i] = logf(1.0f + x[i]);
+            return 0;
+        default: return -1;
+    }
+    for (size_t i = 0; i < n; ++i) y[i] = fn(x[i]);
+    return 0;
+}

@@ -40,4 +40,10 @@ void mnnx_softmax_rows(int isa, const float *x, float *y, size_t rows, size_t C)
 /* MNNExp with offsets {1, 0, 0, 0}: y = exp(x), n / 8 * 8 values 8-wide, the rest by the scalar tail. */
 void mnnx_exp(int isa, const float *x, float *y, size_t n);
 
+/* The UnaryOps MNN's CPUUnary computes with the C library's float functions (UnaryUtils.hpp, MNNSin), per
+value: ``op`` is the UnaryOpOperation code (ERF, SIN, COS, TAN, ATAN, LOG, LOG1P, ACOSH, SINH, ASINH, ATANH,
+COSH); MNN's binary and this one call the same system libm, which is not correctly rounded. Returns 0, or -1
+for another code. */
+int mnnx_libm_unary(int op, const float *x, float *y, size_t n);
+
 #endif

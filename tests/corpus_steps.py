@@ -237,12 +237,15 @@ def _check_float(interp, name: str, label: str, feeds, ref, rel_err=None) -> flo
     return worst
 
 
-def our_quantize(name: str, feature: str, weight: str, out_dir, threads: Optional[int] = None) -> dict:
+def our_quantize(name: str, feature: str, weight: str, out_dir, threads: Optional[int] = None,
+                 preset: Optional[str] = None) -> dict:
     """``python -m mnnlite quantize`` (the user's command) on the corpus config; {"path", "seconds",
-    "peak_rss_mb"}; StepFailed on a non-zero exit.  ``threads``: its --threads (default: its own)."""
-    out = Path(out_dir) / f"{name}.ours.{feature}.{weight}.mnn"
+    "peak_rss_mb"}; StepFailed on a non-zero exit.  ``threads``: its --threads (default: its own);
+    ``preset``: its --preset."""
+    tag = f".{preset}" if preset else ""
+    out = Path(out_dir) / f"{name}.ours.{feature}.{weight}{tag}.mnn"
     cfg = corpus.config_path(name, feature, weight)
-    extra = ["--threads", str(threads)] if threads else []
+    extra = (["--threads", str(threads)] if threads else []) + (["--preset", preset] if preset else [])
     res = run_child([sys.executable, "-m", "mnnlite", "quantize", str(corpus.float_model(name)), str(out),
                      str(cfg), *extra], QUANT_TIMEOUT_S)
     if res["code"] != 0 or not out.exists():
@@ -352,6 +355,26 @@ def step_int8_agreement(name: str, quant_path, key: str, impl: str = "mnn") -> d
                 raise StepFailed(f"{name} {key} sample {i} output {out!r}: max abs diff {diff:.4g} (one step "
                                  f"{budget:.4g}), cosine {cos:.6f}")
     return {"cosine": worst, "detail": f"{len(samples)} samples, impl {impl}"}
+
+
+def step_int8_exact(name: str, quant_path, key: str) -> dict:
+    """Our int8 runtime (``impl="mnn"``: float ops between int8 ones round as MNN's) gives the official
+    runtime's outputs bit for bit on every held-out sample."""
+    from mnnlite.runtime import Interpreter
+
+    samples = corpus.heldout_samples(name)
+    refs = oracle_outputs(quant_path, samples, fresh=True, key=key)
+    interp = Interpreter(quant_path, impl="mnn")
+    for i, (feeds, ref) in enumerate(zip(samples, refs)):
+        got = interp.run(feeds)
+        for out, want in ref.items():
+            have = np.asarray(got[out])
+            want = np.asarray(want, have.dtype).reshape(have.shape)
+            if not np.array_equal(have, want):
+                raise StepFailed(f"{name} {key} sample {i} output {out!r}: {int((have != want).sum())} of "
+                                 f"{have.size} values differ, max abs diff "
+                                 f"{float(np.max(np.abs(have.astype(np.float64) - want))):.4g}")
+    return {"detail": f"{len(samples)} samples bit-exact, impl mnn"}
 
 
 def step_validate(name: str, ours_path, feature: str, weight: str) -> dict:

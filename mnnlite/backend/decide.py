@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from ..format.tables import PoolType
@@ -75,8 +77,10 @@ def support_quant(cmd: Command, tensors: dict) -> bool:
 
 # ------------------------------------------------------------------------------------------ propagation
 
-def propagate_attrs(buffers, tensors: dict) -> None:
-    """Pipeline::encode "Propagate Scale": forward/backward maps, N->1 pruning, <= 3 rounds."""
+def propagate_attrs(buffers, tensors: dict, order: random.Random | None = None) -> None:
+    """Pipeline::encode "Propagate Scale": forward/backward maps, N->1 pruning, <= 3 rounds.  MNN iterates
+    the start tensors and each tensor's targets as ``std::set<const Tensor*>``, i.e. in the order of heap
+    addresses; we take the commands' order, or with ``order`` a random one (``order_dependent``)."""
     forward, backward = {}, {}
     for _, buffer in buffers:
         for cmd in buffer:
@@ -93,9 +97,43 @@ def propagate_attrs(buffers, tensors: dict) -> None:
                     if tensors[t].attr is None:
                         _insert(backward, vout[0], t)
     starts = (_starts(forward, backward), _starts(backward, forward))
+    if order is not None:
+        for seq in (*starts, *forward.values(), *backward.values()):
+            order.shuffle(seq)
     for _ in range(3):
         if not (_spread(tensors, forward, starts[0]) or _spread(tensors, backward, starts[1])):
             break
+
+
+ORDER_TRIALS = 8        # random heap orders order_dependent tries besides the commands' own
+
+
+def order_dependent(buffers, tensors: dict, file_attrs: dict, trials: int = ORDER_TRIALS) -> dict:
+    """{tensor: [attributes]} for the tensors whose propagated attribute depends on the order MNN's
+    propagation visits tensors in, i.e. on where its allocator put them (README, How MNN really behaves:
+    ddddocr det's SiLU output read by an Interp into one Concat and by another Concat takes the scale of
+    either).  Replays the propagation from ``file_attrs`` (the attributes before it) in the commands' order
+    and in ``trials`` seeded random ones; ``tensors`` keep their current attributes."""
+    current = {k: t.attr for k, t in tensors.items()}
+    rng = random.Random(0)
+    outcomes = []
+    for trial in range(trials + 1):
+        for k, t in tensors.items():
+            t.attr = file_attrs.get(k)
+        propagate_attrs(buffers, tensors, rng if trial else None)
+        outcomes.append({k: t.attr for k, t in tensors.items()})
+    for k, t in tensors.items():
+        t.attr = current[k]
+    found = {}
+    for k in tensors:
+        seen = []
+        for outcome in outcomes:
+            a = outcome[k]
+            if a is not None and all(a is not b for b in seen):
+                seen.append(a)
+        if len(seen) > 1:
+            found[k] = seen
+    return found
 
 
 def _spread(tensors, mapping, starts) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..backend.decide import QuantAttr, decide, propagate_attrs, support_quant
+from ..backend.decide import QuantAttr, decide, order_dependent, propagate_attrs, support_quant
 from ..backend.lowering import Command, Lowering, TensorInfo, runs
 from ..backend.rules import VIEW_OPS, ints, need_content, region_inputs
 from ..format.tables import DataFormat, OpType
@@ -48,6 +48,13 @@ class Plan:
     ops: list                          # OpPlan per op of the graph, in file order
     layouts: dict = field(default_factory=dict)   # tensor -> layout of the float kernels' arrays
     frees: dict = field(default_factory=dict)     # step position -> tensors the executor may drop
+    buffers: list = field(default_factory=list)   # the lowering's (op, commands) before the int8 decision
+    file_attrs: dict = field(default_factory=dict)   # tensor -> its attribute before propagation
+
+    def order_dependent(self) -> dict:
+        """{tensor: [attributes]} for tensors whose attribute in MNN's runtime depends on heap addresses
+        (``mnnlite.backend.decide.order_dependent``); this plan holds the first."""
+        return order_dependent(self.buffers, self.tensors, self.file_attrs)
 
     def int8_ops(self) -> list[str]:
         return [p.op.name for p in self.ops if p.kind == "compute" and p.int8]
@@ -137,9 +144,11 @@ def stage(t: TensorInfo) -> tuple:
 def build_plan(graph: Graph, meta: dict) -> Plan:
     """``meta``: tensor index -> (shape, is_float, layout) of the graph's main tensors (a float run)."""
     lowering = Lowering(graph, _tensors(graph, meta)).run()
+    file_attrs = {k: t.attr for k, t in lowering.tensors.items() if t.attr is not None}
     propagate_attrs(lowering.buffers, lowering.tensors)
     commands = decide(lowering.buffers, lowering.tensors)
-    return Plan(lowering.tensors, commands, _op_plans(graph, lowering))
+    return Plan(lowering.tensors, commands, _op_plans(graph, lowering), buffers=lowering.buffers,
+                file_attrs=file_attrs)
 
 
 __all__ = ["QuantAttr", "Plan", "OpPlan", "InputPlan", "Command", "build_plan", "support_quant", "stage", "MOVE_OPS",

@@ -18,6 +18,7 @@ cdef extern from "mnn_exact.h":
     void mnnx_global_avg(const float *x, float *y, int channels, int hw) nogil
     void mnnx_softmax_rows(int isa, const float *x, float *y, size_t rows, size_t C) nogil
     void mnnx_exp(int isa, const float *x, float *y, size_t n) nogil
+    int mnnx_libm_unary(int op, const float *x, float *y, size_t n) nogil
     void mnnx_norm(const float *src, float *dst, const float *gamma, const float *beta, float eps,
                    size_t size, int rms) nogil
 
@@ -212,6 +213,24 @@ def softmax_rows(x2):
     if rows and c:
         with nogil:
             mnnx_softmax_rows(isa, &xv[0, 0], &yv[0, 0], rows, c)
+    return y
+
+
+def libm_unary(op, x):
+    """UnaryOp ``op`` (a UnaryOpOperation code: ERF, SIN, COS, TAN, ATAN, LOG, LOG1P, ACOSH, SINH, ASINH,
+    ATANH, COSH) as MNN's CPUUnary computes it: the C library's float function per value (not correctly
+    rounded; MNN's binary and this module call the same system libm)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty_like(x)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef size_t n = x.size
+    cdef int code = op, rc = 0
+    if n:
+        with nogil:
+            rc = mnnx_libm_unary(code, &xv[0], &yv[0], n)
+    if rc:
+        raise ValueError(f"UnaryOp {op} has no libm form")
     return y
 
 

@@ -180,17 +180,35 @@ def tiled_conv_batch(x, w, b, stride, pad, dilation, act, chunk_bytes: int = CHU
     return out
 
 
-def silu(x, all_simd: bool = False):
-    """MNNSiLu (CommonOptFunction.cpp): MNNExp of -x, then x / (1 + e).  MNNExp runs 8 values at a time,
-    the last n % 8 through its scalar tail; ``all_simd``: the tensor is NC4HW4, padded to 8, so every
-    value takes the 8-wide path."""
-    x = np.asarray(x, _F32)
-    flat = np.negative(x, dtype=_F32).reshape(-1)
+def _mnn_exp(v: np.ndarray, all_simd: bool) -> np.ndarray:
+    """MNNExp (CommonOptFunction.cpp) of float32 ``v``: 8 values at a time, the last n % 8 through its scalar
+    tail; ``all_simd``: the tensor is NC4HW4, padded to 8, so every value takes the 8-wide path."""
+    flat = v.reshape(-1)
     n = flat.size
     if all_simd and n % 8:
         flat = np.concatenate([flat, np.zeros(8 - n % 8, _F32)])
-    e = mnn_exact.exp(flat)[:n].reshape(x.shape)
+    return mnn_exact.exp(flat)[:n].reshape(v.shape)
+
+
+def exp(x, all_simd: bool = False):
+    """UnaryOp EXP (CPUUnary.cpp _EXP): MNNExp with offsets {1, 0, 0, 0}."""
+    return _mnn_exp(np.asarray(x, _F32), all_simd)
+
+
+def silu(x, all_simd: bool = False):
+    """MNNSiLu (CommonOptFunction.cpp): MNNExp of -x, then x / (1 + e)."""
+    x = np.asarray(x, _F32)
+    e = _mnn_exp(np.negative(x, dtype=_F32), all_simd)
     return (x / (_F32(1) + e)).astype(_F32)
+
+
+def tanh(x, all_simd: bool = False):
+    """MNNTanh (CommonOptFunction.cpp): MNNExp with offset -2 (the exponent -2x, exact in float32), then
+    (1 - e) / (1 + e); numpy's exp rounds differently from MNNExp's polynomial by an ulp or two (silero
+    VAD's LSTM cell state)."""
+    x = np.asarray(x, _F32)
+    e = _mnn_exp(np.multiply(x, _F32(-2), dtype=_F32), all_simd)
+    return ((_F32(1) - e) / (_F32(1) + e)).astype(_F32)
 
 
 def avg_pool2d(x, k, s, pad, out, count_type):

@@ -80,6 +80,14 @@ KERNELS: dict[str, Kernel] = dict([
        "sigmoid(x, all_simd): 1 / (1 + exp(-x)); all_simd: MNN runs every value through its 8-wide path"),
     _k("silu", "mnnlite.ops.elementwise:silu_ref", None, "mnnlite.kernels.mnn_ops:silu",
        "silu(x, all_simd): x / (1 + exp(-x)); all_simd: MNN runs every value through its 8-wide path"),
+    _k("tanh", "mnnlite.ops.elementwise:tanh_ref", None, "mnnlite.kernels.mnn_ops:tanh",
+       "tanh(x, all_simd): (1 - exp(-2x)) / (1 + exp(-2x)); all_simd: MNN runs every value through its 8-wide "
+       "path"),
+    _k("exp", "mnnlite.ops.elementwise:exp_ref", None, "mnnlite.kernels.mnn_ops:exp",
+       "exp(x, all_simd): UnaryOp EXP; all_simd: MNN runs every value through its 8-wide path"),
+    _k("libm_unary", "mnnlite.ops.elementwise:libm_unary_ref", None, "mnnlite.kernels.mnn_exact:libm_unary",
+       "libm_unary(op, x): UnaryOp op among ERF, SIN, COS, TAN, ATAN, LOG, LOG1P, ACOSH, SINH, ASINH, ATANH, "
+       "COSH (mnn: the C library's float function, as MNN's CPUUnary; MiniLM's GELU erf)"),
     _k("hardswish", "mnnlite.ops.elementwise:_hardswish", "mnnlite.kernels.eltwise:hardswish_f32", None,
        "hardswish(x): x * relu6(x + 3) / 6 in float32"),
     _k("norm_rows", "mnnlite.ops.norm:normalize_rows", None, "mnnlite.kernels.mnn_exact:norm_rows",

@@ -7,6 +7,8 @@ MNN source (under ``source/``) each rule comes from.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
@@ -197,6 +199,13 @@ def _tanh(x):
     return (_F32(1) - e) / (_F32(1) + e)
 
 
+def tanh_ref(x, all_simd: bool = False):
+    """The reference form of kernel "tanh" (mnnlite.kernels.table): ``_tanh`` in float32; ``all_simd``
+    only matters to the MNN form."""
+    y = _tanh(x)
+    return y if y.dtype == _F32 else np.asarray(y).astype(_F32)
+
+
 def _bnll(x):
     """UnaryUtils.hpp UnaryBNLL: log(1 + exp(x)) computed stably in double."""
     d = x.astype(np.float64)
@@ -247,6 +256,25 @@ def _erf_erfc(x: np.ndarray):
     return erf, erfc
 
 
+# CPUUnary.cpp / UnaryUtils.hpp: the UnaryOps MNN computes with a libm float function (kernel "libm_unary")
+LIBM_UNARY = frozenset({U.ERF, U.SIN, U.COS, U.TAN, U.ATAN, U.LOG, U.LOG1P, U.ACOSH, U.SINH, U.ASINH, U.ATANH,
+                        U.COSH})
+
+
+def libm_unary_ref(op: int, x):
+    """The reference form of kernel "libm_unary" (mnnlite.kernels.table): numpy's float32 function (erf in
+    double, rounded to float32)."""
+    x = np.asarray(x, _F32)
+    fn = _UNARY_FLOAT.get(op)
+    y = _unary_special(op, x) if fn is None else fn(x)
+    return np.asarray(y).astype(_F32, copy=False)
+
+
+def exp_ref(x, all_simd: bool = False):
+    """The reference form of kernel "exp": numpy's float32 exp; ``all_simd`` only matters to the MNN form."""
+    return np.exp(np.asarray(x, _F32))
+
+
 def _unary_special(op: int, x: np.ndarray) -> np.ndarray:
     if op == U.ERF:
         return _erf_erfc(x)[0]
@@ -283,10 +311,11 @@ def unary_op(call):
 def plan_unary_op(op, impl: str):
     """A float32 input goes straight to the operation's function (the runtime has set np.errstate)."""
     code = int(op.main.opType) if op.main is not None else int(U.ABS)
-    if code in (U.SIGMOID, U.SILU):
-        return _plan_sigmoid(impl, unary_op, "sigmoid" if code == U.SIGMOID else "silu")
-    fn = _UNARY_FLOAT.get(code)
-    if fn is None or code == U.BNLL:     # erf family and BNLL compute in double: the generic path
+    if code in _EXP_KERNELS:
+        return _plan_sigmoid(impl, unary_op, _EXP_KERNELS[code])
+    fn = functools.partial(kernel_table.form("libm_unary", impl), code) if code in LIBM_UNARY \
+        else _UNARY_FLOAT.get(code)
+    if fn is None or code == U.BNLL:     # erfc, GELU_STANDARD and BNLL compute in double: the generic path
         return unary_op
     if code == U.HARDSWISH:
         fn = kernel_table.form("hardswish", impl)
@@ -301,11 +330,15 @@ def plan_unary_op(op, impl: str):
     return run
 
 
+# UnaryOps whose MNN kernel is built on MNNExp, by the kernel-table entry that computes them
+_EXP_KERNELS = {U.SIGMOID: "sigmoid", U.SILU: "silu", U.TANH: "tanh", U.EXP: "exp"}
+
+
 def _plan_sigmoid(impl: str, generic, kernel: str = "sigmoid"):
-    """A float32 sigmoid (or SiLU) through kernel "sigmoid" ("silu"; ``generic`` takes other types).  MNN
-    runs MNNSigmoid / MNNSiLu over the tensor's memory: an NC4HW4 tensor has channels padded to 8, so every
-    value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays' order, so the scalar
-    tail is their last n % 8."""
+    """A float32 sigmoid (SiLU, tanh, exp) through kernel "sigmoid" ("silu", "tanh", "exp"; ``generic``
+    takes other types).  MNN runs MNNSigmoid / MNNSiLu / MNNTanh / MNNExp over the tensor's memory: an NC4HW4 tensor has channels
+    padded to 8, so every value takes the 8-wide path (``all_simd``); NCHW / NHWC tensors hold our arrays'
+    order, so the scalar tail is their last n % 8."""
     sigmoid = kernel_table.form(kernel, impl)
 
     def run(call):
@@ -325,7 +358,7 @@ def sigmoid_tanh(call):
 
 @register_plan(OpType.Sigmoid, OpType.TanH)
 def plan_sigmoid_tanh(op, impl: str):
-    return _plan_sigmoid(impl, sigmoid_tanh) if op.type == OpType.Sigmoid else sigmoid_tanh
+    return _plan_sigmoid(impl, sigmoid_tanh, "sigmoid" if op.type == OpType.Sigmoid else "tanh")
 
 
 # ----------------------------------------------------------------------------------------- binary

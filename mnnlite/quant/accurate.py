@@ -209,11 +209,13 @@ class _Builder:
             if self.cfg.int8_ops == "convs" or rounds == MAX_REPAIR_ROUNDS:
                 break                                  # "convs": MNN's attribute spreading left unchecked
             fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.ranges, self.target)
-            fixes = [f for f in fixes if not any(r["tensor"] == f[0] for r in repairs)]
+            fixes = [f for f in fixes if not any(r["tensor"] == f.tensor for r in repairs)]
             if not fixes:
                 break
-            for t, why, apart in fixes:
-                if t in tensors:
+            for t, why, apart, like in fixes:
+                if like is not None:
+                    q = TensorQuant(float(like.scale), float(like.zero), float(like.min), float(like.max))
+                elif t in tensors:
                     q = tensors[t]
                 elif t in self.ranges:
                     q = self.tensor_quant(t)

@@ -19,13 +19,18 @@ behaves"), by giving a tensor quant info of its own so the command runs float:
   a conv reading a concat of ranges over ``MIXED_INPUT_RATIO`` apart runs float (``mixed_concat_inputs``);
 * an int8 Raster whose inputs' clamp ranges differ from the output's (codes pass through unclamped);
 * average pooling on codes with a non-zero zero point (MNN's rounding there is not the one our runtime
-  emulates exactly: one code off on mobilenet's global pool).
+  emulates exactly: one code off on mobilenet's global pool);
+* a tensor MNN's propagation would give one of several attributes depending on its heap addresses
+  (ddddocr det's SiLU outputs, read by an Interp into one Concat and by another Concat): the file gives it
+  quant info of its own, equal to the attribute an int8 Interp reading it writes (int8 Interp copies codes,
+  never rescales), else to the candidate that fits its values best, so every MNN process runs the same.
 
 Comparison outputs are integer tensors and tensors without a usable range (scale 0) never get quant info.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,6 +131,15 @@ def mixed_concat_inputs(plan, sites: list[ConvSite], stats: dict) -> dict[str, s
     return out
 
 
+class Repair(NamedTuple):
+    """A tensor that must get quant info of its own (``check_plan``)."""
+
+    tensor: int
+    reason: str
+    apart: bool             # its key must differ from its neighbours' so that the command between runs float
+    like: object = None     # a QuantAttr whose numbers it takes (else the tensor's own range)
+
+
 def nudged(q, factor: float = 1 + 2.0 ** -20):
     """A copy of quant info ``q`` with a scale one step away: same codes' meaning to 1e-6, but a key of
     its own, so MNN's runtime never runs a Raster/Pooling between the two in int8."""
@@ -134,19 +148,30 @@ def nudged(q, factor: float = 1 + 2.0 ** -20):
     return dataclasses.replace(q, scale=float(np.float32(q.scale * factor)))
 
 
-def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -> list[tuple[int, str, bool]]:
-    """Repairs for the int8 plan MNN would run (``plan8``, ``mnnlite.int8.plan.Plan``): a list of
-    (tensor index, reason, apart) for tensors that must get quant info of their own; ``apart``: its key
-    must differ from its neighbours' so that the command between them runs float.  ``tensors``: the current quant info
-    by tensor index; ``stats``: tensor index -> SignedHistogram (for range ratios); ``ranges``: tensor
-    index -> the Range the tensor would get of its own."""
-    fixes: list[tuple[int, str, bool]] = []
+def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -> list[Repair]:
+    """Repairs for the int8 plan MNN would run (``plan8``, ``mnnlite.int8.plan.Plan``): the tensors that
+    must get quant info of their own.  ``tensors``: the current quant info by tensor index; ``stats``:
+    tensor index -> SignedHistogram (for range ratios); ``ranges``: tensor index -> the Range the tensor
+    would get of its own."""
+    fixes: list[Repair] = []
+    ambiguous = plan8.order_dependent()
+    # the first of a chain (an Interp's input, not its output): the rest then follows it (next round)
+    follows = {o for c in plan8.commands if c.type in PROPAGATE_TYPES and any(i in ambiguous for i in c.inputs)
+               for o in c.outputs}
+    for t, cands in ambiguous.items():
+        if isinstance(t, int) and t not in tensors and t not in follows and plan8.tensors[t].is_float \
+                and t in stats:
+            like = _settled(plan8, t, cands, stats[t])
+            fixes.append(Repair(t, f"tensor {plan8.tensors[t].name}: MNN's runtime gives it one of "
+                                   f"{len(cands)} neighbours' attributes, which one depending on heap "
+                                   f"addresses; it gets {like!r} of its own", False, like))
     for t, info in plan8.tensors.items():
-        if isinstance(t, int) and t not in tensors and info.attr is not None and info.is_float and t in stats:
+        if isinstance(t, int) and t not in tensors and info.attr is not None and info.is_float and t in stats \
+                and not any(f.tensor == t for f in fixes):
             why = _misfit(info.attr, stats[t], ranges[t])
             if why:
-                fixes.append((t, f"tensor {info.name}: MNN's runtime would quantize it with a neighbour's "
-                                 f"range ({why}); it gets its own", False))
+                fixes.append(Repair(t, f"tensor {info.name}: MNN's runtime would quantize it with a "
+                                       f"neighbour's range ({why}); it gets its own", False))
     for cmd in plan8.commands:
         if not cmd.int8:
             continue
@@ -158,30 +183,45 @@ def check_plan(plan8, tensors: dict, stats: dict, ranges, target: str = "x86") -
             if lowest < 0 and outs:
                 why = (f"max pool {cmd.name}: MNN's x86 int8 max pool compares q+128 as signed bytes and codes "
                        f"here reach {lowest}; the pool runs float")
-                fixes.append((outs[0], why, True))
+                fixes.append(Repair(outs[0], why, True))
                 if isinstance(src, int) and src not in tensors:     # else MNN hands it the output's attribute
-                    fixes.append((src, why, False))
+                    fixes.append(Repair(src, why, False))
         elif cmd.type == "Pooling" and cmd.params is not None and int(cmd.params.type) == 1 and outs \
                 and float(plan8.tensors[cmd.inputs[0]].attr.zero) != 0:
-            fixes.append((outs[0], f"average pool {cmd.name} on codes with a zero point: MNN's int8 average "
-                                   f"rounds differently there (one code off on mobilenet's global pool, where "
-                                   f"our emulation is exact for zero point 0); the pool runs float", True))
+            fixes.append(Repair(outs[0], f"average pool {cmd.name} on codes with a zero point: MNN's int8 "
+                                         f"average rounds differently there (one code off on mobilenet's global "
+                                         f"pool, where our emulation is exact for zero point 0); the pool runs "
+                                         f"float", True))
         elif cmd.type == "Raster" and len(ins) > 1:
             ranges = [stats[t].max_abs for t in ins if t in stats]
             if len(ranges) == len(ins) and min(ranges) > 0 and max(ranges) / min(ranges) > MIXED_RANGE_RATIO:
                 for t in ins:
                     if t not in tensors:
-                        fixes.append((t, f"Raster {cmd.name} concatenates ranges {min(ranges):.3g} to "
-                                         f"{max(ranges):.3g}: each input keeps its own scale", True))
+                        fixes.append(Repair(t, f"Raster {cmd.name} concatenates ranges {min(ranges):.3g} to "
+                                               f"{max(ranges):.3g}: each input keeps its own scale", True))
         if cmd.type == "Raster" and outs:
             out_attr = plan8.tensors[cmd.outputs[0]].attr
             for t in cmd.inputs:
                 a = plan8.tensors[t].attr
                 if a is not None and out_attr is not None and (a.min, a.max) != (out_attr.min, out_attr.max):
-                    fixes.append((outs[0], f"Raster {cmd.name}: inputs clamp to another code range than its "
-                                           f"output (MNN passes the codes through); it runs float", True))
+                    fixes.append(Repair(outs[0], f"Raster {cmd.name}: inputs clamp to another code range than "
+                                                 f"its output (MNN passes the codes through); it runs float", True))
                     break
     return fixes
+
+
+def _settled(plan8, t, cands, hist):
+    """The attribute an order-dependent tensor ``t`` takes for good: the one an int8 Interp reading it
+    writes (its codes are copied, never rescaled: README, How MNN really behaves), else the candidate with
+    the least expected error on its values."""
+    interp_keys = {plan8.tensors[c.outputs[0]].attr.key for c in plan8.commands
+                   if c.type == "Interp" and c.int8 and c.inputs and c.inputs[0] == t
+                   and plan8.tensors[c.outputs[0]].attr is not None}
+
+    def cost(a):
+        s, z = float(a.scale), float(a.zero)
+        return (a.key not in interp_keys, hist.error((float(a.min) - z) * s, (float(a.max) - z) * s))
+    return min(cands, key=cost)
 
 
 MISFIT_ERROR_RATIO = 2.0     # an inherited range may cost this much more expected error than the tensor's own
@@ -211,5 +251,5 @@ def _lowest_code(attr, hist) -> int:
     return int(max(attr.min, np.round(hist.lo / float(attr.scale)) + float(attr.zero)))
 
 
-__all__ = ["ConvSite", "conv_sites", "mixed_concat_inputs", "stat_tensors", "check_plan", "nudged", "INT8_CONV_TYPES",
-           "MIXED_RANGE_RATIO", "MIXED_INPUT_RATIO"]
+__all__ = ["ConvSite", "Repair", "conv_sites", "mixed_concat_inputs", "stat_tensors", "check_plan", "nudged",
+           "INT8_CONV_TYPES", "MIXED_RANGE_RATIO", "MIXED_INPUT_RATIO"]

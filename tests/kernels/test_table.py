@@ -97,6 +97,24 @@ def _clamp_cases():
     yield "one value", lambda fn: fn(np.array([-0.0], F32), F32(0), F32(6))
 
 
+def _exp_cases():
+    # up to e^20: MNNExp reduces the range with a float ln 2, so its relative error grows with |x|
+    x = np.concatenate([_normal(1003, 27, 4.0).clip(-20, 20), np.array([-20, 0, 20, -0.0], F32)])
+    yield "scalar tail", lambda fn: fn(x, False)
+    yield "all 8-wide", lambda fn: fn(x, True)
+
+
+def _libm_unary_cases():
+    from mnnlite.format.tables import UnaryOpOperation as U
+
+    wide = np.concatenate([_normal(1003, 26, 2.0), np.array([0, -0.0, 1e-30, -4, 4, 10, -10], F32)])
+    for op, x in ((U.ERF, wide), (U.SIN, wide), (U.COS, wide), (U.TAN, np.clip(wide, -1.4, 1.4)),
+                  (U.ATAN, wide), (U.LOG, np.abs(wide) + 1e-3), (U.LOG1P, np.abs(wide)),
+                  (U.ACOSH, np.abs(wide) + 1), (U.SINH, wide), (U.ASINH, wide), (U.ATANH, np.tanh(wide) * 0.99),
+                  (U.COSH, wide)):
+        yield op.name, (lambda fn, op=op, x=x: fn(op, x))
+
+
 def _hardswish_cases():
     x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
     yield "values and edges", lambda fn: fn(x)
@@ -237,7 +255,8 @@ CASES = {
     "conv2d": _conv_cases, "conv2d_layer": _conv_layer_cases, "conv2d_fed": _conv_cases,
     "deconv2d": _deconv_cases, "matmul": _matmul_cases, "softmax": _softmax_cases,
     "softmax_rows": _softmax_rows_cases, "sigmoid": _sigmoid_cases, "silu": _sigmoid_cases,
-    "hardswish": _hardswish_cases, "clamp": _clamp_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
+    "hardswish": _hardswish_cases, "tanh": _sigmoid_cases, "exp": _exp_cases, "libm_unary": _libm_unary_cases,
+    "clamp": _clamp_cases, "softmax_rows_nofma": _softmax_nofma_cases, "resize_nearest": _resize_nearest_cases,
     "resize_bilinear": _resize_bilinear_cases, "max_pool2d": _max_pool_cases, "resize_bilinear_int8": _resize_bilinear_int8_cases,
     "norm_rows": _norm_rows_cases, "avg_pool2d": _avg_pool_cases, "global_avg_pool2d": _global_pool_cases,
     "global_mean": _global_mean_cases, "conv2d_int8_layer": _conv_int8_layer_cases,
@@ -251,10 +270,12 @@ CASES = {
 # How close a form must be to the reference: None = bit for bit; else |got - ref| <= bound * max(1, max|ref|)
 # ({form: bound} where the forms differ).
 # Float kernels sum in other orders than the float64 references; the MNN forms add Winograd F(6x6, 3x3)
-# noise (conv) and MNN's exp polynomial (softmax, sigmoid).
+# noise (conv), MNN's exp polynomial (softmax, sigmoid, silu, tanh, exp) and libm's float functions
+# (libm_unary).
 BOUNDS = {
     "conv2d": 1e-5, "conv2d_layer": 1e-3, "conv2d_fed": 1e-5, "deconv2d": 1e-5, "matmul": 1e-5,
-    "softmax": 1e-6, "softmax_rows": 1e-6, "sigmoid": 1e-6, "silu": 1e-6, "hardswish": None, "norm_rows": 1e-5,
+    "softmax": 1e-6, "softmax_rows": 1e-6, "sigmoid": 1e-6, "silu": 1e-6, "tanh": 1e-6, "exp": 1e-6,
+    "libm_unary": 1e-6, "hardswish": None, "norm_rows": 1e-5,
     "avg_pool2d": {"fast": None, "mnn": 1e-6}, "global_avg_pool2d": {"fast": None, "mnn": 1e-6}, "global_mean": {"fast": None, "mnn": 1e-6},
 }
 

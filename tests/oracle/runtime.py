@@ -306,12 +306,15 @@ def trace(path, feeds: Dict[str, np.ndarray], tensors: bool = True, only=None) -
     interp.setSessionMode(0)                        # Session_Debug: callbacks per command
     session = interp.createSession({"numThread": 1})
     inputs = interp.getSessionInputAll(session)
+    # each input in its own element type (token ids as int32: a float host tensor is refused)
+    arrays = {name: _as_input_array(name, feeds[name], _np_dtype(MNN, tensor.getDataType()))
+              for name, tensor in inputs.items()}
     for name, tensor in inputs.items():
-        interp.resizeTensor(tensor, tuple(np.shape(feeds[name])))
+        interp.resizeTensor(tensor, arrays[name].shape)
     interp.resizeSession(session)
     for name, tensor in inputs.items():
-        arr = np.ascontiguousarray(feeds[name], np.float32)
-        tensor.copyFrom(MNN.Tensor(arr.shape, MNN.Halide_Type_Float, arr, _host_type(MNN, tensor, "model")))
+        arr = arrays[name]
+        tensor.copyFrom(MNN.Tensor(arr.shape, _halide_type(MNN, arr.dtype), arr, _host_type(MNN, tensor, "model")))
     steps, pending = [], {}
 
     def grab(ts, name):

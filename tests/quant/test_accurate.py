@@ -303,6 +303,59 @@ def test_attention_mask_never_shares_a_range_with_the_scores(tmp_path):
     assert ours > 0.995 and ours >= theirs
 
 
+def _two_concat_model(tmp_path):
+    """ddddocr det's neck in small: a SiLU output read by an Interp (downsampling) into one Concat and
+    directly by another Concat (each with a ReLU'd conv), each read by a conv."""
+    rng = np.random.default_rng(5)
+    nodes = [_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             _node("Sigmoid", ["a"], ["sg"]), _node("Mul", ["a", "sg"], ["s"]),
+             _node("Resize", ["s", "", "half"], ["u"], mode="nearest"),
+             _node("Conv", ["x", "w2"], ["e1"], pads=[1, 1, 1, 1], strides=[2, 2]), _node("Relu", ["e1"], ["d1"]),
+             _node("Concat", ["u", "d1"], ["c1"], axis=1),
+             _node("Conv", ["c1", "w3"], ["y1"]),
+             _node("Conv", ["x", "w4"], ["e2"], pads=[1, 1, 1, 1]), _node("Relu", ["e2"], ["d2"]),
+             _node("Concat", ["s", "d2"], ["c2"], axis=1),
+             _node("Conv", ["c2", "w5"], ["y2"])]
+    # similar ranges everywhere (ReLU'd convs next to the SiLU): no other repair of the flow applies
+    inits = {"w1": rng.standard_normal((4, 3, 3, 3)) * 0.4, "w2": rng.standard_normal((4, 3, 3, 3)) * 0.4,
+             "w3": rng.standard_normal((4, 8, 1, 1)) * 0.3, "w4": rng.standard_normal((4, 3, 3, 3)) * 0.4,
+             "w5": rng.standard_normal((4, 8, 1, 1)) * 0.3, "half": np.array([1, 1, 0.5, 0.5])}
+    save_onnx(tmp_path / "neck.onnx", nodes, [("x", [1, 3, 16, 16])], ["y1", "y2"],
+              {k: np.asarray(v, np.float32) for k, v in inits.items()})
+    convert_onnx(tmp_path / "neck.onnx", tmp_path / "neck.mnn")
+    return tmp_path / "neck.mnn"
+
+
+def test_attribute_mnn_picks_by_heap_address_is_written_instead(tmp_path):
+    """MNN's runtime spreads the Concats' attributes back to the SiLU output in ``std::set<const Tensor*>``
+    order, so which of the two it gets depends on heap addresses (ddddocr det's accurate file gave
+    different outputs in different MNN processes).  The file gives that tensor quant info of its own, the
+    attribute the int8 Interp reading it writes, and every process then runs the same."""
+    from mnnlite.int8 import int8_plan
+
+    src = _two_concat_model(tmp_path)
+    folder = _samples(tmp_path, lambda rng: rng.standard_normal((1, 3, 16, 16)))
+    cfg = {"path": str(folder), "input_type": "sequence"}
+    feeds = [{"x": np.load(p)["x"]} for p in sorted(folder.iterdir())][-3:]
+    silu = mnnlite.load_model(src).graph.tensors.index("s")
+    plain = tmp_path / "convs.mnn"                  # MNN's spreading left as it falls
+    mnnlite.quantize(src, plain, {**cfg, "int8_ops": "convs"})
+    ambiguous = int8_plan(Interpreter(str(plain)), feeds[0]).order_dependent()
+    assert silu not in mnnlite.load_model(plain).graph.quant_info and len(ambiguous.get(silu, ())) == 2
+    dst = tmp_path / "acc.mnn"
+    report = mnnlite.quantize(src, dst, {**cfg, "preset": "accurate"})
+    assert any(r["tensor"] == silu and "heap addresses" in r["reason"] for r in report.accuracy.repairs), report.accuracy.repairs
+    interp = Interpreter(str(dst), impl="mnn")
+    plan = int8_plan(interp, feeds[0])
+    assert silu in mnnlite.load_model(dst).graph.quant_info and not plan.order_dependent()
+    interp_cmd = next(c for c in plan.commands if c.type == "Interp")
+    assert interp_cmd.int8 and plan.tensors[silu].attr.key == plan.tensors[interp_cmd.outputs[0]].attr.key
+    for f in feeds:
+        theirs, got = run_oracle(dst, f), interp.run(f)
+        for k in theirs:
+            np.testing.assert_array_equal(got[k], theirs[k])
+
+
 # ------------------------------------------------------------------------------------------ real model
 
 @pytest.fixture(scope="module")
