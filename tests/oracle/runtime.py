@@ -153,6 +153,12 @@ np.savez(sys.argv[3], **oracle.run_oracle(sys.argv[1], feeds, **json.loads(sys.a
 """
 
 
+# glibc fills every block malloc hands out with MALLOC_PERTURB_ ^ 0xff: 255 makes them zero, so the bytes an
+# MNN kernel reads without writing are zeros however the child's heap was used before (Python's start-up,
+# the modules it imports, even the length of its arguments moved them otherwise; mallopt(3) M_PERTURB)
+_ZERO_MALLOC_ENV = {**os.environ, "MALLOC_PERTURB_": "255"}
+
+
 def run_oracle_isolated(path, feeds: Dict[str, np.ndarray], **options) -> Dict[str, np.ndarray]:
     """``run_oracle(path, feeds, **options)`` in a fresh child process.
 
@@ -166,7 +172,7 @@ def run_oracle_isolated(path, feeds: Dict[str, np.ndarray], **options) -> Dict[s
         np.savez(fin, **feeds)
         proc = subprocess.run([sys.executable, "-c", _ORACLE_CHILD, str(path), fin, fout, _TESTS_DIR,
                                json.dumps(options)],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, env=_ZERO_MALLOC_ENV)
         if proc.returncode != 0:
             raise OracleToolError(f"oracle child for {path} failed ({proc.returncode}): {proc.stderr[-2000:]}",
                                   proc.returncode)
