@@ -69,19 +69,54 @@ def _child_env() -> dict:
     return env
 
 
+# The measured command runs as the child of a small launcher, which reports that child's peak RSS.  A child
+# started straight from this process would report at least this process's own RSS: Linux keeps the larger
+# of the forked copy's and the exec'd program's peaks in ru_maxrss (kernel/exit.c, fs/exec.c
+# setmax_mm_hiwater_rss), so every small calibration measured as this bench process's ~50 MiB, ours and
+# quantized.out's alike.  The launcher (``python -S``, ~8 MiB) is below every figure it reports.
+_RSS_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+if os.WIFSIGNALED(status):          # die the same way, so callers see the command's signal
+    import signal
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measured_argv(argv: List[str], rss_file: str) -> List[str]:
+    """``argv`` run under the peak-RSS launcher, which writes the peak in KiB to ``rss_file``."""
+    return [sys.executable, "-S", "-c", _RSS_LAUNCHER, rss_file, *argv]
+
+
+def read_peak_kib(rss_file: str, fallback_kib: float) -> float:
+    try:
+        with open(rss_file) as f:
+            return float(f.read())
+    except (OSError, ValueError):      # killed before it wrote: the launcher's own figure, an upper bound
+        return fallback_kib
+
+
 def run_child(argv: List[str], timeout: float, cwd: Optional[str] = None) -> dict:
     """Run ``argv``; {"code", "output", "seconds", "peak_rss_mb"} (peak RSS of the child from wait4)."""
     start = time.monotonic()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                env=_child_env())
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryDirectory(prefix="mnnlite-rss-") as rss_dir:
+        rss_file = os.path.join(rss_dir, "peak")
+        proc = subprocess.Popen(measured_argv(argv, rss_file), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=_child_env(), start_new_session=True)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
-                proc.kill()
+                os.killpg(proc.pid, 9)          # the launcher and the command it runs
                 pid, status, usage = os.wait4(proc.pid, 0)
                 status = -9
                 break
@@ -90,8 +125,9 @@ def run_child(argv: List[str], timeout: float, cwd: Optional[str] = None) -> dic
         code = status if status == -9 else (os.waitstatus_to_exitcode(status))
         out.seek(0)
         text = out.read().decode(errors="replace")
+        peak_kib = read_peak_kib(rss_file, usage.ru_maxrss)
     return {"code": code, "output": text, "seconds": time.monotonic() - start,
-            "peak_rss_mb": usage.ru_maxrss / 1024.0, "timed_out": status == -9}
+            "peak_rss_mb": peak_kib / 1024.0, "timed_out": status == -9}
 
 
 def _pythonpath() -> str:

@@ -41,12 +41,19 @@ def run_child(argv: list[str], cwd: str) -> tuple[float, float, int]:
     start = time.perf_counter()
     # timed as installed: a pip-installed package runs from cached bytecode, so a shell that disables bytecode
     # writing (PYTHONDONTWRITEBYTECODE) would time ~0.3 s of source compilation per start instead of the work
+    # and measured under corpus_steps' launcher (a child of this process would report at least its RSS)
+    from corpus_steps import measured_argv, read_peak_kib
+
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode     # ru_maxrss is in KiB on Linux
+    with tempfile.TemporaryDirectory(prefix="mnnlite-rss-") as rss_dir:
+        rss_file = os.path.join(rss_dir, "peak")
+        proc = subprocess.Popen(measured_argv(argv, rss_file), cwd=cwd, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kib = read_peak_kib(rss_file, usage.ru_maxrss)
+    return wall, peak_kib / 1024.0, proc.returncode     # ru_maxrss is in KiB on Linux
 
 
 def config(zoo, name: str, method: str, images: Path | None, size=None, batch_size: int = 0) -> dict:
