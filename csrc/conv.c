@@ -332,7 +332,8 @@ static int conv_depthwise_run(int isa, int nthreads, const mnnlite_conv_params *
             }
         j.tap_off = tap_off;
         j.scratch = scratch;
-        mnnlite_parallel_for(nthreads, tasks, dw_range, &j);
+        mnnlite_parallel_for(mnnlite_threads_for_work(nthreads, 2.0 * tasks * p->oh * p->ow * taps), tasks,
+                             dw_range, &j);
     }
     for (int t = 0; t < nthreads; t++) mnnlite_free(scratch[t]);
     free(tap_off);

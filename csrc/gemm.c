@@ -323,7 +323,8 @@ void mnnlite_gemm_threads(const mnnlite_gemm_kernel *kern, const mnnlite_gemm_wo
                           int K, const float *ap, mnnlite_pack_b_fn pack_b, const void *ctx, float *c,
                           ptrdiff_t ldc, const float *bias, int act, int accumulate) {
     gemm_job job = {kern, work, M, N, K, act, accumulate, ap, bias, pack_b, ctx, c, ldc};
-    mnnlite_parallel_for(work->nthreads, (N + kern->nr - 1) / kern->nr, gemm_range, &job);
+    mnnlite_parallel_for(mnnlite_threads_for_work(work->nthreads, 2.0 * M * N * K), (N + kern->nr - 1) / kern->nr,
+                         gemm_range, &job);
 }
 
 /* ---- a few rows: no packing ---------------------------------------------------------------- */

@@ -320,7 +320,8 @@ int mnnlite_int8_conv_plan_run(const mnnlite_int8_conv_plan *P, const int8_t *x,
         for (int gi = 0; gi < g->groups; gi++)
             repack_input(x + ((size_t)b * g->c + (size_t)gi * P->cg) * hw, P->cg, (int)hw, K->kg, xb + gi * J.xb_group);
         J.y = y + (size_t)b * g->o * J.n;
-        mnnlite_parallel_for(threads, g->groups * J.npanels, run_panels, &J);
+        mnnlite_parallel_for(mnnlite_threads_for_work(threads, 2.0 * g->o * J.n * P->cg * g->kh * g->kw), g->groups * J.npanels,
+                             run_panels, &J);
     }
     free(xb);
     free(panels);

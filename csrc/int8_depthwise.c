@@ -294,7 +294,8 @@ int mnnlite_depthwise_int8(const int8_t *x, const int8_t *w, const float *alpha,
     dw_params(w, g->c, kk, alpha, bias, q, sc, bc);
     J.sc = sc;
     J.bc = bc;
-    mnnlite_parallel_for(threads, g->n * J.cblocks, dw_select(isa), &J);
+    mnnlite_parallel_for(mnnlite_threads_for_work(threads, 2.0 * g->n * g->c * g->oh * g->ow * kk),
+                         g->n * J.cblocks, dw_select(isa), &J);
     free(sc);
     free(bc);
     free(J.work);

@@ -395,7 +395,8 @@ int mnnlite_winograd_run(const mnnlite_gemm_kernel *kern, int isa, int nthreads,
     j.usize = u_stride(kern, p->o, p->c);
 
     float *work[MNNLITE_MAX_THREADS] = {0};
-    nthreads = mnnlite_thread_count(nthreads, tasks);
+    nthreads = mnnlite_thread_count(mnnlite_threads_for_work(nthreads, 2.0 * p->n * p->o * p->c * p->oh * p->ow * p->kh * p->kw),
+                                    tasks);
     const size_t work_size = (size_t)36 * (p->c + p->o) * round_up(j.tb, nr);
     int ok = 1;
     for (int t = 0; t < nthreads; t++) ok &= (work[t] = mnnlite_alloc(work_size)) != NULL;
@@ -864,7 +865,8 @@ int mnnlite_winograd_mnn_run(const mnnlite_gemm_kernel *kern, int isa, int nthre
     j.ustride = wmnn_stride(kern, p->o, p->c);
 
     float *work[MNNLITE_MAX_THREADS] = {0};
-    nthreads = mnnlite_thread_count(nthreads, tasks);
+    nthreads = mnnlite_thread_count(mnnlite_threads_for_work(nthreads, 2.0 * p->n * p->o * p->c * p->oh * p->ow * p->kh * p->kw),
+                                    tasks);
     const size_t work_size = (size_t)a2 * (p->c + p->o) * round_up(j.tb, nr);
     int ok = 1;
     for (int t = 0; t < nthreads; t++) ok &= (work[t] = mnnlite_alloc(work_size)) != NULL;

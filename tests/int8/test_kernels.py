@@ -135,6 +135,29 @@ def test_threads_give_the_same_codes():
         threads.set_num_threads(1)
 
 
+def test_calls_big_enough_to_split_give_the_same_codes():
+    """A conv of 302 MFLOP and a depthwise of 75 MFLOP: over csrc/parallel.h's 16 MFLOP per thread, so they
+    run on 2 and 3 threads when asked (smaller calls stay on one)."""
+    rng = np.random.default_rng(7)
+    s_in, z_in, s_out, z_out, lo, hi, gain = QUANT["zero_points"]
+    xq, wq = _codes(rng, (1, 64, 64, 64)), _codes(rng, (64, 64, 3, 3))
+    alpha = (rng.uniform(0.3, 1.5, 64) * gain / (127 * 24)).astype(np.float32)
+    conv_args = (xq, wq, alpha, rng.normal(0, 0.3, 64).astype(np.float32), s_in, z_in, s_out, z_out, lo, hi)
+    conv_kw = dict(stride=1, pad=(1, 1, 1, 1), dilation=1, groups=1)
+    dq, dw = _codes(rng, (1, 256, 128, 128)), _codes(rng, (256, 1, 3, 3))
+    dalpha = (rng.uniform(0.3, 1.5, 256) * gain / (127 * 3)).astype(np.float32)
+    dw_args = (dq, dw, dalpha, rng.normal(0, 0.3, 256).astype(np.float32), s_in, z_in, s_out, z_out, lo, hi)
+    dw_kw = dict(stride=1, pad=(1, 1, 1, 1), dilation=1)
+    one = K.conv2d_int8(*conv_args, **conv_kw), K.depthwise_int8(*dw_args, **dw_kw)
+    try:
+        for n in (2, 3):
+            threads.set_num_threads(n)
+            assert np.array_equal(K.conv2d_int8(*conv_args, **conv_kw), one[0])
+            assert np.array_equal(K.depthwise_int8(*dw_args, **dw_kw), one[1])
+    finally:
+        threads.set_num_threads(1)
+
+
 # ------------------------------------------------------------------------------------------ depthwise
 
 def _dw_inputs(c, kh, kw, stride, pad, dil, quant, seed=2, alpha_edges=True, bias_scale=0.3):

@@ -107,15 +107,25 @@ def test_conv2d_impulse_is_exact():
         np.testing.assert_array_equal(conv.conv2d(x, w, None, **attrs, algo=algo), conv2d_ref(x, w, None, **attrs))
 
 
-def test_threads_give_identical_results():
-    cases = ["3x3_large", "dw_3x3", "ocr_like", "1x1_stride2_pad"]
+# Calls big enough to be split (csrc/parallel.h: a thread per 16 MFLOP of the call): Winograd, GEMM (1x1)
+# and depthwise, 75-300 MFLOP each; the small cases run on one thread whatever is asked
+SPLIT_CASES = {
+    "3x3_split": (1, 64, 64, 64, 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),        # 302 MFLOP
+    "1x1_split": (1, 256, 32, 32, 256, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # 134 MFLOP
+    "dw_split": (1, 256, 128, 128, 256, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 256),  # 75 MFLOP
+}
+
+
+@pytest.mark.parametrize("name", ["3x3_large", "dw_3x3", "ocr_like", "1x1_stride2_pad", *SPLIT_CASES])
+def test_threads_give_identical_results(name):
+    case = SPLIT_CASES.get(name) or CONV_CASES[name]
+    x, w, b = _conv_inputs(case, seed=3)
     try:
-        for name in cases:
-            x, w, b = _conv_inputs(CONV_CASES[name], seed=3)
-            threads.set_num_threads(1)
-            one = conv.conv2d(x, w, b, **_conv_attrs(CONV_CASES[name]))
-            threads.set_num_threads(2)
-            np.testing.assert_array_equal(conv.conv2d(x, w, b, **_conv_attrs(CONV_CASES[name])), one)
+        threads.set_num_threads(1)
+        one = conv.conv2d(x, w, b, **_conv_attrs(case))
+        for n in (2, 3):
+            threads.set_num_threads(n)
+            np.testing.assert_array_equal(conv.conv2d(x, w, b, **_conv_attrs(case)), one)
     finally:
         threads.set_num_threads(1)
 
