@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from corpus_steps import measured_argv, read_peak_kib  # noqa: E402  (tests/ on the path above)
+
 MODELS = ("cnn", "mobilenet", "ppocr_cls", "ppocr_det", "ppocr_rec")
 METHODS = ("KL", "ADMM", "EMA")
 
@@ -42,8 +44,6 @@ def run_child(argv: list[str], cwd: str) -> tuple[float, float, int]:
     # timed as installed: a pip-installed package runs from cached bytecode, so a shell that disables bytecode
     # writing (PYTHONDONTWRITEBYTECODE) would time ~0.3 s of source compilation per start instead of the work
     # and measured under corpus_steps' launcher (a child of this process would report at least its RSS)
-    from corpus_steps import measured_argv, read_peak_kib
-
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory(prefix="mnnlite-rss-") as rss_dir:
         rss_file = os.path.join(rss_dir, "peak")

@@ -113,3 +113,6 @@ QUANT_TYPE = DataType.DT_INT8           # TensorDescribe.quantInfo.type MNN's CP
 # (tests/int8/test_control_flow_int8.py).  ddddocr OCR's KL file, with the same marks, is read correctly: the
 # condition was not isolated, so the quantizer never writes them.  Quant info on their inputs is fine.
 CONTROL_FLOW_OPS = frozenset({OpType.While, OpType.If})
+# Op types that only exist in quantized files (offline-quantized convs and the explicit casts)
+INT8_OP_TYPES = frozenset({OpType.ConvInt8, OpType.DepthwiseConvInt8, OpType.EltwiseInt8, OpType.FloatToInt8,
+                           OpType.Int8ToFloat})

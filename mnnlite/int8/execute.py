@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.rules import INT8_OP_TYPES
 from ..errors import MnnliteError, ShapeError, UnsupportedOpError
 from ..format.tables import DataFormat, OpType
 from . import fastq
@@ -339,7 +340,7 @@ def _int8_subgraphs(model) -> list[str]:
     """Names of the subgraphs that carry quant info or int8 ops (FloatToInt8, ConvInt8, ...)."""
     found = []
     for name, graph in sorted(model.subgraphs.items()):
-        if graph.quant_info or any("Int8" in _name(op.type) for op in graph.ops):
+        if graph.quant_info or any(op.type in INT8_OP_TYPES for op in graph.ops):
             found.append(name)
     return found
 
