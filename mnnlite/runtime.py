@@ -62,8 +62,12 @@ class Interpreter:
     the compiled kernels with MNN's x86 rounding where known ("mnn")."""
 
     def __init__(self, model_or_path, impl: str = "fast", trace: bool = False, precision: str = "auto",
-                 layout: str = layouts.DEFAULT_LAYOUT, target: str = "x86"):
+                 layout: str = layouts.DEFAULT_LAYOUT, target: str = "x86", plan_facts: dict | None = None):
         self.layout = layouts.check_layout(layout)
+        # an int8 run's plan is built from one float run per input shapes; ``plan_facts``, a dict shared by
+        # interpreters of models with the same ops and tensors that differ only in quant info and conv
+        # weights (mnnlite.quant.accurate's candidate files), keeps what that run found for all of them
+        self.plan_facts = plan_facts
         if impl not in kernel_table.IMPLS:
             raise ValueError(f"impl must be 'fast', 'ref' or 'mnn', not {impl!r}")
         if target not in ("x86", "arm"):

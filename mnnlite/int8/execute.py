@@ -87,16 +87,24 @@ class Int8Runner:
                                      f"precision='float'")
         self._plans: dict = {}
         self.caches: dict = {}         # id(op) -> kernel cache (decoded weights, prepared convs)
+        # feeds' shapes -> what the float run found (shapes, float or not, layouts); shared by the
+        # interpreters of models that differ only in quant info and conv weights (``Interpreter(...,
+        # plan_facts=)``: the accurate flow's candidate files), where it is the same for every one
+        self.facts: dict = interpreter.plan_facts if interpreter.plan_facts is not None else {}
 
     def plan_for(self, bound: dict) -> Plan:
         """The plan for these feeds' shapes (built from one float run the first time)."""
         key = tuple(sorted((i, a.shape, int(f)) for i, (a, f) in bound.items()))
         plan = self._plans.get(key)
         if plan is None:
-            env = self.program.run(bound, True, None)
-            meta = {i: (a.shape, a.dtype.kind == "f", int(f)) for i, (a, f) in env.items()}
+            facts = self.facts.get(key)
+            if facts is None:
+                env = self.program.run(bound, True, None)
+                facts = self.facts[key] = ({i: (a.shape, a.dtype.kind == "f", int(f)) for i, (a, f) in env.items()},
+                                           {i: DataFormat(f) for i, (a, f) in env.items()})
+            meta, layouts = facts
             plan = self._plans[key] = build_plan(self.graph, meta)
-            plan.layouts = {i: DataFormat(f) for i, (a, f) in env.items()}
+            plan.layouts = dict(layouts)
             plan.frees = _lazy_frees(self.program, plan, set(self.graph.outputs))
         return plan
 

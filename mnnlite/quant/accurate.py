@@ -148,6 +148,9 @@ class _Builder:
         self.weights: dict[int, tuple] = {}
         self.repairs: list[dict] = []
         self.built: dict[tuple, tuple] = {}   # int8 names -> (model, tensors, repairs) of this run
+        # every file built here has the model's ops and tensors: the float run an int8 plan starts from
+        # is the same for all of them (Interpreter plan_facts)
+        self.plan_facts: dict = {}
         self.means: dict = {}                 # conv input -> ChannelMeans (bias correction)
 
     def tensor_quant(self, t: int) -> TensorQuant:
@@ -208,7 +211,7 @@ class _Builder:
             model = rewrite(self.model, tensors, {s.pos: self.conv_quant(s, tensors) for s in active})
             if self.cfg.int8_ops == "convs" or rounds == MAX_REPAIR_ROUNDS:
                 break                                  # "convs": MNN's attribute spreading left unchecked
-            fixes = check_plan(_plan_of(model, self.sample), tensors, self.stats, self.ranges, self.target)
+            fixes = check_plan(_plan_of(model, self.sample, self.plan_facts), tensors, self.stats, self.ranges, self.target)
             fixes = [f for f in fixes if not any(r["tensor"] == f.tensor for r in repairs)]
             if not fixes:
                 break
@@ -303,10 +306,10 @@ def downstream_of(graph, facts, plan, sites: list[ConvSite], workers, feeds) -> 
     return {t: Downstream(np.concatenate(v, axis=1), gains[t]) for t, v in kept.items() if v}
 
 
-def _plan_of(model, feeds):
+def _plan_of(model, feeds, plan_facts: dict | None = None):
     from ..runtime import Interpreter
 
-    interp = Interpreter(model, impl="fast")
+    interp = Interpreter(model, impl="fast", plan_facts=plan_facts)
     return int8_plan(interp, feeds)
 
 
@@ -368,7 +371,8 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     if held:
         from .sensitivity import Evaluator, Profiler, leave_float
 
-        evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs")
+        evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs",
+                              plan_facts=builder.plan_facts)
         acc.score_on = "logits" if evaluator.logits else "outputs"
         full, _ = builder.build(names)
         acc.cosine_before = evaluator.score(full)
@@ -376,7 +380,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         acc.cosine_after = dict(acc.cosine_before)
         if min(acc.cosine_before.values()) < goal:
             profiler = Profiler(model, held[:PROFILE_SAMPLES], {s.input for s in usable} | {s.output for s in usable},
-                                impl, target)
+                                impl, target, plan_facts=builder.plan_facts)
             def rank(left_float):
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
                 errors = profiler.errors(m)
@@ -401,11 +405,12 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     quantized, tensors = builder.build(int8_names, record=True)
     acc.repairs = builder.repairs
     _describe(acc, graph, sites, excluded, int8_names, float_names, damage, tensors, ranges, stats, quantized,
-              feeds[0])
+              feeds[0], builder.plan_facts)
     if held:
         from .sensitivity import Profiler
 
-        errs = Profiler(model, held[:PROFILE_SAMPLES], {s.output for s in sites}, impl, target).errors(quantized)
+        errs = Profiler(model, held[:PROFILE_SAMPLES], {s.output for s in sites}, impl, target,
+                        plan_facts=builder.plan_facts).errors(quantized)
         by_out = {graph.ops[s.pos].name: errs.get(s.output) for s in sites}
         for o in acc.ops:
             o.error = by_out.get(o.name)
@@ -424,13 +429,13 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
 
 
 def _describe(acc: AccuracyReport, graph, sites, excluded, int8_names, float_names, damage, tensors, ranges,
-              stats, quantized, sample) -> None:
+              stats, quantized, sample, plan_facts: dict | None = None) -> None:
     """Per-op decisions (every compute op of the file MNN would run, in execution order) and ranges."""
     by_name = {s.name: s for s in sites}
     int8_set = set(int8_names)
     total = sum(s.macs for s in sites) or 1
     acc.int8_conv_mac_share = sum(s.macs for s in sites if s.name in int8_set) / total
-    plan8 = _plan_of(quantized, sample)
+    plan8 = _plan_of(quantized, sample, plan_facts)
     reasons = {}
     for name in float_names:
         reasons[name] = (f"accuracy control: leaving it float removes a local error growth of "

@@ -68,10 +68,11 @@ class Evaluator:
     """Float references of the held-out samples, and the score of any candidate model on them."""
 
     def __init__(self, float_model, samples: list[dict], impl: str, metric: Callable | None = None,
-                 target: str = "x86", score_on: str = "outputs"):
+                 target: str = "x86", score_on: str = "outputs", plan_facts: dict | None = None):
         from ..runtime import Interpreter
 
         self.samples, self.impl, self.metric, self.target = samples, impl, metric, target
+        self.plan_facts = plan_facts      # shared by the candidate files' interpreters (Interpreter plan_facts)
         # output name -> logits tensor (score_on "logits"; a user metric judges the outputs themselves)
         self.logits = logit_tensors(float_model.graph) if score_on == "logits" and metric is None else {}
         interp = Interpreter(float_model, impl=impl, precision="float")
@@ -93,7 +94,7 @@ class Evaluator:
     def outputs(self, model) -> list[dict]:
         from ..runtime import Interpreter
 
-        interp = Interpreter(model, impl=self.impl, target=self.target)
+        interp = Interpreter(model, impl=self.impl, target=self.target, plan_facts=self.plan_facts)
         return [self._run(interp, f) for f in self.samples]
 
     def score(self, model) -> dict[str, float]:
@@ -115,10 +116,12 @@ class Evaluator:
 class Profiler:
     """Relative L2 error of chosen tensors in an int8 run against the float run (float values cached)."""
 
-    def __init__(self, float_model, feeds: list[dict], tensors: set[int], impl: str, target: str = "x86"):
+    def __init__(self, float_model, feeds: list[dict], tensors: set[int], impl: str, target: str = "x86",
+                 plan_facts: dict | None = None):
         from ..runtime import Interpreter
 
         self.feeds, self.tensors, self.impl, self.target = feeds, set(tensors), impl, target
+        self.plan_facts = plan_facts
         self.references: list[dict] = []
         self.energy: dict[int, float] = dict.fromkeys(self.tensors, 0.0)
         interp = Interpreter(float_model, impl=impl, precision="float")
@@ -135,7 +138,7 @@ class Profiler:
     def errors(self, quant_model) -> dict[int, float]:
         from ..runtime import Interpreter
 
-        q_interp = Interpreter(quant_model, impl=self.impl, target=self.target)
+        q_interp = Interpreter(quant_model, impl=self.impl, target=self.target, plan_facts=self.plan_facts)
         num = dict.fromkeys(self.tensors, 0.0)
         den = self.energy
         for feed, ref in zip(self.feeds, self.references):

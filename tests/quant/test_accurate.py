@@ -482,3 +482,35 @@ def test_cli_preset_and_errors(tmp_path):
            "--data", str(_heldout("cnn")), "--target", "arm", "--worst", "0"]
     proc = subprocess.run(val, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+class _Forgetful(dict):
+    """A cache that keeps nothing."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def test_shared_plan_facts_do_not_change_the_file(tmp_path, monkeypatch):
+    """The candidate files of accuracy control share the float run their int8 plans start from
+    (``Interpreter(plan_facts=)``): with that cache keeping nothing, every plan is built from its own
+    float run, and the file and its report are the same."""
+    import model_zoo as zoo
+
+    from mnnlite.quant import accurate
+
+    src = zoo.model_path("cnn", "float")
+    cfg = dict(calib_config("cnn"), preset="accurate", target_cosine=0.99999, max_float_convs=0.5)
+    first = mnnlite.quantize(src, tmp_path / "shared.mnn", cfg).accuracy
+    build = accurate._Builder.__init__
+
+    def forgetful(self, *args, **kw):
+        build(self, *args, **kw)
+        self.plan_facts = _Forgetful()
+    monkeypatch.setattr(accurate._Builder, "__init__", forgetful)
+    second = mnnlite.quantize(src, tmp_path / "own.mnn", cfg).accuracy
+    assert first.evaluations >= 2 and len(first.trials) >= 2
+    assert (tmp_path / "shared.mnn").read_bytes() == (tmp_path / "own.mnn").read_bytes()
+    a, b = first.to_dict(), second.to_dict()
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
