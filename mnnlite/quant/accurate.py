@@ -146,6 +146,7 @@ class _Builder:
         self.sites = {s.name: s for s in sites}
         self.ranges, self.stats, self.observers, self.target = ranges, stats, observers, target
         self.weights: dict[int, tuple] = {}
+        self.threads = 1                      # threads making the int8 weights (prepare_weights)
         self.repairs: list[dict] = []
         self.built: dict[tuple, tuple] = {}   # int8 names -> (model, tensors, repairs) of this run
         # every file built here has the model's ops and tensors: the float run an int8 plan starts from
@@ -158,25 +159,54 @@ class _Builder:
         s, z = self.ranges[t].params(clamp)
         return TensorQuant(s, z, -float(clamp), float(clamp))
 
-    def conv_quant(self, site: ConvSite, tensors: dict) -> ConvQuant:
+    def site_weights(self, site: ConvSite, w=None) -> tuple:
+        """(codes, alpha, bias) of conv ``site``'s int8 weights (a function of the site alone); ``w``: its
+        float weights when already decoded."""
         from ..ops.weights import conv_weights
         from .quantize import _corrected_bias
         from .weight import fake_quant_weights, quantize_weights
 
         cfg = self.cfg
-        if site.pos not in self.weights:
-            op = self.model.graph.ops[site.pos]
+        op = self.model.graph.ops[site.pos]
+        if w is None:
             w, _ = conv_weights(op)
-            w_float = w = np.asarray(w, np.float32).reshape(int(op.main.common.outputCount), -1)
-            if cfg.weight_range_method == "max_abs":
-                w = fake_quant_weights(w, cfg.weight_clamp_value)          # MNN's start (a clipped range starts from w)
-            codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value,
-                                            cfg.weight_range_method)
-            bias = _corrected_bias(op, w_float, codes, alpha, self.means.get(site.input))
-            # an all-zero weight channel: alpha 0 makes MNN's int8 conv write other values than the bias
-            # (seen on ppocr_rec's depthwise_conv2d_10, channel 95); its codes are 0 whatever alpha is
-            alpha = np.where(alpha > 0, alpha, np.float32(1)).astype(np.float32)
-            self.weights[site.pos] = (codes, alpha, bias)
+        w_float = w = np.asarray(w, np.float32).reshape(int(op.main.common.outputCount), -1)
+        if cfg.weight_range_method == "max_abs":
+            w = fake_quant_weights(w, cfg.weight_clamp_value)          # MNN's start (a clipped range starts from w)
+        codes, alpha = quantize_weights(w, cfg.weight_quantize_method, cfg.quant_bits, cfg.weight_clamp_value,
+                                        cfg.weight_range_method)
+        bias = _corrected_bias(op, w_float, codes, alpha, self.means.get(site.input))
+        # an all-zero weight channel: alpha 0 makes MNN's int8 conv write other values than the bias
+        # (seen on ppocr_rec's depthwise_conv2d_10, channel 95); its codes are 0 whatever alpha is
+        alpha = np.where(alpha > 0, alpha, np.float32(1)).astype(np.float32)
+        return codes, alpha, bias
+
+    def prepare_weights(self, sites: list[ConvSite]) -> None:
+        """The int8 weights of ``sites`` not made yet, on ``threads`` threads (numpy's array operations
+        release the GIL; MiniLM's per-channel MSE ranges: 3.3 s on one thread).  The float weights are
+        decoded here first (``conv_weights``' cache is not for threads); with bias correction, which
+        reads them again, one thread."""
+        todo = [s for s in sites if s.pos not in self.weights]
+        if self.threads > 1 and len(todo) > 1 and not self.means:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from ..ops.weights import conv_weights
+
+            made = []
+            with ThreadPoolExecutor(self.threads) as pool:
+                for k in range(0, len(todo), self.threads):      # a few decoded weights at a time
+                    chunk = todo[k:k + self.threads]
+                    decoded = [conv_weights(self.model.graph.ops[s.pos])[0] for s in chunk]
+                    made += pool.map(self.site_weights, chunk, decoded)
+        else:
+            made = [self.site_weights(s) for s in todo]
+        for s, w in zip(todo, made):
+            self.weights[s.pos] = w
+
+    def conv_quant(self, site: ConvSite, tensors: dict) -> ConvQuant:
+        cfg = self.cfg
+        if site.pos not in self.weights:
+            self.weights[site.pos] = self.site_weights(site)
         codes, alpha, bias = self.weights[site.pos]
         qi, qo = tensors[site.input], tensors[site.output]
         fact = self.facts.get(site.input)
@@ -206,6 +236,7 @@ class _Builder:
                 if t in self.ranges:
                     tensors.setdefault(t, self.tensor_quant(t))
         active = [s for s in active if s.input in tensors and s.output in tensors]
+        self.prepare_weights(active)
         repairs = []
         for rounds in range(MAX_REPAIR_ROUNDS + 1):
             model = rewrite(self.model, tensors, {s.pos: self.conv_quant(s, tensors) for s in active})
@@ -357,6 +388,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     builder = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
     builder.sample = feeds[0]
     builder.means = means
+    builder.threads = workers.count
     mixed = mixed_concat_inputs(plan, sites, stats) if cfg.int8_ops != "convs" else {}
     excluded.update(mixed)
     usable = [s for s in sites if s.input in ranges and s.output in ranges and s.name not in mixed]

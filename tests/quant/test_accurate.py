@@ -491,24 +491,25 @@ class _Forgetful(dict):
         pass
 
 
-def test_shared_plan_facts_do_not_change_the_file(tmp_path, monkeypatch):
+def test_shared_plan_facts_and_threads_do_not_change_the_file(tmp_path, monkeypatch):
     """The candidate files of accuracy control share the float run their int8 plans start from
-    (``Interpreter(plan_facts=)``): with that cache keeping nothing, every plan is built from its own
-    float run, and the file and its report are the same."""
+    (``Interpreter(plan_facts=)``) and their int8 weights are made on two threads: with that cache
+    keeping nothing and one thread, every plan is built from its own float run, and the file and its
+    report are the same."""
     import model_zoo as zoo
 
     from mnnlite.quant import accurate
 
     src = zoo.model_path("cnn", "float")
     cfg = dict(calib_config("cnn"), preset="accurate", target_cosine=0.99999, max_float_convs=0.5)
-    first = mnnlite.quantize(src, tmp_path / "shared.mnn", cfg).accuracy
+    first = mnnlite.quantize(src, tmp_path / "shared.mnn", cfg, threads=2).accuracy
     build = accurate._Builder.__init__
 
     def forgetful(self, *args, **kw):
         build(self, *args, **kw)
         self.plan_facts = _Forgetful()
     monkeypatch.setattr(accurate._Builder, "__init__", forgetful)
-    second = mnnlite.quantize(src, tmp_path / "own.mnn", cfg).accuracy
+    second = mnnlite.quantize(src, tmp_path / "own.mnn", cfg, threads=1).accuracy
     assert first.evaluations >= 2 and len(first.trials) >= 2
     assert (tmp_path / "shared.mnn").read_bytes() == (tmp_path / "own.mnn").read_bytes()
     a, b = first.to_dict(), second.to_dict()
