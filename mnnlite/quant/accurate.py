@@ -31,7 +31,7 @@ from .ranges import Downstream, Range, RangeObserver, choose_downstream, choose_
 from .rewrite import ConvQuant, TensorQuant, rewrite
 from .statistics import joined, stream_passes
 from .tracking import plan_tracking
-from .workers import Samples, Workers, float_interpreter, tensor_facts
+from .workers import SERIAL_BELOW_SECONDS, Samples, Workers, float_interpreter, tensor_facts
 
 MAX_REPAIR_ROUNDS = 4
 DOWNSTREAM_VALUES = 2048     # values per channel the downstream objective keeps of every conv input
@@ -362,7 +362,10 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         k = min(len(feeds) - 1, max(1, int(round(len(feeds) * cfg.holdout))))
         feeds, held = feeds[:-k], feeds[-k:]
     workers = Workers(lambda: float_interpreter(model, impl), threads)
+    started = time.perf_counter()
     facts = tensor_facts(workers.first, feeds[0])
+    if time.perf_counter() - started < SERIAL_BELOW_SECONDS:
+        workers.count = 1                         # a forward of Python glue: threads only add switching
     plan = plan_tracking(graph, facts, cfg.skip_quant_op_names)
     sites, excluded = conv_sites(graph, facts, cfg.skip_quant_op_names)
     qlog.line("fake_quant_done")
@@ -404,7 +407,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         from .sensitivity import Evaluator, Profiler, leave_float
 
         evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs",
-                              plan_facts=builder.plan_facts)
+                              plan_facts=builder.plan_facts, threads=workers.count)
         acc.score_on = "logits" if evaluator.logits else "outputs"
         full, _ = builder.build(names)
         acc.cosine_before = evaluator.score(full)

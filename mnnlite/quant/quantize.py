@@ -40,7 +40,7 @@ from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
 from .statistics import collect_scales
 from .tracking import layout_name, plan_tracking, propagate
 from .weight import fake_quant_weights, quantize_weights
-from .workers import Samples, Workers, float_interpreter, make_workers, tensor_facts
+from .workers import SERIAL_BELOW_SECONDS, Samples, Workers, float_interpreter, make_workers, tensor_facts
 
 require_extensions()        # calibration runs the compiled kernels: one clear error without them
 
@@ -294,9 +294,6 @@ class _Runtime:
 # ------------------------------------------------------------------------------------------ KL / ADMM
 
 DEFAULT_MAX_THREADS = 4     # more samples in flight mostly add memory: the GIL-bound glue saturates
-# A forward shorter than this is mostly Python glue, which holds the GIL: a second interpreter only adds
-# switching (ppocr_cls, ~5 ms a forward, calibrates faster on one thread).  The result is the same.
-SERIAL_BELOW_SECONDS = 0.006
 
 
 def _thread_count(threads) -> int:

@@ -68,16 +68,23 @@ class Evaluator:
     """Float references of the held-out samples, and the score of any candidate model on them."""
 
     def __init__(self, float_model, samples: list[dict], impl: str, metric: Callable | None = None,
-                 target: str = "x86", score_on: str = "outputs", plan_facts: dict | None = None):
+                 target: str = "x86", score_on: str = "outputs", plan_facts: dict | None = None,
+                 threads: int = 1):
         from ..runtime import Interpreter
 
         self.samples, self.impl, self.metric, self.target = samples, impl, metric, target
         self.plan_facts = plan_facts      # shared by the candidate files' interpreters (Interpreter plan_facts)
+        self.threads = threads            # held-out samples run side by side (quant.workers.Workers)
         # output name -> logits tensor (score_on "logits"; a user metric judges the outputs themselves)
         self.logits = logit_tensors(float_model.graph) if score_on == "logits" and metric is None else {}
-        interp = Interpreter(float_model, impl=impl, precision="float")
-        self.references = [self._run(interp, f) for f in samples]
+        self.references = self._run_all(lambda: Interpreter(float_model, impl=impl, precision="float"))
         self.evaluations = 0
+
+    def _run_all(self, make) -> list[dict]:
+        """``_run`` of every held-out sample, in sample order, on ``threads`` interpreters ``make()``."""
+        from .workers import Workers
+
+        return list(Workers(make, min(self.threads, len(self.samples))).map(self.samples, self._run))
 
     def _run(self, interp, feed) -> dict:
         """The outputs of one sample, with the scored logits in place of their activations' outputs."""
@@ -94,8 +101,8 @@ class Evaluator:
     def outputs(self, model) -> list[dict]:
         from ..runtime import Interpreter
 
-        interp = Interpreter(model, impl=self.impl, target=self.target, plan_facts=self.plan_facts)
-        return [self._run(interp, f) for f in self.samples]
+        return self._run_all(lambda: Interpreter(model, impl=self.impl, target=self.target,
+                                                 plan_facts=self.plan_facts))
 
     def score(self, model) -> dict[str, float]:
         """{output name: score} of ``model`` (int8 where MNN runs int8) on the held-out samples."""

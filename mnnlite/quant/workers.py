@@ -11,6 +11,10 @@ import numpy as np
 
 from ..backend.lowering import TensorFacts
 
+# A forward shorter than this is mostly Python glue, which holds the GIL: a second interpreter only adds
+# switching (ppocr_cls, ~5 ms a forward, calibrates faster on one thread).  The result is the same.
+SERIAL_BELOW_SECONDS = 0.006
+
 
 class Samples:
     """Re-iterable calibration feeds: preprocessed once and kept while they fit ``budget`` bytes.

@@ -491,17 +491,23 @@ class _Forgetful(dict):
         pass
 
 
+def _one_by_one(self, samples, fn):
+    for feeds in samples:
+        yield fn(self.first, feeds)
+
+
 def test_shared_plan_facts_and_threads_do_not_change_the_file(tmp_path, monkeypatch):
     """The candidate files of accuracy control share the float run their int8 plans start from
-    (``Interpreter(plan_facts=)``) and their int8 weights are made on two threads: with that cache
-    keeping nothing and one thread, every plan is built from its own float run, and the file and its
-    report are the same."""
+    (``Interpreter(plan_facts=)``), their int8 weights are made and the samples run on two threads:
+    with that cache keeping nothing and every sample on one interpreter, every plan is built from its
+    own float run, and the file and its report are the same."""
     import model_zoo as zoo
 
     from mnnlite.quant import accurate
 
     src = zoo.model_path("cnn", "float")
     cfg = dict(calib_config("cnn"), preset="accurate", target_cosine=0.99999, max_float_convs=0.5)
+    monkeypatch.setattr(accurate, "SERIAL_BELOW_SECONDS", 0.0)      # two threads even on cnn's short forward
     first = mnnlite.quantize(src, tmp_path / "shared.mnn", cfg, threads=2).accuracy
     build = accurate._Builder.__init__
 
@@ -509,6 +515,7 @@ def test_shared_plan_facts_and_threads_do_not_change_the_file(tmp_path, monkeypa
         build(self, *args, **kw)
         self.plan_facts = _Forgetful()
     monkeypatch.setattr(accurate._Builder, "__init__", forgetful)
+    monkeypatch.setattr(accurate.Workers, "map", _one_by_one)
     second = mnnlite.quantize(src, tmp_path / "own.mnn", cfg, threads=1).accuracy
     assert first.evaluations >= 2 and len(first.trials) >= 2
     assert (tmp_path / "shared.mnn").read_bytes() == (tmp_path / "own.mnn").read_bytes()
