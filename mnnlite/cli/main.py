@@ -19,7 +19,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; ``only``: register that subcommand alone (its module is the only one
+    imported: ``python -m mnnlite run`` does not pay for ``quantize``'s imports, nor the reverse)."""
     parser = argparse.ArgumentParser(
         prog="mnnlite", description="Read, run, quantize and validate MNN models.",
         epilog="Every command takes --help, --version, -q/--quiet, -v/--verbose and --json [OUT]. "
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module in COMMANDS.items():
-        importlib.import_module(module).add_parser(sub)
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -43,7 +46,11 @@ def run_guarded(fn, *args) -> int:
 def main(argv=None) -> int:
     from .common import setup_logging
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # a command given first needs its own parser only; anything else (--help, --version, a typo) gets
+    # the full one, which lists every command
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
     setup_logging(args)
     return run_guarded(args.func, args)
 

@@ -135,3 +135,15 @@ def test_demo_says_where_it_wrote(tmp_path):
     assert config["width"] == 192 and os.path.isdir(config["path"])
     quiet = _run(ENTRY_POINTS["demo"] + [str(tmp_path / "q"), "-q"], tmp_path, timeout=600)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_a_command_imports_its_own_module_only():
+    """``python -m mnnlite quantize ...`` builds the quantize parser alone (start-up time of small
+    calibrations); a bad or missing command still gets the full parser, which names every command."""
+    code = ("import sys, mnnlite.cli.main as m; p = m.build_parser('quantize'); "
+            "print(sorted(k for k in sys.modules if k.startswith('mnnlite.cli.') and k not in "
+            "('mnnlite.cli.main', 'mnnlite.cli.common')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split("\n")[0] == "['mnnlite.cli.quantize']"
+    bad = subprocess.run([sys.executable, "-m", "mnnlite", "quantise"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and all(c in bad.stderr for c in ("info", "run", "quantize", "validate", "regress"))
