@@ -403,8 +403,21 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
                          range_objective=cfg.range_objective or "tensor")
     damage: dict[str, float] = {}
     float_names: list[str] = []
+    profiled: list = []
+
+    def profiler():
+        """The per-layer error profile on the first held-out sample(s): one float reference run for
+        accuracy control's ranking and the report (each tensor's error is its own, whatever else is
+        tracked)."""
+        if not profiled:
+            from .sensitivity import Profiler
+
+            tracked = {s.input for s in usable} | {s.output for s in usable} | {s.output for s in sites}
+            profiled.append(Profiler(model, held[:PROFILE_SAMPLES], tracked, impl, target,
+                                     plan_facts=builder.plan_facts))
+        return profiled[0]
     if held:
-        from .sensitivity import Evaluator, Profiler, leave_float
+        from .sensitivity import Evaluator, leave_float
 
         evaluator = Evaluator(model, held, impl, metric, target, cfg.score_on or "outputs",
                               plan_facts=builder.plan_facts, threads=workers.count)
@@ -414,11 +427,9 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         goal = cfg.target_cosine if cfg.target_cosine is not None else 1.0
         acc.cosine_after = dict(acc.cosine_before)
         if min(acc.cosine_before.values()) < goal:
-            profiler = Profiler(model, held[:PROFILE_SAMPLES], {s.input for s in usable} | {s.output for s in usable},
-                                impl, target, plan_facts=builder.plan_facts)
             def rank(left_float):
                 m, _ = builder.build([n for n in names if n not in set(left_float)])
-                errors = profiler.errors(m)
+                errors = profiler().errors(m)
                 found = {s.name: max(errors.get(s.output, 0.0) - errors.get(s.input, 0.0), 0.0)
                          for s in usable if s.name not in set(left_float)}
                 for n, d in found.items():
@@ -442,10 +453,7 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
     _describe(acc, graph, sites, excluded, int8_names, float_names, damage, tensors, ranges, stats, quantized,
               feeds[0], builder.plan_facts)
     if held:
-        from .sensitivity import Profiler
-
-        errs = Profiler(model, held[:PROFILE_SAMPLES], {s.output for s in sites}, impl, target,
-                        plan_facts=builder.plan_facts).errors(quantized)
+        errs = profiler().errors(quantized)
         by_out = {graph.ops[s.pos].name: errs.get(s.output) for s in sites}
         for o in acc.ops:
             o.error = by_out.get(o.name)
