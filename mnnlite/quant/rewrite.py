@@ -122,7 +122,7 @@ def rewrite(model: Model, tensors: dict[int, TensorQuant], convs: dict[int, Conv
     ``drop_ops``: positions of ops merged into a conv (EMA: BatchNorm, ReLU), removed from the list.
     ``input_copies``: position of a conv -> quant info of the private copy of its input it then reads (EMA).
     """
-    net = copy.deepcopy(model.net, _replaced_weights(model.net.oplists, convs))
+    net = _owned_copy(model.net, convs, set(input_copies or ()))
     ops = net.oplists
     # no quant info on While/If outputs: MNN's runtime misreads it (backend/rules.py CONTROL_FLOW_OPS)
     flow_outputs = {int(i) for op in ops if op.type in CONTROL_FLOW_OPS and op.outputIndexes is not None
@@ -147,6 +147,24 @@ def rewrite(model: Model, tensors: dict[int, TensorQuant], convs: dict[int, Conv
             _fill_table(op, tensors)
     net.extraTensorDescribe = _describes(net.extraTensorDescribe, tensors)
     return Model(net, path=None)
+
+
+# ops whose type or table rewrite sets (Sigmoid/TanH become UnaryOps, UnaryOps get lookup tables)
+_RETYPED = (OpType.Sigmoid, OpType.TanH, OpType.UnaryOp)
+
+
+def _owned_copy(net, convs: dict, rewired: set):
+    """A copy of ``net`` that owns what ``rewrite`` changes: the convs it quantizes or rewires (deep
+    copies, less their float weights), the ops it retypes or gives tables, the tensor describes (their
+    quant info); every other op is shared with ``net``, as equalize.py and simulate.py share them (a deep
+    copy of the whole net was most of an accurate-flow build on small models: silero VAD)."""
+    result = copy.copy(net)
+    memo = _replaced_weights(net.oplists, convs)
+    result.oplists = [copy.deepcopy(op, memo) if p in convs or p in rewired or op.type in _RETYPED else op
+                      for p, op in enumerate(net.oplists)]
+    if net.extraTensorDescribe is not None:
+        result.extraTensorDescribe = [copy.copy(d) for d in net.extraTensorDescribe]
+    return result
 
 
 def _replaced_weights(ops, convs: dict) -> dict:
