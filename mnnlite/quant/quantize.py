@@ -30,10 +30,8 @@ from ..limits import memory_limit
 from ..safety import OutputSet, check_distinct
 from .bias_correction import ChannelMeans, channel_axis, corrected_bias
 from .config import QuantConfig, load_config
-from .debug import debug_distances
 from .feature import FEATURE_METHODS
 from .dataset import CalibrationSet, RuntimeFeeds, sample_source
-from .ema_flow import run_ema
 from .log import QuantLog
 from .report import QuantReport, TensorStat, debug_json, debug_lines, dumps_scales, scale_dump
 from .rewrite import CONV_TYPES, ConvQuant, TensorQuant, rewrite
@@ -458,6 +456,8 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
         net.oplists[pos] = op
     interp_q = runtime.interpreter(Model(net, path=model.path))
     interp_f = runtime.interpreter(model)
+    from .debug import debug_distances
+
     stats = debug_distances(interp_f, interp_q, plan, scales, samples, cfg.feature_clamp_value, qlog)
     report.debug = [TensorStat(plan.tracked[t], t, c, o) for t, (c, o) in stats.items()]
     qlog.text(debug_lines(report.debug))
@@ -465,6 +465,12 @@ def _debug(model, convs, plan, scales, samples, cfg, qlog, runtime, report) -> s
 
 
 # a feature method's flow (``feature.FeatureObserver.flow``) -> the function that quantizes with it
-_FLOWS = {"statistics": _run_statistics, "simulation": run_ema}
+def _run_ema(*args, **kwargs):
+    from .ema_flow import run_ema       # imported when used: the other flows start faster without it
+
+    return run_ema(*args, **kwargs)
+
+
+_FLOWS = {"statistics": _run_statistics, "simulation": _run_ema}
 
 __all__ = ["quantize", "preprocess", "QuantReport"]
