@@ -15,7 +15,9 @@ static inline int mnnlite_thread_count(int requested, int ntasks) {
 /* Threads come from a persistent pool (parallel.c); handing a range to a worker still costs a few us (more
  * when the worker slept), so a call takes a thread only per MNNLITE_FLOPS_PER_THREAD of work.  Starting
  * threads per call (~50-70 us each on a 2-core VM) needed 16 MFLOP per thread. */
+#ifndef MNNLITE_FLOPS_PER_THREAD  /* a build may set it (-D) to measure another split size */
 #define MNNLITE_FLOPS_PER_THREAD 16.0e6
+#endif
 
 static inline int mnnlite_threads_for_work(int requested, double flops) {
     const double cap = flops / MNNLITE_FLOPS_PER_THREAD;
