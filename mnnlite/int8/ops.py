@@ -283,22 +283,23 @@ def binary(call: Int8Call):
     ReLU).  MIN/MAX use MNN's fixed-point path.  The result depends on the two codes only, so the fast
     path gathers from a 256 x 256 table of this formula.  A comparison's output keeps its int32 type in
     MNN: see ``packed_int_output``."""
-    p = call.params
-    op = int(p.opType)
-    if op not in _BINARY_OPS:
-        raise UnsupportedOpError(f"{call.name}: {B(op).name} has no int8 kernel in MNN")
-    qa, qb = call.inputs[0], call.inputs[1]
     out = call.out_attrs[0]
-    lo, hi = out.qrange
-    if int(getattr(p, "activationType", 0) or 0) == 1 and call.out_is_float[0]:
-        lo = 0
-    key = ("binary", call.impl, call.in_attrs[0].key, call.in_attrs[1].key, out.key, lo, hi)
+    # the node's own parameters, read from the flatbuffer once (they are the same on every run)
+    key = ("binary", call.impl, call.in_attrs[0].key, call.in_attrs[1].key, out.key, out.qrange,
+           call.out_is_float[0])
     codes_of = call.cache.get(key)
     if codes_of is None:
+        p = call.params
+        op = int(p.opType)
+        if op not in _BINARY_OPS:
+            raise UnsupportedOpError(f"{call.name}: {B(op).name} has no int8 kernel in MNN")
+        lo, hi = out.qrange
+        if int(getattr(p, "activationType", 0) or 0) == 1 and call.out_is_float[0]:
+            lo = 0
         in_attrs = call.in_attrs
         codes_of = call.cache[key] = kernel_table.form("code_table2", call.impl)(
             lambda a, b: _binary_codes(op, a, b, in_attrs, out, lo, hi))
-    codes = codes_of(qa, qb)
+    codes = codes_of(call.inputs[0], call.inputs[1])
     if not call.out_is_float[0]:
         return [packed_int_output(codes, call.formats[0])]
     return [codes]

@@ -209,6 +209,7 @@ POOL_CASES = {  # (kernel, stride, pad)
     "3x2_asym": ((3, 2), (1, 2), (2, 0, 1, 1)),
     "kernel_larger_than_input": ((12, 14), 1, (2, 2, 2, 2)),
     "global": ((9, 11), 1, (0, 0, 0, 0)),
+    "full_rows": ((3, 11), (2, 1), (1, 0, 1, 0)),     # windows of whole rows: the contiguous-run sum
 }
 
 
