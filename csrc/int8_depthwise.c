@@ -266,9 +266,9 @@ T_AVX512 static void dw_row_avx512(const dw_job *J, const int8_t *src, const int
 static void dw_avx2(void *ctx, int b, int e, int t) { dw_blocks((const dw_job *)ctx, b, e, t, dw_row_avx2); }
 static void dw_avx512(void *ctx, int b, int e, int t) { dw_blocks((const dw_job *)ctx, b, e, t, dw_row_avx512); }
 
-/* Stride 1, dilation 1, rows of 16 outputs or more: one channel plane at a time, vectors along the row
- * (no channel transposes; most of the time of the channel-block kernel on MobileNetV3-style maps of 2-3
- * rows, 5x5 kernels).  A plane is copied once into a zero-point padded buffer whose rows have slack for
+/* Unit stride and dilation along the row, rows of 16 outputs or more: one channel plane at a time, vectors
+ * along the row (no channel transposes, which took most of the time of the channel-block kernel on
+ * MobileNetV3-style maps of 2-3 rows and 5x5 kernels).  A plane is copied once into a zero-point padded buffer whose rows have slack for
  * the last vector's reads; each tap multiplies a broadcast weight (products fit int16, as above).  When no
  * weight of the call is -128, two taps' products are added in int16 first (|q * w| <= 128 * 127, so a
  * pair stays within 32512) and then widened: the same integer sums, fewer widenings. */
@@ -312,7 +312,7 @@ T_AVX512 static void dwp_avx512(void *ctx, int begin, int end, int thread) {
         __m512i bias = _mm512_set1_epi32(J->bc[c]);
         int8_t *y = J->y + (size_t)t * oh * ow;
         for (int oy = 0; oy < oh; oy++) {
-            const int8_t *base = pad + (size_t)oy * P->stride;
+            const int8_t *base = pad + (size_t)oy * g->sy * P->stride;
             for (int ox = 0; ox < ow; ox += 32) {
                 __m512i a0 = bias, a1 = bias;
                 for (int k = 0; k < kk;) {
@@ -365,7 +365,7 @@ T_VNNI static void dwp_vnni(void *ctx, int begin, int end, int thread) {
         __m512i bias = _mm512_set1_epi32(P->bias_u8[c]);
         int8_t *y = J->y + (size_t)t * oh * ow;
         for (int oy = 0; oy < oh; oy++) {
-            const uint8_t *base = pad + (size_t)oy * P->stride;
+            const uint8_t *base = pad + (size_t)oy * g->sy * P->stride;
             for (int ox = 0; ox < ow; ox += 16) {
                 __m512i a0 = bias, a1 = _mm512_setzero_si512();     /* two chains: vpdpbusd's latency */
                 for (int k = 0; k < rows * G; k++) {
@@ -398,7 +398,7 @@ T_AVX2 static void dwp_avx2(void *ctx, int begin, int end, int thread) {
         __m256i bias = _mm256_set1_epi32(J->bc[c]);
         int8_t *y = J->y + (size_t)t * oh * ow;
         for (int oy = 0; oy < oh; oy++) {
-            const int8_t *base = pad + (size_t)oy * P->stride;
+            const int8_t *base = pad + (size_t)oy * g->sy * P->stride;
             for (int ox = 0; ox < ow; ox += 16) {
                 __m256i a0 = bias, a1 = bias;
                 for (int k = 0; k < kk;) {
@@ -433,9 +433,10 @@ T_AVX2 static void dwp_avx2(void *ctx, int begin, int end, int thread) {
 }
 #endif
 
-/* The plane kernels (stride 1, dilation 1, rows of 16 outputs or more, an AVX2 / AVX-512 machine), or NULL. */
+/* The plane kernels (unit stride and dilation along the row, any along the column -- PP-OCR's (2, 1)
+ * strides -- rows of 16 outputs or more, an AVX2 / AVX-512 machine), or NULL. */
 static mnnlite_range_fn dwp_select(int isa, const mnnlite_conv_geom *g) {
-    if (g->sx != 1 || g->sy != 1 || g->dx != 1 || g->dy != 1 || g->ow < 16) return NULL;
+    if (g->sx != 1 || g->dx != 1 || g->ow < 16) return NULL;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     isa &= mnnlite_cpu_features();
     if ((isa & MNNLITE_CPU_VNNI) && (isa & MNNLITE_CPU_AVX512)) return dwp_vnni;
@@ -490,9 +491,10 @@ int mnnlite_depthwise_int8(const int8_t *x, const int8_t *w, const float *alpha,
         P.work_stride = (size_t)P.rows * P.stride;
         P.work = malloc(P.work_stride * mnnlite_thread_count(threads_used, g->n * g->c));
         if (tap && words && P.work) {
-            for (int k = 0; k < kk; k++) tap[k] = (k / g->kw) * P.stride + k % g->kw;
+            for (int k = 0; k < kk; k++) tap[k] = (k / g->kw) * g->dy * P.stride + k % g->kw;
             int *group_at = tap + kk;
-            for (int k = 0; k < g->kh * P.groups; k++) group_at[k] = (k / P.groups) * P.stride + 4 * (k % P.groups);
+            for (int k = 0; k < g->kh * P.groups; k++)
+                group_at[k] = (k / P.groups) * g->dy * P.stride + 4 * (k % P.groups);
             P.group_at = group_at;
             int32_t *bias_u8 = words + (size_t)g->c * g->kh * P.groups;
             for (int c = 0; c < g->c; c++) {
