@@ -1,4 +1,4 @@
-# distutils: sources = csrc/int8_eltwise.c csrc/cpu_features.c
+# distutils: sources = csrc/int8_eltwise.c csrc/eltwise_f32.c csrc/cpu_features.c
 """Single-pass element-wise kernels for the runtime's hot path (GIL released).
 
 * ``lut_int8(table, q)``: ``table[q + 128]`` for int8 codes ``q`` and a 256-entry int8 table -- the
@@ -25,6 +25,9 @@ from libc.math cimport copysignf, expf
 from libc.string cimport memcpy
 
 from mnnlite.kernels._select import isa_mask
+
+cdef extern from "eltwise_f32.h":
+    void mnnlite_clamp_f32(const float *x, float *y, size_t n, float lo, float hi, int isa) nogil
 
 cdef extern from "int8_eltwise.h":
     void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) nogil
@@ -530,12 +533,9 @@ def clamp_f32(x, float lo, float hi):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            v = v if (v > lo or v != v) else lo
-            d[i] = v if (v < hi or v != v) else hi
+        mnnlite_clamp_f32(s, d, n, lo, hi, isa)      # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 

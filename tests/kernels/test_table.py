@@ -96,6 +96,8 @@ def _clamp_cases():
     yield "relu6: values, signed zeros, NaN, infinities", lambda fn: fn(x, F32(0), F32(6))
     yield "negative-zero bounds, strided", lambda fn: fn(x[::3], F32(-0.0), F32(0.0))
     yield "one value", lambda fn: fn(np.array([-0.0], F32), F32(0), F32(6))
+    yield "NaN bounds", lambda fn: fn(x, F32(np.nan), F32(6))
+    yield "NaN upper bound", lambda fn: fn(x, F32(0), F32(np.nan))
 
 
 def _exp_cases():
