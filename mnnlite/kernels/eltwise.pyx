@@ -28,6 +28,7 @@ from mnnlite.kernels._select import isa_mask
 
 cdef extern from "eltwise_f32.h":
     void mnnlite_clamp_f32(const float *x, float *y, size_t n, float lo, float hi, int isa) nogil
+    void mnnlite_hardswish_f32(const float *x, float *y, size_t n, int isa) nogil
 
 cdef extern from "int8_eltwise.h":
     void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) nogil
@@ -162,17 +163,9 @@ def hardswish_f32(x):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v, t
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            t = v + <float> 3.0
-            if t < <float> 0.0:         # NaN compares false and stays NaN, as in np.clip
-                t = 0.0
-            if t > <float> 6.0:
-                t = 6.0
-            t = v * t
-            d[i] = t / <float> 6.0
+        mnnlite_hardswish_f32(s, d, n, isa)        # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 

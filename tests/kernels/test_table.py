@@ -119,8 +119,10 @@ def _libm_unary_cases():
 
 
 def _hardswish_cases():
-    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
+    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32),
+                        np.array([np.nan, np.inf, -np.inf], F32)])
     yield "values and edges", lambda fn: fn(x)
+    yield "strided view", lambda fn: fn(x[::5])
 
 
 def _norm_rows_cases():
