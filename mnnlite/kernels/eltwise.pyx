@@ -1,10 +1,12 @@
+# distutils: sources = csrc/int8_eltwise.c csrc/eltwise_f32.c csrc/cpu_features.c
 """Single-pass element-wise kernels for the runtime's hot path (GIL released).
 
 * ``lut_int8(table, q)``: ``table[q + 128]`` for int8 codes ``q`` and a 256-entry int8 table -- the
   int8 UnaryOp (MNN's tableInt8) and the int8 BinaryOp with one scalar operand (a row of its 256 x 256
   table).  numpy's fancy indexing first widens the uint8 index to intp and is 10-20x slower.
 * ``lut2_int8(table, qa, qb)``: ``table[(qa + 128) * 256 + qb + 128]`` for two int8 arrays of one
-  shape: the int8 BinaryOp on equal shapes; ``lut2_outer_int8`` the same with one operand broadcast
+  shape: the int8 BinaryOp on equal shapes (``binary_int8``: ADD/SUB/MUL as float32 arithmetic instead,
+  once it matched the table on every pair); ``lut2_outer_int8`` the same with one operand broadcast
   along the trailing dims (squeeze-excitation scales).
 * ``quantize_f32(x, inv, zero, qmin, qmax)``: MNN's FloatToInt8 cast as ``mnnlite.int8.fastq.quantize``
   computes it: ``x * inv (+ zero)``, clamp, ``trunc(v ± 0.5)``, NaN to ``qmax`` -- one pass, not six.
@@ -21,6 +23,17 @@ from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, uint32_t
 from libc.stddef cimport size_t
 from libc.math cimport copysignf, expf
 from libc.string cimport memcpy
+
+from mnnlite.kernels._select import isa_mask
+
+cdef extern from "eltwise_f32.h":
+    void mnnlite_clamp_f32(const float *x, float *y, size_t n, float lo, float hi, int isa) nogil
+    void mnnlite_hardswish_f32(const float *x, float *y, size_t n, int isa) nogil
+
+cdef extern from "int8_eltwise.h":
+    void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) nogil
+    int mnnlite_binary_int8(int op, const int8_t *a, const int8_t *b, int8_t *y, size_t n, float sa, float za,
+                            float sb, float zb, float inv, float z_out, float lo, float hi, int isa) nogil
 
 cnp.import_array()
 
@@ -54,12 +67,11 @@ def lut_int8(table, q):
     cdef size_t n = src.size, i
     if n == 0:
         return out
-    cdef const uint8_t *s = <const uint8_t *> cnp.PyArray_DATA(src)
+    cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
-    cdef const int8_t *tp = &t[0]
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            d[i] = tp[s[i] ^ 0x80]
+        mnnlite_lut256(&t[0], s, d, n, isa)
     return out
 
 
@@ -101,18 +113,45 @@ def lut2_outer_int8(table, q, r, r_first=False):
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
     cdef const int8_t *tp = &t[0]
     cdef const int8_t *row
+    cdef int8_t column[256]
     cdef size_t col
     cdef bint swap = bool(r_first)
+    cdef int isa = isa_mask()
     with nogil:
         for o in range(outer):
             if swap:              # a row of the table: table[r][q]
                 row = tp + (<size_t> (pb[o] ^ 0x80) << 8)
-                for i in range(o * inner, (o + 1) * inner):
-                    d[i] = row[pa[i] ^ 0x80]
-            else:                 # a column: table[q][r]
+                mnnlite_lut256(row, <const int8_t *> (pa + o * inner), d + o * inner, inner, isa)
+            elif inner >= 256:    # a column: table[q][r], copied out once for a block this long
+                col = pb[o] ^ 0x80
+                for i in range(256):
+                    column[i] = tp[(i << 8) | col]
+                mnnlite_lut256(column, <const int8_t *> (pa + o * inner), d + o * inner, inner, isa)
+            else:
                 col = pb[o] ^ 0x80
                 for i in range(o * inner, (o + 1) * inner):
                     d[i] = tp[(<size_t> (pa[i] ^ 0x80) << 8) | col]
+    return out
+
+
+def binary_int8(int op, qa, qb, float sa, float za, float sb, float zb, float inv, float z_out, float lo,
+                float hi):
+    """CPUBinaryInt8's arithmetic on two int8 arrays of one shape (op 0 ADD, 1 SUB, 2 MUL; float32 steps
+    of ``mnnlite.int8.ops._binary_codes``, csrc/int8_eltwise.h).  ``fastq.BinaryTable`` runs it for a node
+    only once it matched the node's table on every pair of codes."""
+    a, b = _codes("binary_int8", qa), _codes("binary_int8", qb)
+    if a.shape != b.shape:
+        raise ValueError(f"binary_int8: shapes {a.shape} and {b.shape} differ")
+    if op < 0 or op > 2:
+        raise ValueError(f"binary_int8: op {op} is not 0 (ADD), 1 (SUB) or 2 (MUL)")
+    out = np.empty(a.shape, np.int8)
+    cdef size_t n = a.size
+    cdef const int8_t *pa = <const int8_t *> cnp.PyArray_DATA(a)
+    cdef const int8_t *pb = <const int8_t *> cnp.PyArray_DATA(b)
+    cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
+    cdef int isa = isa_mask()
+    with nogil:
+        mnnlite_binary_int8(op, pa, pb, d, n, sa, za, sb, zb, inv, z_out, lo, hi, isa)
     return out
 
 
@@ -124,17 +163,9 @@ def hardswish_f32(x):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v, t
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            t = v + <float> 3.0
-            if t < <float> 0.0:         # NaN compares false and stays NaN, as in np.clip
-                t = 0.0
-            if t > <float> 6.0:
-                t = 6.0
-            t = v * t
-            d[i] = t / <float> 6.0
+        mnnlite_hardswish_f32(s, d, n, isa)        # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 
@@ -495,12 +526,9 @@ def clamp_f32(x, float lo, float hi):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            v = v if (v > lo or v != v) else lo
-            d[i] = v if (v < hi or v != v) else hi
+        mnnlite_clamp_f32(s, d, n, lo, hi, isa)      # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 

@@ -15,7 +15,8 @@ from mnnlite.kernels import cpu, table
 
 F32 = np.float32
 # name -> the features allowed (cpu.set_limit); [] is the scalar C path
-SIMD_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": ["avx2", "avx512", "vnni"]}
+SIMD_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": ["avx2", "avx512", "vnni"],
+              "vbmi": ["avx2", "avx512", "vnni", "vbmi"]}
 
 
 def _rng(seed=0):
@@ -95,6 +96,8 @@ def _clamp_cases():
     yield "relu6: values, signed zeros, NaN, infinities", lambda fn: fn(x, F32(0), F32(6))
     yield "negative-zero bounds, strided", lambda fn: fn(x[::3], F32(-0.0), F32(0.0))
     yield "one value", lambda fn: fn(np.array([-0.0], F32), F32(0), F32(6))
+    yield "NaN bounds", lambda fn: fn(x, F32(np.nan), F32(6))
+    yield "NaN upper bound", lambda fn: fn(x, F32(0), F32(np.nan))
 
 
 def _exp_cases():
@@ -116,8 +119,10 @@ def _libm_unary_cases():
 
 
 def _hardswish_cases():
-    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
+    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32),
+                        np.array([np.nan, np.inf, -np.inf], F32)])
     yield "values and edges", lambda fn: fn(x)
+    yield "strided view", lambda fn: fn(x[::5])
 
 
 def _norm_rows_cases():
@@ -243,6 +248,10 @@ def _code_table2_cases():
     yield "same shapes", lambda fn: fn(fn_of_codes)(a, b)
     yield "scalar operand", lambda fn: fn(fn_of_codes)(a, b[:1, :1, :1, :1])
     yield "per-channel operand", lambda fn: fn(fn_of_codes)(a, b[:1, :, :1, :1])
+    # rows of 256 codes and more take the 256-entry lookup kernel (VBMI: 64 at a time, then a tail)
+    long_a, long_b = _codes((1, 3, 16, 21), 41), _codes((1, 3, 1, 1), 42)
+    yield "per-channel operand, long rows", lambda fn: fn(fn_of_codes)(long_a, long_b)
+    yield "per-channel first operand, long rows", lambda fn: fn(fn_of_codes)(long_b, long_a)
 
 
 def _code_table_cases():
