@@ -12,7 +12,8 @@ void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, i
 
 /* CPUBinaryInt8 (BinaryUtils.hpp) on two code arrays of one shape, op 0 ADD, 1 SUB, 2 MUL: a' = (qa - za) * sa
  * and b' likewise in float32, y = a' op b', v = roundf(y * inv) + z_out (float32), clamped to [lo, hi]
- * (NaN to lo).  Returns -1 for another op. */
+ * (NaN to lo), on the AVX2 / AVX-512 paths.  Returns -1 for another op, -2 where isa allows neither (a
+ * call to roundf per code is slower than a table gather: the caller gathers). */
 int mnnlite_binary_int8(int op, const int8_t *a, const int8_t *b, int8_t *y, size_t n, float sa, float za,
                         float sb, float zb, float inv, float z_out, float lo, float hi, int isa);
 

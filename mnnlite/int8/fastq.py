@@ -96,7 +96,8 @@ class BinaryTable:
 
     ``arithmetic``: optionally the float32 arithmetic the function performs (``(op, sa, za, sb, zb, inv,
     z_out, lo, hi)`` of ``kernels.eltwise.binary_int8``): equal shapes then run it instead of the 64 KiB
-    gather (3-4x faster on large maps), but only if it gives the whole table, i.e. ``fn`` on every pair of
+    gather (2x faster on large maps with AVX-512; the gather where no vector path is allowed), but only if
+    it gives the whole table, i.e. ``fn`` on every pair of
     codes -- the result depends on the two codes alone, so the two then agree on every input."""
 
     def __init__(self, fn, arithmetic: tuple | None = None):
@@ -106,16 +107,19 @@ class BinaryTable:
         self.flat = self.table.reshape(-1)
         self.columns: dict = {}         # qb + 128 -> the table's column, contiguous (scalar qb)
         self.arithmetic = None
-        if arithmetic is not None and self.table.dtype == np.int8 and \
-                np.array_equal(_binary_arithmetic(arithmetic[0], a, b, *arithmetic[1:]), self.table):
-            self.arithmetic = arithmetic
+        if arithmetic is not None and self.table.dtype == np.int8:
+            got = _binary_arithmetic(arithmetic[0], a, b, *arithmetic[1:])
+            if got is not None and np.array_equal(got, self.table):
+                self.arithmetic = arithmetic
 
     def __call__(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
         if self.table.dtype == np.int8 and qa.dtype == np.int8 and qb.dtype == np.int8:
             # the usual cases in one compiled pass: equal shapes, or one scalar operand of no more dims
             if qa.shape == qb.shape:
                 if self.arithmetic is not None:
-                    return _binary_arithmetic(self.arithmetic[0], qa, qb, *self.arithmetic[1:])
+                    got = _binary_arithmetic(self.arithmetic[0], qa, qb, *self.arithmetic[1:])
+                    if got is not None:            # None: no vector path under the CPU limit now
+                        return got
                 return _lut2(self.flat, qa, qb)
             if qb.size == 1 and qb.ndim <= qa.ndim:
                 j = int(qb.reshape(-1)[0]) + 128

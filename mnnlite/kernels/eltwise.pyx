@@ -137,8 +137,9 @@ def lut2_outer_int8(table, q, r, r_first=False):
 def binary_int8(int op, qa, qb, float sa, float za, float sb, float zb, float inv, float z_out, float lo,
                 float hi):
     """CPUBinaryInt8's arithmetic on two int8 arrays of one shape (op 0 ADD, 1 SUB, 2 MUL; float32 steps
-    of ``mnnlite.int8.ops._binary_codes``, csrc/int8_eltwise.h).  ``fastq.BinaryTable`` runs it for a node
-    only once it matched the node's table on every pair of codes."""
+    of ``mnnlite.int8.ops._binary_codes``, csrc/int8_eltwise.h); None where the CPU limit allows no AVX2 /
+    AVX-512 path (the table's gather is faster there).  ``fastq.BinaryTable`` runs it for a node only once
+    it matched the node's table on every pair of codes."""
     a, b = _codes("binary_int8", qa), _codes("binary_int8", qb)
     if a.shape != b.shape:
         raise ValueError(f"binary_int8: shapes {a.shape} and {b.shape} differ")
@@ -149,10 +150,10 @@ def binary_int8(int op, qa, qb, float sa, float za, float sb, float zb, float in
     cdef const int8_t *pa = <const int8_t *> cnp.PyArray_DATA(a)
     cdef const int8_t *pb = <const int8_t *> cnp.PyArray_DATA(b)
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
-    cdef int isa = isa_mask()
+    cdef int isa = isa_mask(), rc
     with nogil:
-        mnnlite_binary_int8(op, pa, pb, d, n, sa, za, sb, zb, inv, z_out, lo, hi, isa)
-    return out
+        rc = mnnlite_binary_int8(op, pa, pb, d, n, sa, za, sb, zb, inv, z_out, lo, hi, isa)
+    return out if rc == 0 else None
 
 
 def hardswish_f32(x):
