@@ -237,6 +237,39 @@ def test_range_candidates_choose_by_the_heldout_samples(tmp_path):
     assert (tmp_path / "alone.mnn").read_bytes() == dst.read_bytes()
 
 
+def test_range_candidates_keep_the_first_unless_clearly_beaten():
+    """A later candidate replaces the earlier one only when it removes at least RANGE_CANDIDATE_MARGIN of
+    its held-out error (1 - score); a final activation's logits count like an output."""
+    from mnnlite.quant.accurate import RANGE_CANDIDATE_MARGIN, _choose_ranges
+    from mnnlite.quant.sensitivity import LOGITS_SUFFIX
+
+    class Built:
+        def __init__(self, method):
+            self.method = method
+
+        def build(self, names):
+            return self.method, {}
+
+    def choose(scores):
+        class Judge:
+            def score(self, model, finals=False):
+                assert finals
+                return scores[model]
+        b, own, judged = _choose_ranges(Built, list(scores), ["c"], Judge())
+        return b.method, own, judged
+
+    error = 0.1
+    small = 1 - error * (1 - RANGE_CANDIDATE_MARGIN / 2)
+    large = 1 - error * (1 - 2 * RANGE_CANDIDATE_MARGIN)
+    assert choose({"auto": {"y": 0.9}, "percentile": {"y": small}})[0] == "auto"
+    method, own, judged = choose({"auto": {"y": 0.9}, "percentile": {"y": large}})
+    assert method == "percentile" and own == {"y": large} and judged == {"auto": 0.9, "percentile": large}
+    # the logits decide where the outputs tie; the outputs' own scores are what the report keeps
+    logits = {"auto": {"y": 1.0, "y" + LOGITS_SUFFIX: 0.99}, "percentile": {"y": 1.0, "y" + LOGITS_SUFFIX: 0.999}}
+    method, own, judged = choose(logits)
+    assert method == "percentile" and own == {"y": 1.0} and judged["percentile"] == 0.999
+
+
 def test_range_candidates_need_heldout_samples(tmp_path):
     src, folder, _ = _outlier_softmax_model(tmp_path)
     cfg = {"path": str(folder), "input_type": "sequence", "range_candidates": ["auto", "percentile"]}
