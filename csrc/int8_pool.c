@@ -1,5 +1,6 @@
 /* Int8 max / average pooling over in-bounds windows (CPUPoolInt8.cpp).
  * The numpy definitions are maxpool_int8_ref / avgpool_int8_ref in mnnlite/ref/int8.py. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "int8_conv.h"
@@ -63,6 +64,25 @@ static int avg_code(int64_t sum, int n, int offset) {
     return (int)v - offset;
 }
 
+/* sum of (q + offset) over n consecutive codes: int32 partial sums (2^23 codes of at most 255 fit) in
+ * loops the compiler vectorises -- global and full-row windows (squeeze-excitation pools) are one run */
+static int64_t sum_run(const int8_t *p, size_t n, int offset) {
+    int64_t sum = 0;
+    for (size_t done = 0; done < n;) {
+        size_t len = n - done < ((size_t)1 << 23) ? n - done : (size_t)1 << 23;
+        int32_t part = 0;
+        if (offset == 128) {
+            const uint8_t *u = (const uint8_t *)(p + done);
+            for (size_t i = 0; i < len; i++) part += u[i] ^ 0x80;     /* (uint8)(q ^ 0x80) = q + 128 */
+        } else {
+            for (size_t i = 0; i < len; i++) part += p[done + i];
+        }
+        sum += part;
+        done += len;
+    }
+    return sum;
+}
+
 int mnnlite_avgpool_int8(const int8_t *x, const mnnlite_conv_geom *g, int8_t *y, int offset) {
     pool_windows W;
     if (windows_init(&W, g) != 0) return -1;
@@ -71,8 +91,11 @@ int mnnlite_avgpool_int8(const int8_t *x, const mnnlite_conv_geom *g, int8_t *y,
         for (int oy = 0; oy < g->oh; oy++)
             for (int ox = 0; ox < g->ow; ox++) {
                 int64_t sum = 0;
-                for (int iy = W.ys[oy]; iy < W.ys[oy] + W.ny[oy]; iy++)
-                    for (int ix = W.xs[ox]; ix < W.xs[ox] + W.nx[ox]; ix++) sum += plane[iy * g->w + ix] + offset;
+                if (W.nx[ox] == g->w)        /* whole rows: one contiguous run */
+                    sum = sum_run(plane + (size_t)W.ys[oy] * g->w, (size_t)W.ny[oy] * g->w, offset);
+                else
+                    for (int iy = W.ys[oy]; iy < W.ys[oy] + W.ny[oy]; iy++)
+                        sum += sum_run(plane + (size_t)iy * g->w + W.xs[ox], (size_t)W.nx[ox], offset);
                 *y++ = (int8_t)avg_code(sum, W.ny[oy] * W.nx[ox], offset);
             }
     }

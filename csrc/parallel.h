@@ -12,12 +12,12 @@ static inline int mnnlite_thread_count(int requested, int ntasks) {
     return ntasks > 0 && n > ntasks ? ntasks : n;
 }
 
-/* Threads are started per call (parallel.c), at ~50-70 us each on the machines we measured (a 2-core VM:
- * a 96->96 1x1 conv on 20x20 took 84 us on one thread and 150 us on two).  A thread is only worth it for
- * ~16 MFLOP of work or more (~200 us of our GEMM), so callers cap their threads by the work of the call:
- * ppocr_cls fp32 on two threads took 7.7 ms against 1.7 ms on one, now 2.2 ms; ppocr_det 30.4 -> 27.0 ms
- * (one thread 27.1 ms).  A thread pool would take the rest of the start-up cost (issue 14). */
+/* Threads come from a persistent pool (parallel.c); handing a range to a worker still costs a few us (more
+ * when the worker slept), so a call takes a thread only per MNNLITE_FLOPS_PER_THREAD of work.  Starting
+ * threads per call (~50-70 us each on a 2-core VM) needed 16 MFLOP per thread. */
+#ifndef MNNLITE_FLOPS_PER_THREAD  /* a build may set it (-D) to measure another split size */
 #define MNNLITE_FLOPS_PER_THREAD 16.0e6
+#endif
 
 static inline int mnnlite_threads_for_work(int requested, double flops) {
     const double cap = flops / MNNLITE_FLOPS_PER_THREAD;
@@ -30,5 +30,14 @@ typedef void (*mnnlite_range_fn)(void *ctx, int begin, int end, int thread);
 
 /* Runs serially when nthreads <= 1, ntasks <= 1 or threads cannot be created. */
 void mnnlite_parallel_for(int nthreads, int ntasks, mnnlite_range_fn fn, void *ctx);
+
+/* This extension's pool (each shared object linking parallel.c has its own): for tests and benchmarks. */
+typedef struct {
+    int workers;                  /* pool threads started */
+    long long calls;              /* parallel calls the pool served */
+    long long ranges_on_workers;  /* ranges run by pool threads */
+} mnnlite_parallel_counts;
+
+void mnnlite_parallel_stats(mnnlite_parallel_counts *out);
 
 #endif

@@ -39,8 +39,10 @@ FLOAT_REL_ERR_WINOGRAD = 2e-3
 # MTCNN P/R-Net: MNN's F(6x6)/F(4x4) Winograd on the 3x3 convs after the first turns last-bit input
 # differences into 2e-4 of a conv's range (P-Net's second conv, 0.0039 on 18); with impl="mnn" (MNN's
 # Winograd units and its tiled GEMM where no unit pays) they are bit-identical, which step_run checks.
+# ddddocr det (a YOLOX-style net of 3x3 convs): 1.2-1.9e-4 of the output's range with the default kernels
+# and with the numpy reference alike, 0 with impl="mnn" (measured on its 3 held-out samples).
 FLOAT_REL_ERR_BUDGET = {"ppocr_det": FLOAT_REL_ERR_WINOGRAD, "mtcnn_pnet": FLOAT_REL_ERR_WINOGRAD,
-                        "mtcnn_rnet": FLOAT_REL_ERR_WINOGRAD}
+                        "mtcnn_rnet": FLOAT_REL_ERR_WINOGRAD, "ddddocr_det": FLOAT_REL_ERR_WINOGRAD}
 FLOAT_SAMPLES = 3
 # Int8 agreement with the official runtime (tests/int8/test_zoo_agreement.py): max abs diff
 # <= one quantization step of the output, cosine >= 0.99999.

@@ -268,24 +268,25 @@ class _Execution:
                                          f"in MNN, and mnnlite has no int8 kernel for it; supported: "
                                          f"{sorted(_name(k) for k in INT8_KERNELS)}")
             interp = self.runner.interp
+            inputs = [(ip.slot, ip.stages, ip.attr) for ip in op_plan.inputs]
+            attrs = [None] * len(step.inputs)            # the same list on every call: kernels only read it
+            for slot, _, attr in inputs:
+                attrs[slot] = attr
             fixed = op_plan.fixed = (
                 kernel, [self.plan.tensors[o].is_float for o in step.outputs],
                 self.runner.caches.setdefault(id(step.op), {}), interp.impl, getattr(interp, "target", "x86"),
                 [(o, self.plan.layouts.get(o), attr.key if is_float else None, is_float) for o, attr, is_float in
                  zip(step.outputs, op_plan.out_attrs, (self.plan.tensors[o].is_float for o in step.outputs))],
-                [(ip.slot, ip.stages, ip.attr) for ip in op_plan.inputs])
-        kernel, out_float, cache, impl, target, outs, inputs = fixed
+                inputs, attrs, (self.program, step))
+        kernel, out_float, cache, impl, target, outs, inputs, attrs, float_step = fixed
         arrays = [v.f if v.f is not None else v.q for v in ins]
-        attrs = [None] * len(ins)
         for slot, stages, attr in inputs:
             v = ins[slot]
             if stages:
                 v = through(v, stages)
-            arrays[slot] = as_codes(v, attr).q
-            attrs[slot] = attr
-        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs, impl,
-                        lambda xs: [a for a, _ in self.program.call(step, [(a, v.fmt) for a, v in zip(xs, ins)])],
-                        cache, out_float, target)
+            arrays[slot] = v.q if v.q is not None and v.key == attr.key else as_codes(v, attr).q
+        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs, impl, None, cache,
+                        out_float, target, float_step)
         try:
             results = kernel(call)
         except MnnliteError:

@@ -19,8 +19,8 @@ the int8 ReLU) the layout is NC4HW4 with ``X86_PACK`` channels, as in the offici
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -39,18 +39,33 @@ _F32 = np.float32
 NHWC = DataFormat.NHWC
 
 
-@dataclass(eq=False)
 class Int8Call:
-    op: Any
-    inputs: list                 # int8 codes of the content inputs (other inputs as given)
-    formats: list
-    in_attrs: list               # QuantAttr per input (None for inputs read without one)
-    out_attrs: list
-    impl: str = "fast"
-    float_kernel: Callable | None = None     # runs the op's float kernel: fn(arrays) -> arrays
-    cache: dict = field(default_factory=dict)
-    out_is_float: list = field(default_factory=lambda: [True])
-    target: str = "x86"                      # "arm": no x86 max-pool quirk
+    """One int8 kernel call: the node, its inputs (int8 codes where the op reads codes) and what the plan
+    fixed for them.  A plain slotted class, made once per op and run: the executor's per-op cost."""
+
+    __slots__ = ("op", "inputs", "formats", "in_attrs", "out_attrs", "impl", "cache", "out_is_float", "target",
+                 "_float_kernel", "_float_step")
+
+    def __init__(self, op, inputs: list, formats: list, in_attrs: list, out_attrs: list, impl: str = "fast",
+                 float_kernel: Callable | None = None, cache: dict | None = None, out_is_float: list | None = None,
+                 target: str = "x86", float_step: tuple | None = None):
+        self.op, self.inputs, self.formats = op, inputs, formats
+        self.in_attrs = in_attrs               # QuantAttr per input (None for inputs read without one)
+        self.out_attrs, self.impl = out_attrs, impl
+        self.cache = {} if cache is None else cache
+        self.out_is_float = [True] if out_is_float is None else out_is_float
+        self.target = target                   # "arm": no x86 max-pool quirk
+        self._float_kernel = float_kernel
+        self._float_step = float_step          # (program, step): the float kernel, bound when first asked
+
+    @property
+    def float_kernel(self) -> Callable | None:
+        """Runs the op's float kernel on arrays in this call's formats: fn(arrays) -> arrays."""
+        if self._float_kernel is None and self._float_step is not None:
+            program, step = self._float_step
+            formats = self.formats
+            self._float_kernel = lambda xs: [a for a, _ in program.call(step, list(zip(xs, formats)))]
+        return self._float_kernel
 
     @property
     def params(self):
@@ -283,22 +298,23 @@ def binary(call: Int8Call):
     ReLU).  MIN/MAX use MNN's fixed-point path.  The result depends on the two codes only, so the fast
     path gathers from a 256 x 256 table of this formula.  A comparison's output keeps its int32 type in
     MNN: see ``packed_int_output``."""
-    p = call.params
-    op = int(p.opType)
-    if op not in _BINARY_OPS:
-        raise UnsupportedOpError(f"{call.name}: {B(op).name} has no int8 kernel in MNN")
-    qa, qb = call.inputs[0], call.inputs[1]
     out = call.out_attrs[0]
-    lo, hi = out.qrange
-    if int(getattr(p, "activationType", 0) or 0) == 1 and call.out_is_float[0]:
-        lo = 0
-    key = ("binary", call.impl, call.in_attrs[0].key, call.in_attrs[1].key, out.key, lo, hi)
+    # the node's own parameters, read from the flatbuffer once (they are the same on every run)
+    key = ("binary", call.impl, call.in_attrs[0].key, call.in_attrs[1].key, out.key, out.qrange,
+           call.out_is_float[0])
     codes_of = call.cache.get(key)
     if codes_of is None:
+        p = call.params
+        op = int(p.opType)
+        if op not in _BINARY_OPS:
+            raise UnsupportedOpError(f"{call.name}: {B(op).name} has no int8 kernel in MNN")
+        lo, hi = out.qrange
+        if int(getattr(p, "activationType", 0) or 0) == 1 and call.out_is_float[0]:
+            lo = 0
         in_attrs = call.in_attrs
         codes_of = call.cache[key] = kernel_table.form("code_table2", call.impl)(
             lambda a, b: _binary_codes(op, a, b, in_attrs, out, lo, hi))
-    codes = codes_of(qa, qb)
+    codes = codes_of(call.inputs[0], call.inputs[1])
     if not call.out_is_float[0]:
         return [packed_int_output(codes, call.formats[0])]
     return [codes]

@@ -10,6 +10,7 @@ import numpy as np
 cimport numpy as cnp
 
 from mnnlite.kernels._select import isa_mask, num_threads
+include "parallel_pool.pxi"
 
 cnp.import_array()
 

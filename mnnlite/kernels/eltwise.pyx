@@ -519,28 +519,38 @@ def max_pool_f32(x, kernel, stride, pad, out):
     result = np.empty((src.shape[0], src.shape[1], oh, ow), np.float32)
     if result.size == 0 or h == 0 or w == 0:
         return result
+    # clamped tap positions, once per call: row offsets [oy][i], columns [ox][j] (numpy.pad mode "edge")
+    rows_np = np.empty((oh, kh), np.intp)
+    cols_np = np.empty((ow, kw), np.intp)
+    cdef Py_ssize_t[:, ::1] rows = rows_np
+    cdef Py_ssize_t[:, ::1] cols = cols_np
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(result)
     cdef const float *plane
-    cdef const float *row
-    cdef Py_ssize_t p, oy, ox, i, j, r, c
+    cdef const Py_ssize_t *rp
+    cdef const Py_ssize_t *cp
+    cdef Py_ssize_t p, oy, ox, i, j, t
     cdef float acc, v
+    for oy in range(oh):
+        for i in range(kh):
+            rows[oy, i] = min(max(oy * sy - pt + i, 0), h - 1) * w
+    for ox in range(ow):
+        for j in range(kw):
+            cols[ox, j] = min(max(ox * sx - pl + j, 0), w - 1)
     with nogil:
         for p in range(planes):
             plane = s + p * h * w
             for oy in range(oh):
+                rp = &rows[oy, 0]
                 for ox in range(ow):
-                    acc = 0.0
-                    for i in range(kh):
-                        r = min(max(oy * sy - pt + i, 0), h - 1)       # numpy.pad mode "edge"
-                        row = plane + r * w
-                        for j in range(kw):
-                            c = min(max(ox * sx - pl + j, 0), w - 1)
-                            v = row[c]
-                            if i == 0 and j == 0:
-                                acc = v
-                            else:
-                                acc = acc if (acc > v or acc != acc) else v
+                    cp = &cols[ox, 0]
+                    # numpy's maximum folded in tap order: the later tap on a tie; the first NaN met stays
+                    acc = plane[rp[0] + cp[0]]
+                    for t in range(1, kh * kw):
+                        if acc != acc:
+                            break
+                        v = plane[rp[t // kw] + cp[t % kw]]
+                        acc = acc if acc > v else v
                     d[oy * ow + ox] = acc
             d += oh * ow
     return result

@@ -8,6 +8,7 @@ The functions validate and raise ValueError/TypeError; the C core trusts.
 import numpy as np
 
 from mnnlite.kernels._select import isa_mask, num_threads
+include "parallel_pool.pxi"
 from mnnlite.ref.int8 import X86_OFFSET, conv_output_size
 
 from libc.stdint cimport int8_t

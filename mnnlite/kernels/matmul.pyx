@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from mnnlite.kernels._select import isa_mask, num_threads
+include "parallel_pool.pxi"
 
 cdef extern from "gemm.h":
     int mnnlite_sgemm(int isa, int nthreads, int M, int N, int K, const float *a, Py_ssize_t rsa,

@@ -152,8 +152,12 @@ def test_calls_big_enough_to_split_give_the_same_codes():
     try:
         for n in (2, 3):
             threads.set_num_threads(n)
+            before = K.parallel_pool_stats()["ranges_on_workers"]
             assert np.array_equal(K.conv2d_int8(*conv_args, **conv_kw), one[0])
+            middle = K.parallel_pool_stats()["ranges_on_workers"]
             assert np.array_equal(K.depthwise_int8(*dw_args, **dw_kw), one[1])
+            # both calls really ran on pool threads (csrc/parallel.c)
+            assert middle >= before + n - 1 and K.parallel_pool_stats()["ranges_on_workers"] >= middle + n - 1
     finally:
         threads.set_num_threads(1)
 
@@ -205,6 +209,7 @@ POOL_CASES = {  # (kernel, stride, pad)
     "3x2_asym": ((3, 2), (1, 2), (2, 0, 1, 1)),
     "kernel_larger_than_input": ((12, 14), 1, (2, 2, 2, 2)),
     "global": ((9, 11), 1, (0, 0, 0, 0)),
+    "full_rows": ((3, 11), (2, 1), (1, 0, 1, 0)),     # windows of whole rows: the contiguous-run sum
 }
 
 
@@ -223,8 +228,9 @@ def test_pools_match_reference(case):
 # ------------------------------------------------------------------------------------------ references
 
 def test_every_kernel_has_a_reference():
+    not_kernels = ("path", "parallel_pool_stats")
     kernels = {name for name, obj in vars(K).items() if not name.startswith("_") and not inspect.isclass(obj)
-               and callable(obj) and getattr(obj, "__module__", None) == K.__name__ and name != "path"}
+               and callable(obj) and getattr(obj, "__module__", None) == K.__name__ and name not in not_kernels}
     assert kernels == set(PAIRS), f"kernels without a reference pair: {kernels ^ set(PAIRS)}"
     for name, ref in PAIRS.items():   # same leading arguments, so one can stand in for the other
         want = list(inspect.signature(ref).parameters)

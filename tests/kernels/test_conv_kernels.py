@@ -125,7 +125,10 @@ def test_threads_give_identical_results(name):
         one = conv.conv2d(x, w, b, **_conv_attrs(case))
         for n in (2, 3):
             threads.set_num_threads(n)
+            before = conv.parallel_pool_stats()["ranges_on_workers"]
             np.testing.assert_array_equal(conv.conv2d(x, w, b, **_conv_attrs(case)), one)
+            if name in SPLIT_CASES:     # the split really ran on pool threads (csrc/parallel.c)
+                assert conv.parallel_pool_stats()["ranges_on_workers"] >= before + n - 1, (name, n)
     finally:
         threads.set_num_threads(1)
 
