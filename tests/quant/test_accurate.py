@@ -489,6 +489,8 @@ def test_report_json_and_html(cls_accurate):
     assert {t["method"] for t in data["tensors"]} <= {"max", "mse", "kl", "percentile99.9", "percentile99.99",
                                                       "percentile99.999"}
     assert data["cosine_before"] and data["cosine_after"]
+    # the preset's range candidates, each judged on the held-out samples, and the one the file uses
+    assert list(data["range_candidates"]) == ["auto", "percentile"] and data["range_method"] in data["range_candidates"]
     page = (dst.parent / (dst.name + ".report.html")).read_text()
     assert page.count("<svg") >= 2 and "Ops left float" in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
