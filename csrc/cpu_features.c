@@ -11,6 +11,7 @@ static int detect(void) {
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         f |= MNNLITE_CPU_AVX512;
     if ((f & MNNLITE_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) f |= MNNLITE_CPU_VNNI;
+    if ((f & MNNLITE_CPU_AVX512) && __builtin_cpu_supports("avx512vbmi")) f |= MNNLITE_CPU_VBMI;
     return f;
 }
 #else

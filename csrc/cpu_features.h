@@ -8,6 +8,7 @@ enum {
     MNNLITE_CPU_AVX2 = 1 << 0,      /* AVX2 + FMA */
     MNNLITE_CPU_AVX512 = 1 << 1,    /* AVX-512 F/BW/DQ/VL */
     MNNLITE_CPU_VNNI = 1 << 2,      /* AVX-512 VNNI */
+    MNNLITE_CPU_VBMI = 1 << 3,      /* AVX-512 VBMI (byte permutes: 256-entry lookups) */
 };
 
 /* Bit set of MNNLITE_CPU_* the CPU supports, masked by mnnlite_cpu_set_limit(). */

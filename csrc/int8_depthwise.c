@@ -232,6 +232,17 @@ T_AVX2 static void dw_row_avx2(const dw_job *J, const int8_t *src, const int16_t
     }
 }
 
+/* dw_requant on 16 lanes, as 16 codes (every code is in [lo, hi], so the saturating pack is exact). */
+T_AVX512 static inline __m128i dw_requant16(__m512i acc, __m512 sc, __m512 lo, __m512 hi, __m512i ilo) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), sc);
+    __mmask16 neg = _mm512_cmp_ps_mask(f, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 t = _mm512_add_ps(f, _mm512_mask_blend_ps(neg, _mm512_set1_ps(0.5f), _mm512_set1_ps(-0.5f)));
+    __mmask16 ok = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-2147483648.0f), _CMP_GT_OQ) &
+                   _mm512_cmp_ps_mask(t, _mm512_set1_ps(2147483648.0f), _CMP_LT_OQ);
+    __m512i r = _mm512_mask_blend_epi32(ok, ilo, _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi)));
+    return _mm512_cvtsepi32_epi8(r);
+}
+
 /* The same with the 16 channels in one zmm. */
 T_AVX512 static void dw_row_avx512(const dw_job *J, const int8_t *src, const int16_t *w16, const uint32_t *bc,
                                    const float *sc, int8_t *out, uint32_t *unused) {
@@ -248,19 +259,194 @@ T_AVX512 static void dw_row_avx512(const dw_job *J, const int8_t *src, const int
                                                _mm256_loadu_si256((const __m256i *)(w16 + (ky * g->kw + kx) * DW_C)));
                 a = _mm512_add_epi32(a, _mm512_cvtepi16_epi32(p));
             }
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(a), scv);
-        __mmask16 neg = _mm512_cmp_ps_mask(f, _mm512_setzero_ps(), _CMP_LT_OQ);
-        __m512 t = _mm512_add_ps(f, _mm512_mask_blend_ps(neg, _mm512_set1_ps(0.5f), _mm512_set1_ps(-0.5f)));
-        __mmask16 ok = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-2147483648.0f), _CMP_GT_OQ) &
-                       _mm512_cmp_ps_mask(t, _mm512_set1_ps(2147483648.0f), _CMP_LT_OQ);
-        __m512i r = _mm512_mask_blend_epi32(ok, ilo, _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi)));
-        _mm_storeu_si128((__m128i *)(out + ox * DW_C), _mm512_cvtsepi32_epi8(r));
+        _mm_storeu_si128((__m128i *)(out + ox * DW_C), dw_requant16(a, scv, lo, hi, ilo));
     }
 }
 
 static void dw_avx2(void *ctx, int b, int e, int t) { dw_blocks((const dw_job *)ctx, b, e, t, dw_row_avx2); }
 static void dw_avx512(void *ctx, int b, int e, int t) { dw_blocks((const dw_job *)ctx, b, e, t, dw_row_avx512); }
+
+/* Unit stride and dilation along the row, rows of 16 outputs or more: one channel plane at a time, vectors
+ * along the row (no channel transposes, which took most of the time of the channel-block kernel on
+ * MobileNetV3-style maps of 2-3 rows and 5x5 kernels).  A plane is copied once into a zero-point padded buffer whose rows have slack for
+ * the last vector's reads; each tap multiplies a broadcast weight (products fit int16, as above).  When no
+ * weight of the call is -128, two taps' products are added in int16 first (|q * w| <= 128 * 127, so a
+ * pair stays within 32512) and then widened: the same integer sums, fewer widenings. */
+typedef struct {
+    const dw_job *J;
+    int rows, stride;        /* padded plane: rows x stride bytes */
+    int pair;
+    const int *tap;          /* [kh * kw]: offset of each tap in the padded plane */
+    const int32_t *words;    /* VNNI: [c][kh][groups] four weights of a row as one int32, 0 past the row */
+    const int32_t *bias_u8;  /* VNNI: bc - 128 * ksum, the bias for sums over q + 128 */
+    int groups;              /* VNNI: ceil(kw / 4) */
+    const int *group_at;     /* VNNI: [kh * groups]: offset of each group of four taps in the padded plane */
+    int8_t *work;            /* per thread: a padded plane */
+    size_t work_stride;
+} dwp_job;
+
+static const int8_t *dwp_pad_plane(const dwp_job *P, int plane, int thread) {
+    const dw_job *J = P->J;
+    const mnnlite_conv_geom *g = J->g;
+    int8_t *pad = P->work + (size_t)thread * P->work_stride;
+    memset(pad, J->z_in, (size_t)P->rows * P->stride);
+    const int8_t *x = J->x + (size_t)plane * g->h * g->w;
+    int len = g->w < J->wp - g->pl ? g->w : J->wp - g->pl;
+    for (int iy = 0; iy < g->h && iy + g->pt < P->rows; iy++)
+        if (len > 0) memcpy(pad + (size_t)(iy + g->pt) * P->stride + g->pl, x + (size_t)iy * g->w, (size_t)len);
+    return pad;
+}
+
+T_AVX512 static void dwp_avx512(void *ctx, int begin, int end, int thread) {
+    const dwp_job *P = (const dwp_job *)ctx;
+    const dw_job *J = P->J;
+    const mnnlite_conv_geom *g = J->g;
+    int kk = g->kh * g->kw, oh = g->oh, ow = g->ow;
+    __m512 lo = _mm512_set1_ps((float)J->lo), hi = _mm512_set1_ps((float)J->hi);
+    __m512i ilo = _mm512_set1_epi32(J->lo);
+    for (int t = begin; t < end; t++) {
+        int c = t % g->c;
+        const int8_t *pad = dwp_pad_plane(P, t, thread);
+        const int8_t *w = J->w + (size_t)c * kk;
+        __m512 scv = _mm512_set1_ps(J->sc[c]);
+        __m512i bias = _mm512_set1_epi32(J->bc[c]);
+        int8_t *y = J->y + (size_t)t * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const int8_t *base = pad + (size_t)oy * g->sy * P->stride;
+            for (int ox = 0; ox < ow; ox += 32) {
+                __m512i a0 = bias, a1 = bias;
+                for (int k = 0; k < kk;) {
+                    const int8_t *s = base + P->tap[k] + ox;
+                    __m512i p = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)s)),
+                                                   _mm512_set1_epi16(w[k]));
+                    k++;
+                    if (P->pair && k < kk) {
+                        s = base + P->tap[k] + ox;
+                        p = _mm512_add_epi16(p, _mm512_mullo_epi16(
+                                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)s)), _mm512_set1_epi16(w[k])));
+                        k++;
+                    }
+                    a0 = _mm512_add_epi32(a0, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(p)));
+                    a1 = _mm512_add_epi32(a1, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p, 1)));
+                }
+                __m256i r = _mm256_set_m128i(dw_requant16(a1, scv, lo, hi, ilo), dw_requant16(a0, scv, lo, hi, ilo));
+                int n = ow - ox < 32 ? ow - ox : 32;
+                _mm256_mask_storeu_epi8(y + (size_t)oy * ow + ox, n == 32 ? ~0u : (1u << n) - 1u, r);
+            }
+        }
+    }
+}
+
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+
+/* With AVX512-VNNI: vpdpbusd sums four u8 x s8 products per int32 lane exactly.  The plane is stored as
+ * q + 128 (u8); for 16 outputs, each lane gathers the 4 consecutive bytes of its window row from one
+ * 32-byte load (dword permute, then a byte shuffle inside each 128-bit lane), and multiplies them with
+ * four weights of the kernel row.  Sum over q + 128 = sum over q + 128 * ksum: bias_u8 takes it back. */
+T_VNNI static void dwp_vnni(void *ctx, int begin, int end, int thread) {
+    const dwp_job *P = (const dwp_job *)ctx;
+    const dw_job *J = P->J;
+    const mnnlite_conv_geom *g = J->g;
+    int oh = g->oh, ow = g->ow, G = P->groups, rows = g->kh;
+    __m512 lo = _mm512_set1_ps((float)J->lo), hi = _mm512_set1_ps((float)J->hi);
+    __m512i ilo = _mm512_set1_epi32(J->lo);
+    const __m512i dwords = _mm512_set_epi32(4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0);
+    const __m512i windows = _mm512_broadcast_i32x4(_mm_set_epi8(6, 5, 4, 3, 5, 4, 3, 2, 4, 3, 2, 1, 3, 2, 1, 0));
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int t = begin; t < end; t++) {
+        int c = t % g->c;
+        uint8_t *pad = (uint8_t *)dwp_pad_plane(P, t, thread);
+        for (size_t i = 0; i < (size_t)P->rows * P->stride; i += 64) {     /* q -> q + 128 */
+            __m512i v = _mm512_loadu_si512((const void *)(pad + i));
+            _mm512_storeu_si512((void *)(pad + i), _mm512_xor_si512(v, flip));
+        }
+        const int32_t *w = P->words + (size_t)c * rows * G;
+        __m512 scv = _mm512_set1_ps(J->sc[c]);
+        __m512i bias = _mm512_set1_epi32(P->bias_u8[c]);
+        int8_t *y = J->y + (size_t)t * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const uint8_t *base = pad + (size_t)oy * g->sy * P->stride;
+            for (int ox = 0; ox < ow; ox += 16) {
+                __m512i a0 = bias, a1 = _mm512_setzero_si512();     /* two chains: vpdpbusd's latency */
+                for (int k = 0; k < rows * G; k++) {
+                    const uint8_t *s = base + P->group_at[k] + ox;
+                    __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)s));
+                    v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(dwords, v), windows);
+                    if (k & 1) a1 = _mm512_dpbusd_epi32(a1, v, _mm512_set1_epi32(w[k]));
+                    else a0 = _mm512_dpbusd_epi32(a0, v, _mm512_set1_epi32(w[k]));
+                }
+                __m128i r = dw_requant16(_mm512_add_epi32(a0, a1), scv, lo, hi, ilo);
+                int n = ow - ox < 16 ? ow - ox : 16;
+                _mm_mask_storeu_epi8(y + (size_t)oy * ow + ox, (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u), r);
+            }
+        }
+    }
+}
+
+T_AVX2 static void dwp_avx2(void *ctx, int begin, int end, int thread) {
+    const dwp_job *P = (const dwp_job *)ctx;
+    const dw_job *J = P->J;
+    const mnnlite_conv_geom *g = J->g;
+    int kk = g->kh * g->kw, oh = g->oh, ow = g->ow;
+    __m256 lo = _mm256_set1_ps((float)J->lo), hi = _mm256_set1_ps((float)J->hi);
+    __m256i ilo = _mm256_set1_epi32(J->lo);
+    for (int t = begin; t < end; t++) {
+        int c = t % g->c;
+        const int8_t *pad = dwp_pad_plane(P, t, thread);
+        const int8_t *w = J->w + (size_t)c * kk;
+        __m256 scv = _mm256_set1_ps(J->sc[c]);
+        __m256i bias = _mm256_set1_epi32(J->bc[c]);
+        int8_t *y = J->y + (size_t)t * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const int8_t *base = pad + (size_t)oy * g->sy * P->stride;
+            for (int ox = 0; ox < ow; ox += 16) {
+                __m256i a0 = bias, a1 = bias;
+                for (int k = 0; k < kk;) {
+                    const int8_t *s = base + P->tap[k] + ox;
+                    __m256i p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)s)),
+                                                   _mm256_set1_epi16(w[k]));
+                    k++;
+                    if (P->pair && k < kk) {
+                        s = base + P->tap[k] + ox;
+                        p = _mm256_add_epi16(p, _mm256_mullo_epi16(
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)s)), _mm256_set1_epi16(w[k])));
+                        k++;
+                    }
+                    a0 = _mm256_add_epi32(a0, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+                    a1 = _mm256_add_epi32(a1, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(p, 1)));
+                }
+                __m256i r0 = dw_requant8(a0, scv, lo, hi, ilo), r1 = dw_requant8(a1, scv, lo, hi, ilo);
+                __m128i r16 = _mm_packs_epi32(_mm256_castsi256_si128(r0), _mm256_extracti128_si256(r0, 1));
+                __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(r1), _mm256_extracti128_si256(r1, 1));
+                __m128i r = _mm_packs_epi16(r16, s16);
+                int n = ow - ox < 16 ? ow - ox : 16;
+                if (n == 16) {
+                    _mm_storeu_si128((__m128i *)(y + (size_t)oy * ow + ox), r);
+                } else {
+                    int8_t tail[16];
+                    _mm_storeu_si128((__m128i *)tail, r);
+                    memcpy(y + (size_t)oy * ow + ox, tail, (size_t)n);
+                }
+            }
+        }
+    }
+}
 #endif
+
+/* The plane kernels (unit stride and dilation along the row, any along the column -- PP-OCR's (2, 1)
+ * strides -- rows of 16 outputs or more, an AVX2 / AVX-512 machine), or NULL. */
+static mnnlite_range_fn dwp_select(int isa, const mnnlite_conv_geom *g) {
+    if (g->sx != 1 || g->dx != 1 || g->ow < 16) return NULL;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    isa &= mnnlite_cpu_features();
+    if ((isa & MNNLITE_CPU_VNNI) && (isa & MNNLITE_CPU_AVX512)) return dwp_vnni;
+    if (isa & MNNLITE_CPU_AVX512) return dwp_avx512;
+    if (isa & MNNLITE_CPU_AVX2) return dwp_avx2;
+#else
+    (void)isa;
+#endif
+    return NULL;
+}
 
 static mnnlite_range_fn dw_select(int isa) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -294,8 +480,55 @@ int mnnlite_depthwise_int8(const int8_t *x, const int8_t *w, const float *alpha,
     dw_params(w, g->c, kk, alpha, bias, q, sc, bc);
     J.sc = sc;
     J.bc = bc;
-    mnnlite_parallel_for(mnnlite_threads_for_work(threads, 2.0 * g->n * g->c * g->oh * g->ow * kk),
-                         g->n * J.cblocks, dw_select(isa), &J);
+    int threads_used = mnnlite_threads_for_work(threads, 2.0 * g->n * g->c * g->oh * g->ow * kk);
+    mnnlite_range_fn plane_fn = dwp_select(isa, g);
+    if (plane_fn != NULL) {
+        dwp_job P = {.J = &J, .rows = J.hp, .stride = mnnlite_round_up(J.wp + 64, 64), .pair = 1,
+                     .groups = (g->kw + 3) / 4};
+        for (size_t i = 0; i < (size_t)g->c * kk; i++) P.pair &= w[i] != -128;
+        int *tap = malloc(sizeof(int) * (kk + (size_t)g->kh * P.groups));
+        int32_t *words = malloc(sizeof(int32_t) * ((size_t)g->c * g->kh * P.groups + g->c));
+        P.work_stride = (size_t)P.rows * P.stride;
+        P.work = malloc(P.work_stride * mnnlite_thread_count(threads_used, g->n * g->c));
+        if (tap && words && P.work) {
+            for (int k = 0; k < kk; k++) tap[k] = (k / g->kw) * g->dy * P.stride + k % g->kw;
+            int *group_at = tap + kk;
+            for (int k = 0; k < g->kh * P.groups; k++)
+                group_at[k] = (k / P.groups) * g->dy * P.stride + 4 * (k % P.groups);
+            P.group_at = group_at;
+            int32_t *bias_u8 = words + (size_t)g->c * g->kh * P.groups;
+            for (int c = 0; c < g->c; c++) {
+                uint32_t ksum = 0;
+                for (int ky = 0; ky < g->kh; ky++)
+                    for (int gi = 0; gi < P.groups; gi++) {
+                        uint32_t word = 0;
+                        for (int j = 0; j < 4; j++) {
+                            int kx = 4 * gi + j;
+                            int8_t v = kx < g->kw ? w[(size_t)c * kk + ky * g->kw + kx] : 0;
+                            word |= (uint32_t)(uint8_t)v << (8 * j);
+                            ksum += (uint32_t)(int32_t)v;
+                        }
+                        words[((size_t)c * g->kh + ky) * P.groups + gi] = (int32_t)word;
+                    }
+                bias_u8[c] = (int32_t)((uint32_t)bc[c] - 128u * ksum);
+            }
+            P.tap = tap;
+            P.words = words;
+            P.bias_u8 = bias_u8;
+            mnnlite_parallel_for(threads_used, g->n * g->c, plane_fn, &P);
+            free(tap);
+            free(words);
+            free(P.work);
+            free(sc);
+            free(bc);
+            free(J.work);
+            return 0;
+        }
+        free(tap);
+        free(words);
+        free(P.work);
+    }
+    mnnlite_parallel_for(threads_used, g->n * J.cblocks, dw_select(isa), &J);
     free(sc);
     free(bc);
     free(J.work);

@@ -5,17 +5,19 @@ cdef extern from "cpu_features.h":
     int MNNLITE_CPU_AVX2
     int MNNLITE_CPU_AVX512
     int MNNLITE_CPU_VNNI
+    int MNNLITE_CPU_VBMI
     int mnnlite_cpu_features()
     void mnnlite_cpu_set_limit(int mask)
 
 cdef extern from "heap.h":
     int mnnlite_heap_fix_mmap_threshold(long nbytes)
 
-FEATURE_BITS = {"avx2": MNNLITE_CPU_AVX2, "avx512": MNNLITE_CPU_AVX512, "vnni": MNNLITE_CPU_VNNI}
+FEATURE_BITS = {"avx2": MNNLITE_CPU_AVX2, "avx512": MNNLITE_CPU_AVX512, "vnni": MNNLITE_CPU_VNNI,
+                "vbmi": MNNLITE_CPU_VBMI}
 
 
 def features():
-    """Names of the SIMD paths enabled now, e.g. ``['avx2', 'avx512', 'vnni']``."""
+    """Names of the SIMD paths enabled now, e.g. ``['avx2', 'avx512', 'vnni', 'vbmi']``."""
     cdef int f = mnnlite_cpu_features()
     return [name for name, bit in FEATURE_BITS.items() if f & bit]
 

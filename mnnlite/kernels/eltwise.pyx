@@ -1,3 +1,4 @@
+# distutils: sources = csrc/int8_lut.c csrc/cpu_features.c
 """Single-pass element-wise kernels for the runtime's hot path (GIL released).
 
 * ``lut_int8(table, q)``: ``table[q + 128]`` for int8 codes ``q`` and a 256-entry int8 table -- the
@@ -21,6 +22,11 @@ from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, uint32_t
 from libc.stddef cimport size_t
 from libc.math cimport copysignf, expf
 from libc.string cimport memcpy
+
+from mnnlite.kernels._select import isa_mask
+
+cdef extern from "int8_lut.h":
+    void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) nogil
 
 cnp.import_array()
 
@@ -54,12 +60,11 @@ def lut_int8(table, q):
     cdef size_t n = src.size, i
     if n == 0:
         return out
-    cdef const uint8_t *s = <const uint8_t *> cnp.PyArray_DATA(src)
+    cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
-    cdef const int8_t *tp = &t[0]
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            d[i] = tp[s[i] ^ 0x80]
+        mnnlite_lut256(&t[0], s, d, n, isa)
     return out
 
 
@@ -101,15 +106,21 @@ def lut2_outer_int8(table, q, r, r_first=False):
     cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
     cdef const int8_t *tp = &t[0]
     cdef const int8_t *row
+    cdef int8_t column[256]
     cdef size_t col
     cdef bint swap = bool(r_first)
+    cdef int isa = isa_mask()
     with nogil:
         for o in range(outer):
             if swap:              # a row of the table: table[r][q]
                 row = tp + (<size_t> (pb[o] ^ 0x80) << 8)
-                for i in range(o * inner, (o + 1) * inner):
-                    d[i] = row[pa[i] ^ 0x80]
-            else:                 # a column: table[q][r]
+                mnnlite_lut256(row, <const int8_t *> (pa + o * inner), d + o * inner, inner, isa)
+            elif inner >= 256:    # a column: table[q][r], copied out once for a block this long
+                col = pb[o] ^ 0x80
+                for i in range(256):
+                    column[i] = tp[(i << 8) | col]
+                mnnlite_lut256(column, <const int8_t *> (pa + o * inner), d + o * inner, inner, isa)
+            else:
                 col = pb[o] ^ 0x80
                 for i in range(o * inner, (o + 1) * inner):
                     d[i] = tp[(<size_t> (pa[i] ^ 0x80) << 8) | col]

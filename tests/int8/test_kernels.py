@@ -164,10 +164,13 @@ def test_calls_big_enough_to_split_give_the_same_codes():
 
 # ------------------------------------------------------------------------------------------ depthwise
 
-def _dw_inputs(c, kh, kw, stride, pad, dil, quant, seed=2, alpha_edges=True, bias_scale=0.3):
+def _dw_inputs(c, kh, kw, stride, pad, dil, quant, seed=2, alpha_edges=True, bias_scale=0.3, width=13,
+               weights_127=False):
     s_in, z_in, s_out, z_out, lo, hi, gain = QUANT[quant]
     rng = np.random.default_rng(seed)
-    xq, wq = _codes(rng, (2, c, 10, 13)), _codes(rng, (c, 1, kh, kw))
+    xq, wq = _codes(rng, (2, c, 10, width)), _codes(rng, (c, 1, kh, kw))
+    if weights_127:       # MNN's quantizers clamp weights to +-127: the plane kernel pairs taps in int16 then
+        wq = np.maximum(wq, np.int8(-127))
     alpha = (rng.uniform(0.3, 1.5, c) * gain / (127 * np.sqrt(kh * kw))).astype(np.float32)
     if alpha_edges:   # MNN replaces |alpha| < 1e-6 by 1e-6 (and then truncates a huge bias term)
         alpha[:3] = [0.0, 5e-7, -2e-7]
@@ -182,6 +185,18 @@ DW_CASES = {  # (channels, kh, kw, stride, pad, dilation)
     "5x5": (33, 5, 5, 1, (2, 2, 2, 2), 1),
     "1x3_stride_1x2": (5, 1, 3, (1, 2), (0, 1, 0, 1), 1),
 }
+# Rows of 16 outputs or more with unit stride and dilation along the row take the plane kernels on AVX2 /
+# AVX-512 (csrc/int8_depthwise.c): (channels, kh, kw, pad, width, stride, dilation) -- full vectors and
+# tails of both widths, odd kernels, asymmetric pads, column strides and dilations (PP-OCR's (2, 1))
+DW_PLANE_CASES = {
+    "3x3_w40": (9, 3, 3, (1, 1, 1, 1), 40, 1, 1),
+    "5x5_w96": (5, 5, 5, (2, 2, 2, 2), 96, 1, 1),
+    "5x5_w16_asym": (6, 5, 5, (0, 2, 3, 1), 18, 1, 1),
+    "7x7_w33": (3, 7, 7, (3, 3, 3, 3), 33, 1, 1),
+    "1x5_w70": (4, 1, 5, (0, 2, 0, 2), 70, 1, 1),
+    "3x3_stride_2x1_w50": (7, 3, 3, (1, 1, 1, 1), 50, (2, 1), 1),
+    "5x5_dilation_2x1_w24": (4, 5, 5, (4, 2, 4, 2), 24, 1, (2, 1)),
+}
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -191,6 +206,18 @@ def test_depthwise_matches_reference(path, case, quant, relu):
     args, kw = _dw_inputs(*DW_CASES[case], quant)
     _first_diff(K.depthwise_int8(*args, relu=relu, **kw), R.depthwise_int8_ref(*args, relu=relu, **kw),
                 f"{case}/{path}")
+
+
+@pytest.mark.parametrize("weights_127", [False, True], ids=["weights_-128", "weights_127"])
+@pytest.mark.parametrize("quant", list(QUANT))
+@pytest.mark.parametrize("case", list(DW_PLANE_CASES))
+def test_depthwise_plane_kernels_match_reference(path, case, quant, weights_127):
+    c, kh, kw, pad, width, stride, dilation = DW_PLANE_CASES[case]
+    args, kw_ = _dw_inputs(c, kh, kw, stride, pad, dilation, quant, width=width, weights_127=weights_127)
+    for relu, offset in ((False, R.X86_OFFSET), (True, R.X86_OFFSET), (False, R.ARM_OFFSET)):
+        _first_diff(K.depthwise_int8(*args, relu=relu, offset=offset, **kw_),
+                    R.depthwise_int8_ref(*args, relu=relu, offset=offset, **kw_),
+                    f"{case}/{path}/relu {relu}/offset {offset}")
 
 
 @pytest.mark.parametrize("offset", [R.X86_OFFSET, R.ARM_OFFSET])

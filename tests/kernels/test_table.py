@@ -15,7 +15,8 @@ from mnnlite.kernels import cpu, table
 
 F32 = np.float32
 # name -> the features allowed (cpu.set_limit); [] is the scalar C path
-SIMD_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": ["avx2", "avx512", "vnni"]}
+SIMD_PATHS = {"scalar": [], "avx2": ["avx2"], "avx512": ["avx2", "avx512"], "vnni": ["avx2", "avx512", "vnni"],
+              "vbmi": ["avx2", "avx512", "vnni", "vbmi"]}
 
 
 def _rng(seed=0):
@@ -243,6 +244,10 @@ def _code_table2_cases():
     yield "same shapes", lambda fn: fn(fn_of_codes)(a, b)
     yield "scalar operand", lambda fn: fn(fn_of_codes)(a, b[:1, :1, :1, :1])
     yield "per-channel operand", lambda fn: fn(fn_of_codes)(a, b[:1, :, :1, :1])
+    # rows of 256 codes and more take the 256-entry lookup kernel (VBMI: 64 at a time, then a tail)
+    long_a, long_b = _codes((1, 3, 16, 21), 41), _codes((1, 3, 1, 1), 42)
+    yield "per-channel operand, long rows", lambda fn: fn(fn_of_codes)(long_a, long_b)
+    yield "per-channel first operand, long rows", lambda fn: fn(fn_of_codes)(long_b, long_a)
 
 
 def _code_table_cases():
