@@ -290,12 +290,26 @@ static void dw_range(void *arg, int begin, int end, int thread) {
     const dw_row_fn row_fn = dw_row_select(j->isa);
     float *scratch = j->scratch[thread];
     float *out = scratch + (size_t)p->sy * p->sx * j->sub;
+    /* Rows of 32 outputs or more are computed straight into y, each rounded up to 16: the excess lands at
+     * the start of the next row, which is computed after it and overwrites it; only the last row goes
+     * through `out` (the excess would cross into the next plane).  Narrower rows: the whole plane as one
+     * vector loop into `out`, then copied.  Same sums either way. */
+    const int direct = p->ow >= 32;
+    const int row_n = round_up(p->ow, 16);
     for (int task = begin; task < end; task++) {
         const int c = task % p->c;
+        const float *wt = j->w + (size_t)c * taps, bias = j->bias ? j->bias[c] : 0.0f;
         dw_fill(j, j->x + (size_t)task * p->h * p->w, scratch);
-        row_fn((int)j->span, scratch, j->tap_off, j->w + (size_t)c * taps, taps, j->bias ? j->bias[c] : 0.0f,
-               p->act, out);
         float *y = j->y + (size_t)task * p->oh * p->ow;
+        if (direct) {
+            for (int oy = 0; oy + 1 < p->oh; oy++)
+                row_fn(row_n, scratch + (size_t)oy * j->stride, j->tap_off, wt, taps, bias, p->act,
+                       y + (size_t)oy * p->ow);
+            row_fn(row_n, scratch + (size_t)(p->oh - 1) * j->stride, j->tap_off, wt, taps, bias, p->act, out);
+            memcpy(y + (size_t)(p->oh - 1) * p->ow, out, p->ow * sizeof(float));
+            continue;
+        }
+        row_fn((int)j->span, scratch, j->tap_off, wt, taps, bias, p->act, out);
         for (int oy = 0; oy < p->oh; oy++)
             memcpy(y + (size_t)oy * p->ow, out + (size_t)oy * j->stride, p->ow * sizeof(float));
     }

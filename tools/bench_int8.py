@@ -63,6 +63,8 @@ LAYERS = [
     Layer("mobilenet 1x1 512->512 14x14", 512, 512, 14, 14, 1),
     Layer("mobilenet dw3x3 128 56x56", 128, 128, 56, 56, 3, depthwise=True, quick=True),
     Layer("mobilenet dw3x3 s2 256 28x28", 256, 256, 28, 28, 3, stride=2, depthwise=True),
+    Layer("ppocr_cls dw5x5 200 2x96", 200, 200, 2, 96, 5, depthwise=True, quick=True),
+    Layer("ppocr_rec dw3x3 240 12x80", 240, 240, 12, 80, 3, depthwise=True),
     Layer("ocr 3x3 48->48 48x320", 48, 48, 48, 320, 3),
     Layer("stem 3x3 s2 3->32 224x224", 3, 32, 224, 224, 3, stride=2),
 ]

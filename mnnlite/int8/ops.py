@@ -291,6 +291,20 @@ def _binary_codes(op, qa, qb, in_attrs, out, lo, hi) -> np.ndarray:
     return np.clip(r, lo, hi).astype(np.int8)
 
 
+# _binary_codes' float32 steps as kernels.eltwise.binary_int8 runs them (its op numbers)
+_ARITHMETIC_OPS = {int(B.ADD): 0, int(B.SUB): 1, int(B.MUL): 2}
+
+
+def _arithmetic(op, in_attrs, out, lo, hi):
+    """The arithmetic of ``_binary_codes`` for the fast table (None where it has none)."""
+    if op not in _ARITHMETIC_OPS:
+        return None
+    (sa, za), (sb, zb) = _sz(in_attrs[0]), _sz(in_attrs[1])
+    inv = _F32(0) if out.scale == 0 else _F32(1) / _F32(out.scale)
+    return (_ARITHMETIC_OPS[op], float(sa), float(za), float(sb), float(zb), float(inv), float(out.zero),
+            float(lo), float(hi))
+
+
 @register(OpType.BinaryOp)
 def binary(call: Int8Call):
     """CPUBinaryInt8: dequantize both inputs ((q - z) * s, float32), apply the op in float,
@@ -313,7 +327,8 @@ def binary(call: Int8Call):
             lo = 0
         in_attrs = call.in_attrs
         codes_of = call.cache[key] = kernel_table.form("code_table2", call.impl)(
-            lambda a, b: _binary_codes(op, a, b, in_attrs, out, lo, hi))
+            lambda a, b: _binary_codes(op, a, b, in_attrs, out, lo, hi),
+            arithmetic=_arithmetic(op, in_attrs, out, lo, hi))
     codes = codes_of(call.inputs[0], call.inputs[1])
     if not call.out_is_float[0]:
         return [packed_int_output(codes, call.formats[0])]

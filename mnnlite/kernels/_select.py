@@ -8,10 +8,7 @@ from mnnlite.kernels import cpu, threads
 
 def isa_mask():
     """The MNNLITE_CPU_* bits of the enabled paths."""
-    mask = 0
-    for name in cpu.features():
-        mask |= cpu.FEATURE_BITS[name]
-    return mask
+    return cpu.enabled_mask()
 
 
 def num_threads():

@@ -22,6 +22,12 @@ def features():
     return [name for name, bit in FEATURE_BITS.items() if f & bit]
 
 
+def enabled_mask():
+    """The MNNLITE_CPU_* bits of the enabled paths (what ``features`` names), in one C call: every kernel
+    wrapper asks for it on every call."""
+    return mnnlite_cpu_features()
+
+
 def set_limit(names):
     """Allow only the named paths (``[]`` forces the scalar path, ``None`` lifts the limit)."""
     if names is None:

@@ -1,11 +1,12 @@
-# distutils: sources = csrc/int8_lut.c csrc/cpu_features.c
+# distutils: sources = csrc/int8_eltwise.c csrc/eltwise_f32.c csrc/cpu_features.c
 """Single-pass element-wise kernels for the runtime's hot path (GIL released).
 
 * ``lut_int8(table, q)``: ``table[q + 128]`` for int8 codes ``q`` and a 256-entry int8 table -- the
   int8 UnaryOp (MNN's tableInt8) and the int8 BinaryOp with one scalar operand (a row of its 256 x 256
   table).  numpy's fancy indexing first widens the uint8 index to intp and is 10-20x slower.
 * ``lut2_int8(table, qa, qb)``: ``table[(qa + 128) * 256 + qb + 128]`` for two int8 arrays of one
-  shape: the int8 BinaryOp on equal shapes; ``lut2_outer_int8`` the same with one operand broadcast
+  shape: the int8 BinaryOp on equal shapes (``binary_int8``: ADD/SUB/MUL as float32 arithmetic instead,
+  once it matched the table on every pair); ``lut2_outer_int8`` the same with one operand broadcast
   along the trailing dims (squeeze-excitation scales).
 * ``quantize_f32(x, inv, zero, qmin, qmax)``: MNN's FloatToInt8 cast as ``mnnlite.int8.fastq.quantize``
   computes it: ``x * inv (+ zero)``, clamp, ``trunc(v ± 0.5)``, NaN to ``qmax`` -- one pass, not six.
@@ -25,8 +26,14 @@ from libc.string cimport memcpy
 
 from mnnlite.kernels._select import isa_mask
 
-cdef extern from "int8_lut.h":
+cdef extern from "eltwise_f32.h":
+    void mnnlite_clamp_f32(const float *x, float *y, size_t n, float lo, float hi, int isa) nogil
+    void mnnlite_hardswish_f32(const float *x, float *y, size_t n, int isa) nogil
+
+cdef extern from "int8_eltwise.h":
     void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) nogil
+    int mnnlite_binary_int8(int op, const int8_t *a, const int8_t *b, int8_t *y, size_t n, float sa, float za,
+                            float sb, float zb, float inv, float z_out, float lo, float hi, int isa) nogil
 
 cnp.import_array()
 
@@ -127,6 +134,27 @@ def lut2_outer_int8(table, q, r, r_first=False):
     return out
 
 
+def binary_int8(int op, qa, qb, float sa, float za, float sb, float zb, float inv, float z_out, float lo,
+                float hi):
+    """CPUBinaryInt8's arithmetic on two int8 arrays of one shape (op 0 ADD, 1 SUB, 2 MUL; float32 steps
+    of ``mnnlite.int8.ops._binary_codes``, csrc/int8_eltwise.h).  ``fastq.BinaryTable`` runs it for a node
+    only once it matched the node's table on every pair of codes."""
+    a, b = _codes("binary_int8", qa), _codes("binary_int8", qb)
+    if a.shape != b.shape:
+        raise ValueError(f"binary_int8: shapes {a.shape} and {b.shape} differ")
+    if op < 0 or op > 2:
+        raise ValueError(f"binary_int8: op {op} is not 0 (ADD), 1 (SUB) or 2 (MUL)")
+    out = np.empty(a.shape, np.int8)
+    cdef size_t n = a.size
+    cdef const int8_t *pa = <const int8_t *> cnp.PyArray_DATA(a)
+    cdef const int8_t *pb = <const int8_t *> cnp.PyArray_DATA(b)
+    cdef int8_t *d = <int8_t *> cnp.PyArray_DATA(out)
+    cdef int isa = isa_mask()
+    with nogil:
+        mnnlite_binary_int8(op, pa, pb, d, n, sa, za, sb, zb, inv, z_out, lo, hi, isa)
+    return out
+
+
 def hardswish_f32(x):
     """``x * clamp(x + 3, 0, 6) / 6`` of a float32 array, in a new C-contiguous array."""
     src, out = _floats("hardswish_f32", x, np.float32)
@@ -135,17 +163,9 @@ def hardswish_f32(x):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v, t
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            t = v + <float> 3.0
-            if t < <float> 0.0:         # NaN compares false and stays NaN, as in np.clip
-                t = 0.0
-            if t > <float> 6.0:
-                t = 6.0
-            t = v * t
-            d[i] = t / <float> 6.0
+        mnnlite_hardswish_f32(s, d, n, isa)        # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 
@@ -506,12 +526,9 @@ def clamp_f32(x, float lo, float hi):
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
     cdef float *d = <float *> cnp.PyArray_DATA(out)
-    cdef float v
+    cdef int isa = isa_mask()
     with nogil:
-        for i in range(n):
-            v = s[i]
-            v = v if (v > lo or v != v) else lo
-            d[i] = v if (v < hi or v != v) else hi
+        mnnlite_clamp_f32(s, d, n, lo, hi, isa)      # csrc/eltwise_f32.c: scalar, AVX2, AVX-512
     return out
 
 

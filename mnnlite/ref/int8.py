@@ -293,8 +293,8 @@ class CodeFunction2:
     """An int8 binary function of two code arrays, evaluated as it is: the reference form of
     ``mnnlite.int8.fastq.BinaryTable`` (which tabulates it once and gathers)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, arithmetic=None):
+        self.fn = fn           # ``arithmetic``: the fast form's shortcut, not needed here
 
     def __call__(self, qa, qb) -> np.ndarray:
         return self.fn(qa, qb)

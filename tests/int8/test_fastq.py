@@ -13,7 +13,8 @@ import pytest
 from mnnlite.format.tables import BinaryOpOperation as B
 from mnnlite.format.tables import DataFormat
 from mnnlite.int8 import fastq
-from mnnlite.int8.ops import _binary_codes, packed_int_output
+from mnnlite.kernels import cpu
+from mnnlite.int8.ops import _arithmetic, _binary_codes, packed_int_output
 from mnnlite.int8.plan import QuantAttr
 from mnnlite.ref import int8 as R
 from mnnlite.runtime import Interpreter
@@ -56,6 +57,50 @@ def test_binary_table_is_the_formula(op):
     np.testing.assert_array_equal(table(scalar, qb), _binary_codes(op, scalar, qb, [a_attr, b_attr], out, -127, 127))
     row = qb[:, :, :1]                                    # a broadcast operand
     np.testing.assert_array_equal(table(qa, row), _binary_codes(op, qa, row, [a_attr, b_attr], out, -127, 127))
+
+
+@pytest.mark.parametrize("op", [B.ADD, B.SUB, B.MUL])
+@pytest.mark.parametrize("attrs", [
+    ((0.05, 3), (0.02, -4), (0.08, 1), (-127, 127)),
+    ((0.013, -128), (0.4, 127), (0.031, -20), (0, 127)),       # fused ReLU: lower bound 0
+    ((1.5e-6, 0), (2.5e-6, 0), (1e-6, 0), (-128, 127)),        # ties and near-ties after the division
+])
+@pytest.mark.parametrize("path", [[], ["avx2", "avx512"]], ids=["scalar", "avx512"])
+def test_binary_arithmetic_is_the_formula(path, op, attrs):
+    """ADD/SUB/MUL on equal shapes run float32 arithmetic (csrc/int8_eltwise.c) once it matched the table on
+    every pair of codes; on each path (scalar C, AVX-512) it gives the formula's codes, tails included."""
+    missing = [f for f in path if f not in cpu.features()]
+    if missing:
+        pytest.skip(f"path {path} not run: this CPU has no {', '.join(missing)}")
+    cpu.set_limit(path)
+    try:
+        _check_binary_arithmetic(op, attrs)
+    finally:
+        cpu.set_limit(None)
+
+
+def _check_binary_arithmetic(op, attrs):
+    (sa, za), (sb, zb), (so, zo), (lo, hi) = attrs
+    a_attr, b_attr, out = QuantAttr(sa, za), QuantAttr(sb, zb), QuantAttr(so, zo)
+    table = fastq.BinaryTable(lambda a, b: _binary_codes(op, a, b, [a_attr, b_attr], out, lo, hi),
+                              arithmetic=_arithmetic(int(op), [a_attr, b_attr], out, lo, hi))
+    assert table.arithmetic is not None, f"{op.name} {attrs}: the arithmetic did not reproduce the table"
+    rng = np.random.default_rng(int(op))
+    for shape in [(2, 3, 17, 5), (1, 7), (16,), (1, 240, 3, 80)]:
+        qa, qb = (rng.integers(-128, 128, shape).astype(np.int8) for _ in range(2))
+        np.testing.assert_array_equal(table(qa, qb), _binary_codes(op, qa, qb, [a_attr, b_attr], out, lo, hi))
+
+
+def test_binary_arithmetic_that_differs_keeps_the_table():
+    """Scales whose products overflow to inf: the formula's integer cast and the kernel's clamp part ways
+    there, so the table stays in use, and the results stay the formula's."""
+    a_attr, b_attr, out = QuantAttr(3e19, 0), QuantAttr(3e19, 0), QuantAttr(1e-3, 0)
+    table = fastq.BinaryTable(lambda a, b: _binary_codes(B.MUL, a, b, [a_attr, b_attr], out, -127, 127),
+                              arithmetic=_arithmetic(int(B.MUL), [a_attr, b_attr], out, -127, 127))
+    assert table.arithmetic is None
+    qa = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
+    np.testing.assert_array_equal(table(qa, qa[::-1].copy()),
+                                  _binary_codes(B.MUL, qa, qa[::-1].copy(), [a_attr, b_attr], out, -127, 127))
 
 
 def test_binary_minmax_ignores_the_output_scale():

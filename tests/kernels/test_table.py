@@ -96,6 +96,8 @@ def _clamp_cases():
     yield "relu6: values, signed zeros, NaN, infinities", lambda fn: fn(x, F32(0), F32(6))
     yield "negative-zero bounds, strided", lambda fn: fn(x[::3], F32(-0.0), F32(0.0))
     yield "one value", lambda fn: fn(np.array([-0.0], F32), F32(0), F32(6))
+    yield "NaN bounds", lambda fn: fn(x, F32(np.nan), F32(6))
+    yield "NaN upper bound", lambda fn: fn(x, F32(0), F32(np.nan))
 
 
 def _exp_cases():
@@ -117,8 +119,10 @@ def _libm_unary_cases():
 
 
 def _hardswish_cases():
-    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32)])
+    x = np.concatenate([_normal(999, 21, 4.0), np.array([-3, 3, 0, -0.0, 6, -6, 1e30, -1e30], F32),
+                        np.array([np.nan, np.inf, -np.inf], F32)])
     yield "values and edges", lambda fn: fn(x)
+    yield "strided view", lambda fn: fn(x[::5])
 
 
 def _norm_rows_cases():
