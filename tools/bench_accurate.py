@@ -4,6 +4,7 @@
     python tools/bench_accurate.py                           # cnn mobilenet ppocr_cls ppocr_det ppocr_rec
     python tools/bench_accurate.py --models cnn ppocr_det --json out.json
     python tools/bench_accurate.py --models corpus:ppocr_det corpus:minilm    # real-model corpus (tests/corpus.py)
+    python tools/bench_accurate.py --models corpus:ppocr_rec --keys '{"target_cosine": 0.998}'   # a preset change
 
 Per model, on every calibration image of the zoo folder (the same config on every side):
 
@@ -99,7 +100,7 @@ def bit_exact(name: str, path: Path) -> float | str:
     return float(proc.stdout.split()[-1])
 
 
-def bench_one(zoo, name: str, work: Path) -> dict:
+def bench_one(zoo, name: str, work: Path, keys: dict | None = None) -> dict:
     from bench_quantize import run_child
     from quant_acceptance import child_fidelity
 
@@ -124,7 +125,7 @@ def bench_one(zoo, name: str, work: Path) -> dict:
     row: dict = {"model": name}
     files = {}
     for tag, extra in (("mnn_kl", {"feature_quantize_method": "KL"}), ("ema", {"feature_quantize_method": "EMA"}),
-                       ("accurate", {"preset": "accurate"})):
+                       ("accurate", {"preset": "accurate", **(keys or {})})):
         cfg = work / f"{name}.{tag}.json"
         cfg.write_text(json.dumps({**base, **extra}))
         out = work / f"{name}.{tag}.mnn"
@@ -155,7 +156,15 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS),
                    help=f"zoo models ({', '.join(MODELS)}) or {CORPUS_PREFIX}<name> (tests/corpus.py)")
     p.add_argument("--json", metavar="OUT", help="write the rows as JSON")
+    p.add_argument("--keys", metavar="JSON", help='config keys on top of the preset, to measure a change of it '
+                   'before adopting it, e.g. \'{"target_cosine": 0.998}\'')
     args = p.parse_args(argv)
+    try:
+        keys = json.loads(args.keys) if args.keys else {}
+    except ValueError as exc:
+        p.error(f"--keys: not JSON: {exc}")
+    if not isinstance(keys, dict):
+        p.error("--keys: must be a JSON object")
     import model_zoo as zoo
 
     unknown = [m for m in args.models if m not in MODELS and not m.startswith(CORPUS_PREFIX)]
@@ -166,7 +175,7 @@ def main(argv=None) -> int:
     print("model                  | MNN KL   | EMA      | accurate | int8 conv MACs | ours vs MNN int8 | time accurate / quantized.out KL")
     with tempfile.TemporaryDirectory(prefix="mnnlite-bench-accurate-") as tmp:
         for name in args.models:
-            r = bench_one(zoo, name, Path(tmp))
+            r = bench_one(zoo, name, Path(tmp), keys)
             rows.append(r)
             print(f"{name:22s} | {_fmt(r['mnn_kl_cosine'])} | {_fmt(r['ema_cosine'])} | {_fmt(r['accurate_cosine'])} | "
                   f"{100 * r.get('int8_conv_macs', 0):6.1f} % | {_fmt(r.get('max_abs_vs_mnn'))} | "

@@ -36,8 +36,11 @@ INT8_OPS = ("auto", "convs")                 # "convs": conv inputs/outputs only
 # MSE weight ranges and cross-layer equalization help on every zoo model (held-out cosine of the all-int8
 # file, ppocr_cls / det / rec: 0.9947 / 0.9890 / 0.9613 -> 0.99998 / 0.9906 / 0.9718); bias correction is
 # left out: it lowers ppocr_cls to 0.948 and det/rec alone too.
+# range_candidates: the held-out samples choose between "auto" and "percentile" per model (README "Accurate
+# preset"; one more build and held-out run)
 PRESET_KEYS = {"accurate": {"range_method": "auto", "int8_ops": "auto", "target_cosine": 0.99,
-                            "weight_range_method": "mse", "cross_layer_equalization": True}}
+                            "weight_range_method": "mse", "cross_layer_equalization": True,
+                            "range_candidates": ("auto", "percentile")}}
 MIN_BITS, MAX_BITS = 2, 8
 FEATURE_CLAMP_MAX = 127                      # activations are always int8 (docs/mnn-quantization.md §3)
 
@@ -90,6 +93,7 @@ class QuantConfig:
     range_method: str | None = None          # mnnlite: per-tensor range choice (ranges.py)
     range_objective: str | None = None       # mnnlite: "tensor" / "downstream" error a range is chosen by
     score_on: str | None = None              # mnnlite: "outputs" / "logits" target_cosine is measured on
+    range_candidates: tuple[str, ...] | None = None   # mnnlite: range methods the held-out samples choose from
     int8_ops: str | None = None              # mnnlite: which ops run int8 (opselect.py)
     target_cosine: float | None = None       # mnnlite: leave ops float until held-out cosine >= this
     holdout: float = 0.25                    # mnnlite: share of the samples held out for target_cosine
@@ -100,7 +104,7 @@ class QuantConfig:
     def accurate(self) -> bool:
         """Whether mnnlite's own range / op choice runs (else MNN's exact flow)."""
         return (self.range_method is not None or self.int8_ops is not None or self.target_cosine is not None
-                or self.range_objective is not None)
+                or self.range_objective is not None or self.range_candidates is not None)
 
     @property
     def channels(self) -> int:
@@ -234,7 +238,7 @@ _KNOWN_KEYS = (
     "file_order", "input_threshold", "quantize_rangeless_tensors", "ema_sequence_batch",
     "bias_correction", "cross_layer_equalization", "weight_range_method",
     "preset", "range_method", "int8_ops", "target_cosine", "holdout", "max_float_convs", "range_objective",
-    "score_on",
+    "score_on", "range_candidates",
 )
 FILE_ORDERS = ("directory", "sorted")
 EMA_SEQUENCE_BATCHES = ("last", "full")
@@ -382,7 +386,19 @@ def _accuracy_keys(keys: _Keys) -> dict:
                                             "a number in [0, 1]", 0.1))
     if out["target_cosine"] is not None:
         out["target_cosine"] = float(out["target_cosine"])
+    # an explicit range_method is the user's choice: the preset's candidates then stay out
+    out["range_candidates"] = _range_candidates(keys, None if "range_method" in keys.obj
+                                                else base.get("range_candidates"))
     return out
+
+
+def _range_candidates(keys: _Keys, default):
+    """``range_candidates``: two or more distinct range methods, judged on the held-out samples, which
+    only ``target_cosine`` sets aside (the API's ``metric=`` does too)."""
+    value = keys.get("range_candidates", lambda v: isinstance(v, list) and len(v) >= 2
+                     and all(isinstance(m, str) and m in RANGE_METHODS for m in v) and len(set(v)) == len(v),
+                     "a list of two or more different range methods: " + ", ".join(RANGE_METHODS), default)
+    return None if value is None else tuple(value)
 
 
 def _weight_clamp(keys: _Keys, bits: int) -> int:

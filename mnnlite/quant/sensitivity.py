@@ -64,6 +64,9 @@ def logit_tensors(graph) -> dict[str, int]:
     return found
 
 
+LOGITS_SUFFIX = " (logits)"          # key of a final activation's input in ``Evaluator.score(..., finals=True)``
+
+
 class Evaluator:
     """Float references of the held-out samples, and the score of any candidate model on them."""
 
@@ -75,41 +78,50 @@ class Evaluator:
         self.samples, self.impl, self.metric, self.target = samples, impl, metric, target
         self.plan_facts = plan_facts      # shared by the candidate files' interpreters (Interpreter plan_facts)
         self.threads = threads            # held-out samples run side by side (quant.workers.Workers)
-        # output name -> logits tensor (score_on "logits"; a user metric judges the outputs themselves)
-        self.logits = logit_tensors(float_model.graph) if score_on == "logits" and metric is None else {}
-        self.references = self._run_all(lambda: Interpreter(float_model, impl=impl, precision="float"))
+        # output name -> logits tensor of its final Softmax / Sigmoid; scored in place of the output with
+        # score_on "logits", next to it with score(finals=True) (a user metric judges the outputs themselves)
+        self.finals = logit_tensors(float_model.graph) if metric is None else {}
+        self.logits = self.finals if score_on == "logits" else {}
+        self.references = self._run_all(lambda: Interpreter(float_model, impl=impl, precision="float"), True)
         self.evaluations = 0
 
-    def _run_all(self, make) -> list[dict]:
+    def _run_all(self, make, finals: bool = False) -> list[dict]:
         """``_run`` of every held-out sample, in sample order, on ``threads`` interpreters ``make()``."""
         from .workers import Workers
 
-        return list(Workers(make, min(self.threads, len(self.samples))).map(self.samples, self._run))
+        return list(Workers(make, min(self.threads, len(self.samples))).map(
+            self.samples, lambda interp, feed: self._run(interp, feed, finals)))
 
-    def _run(self, interp, feed) -> dict:
-        """The outputs of one sample, with the scored logits in place of their activations' outputs."""
-        wanted = {t: name for name, t in self.logits.items()}
+    def _run(self, interp, feed, finals: bool = False) -> dict:
+        """The outputs of one sample, with the scored logits in place of their activations' outputs;
+        ``finals``: also every final activation's logits, as "<output> (logits)"."""
+        wanted: dict[int, list[str]] = {}
+        for name, t in self.logits.items():
+            wanted.setdefault(t, []).append(name)
+        for name, t in (self.finals.items() if finals else ()):
+            wanted.setdefault(t, []).append(name + LOGITS_SUFFIX)
         seen: dict = {}
 
         def keep(i, _name, a):
-            if i in wanted:
-                seen[wanted[i]] = np.array(a, np.float32)
+            for key in wanted.get(i, ()):
+                seen[key] = np.array(a, np.float32)
         out = interp.run(feed, observe=keep if wanted else None)
         out.update(seen)
         return out
 
-    def outputs(self, model) -> list[dict]:
+    def outputs(self, model, finals: bool = False) -> list[dict]:
         from ..runtime import Interpreter
 
         return self._run_all(lambda: Interpreter(model, impl=self.impl, target=self.target,
-                                                 plan_facts=self.plan_facts))
+                                                 plan_facts=self.plan_facts), finals)
 
-    def score(self, model) -> dict[str, float]:
-        """{output name: score} of ``model`` (int8 where MNN runs int8) on the held-out samples."""
+    def score(self, model, finals: bool = False) -> dict[str, float]:
+        """{output name: score} of ``model`` (int8 where MNN runs int8) on the held-out samples; with
+        ``finals`` also the cosine of every final activation's logits (``LOGITS_SUFFIX``)."""
         self.evaluations += 1
-        got = self.outputs(model)
+        got = self.outputs(model, finals)
         scores = {}
-        for name in self.references[0]:
+        for name in got[0]:
             ref = [r[name] for r in self.references]
             test = [g[name] for g in got]
             if self.metric is not None:

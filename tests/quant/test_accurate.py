@@ -190,6 +190,94 @@ def test_score_on_logits_sees_what_a_saturated_softmax_hides(tmp_path):
     assert scores["outputs"] > 1 - 1e-9 and scores["logits"] < 1 - 1e-6          # int8 error only in the logits
 
 
+def _outlier_softmax_model(tmp_path):
+    """conv -> Softmax, calibrated on one-hot inputs (noise 0.05) with one value of ±300 per
+    sample: the max range of ``x`` spends its codes on the outlier (step 2.4, every one-hot 1 rounds to 0 or
+    2.4); KL's threshold clips it and keeps the inputs.  The histogram's expected error keeps the outlier
+    (clipping 300 costs more than the coarse steps), which the model's outputs show to be wrong."""
+    from onnx import helper
+
+    w = np.zeros((4, 3, 1, 1), np.float32)
+    w[:, :, 0, 0] = [[20, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["m"]), helper.make_node("Softmax", ["m"], ["y"], axis=1)]
+    src = _save_onnx(tmp_path, nodes, {"w": w, "b": np.zeros(4)}, [1, 3, 16, 16])
+
+    def sample(rng):
+        x = np.zeros((1, 3, 16, 16))
+        hw = np.arange(256)
+        x[0, rng.integers(0, 3, 256), hw // 16, hw % 16] = 1
+        x = x + rng.normal(0, 0.05, x.shape)
+        x[0, rng.integers(0, 3), rng.integers(0, 16), rng.integers(0, 16)] = rng.choice([-300.0, 300.0])
+        return x
+    return src, _samples(tmp_path, sample), sample
+
+
+def test_range_candidates_choose_by_the_heldout_samples(tmp_path):
+    """``range_candidates`` ["max", "kl"] on the outlier model: each candidate's all-int8 file is scored on
+    the held-out samples and the KL file, which keeps them, wins in either order of the list; the judged
+    score counts the logits of the final Softmax (int8 error the saturated probabilities hide); the file
+    is the one the winning method alone gives, and MNN's runtime gives our int8 runtime's outputs on it."""
+    src, folder, sample = _outlier_softmax_model(tmp_path)
+    cfg = {"path": str(folder), "input_type": "sequence", "int8_ops": "auto", "target_cosine": 0.5}
+    rng = np.random.default_rng(11)
+    feeds = [{"x": sample(rng).astype(np.float32)} for _ in range(3)]
+    for order in (["max", "kl"], ["kl", "max"]):
+        dst = tmp_path / f"{order[0]}.mnn"
+        acc = mnnlite.quantize(src, dst, {**cfg, "range_candidates": order}).accuracy
+        assert list(acc.range_candidates) == order and acc.range_method == "kl"
+        assert acc.range_candidates["kl"] > acc.range_candidates["max"] + 0.1
+        assert min(acc.cosine_before.values()) > 0.999                 # the outputs: saturated
+        assert acc.range_candidates["kl"] < min(acc.cosine_before.values()) - 0.1   # the logits: not
+        assert any("range candidates" in line and "chosen kl" in line for line in acc.summary_lines())
+        x_range = next(t for t in acc.tensors if t.name.startswith("x"))
+        assert x_range.method == "kl" and x_range.hi < 100
+    assert _output_cosine(src, dst, feeds) > 0.99
+    _oracle_agrees(dst, feeds)
+    mnnlite.quantize(src, tmp_path / "alone.mnn", {**cfg, "range_method": "kl"})
+    assert (tmp_path / "alone.mnn").read_bytes() == dst.read_bytes()
+
+
+def test_range_candidates_keep_the_first_unless_clearly_beaten():
+    """A later candidate replaces the earlier one only when it removes at least RANGE_CANDIDATE_MARGIN of
+    its held-out error (1 - score); a final activation's logits count like an output."""
+    from mnnlite.quant.accurate import RANGE_CANDIDATE_MARGIN, _choose_ranges
+    from mnnlite.quant.sensitivity import LOGITS_SUFFIX
+
+    class Built:
+        def __init__(self, method):
+            self.method = method
+
+        def build(self, names):
+            return self.method, {}
+
+    def choose(scores):
+        class Judge:
+            def score(self, model, finals=False):
+                assert finals
+                return scores[model]
+        b, own, judged = _choose_ranges(Built, list(scores), ["c"], Judge())
+        return b.method, own, judged
+
+    error = 0.1
+    small = 1 - error * (1 - RANGE_CANDIDATE_MARGIN / 2)
+    large = 1 - error * (1 - 2 * RANGE_CANDIDATE_MARGIN)
+    assert choose({"auto": {"y": 0.9}, "percentile": {"y": small}})[0] == "auto"
+    method, own, judged = choose({"auto": {"y": 0.9}, "percentile": {"y": large}})
+    assert method == "percentile" and own == {"y": large} and judged == {"auto": 0.9, "percentile": large}
+    # the logits decide where the outputs tie; the outputs' own scores are what the report keeps
+    logits = {"auto": {"y": 1.0, "y" + LOGITS_SUFFIX: 0.99}, "percentile": {"y": 1.0, "y" + LOGITS_SUFFIX: 0.999}}
+    method, own, judged = choose(logits)
+    assert method == "percentile" and own == {"y": 1.0} and judged["percentile"] == 0.999
+
+
+def test_range_candidates_need_heldout_samples(tmp_path):
+    src, folder, _ = _outlier_softmax_model(tmp_path)
+    cfg = {"path": str(folder), "input_type": "sequence", "range_candidates": ["auto", "percentile"]}
+    with pytest.raises(ConfigError, match="range_candidates.*target_cosine"):
+        mnnlite.quantize(src, tmp_path / "n.mnn", cfg)
+    assert not (tmp_path / "n.mnn").exists()
+
+
 def test_unknown_range_method_is_rejected():
     with pytest.raises(ValueError, match="range method"):
         choose_range(_histogram(np.ones(10)), "entropy")
@@ -205,13 +293,20 @@ def test_config_keys_and_preset(tmp_path):
     assert (cfg.range_method, cfg.target_cosine) == ("mse", 0.995)
     assert not load_config({"path": "x"}).accurate
     assert (cfg.range_objective, cfg.score_on) == (None, None)         # the preset keeps both at their defaults
+    assert cfg.range_candidates is None                               # an explicit range_method is the choice
+    assert load_config({"path": "x", "preset": "accurate"}).range_candidates == ("auto", "percentile")
+    assert load_config({"path": "x", "range_candidates": ["kl", "max"]}).range_candidates == ("kl", "max")
     assert load_config({"path": "x", "range_objective": "downstream"}).accurate
     assert load_config({"path": "x"}, overrides={"preset": "accurate"}).accurate
     assert load_config({"path": "x", "range_method": "max"}, overrides={"preset": "accurate"}).range_method == "max"
     for bad, key in (({"preset": "fast"}, "preset"), ({"range_method": "KL"}, "range_method"),
                      ({"target_cosine": 1.5}, "target_cosine"), ({"int8_ops": "all"}, "int8_ops"),
                      ({"holdout": 0}, "holdout"), ({"max_float_convs": 2}, "max_float_convs"),
-                     ({"range_objective": "output"}, "range_objective"), ({"score_on": "probs"}, "score_on")):
+                     ({"range_objective": "output"}, "range_objective"), ({"score_on": "probs"}, "score_on"),
+                     ({"range_candidates": ["auto"]}, "range_candidates"),
+                     ({"range_candidates": ["auto", "auto"]}, "range_candidates"),
+                     ({"range_candidates": "auto"}, "range_candidates"),
+                     ({"range_candidates": ["auto", "KL"]}, "range_candidates")):
         with pytest.raises(ConfigError, match=key):
             load_config({"path": "x", **bad})
 
@@ -394,6 +489,8 @@ def test_report_json_and_html(cls_accurate):
     assert {t["method"] for t in data["tensors"]} <= {"max", "mse", "kl", "percentile99.9", "percentile99.99",
                                                       "percentile99.999"}
     assert data["cosine_before"] and data["cosine_after"]
+    # the preset's range candidates, each judged on the held-out samples, and the one the file uses
+    assert list(data["range_candidates"]) == ["auto", "percentile"] and data["range_method"] in data["range_candidates"]
     page = (dst.parent / (dst.name + ".report.html")).read_text()
     assert page.count("<svg") >= 2 and "Ops left float" in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
