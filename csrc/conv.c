@@ -120,7 +120,10 @@ static int conv_gemm_run(int isa, const mnnlite_gemm_kernel *kern, int nthreads,
     const int pointwise = p->kh == 1 && p->kw == 1 && p->sy == 1 && p->sx == 1 && p->pt == 0 &&
                           p->pl == 0 && p->oh == p->h && p->ow == p->w;
     mnnlite_gemm_work work;
-    if (mnnlite_gemm_work_init(&work, kern, nthreads) != 0) return -1;
+    /* buffers only for the threads the largest GEMM of the call takes (a per-image GEMM, or one over the
+     * batch): asking for more threads must not cost small convs their allocation */
+    const double gemm_flops = 2.0 * og * K * (npix > p->n ? npix : p->n);
+    if (mnnlite_gemm_work_init(&work, kern, mnnlite_threads_for_work(nthreads, gemm_flops)) != 0) return -1;
     if (pointwise && npix == 1 && p->n > 1 && p->groups == 1) {
         /* One pixel per image (a fully connected layer in conv form): one GEMM over the batch,
          * B[k][j] = x[j][k], instead of a matrix-vector product per image; then C^T into y. */
@@ -331,7 +334,8 @@ static int conv_depthwise_run(int isa, int nthreads, const mnnlite_conv_params *
 
     ptrdiff_t *tap_off = (ptrdiff_t *)malloc(taps * sizeof(ptrdiff_t));
     float *scratch[MNNLITE_MAX_THREADS] = {0};
-    nthreads = mnnlite_thread_count(nthreads, tasks);
+    /* scratch only for the threads the work takes (parallel.h) */
+    nthreads = mnnlite_thread_count(mnnlite_threads_for_work(nthreads, 2.0 * tasks * p->oh * p->ow * taps), tasks);
     int ok = tap_off != NULL;
     for (int t = 0; t < nthreads; t++) {
         ok &= (scratch[t] = mnnlite_alloc(scratch_size)) != NULL;
@@ -346,8 +350,7 @@ static int conv_depthwise_run(int isa, int nthreads, const mnnlite_conv_params *
             }
         j.tap_off = tap_off;
         j.scratch = scratch;
-        mnnlite_parallel_for(mnnlite_threads_for_work(nthreads, 2.0 * tasks * p->oh * p->ow * taps), tasks,
-                             dw_range, &j);
+        mnnlite_parallel_for(nthreads, tasks, dw_range, &j);
     }
     for (int t = 0; t < nthreads; t++) mnnlite_free(scratch[t]);
     free(tap_off);
@@ -595,7 +598,9 @@ int mnnlite_deconv2d(int isa, int nthreads, const mnnlite_conv_params *p, const 
     float *ap = mnnlite_alloc(mnnlite_packed_a_size(kern, M, p->c / p->groups));
     float *col = mnnlite_alloc((size_t)M * rows_blk * p->w);
     mnnlite_gemm_work work;
-    const int ok = ap && col && mnnlite_gemm_work_init(&work, kern, nthreads) == 0;
+    const double block_flops = 2.0 * M * rows_blk * p->w * (p->c / p->groups);   /* one GEMM of a row block */
+    const int ok = ap && col &&
+                   mnnlite_gemm_work_init(&work, kern, mnnlite_threads_for_work(nthreads, block_flops)) == 0;
     if (ok) {
         deconv_run(isa, kern, &work, p, x, w, bias, y, ap, col, rows_blk);
         mnnlite_gemm_work_release(&work);

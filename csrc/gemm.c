@@ -506,7 +506,7 @@ int mnnlite_sgemm(int isa, int nthreads, int M, int N, int K, const float *a, pt
     if (!ap) return -1;
     mnnlite_pack_a(kern, M, K, a, rsa, csa, ap);
     mnnlite_gemm_work work;
-    if (mnnlite_gemm_work_init(&work, kern, nthreads) != 0) {
+    if (mnnlite_gemm_work_init(&work, kern, mnnlite_threads_for_work(nthreads, 2.0 * M * N * K)) != 0) {
         mnnlite_free(ap);
         return -1;
     }

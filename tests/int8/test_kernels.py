@@ -136,7 +136,7 @@ def test_threads_give_the_same_codes():
 
 
 def test_calls_big_enough_to_split_give_the_same_codes():
-    """A conv of 302 MFLOP and a depthwise of 75 MFLOP: over csrc/parallel.h's 16 MFLOP per thread, so they
+    """A conv of 302 MFLOP and a depthwise of 75 MFLOP: over csrc/parallel.h's 2 MFLOP per thread, so they
     run on 2 and 3 threads when asked (smaller calls stay on one)."""
     rng = np.random.default_rng(7)
     s_in, z_in, s_out, z_out, lo, hi, gain = QUANT["zero_points"]

@@ -110,7 +110,7 @@ def test_conv2d_impulse_is_exact():
         np.testing.assert_array_equal(conv.conv2d(x, w, None, **attrs, algo=algo), conv2d_ref(x, w, None, **attrs))
 
 
-# Calls big enough to be split (csrc/parallel.h: a thread per 16 MFLOP of the call): Winograd, GEMM (1x1)
+# Calls big enough to be split (csrc/parallel.h: a thread per 2 MFLOP of the call): Winograd, GEMM (1x1)
 # and depthwise, 75-300 MFLOP each; the small cases run on one thread whatever is asked
 SPLIT_CASES = {
     "3x3_split": (1, 64, 64, 64, 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),        # 302 MFLOP

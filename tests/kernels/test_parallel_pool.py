@@ -11,7 +11,7 @@ from mnnlite.kernels import conv, int8, matmul, threads
 
 
 def _matmul_case(seed=0):
-    # one GEMM of 2 * 140 * 300 * 1000 = 84 MFLOP: over 3 * csrc/parallel.h's 16 MFLOP per thread
+    # one GEMM of 2 * 140 * 300 * 1000 = 84 MFLOP: over 3 * csrc/parallel.h's MFLOP per thread (2)
     rng = np.random.default_rng(seed)
     return rng.standard_normal((140, 300), dtype=np.float32), rng.standard_normal((300, 1000), dtype=np.float32)
 
