@@ -59,6 +59,10 @@ class _Ort:
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        # ORT's pool threads spin after a run by default; in the rotation below they would hold the second
+        # core while the next contender runs (on a 2-core machine our 2-thread mobilenet went 5.6 -> 9.2 ms
+        # when it followed ORT).  mnnlite's pool spins ~100 us, MNN's pool sleeps once a run ends.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         dtypes = {i.name: i.type for i in self.session.get_inputs()}
         self.feeds = {k: v.astype("int64") if dtypes.get(k) == "tensor(int64)" else v for k, v in feeds.items()}
