@@ -92,17 +92,21 @@ def _check_binary_arithmetic(op, attrs):
         np.testing.assert_array_equal(table(qa, qb), _binary_codes(op, qa, qb, [a_attr, b_attr], out, lo, hi))
 
 
+def _assert_keeps_the_table(a_attr, b_attr, out):
+    """A MUL table offered its arithmetic does not adopt it, and still gives the formula's codes."""
+    table = fastq.BinaryTable(lambda a, b: _binary_codes(B.MUL, a, b, [a_attr, b_attr], out, -127, 127),
+                              arithmetic=_arithmetic(int(B.MUL), [a_attr, b_attr], out, -127, 127))
+    assert table.arithmetic is None
+    qa = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
+    qb = qa[::-1].copy()
+    np.testing.assert_array_equal(table(qa, qb), _binary_codes(B.MUL, qa, qb, [a_attr, b_attr], out, -127, 127))
+
+
 def test_binary_arithmetic_without_a_vector_path_keeps_the_table():
     """The scalar C limit: the arithmetic is not adopted (libm's roundf per code is slower than the gather)."""
-    a_attr, b_attr, out = QuantAttr(0.05, 3), QuantAttr(0.02, -4), QuantAttr(0.08, 1)
     cpu.set_limit([])
     try:
-        table = fastq.BinaryTable(lambda a, b: _binary_codes(B.MUL, a, b, [a_attr, b_attr], out, -127, 127),
-                                  arithmetic=_arithmetic(int(B.MUL), [a_attr, b_attr], out, -127, 127))
-        assert table.arithmetic is None
-        qa = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
-        np.testing.assert_array_equal(table(qa, qa[::-1].copy()),
-                                      _binary_codes(B.MUL, qa, qa[::-1].copy(), [a_attr, b_attr], out, -127, 127))
+        _assert_keeps_the_table(QuantAttr(0.05, 3), QuantAttr(0.02, -4), QuantAttr(0.08, 1))
     finally:
         cpu.set_limit(None)
 
@@ -110,13 +114,7 @@ def test_binary_arithmetic_without_a_vector_path_keeps_the_table():
 def test_binary_arithmetic_that_differs_keeps_the_table():
     """Scales whose products overflow to inf: the formula's integer cast and the kernel's clamp part ways
     there, so the table stays in use, and the results stay the formula's."""
-    a_attr, b_attr, out = QuantAttr(3e19, 0), QuantAttr(3e19, 0), QuantAttr(1e-3, 0)
-    table = fastq.BinaryTable(lambda a, b: _binary_codes(B.MUL, a, b, [a_attr, b_attr], out, -127, 127),
-                              arithmetic=_arithmetic(int(B.MUL), [a_attr, b_attr], out, -127, 127))
-    assert table.arithmetic is None
-    qa = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
-    np.testing.assert_array_equal(table(qa, qa[::-1].copy()),
-                                  _binary_codes(B.MUL, qa, qa[::-1].copy(), [a_attr, b_attr], out, -127, 127))
+    _assert_keeps_the_table(QuantAttr(3e19, 0), QuantAttr(3e19, 0), QuantAttr(1e-3, 0))
 
 
 def test_binary_minmax_ignores_the_output_scale():
