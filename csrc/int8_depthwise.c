@@ -268,10 +268,11 @@ static void dw_avx512(void *ctx, int b, int e, int t) { dw_blocks((const dw_job 
 
 /* Unit stride and dilation along the row, rows of 16 outputs or more: one channel plane at a time, vectors
  * along the row (no channel transposes, which took most of the time of the channel-block kernel on
- * MobileNetV3-style maps of 2-3 rows and 5x5 kernels).  A plane is copied once into a zero-point padded buffer whose rows have slack for
- * the last vector's reads; each tap multiplies a broadcast weight (products fit int16, as above).  When no
- * weight of the call is -128, two taps' products are added in int16 first (|q * w| <= 128 * 127, so a
- * pair stays within 32512) and then widened: the same integer sums, fewer widenings. */
+ * MobileNetV3-style maps of 2-3 rows and 5x5 kernels).  A plane is copied once into a zero-point padded
+ * buffer whose rows have slack for the last vector's reads; each tap multiplies a broadcast weight
+ * (products fit int16, as above).  When no weight of the call is -128, two taps' products are added in
+ * int16 first (|q * w| <= 128 * 127, so a pair stays within 32512) and then widened: the same integer sums,
+ * fewer widenings. */
 typedef struct {
     const dw_job *J;
     int rows, stride;        /* padded plane: rows x stride bytes */
@@ -459,78 +460,83 @@ static mnnlite_range_fn dw_select(int isa) {
     return dw_scalar;
 }
 
+/* Runs a plane kernel over every (image, channel) plane; -1 when its buffers cannot be had. */
+static int dwp_run(const dw_job *J, mnnlite_range_fn plane_fn, int threads) {
+    const mnnlite_conv_geom *g = J->g;
+    const int8_t *w = J->w;
+    int kk = g->kh * g->kw;
+    dwp_job P = {.J = J, .rows = J->hp, .stride = mnnlite_round_up(J->wp + 64, 64), .pair = 1,
+                 .groups = (g->kw + 3) / 4};
+    for (size_t i = 0; i < (size_t)g->c * kk; i++) P.pair &= w[i] != -128;
+    int *tap = malloc(sizeof(int) * (kk + (size_t)g->kh * P.groups));
+    int32_t *words = malloc(sizeof(int32_t) * ((size_t)g->c * g->kh * P.groups + g->c));
+    P.work_stride = (size_t)P.rows * P.stride;
+    P.work = malloc(P.work_stride * mnnlite_thread_count(threads, g->n * g->c));
+    int ok = tap && words && P.work;
+    if (ok) {
+        for (int k = 0; k < kk; k++) tap[k] = (k / g->kw) * g->dy * P.stride + k % g->kw;
+        int *group_at = tap + kk;
+        for (int k = 0; k < g->kh * P.groups; k++)
+            group_at[k] = (k / P.groups) * g->dy * P.stride + 4 * (k % P.groups);
+        int32_t *bias_u8 = words + (size_t)g->c * g->kh * P.groups;
+        for (int c = 0; c < g->c; c++) {
+            uint32_t ksum = 0;
+            for (int ky = 0; ky < g->kh; ky++)
+                for (int gi = 0; gi < P.groups; gi++) {
+                    uint32_t word = 0;
+                    for (int j = 0; j < 4; j++) {
+                        int kx = 4 * gi + j;
+                        int8_t v = kx < g->kw ? w[(size_t)c * kk + ky * g->kw + kx] : 0;
+                        word |= (uint32_t)(uint8_t)v << (8 * j);
+                        ksum += (uint32_t)(int32_t)v;
+                    }
+                    words[((size_t)c * g->kh + ky) * P.groups + gi] = (int32_t)word;
+                }
+            bias_u8[c] = (int32_t)((uint32_t)J->bc[c] - 128u * ksum);
+        }
+        P.tap = tap;
+        P.group_at = group_at;
+        P.words = words;
+        P.bias_u8 = bias_u8;
+        mnnlite_parallel_for(threads, g->n * g->c, plane_fn, &P);
+    }
+    free(tap);
+    free(words);
+    free(P.work);
+    return ok ? 0 : -1;
+}
+
 int mnnlite_depthwise_int8(const int8_t *x, const int8_t *w, const float *alpha, const float *bias,
                            const mnnlite_conv_geom *g, const mnnlite_int8_quant *q, int8_t *y, int isa,
                            int nthreads) {
-    int kk = g->kh * g->kw, threads = nthreads < 1 ? 1 : nthreads;
+    int kk = g->kh * g->kw;
     dw_job J = {x, w, g, NULL, NULL, q->z_in, q->lo, q->hi, (g->oh - 1) * g->sy + (g->kh - 1) * g->dy + 1,
                 (g->ow - 1) * g->sx + (g->kw - 1) * g->dx + 1, (g->c + DW_C - 1) / DW_C, y, NULL, 0};
-    /* weights [kk][16] int16, padded block [hp][wp][16], one output row [ow][16] (+ slack), its int32 sums */
-    J.work_stride = (size_t)mnnlite_round_up((2 * kk + J.hp * J.wp) * DW_C, 64) +
-                    (size_t)mnnlite_round_up((g->ow + 16) * DW_C, 64) + (size_t)4 * g->ow * DW_C;
     float *sc = malloc(sizeof(float) * g->c);
     int32_t *bc = malloc(sizeof(int32_t) * g->c);
-    J.work = malloc(J.work_stride * threads);
-    if (!sc || !bc || !J.work) {
+    if (!sc || !bc) {
         free(sc);
         free(bc);
-        free(J.work);
         return -1;
     }
     dw_params(w, g->c, kk, alpha, bias, q, sc, bc);
     J.sc = sc;
     J.bc = bc;
-    int threads_used = mnnlite_threads_for_work(threads, 2.0 * g->n * g->c * g->oh * g->ow * kk);
+    int threads = mnnlite_threads_for_work(nthreads, 2.0 * g->n * g->c * g->oh * g->ow * kk);
     mnnlite_range_fn plane_fn = dwp_select(isa, g);
-    if (plane_fn != NULL) {
-        dwp_job P = {.J = &J, .rows = J.hp, .stride = mnnlite_round_up(J.wp + 64, 64), .pair = 1,
-                     .groups = (g->kw + 3) / 4};
-        for (size_t i = 0; i < (size_t)g->c * kk; i++) P.pair &= w[i] != -128;
-        int *tap = malloc(sizeof(int) * (kk + (size_t)g->kh * P.groups));
-        int32_t *words = malloc(sizeof(int32_t) * ((size_t)g->c * g->kh * P.groups + g->c));
-        P.work_stride = (size_t)P.rows * P.stride;
-        P.work = malloc(P.work_stride * mnnlite_thread_count(threads_used, g->n * g->c));
-        if (tap && words && P.work) {
-            for (int k = 0; k < kk; k++) tap[k] = (k / g->kw) * g->dy * P.stride + k % g->kw;
-            int *group_at = tap + kk;
-            for (int k = 0; k < g->kh * P.groups; k++)
-                group_at[k] = (k / P.groups) * g->dy * P.stride + 4 * (k % P.groups);
-            P.group_at = group_at;
-            int32_t *bias_u8 = words + (size_t)g->c * g->kh * P.groups;
-            for (int c = 0; c < g->c; c++) {
-                uint32_t ksum = 0;
-                for (int ky = 0; ky < g->kh; ky++)
-                    for (int gi = 0; gi < P.groups; gi++) {
-                        uint32_t word = 0;
-                        for (int j = 0; j < 4; j++) {
-                            int kx = 4 * gi + j;
-                            int8_t v = kx < g->kw ? w[(size_t)c * kk + ky * g->kw + kx] : 0;
-                            word |= (uint32_t)(uint8_t)v << (8 * j);
-                            ksum += (uint32_t)(int32_t)v;
-                        }
-                        words[((size_t)c * g->kh + ky) * P.groups + gi] = (int32_t)word;
-                    }
-                bias_u8[c] = (int32_t)((uint32_t)bc[c] - 128u * ksum);
-            }
-            P.tap = tap;
-            P.words = words;
-            P.bias_u8 = bias_u8;
-            mnnlite_parallel_for(threads_used, g->n * g->c, plane_fn, &P);
-            free(tap);
-            free(words);
-            free(P.work);
-            free(sc);
-            free(bc);
-            free(J.work);
-            return 0;
+    int rc = plane_fn != NULL ? dwp_run(&J, plane_fn, threads) : -1;
+    if (rc != 0) {      /* the channel-block kernel */
+        /* weights [kk][16] int16, padded block [hp][wp][16], an output row [ow][16] (+ slack), its sums */
+        J.work_stride = (size_t)mnnlite_round_up((2 * kk + J.hp * J.wp) * DW_C, 64) +
+                        (size_t)mnnlite_round_up((g->ow + 16) * DW_C, 64) + (size_t)4 * g->ow * DW_C;
+        J.work = malloc(J.work_stride * mnnlite_thread_count(threads, g->n * J.cblocks));
+        if (J.work) {
+            mnnlite_parallel_for(threads, g->n * J.cblocks, dw_select(isa), &J);
+            rc = 0;
         }
-        free(tap);
-        free(words);
-        free(P.work);
     }
-    mnnlite_parallel_for(threads_used, g->n * J.cblocks, dw_select(isa), &J);
     free(sc);
     free(bc);
     free(J.work);
-    return 0;
+    return rc;
 }

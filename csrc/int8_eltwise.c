@@ -5,7 +5,7 @@
  * - CPUBinaryInt8's arithmetic for ADD/SUB/MUL on equal shapes, in float32 as the reference
  *   (mnnlite/int8/ops.py _binary_codes) computes it; fastq.BinaryTable uses it for a node only after it
  *   gave the node's whole 256 x 256 table of the reference, so the two are equal on every input. */
-#include <math.h>
+#include <string.h>
 
 #include "int8_eltwise.h"
 
@@ -37,24 +37,6 @@ static void lut_vbmi(const int8_t *table, const int8_t *q, int8_t *y, size_t n) 
 }
 #endif
 
-static inline float binary_op(int op, float a, float b) {
-    return op == 0 ? a + b : op == 1 ? a - b : a * b;
-}
-
-/* roundf(t) + z_out, clamped: NaN fails both comparisons and ends at lo */
-static inline int8_t binary_requant(float t, float z_out, float lo, float hi) {
-    float v = roundf(t) + z_out;
-    return (int8_t)(v >= hi ? hi : v > lo ? v : lo);
-}
-
-static void binary_scalar(int op, const int8_t *a, const int8_t *b, int8_t *y, size_t n, float sa, float za,
-                          float sb, float zb, float inv, float z_out, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) {
-        float fa = ((float)a[i] - za) * sa, fb = ((float)b[i] - zb) * sb;
-        y[i] = binary_requant(binary_op(op, fa, fb) * inv, z_out, lo, hi);
-    }
-}
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* The same float32 operations on 16 lanes; roundf as trunc(t) + (|t - trunc(t)| >= 0.5 ? sign(t) : 0),
  * which is exact (t - trunc(t) is), inf stays inf. */
@@ -84,7 +66,7 @@ static void binary_avx512(int op, const int8_t *a, const int8_t *b, int8_t *y, s
     }
 }
 
-/* The same on 8 lanes (the tail of fewer than 8 in the scalar loop, the same operations). */
+/* The same on 8 lanes; a last block of fewer than 8 codes goes through zero-filled copies. */
 __attribute__((target("avx2,fma")))
 static void binary_avx2(int op, const int8_t *a, const int8_t *b, int8_t *y, size_t n, float sa, float za,
                         float sb, float zb, float inv, float z_out, float lo, float hi) {
@@ -92,10 +74,18 @@ static void binary_avx2(int op, const int8_t *a, const int8_t *b, int8_t *y, siz
     const __m256 vzb = _mm256_set1_ps(zb), vinv = _mm256_set1_ps(inv), vz = _mm256_set1_ps(z_out);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), half = _mm256_set1_ps(0.5f);
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + i))));
-        __m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + i))));
+    int8_t ta[8] = {0}, tb[8] = {0}, ty[8];
+    for (size_t i = 0; i < n; i += 8) {
+        const size_t k = n - i < 8 ? n - i : 8;
+        const int8_t *pa = a + i, *pb = b + i;
+        if (k < 8) {
+            memcpy(ta, pa, k);
+            memcpy(tb, pb, k);
+            pa = ta;
+            pb = tb;
+        }
+        __m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)pa)));
+        __m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)pb)));
         fa = _mm256_mul_ps(_mm256_sub_ps(fa, vza), vsa);
         fb = _mm256_mul_ps(_mm256_sub_ps(fb, vzb), vsb);
         __m256 t = op == 0 ? _mm256_add_ps(fa, fb) : op == 1 ? _mm256_sub_ps(fa, fb) : _mm256_mul_ps(fa, fb);
@@ -108,9 +98,13 @@ static void binary_avx2(int op, const int8_t *a, const int8_t *b, int8_t *y, siz
         v = _mm256_blendv_ps(v, vhi, _mm256_cmp_ps(v, vhi, _CMP_GE_OQ));
         __m256i q = _mm256_cvttps_epi32(v);
         __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        _mm_storel_epi64((__m128i *)(y + i), _mm_packs_epi16(q16, q16));
+        if (k == 8) {
+            _mm_storel_epi64((__m128i *)(y + i), _mm_packs_epi16(q16, q16));
+        } else {
+            _mm_storel_epi64((__m128i *)ty, _mm_packs_epi16(q16, q16));
+            memcpy(y + i, ty, k);
+        }
     }
-    binary_scalar(op, a + i, b + i, y + i, n - i, sa, za, sb, zb, inv, z_out, lo, hi);
 }
 #endif
 
@@ -130,8 +124,7 @@ int mnnlite_binary_int8(int op, const int8_t *a, const int8_t *b, int8_t *y, siz
 #else
     (void)isa;
 #endif
-    (void)binary_scalar;
-    return -2;     /* no vector path: a call to libm's roundf per code is slower than the table's gather */
+    return -2;     /* no vector path: a scalar roundf per code is slower than the table's gather */
 }
 
 void mnnlite_lut256(const int8_t *table, const int8_t *q, int8_t *y, size_t n, int isa) {

@@ -276,25 +276,25 @@ class _Execution:
                                          f"in MNN, and mnnlite has no int8 kernel for it; supported: "
                                          f"{sorted(_name(k) for k in INT8_KERNELS)}")
             interp = self.runner.interp
-            inputs = [(ip.slot, ip.stages, ip.attr) for ip in op_plan.inputs]
             attrs = [None] * len(step.inputs)            # the same list on every call: kernels only read it
-            for slot, _, attr in inputs:
-                attrs[slot] = attr
+            for ip in op_plan.inputs:
+                attrs[ip.slot] = ip.attr
+            out_float = [self.plan.tensors[o].is_float for o in step.outputs]
             fixed = op_plan.fixed = (
-                kernel, [self.plan.tensors[o].is_float for o in step.outputs],
-                self.runner.caches.setdefault(id(step.op), {}), interp.impl, getattr(interp, "target", "x86"),
-                [(o, self.plan.layouts.get(o), attr.key if is_float else None, is_float) for o, attr, is_float in
-                 zip(step.outputs, op_plan.out_attrs, (self.plan.tensors[o].is_float for o in step.outputs))],
-                inputs, attrs, (self.program, step))
-        kernel, out_float, cache, impl, target, outs, inputs, attrs, float_step = fixed
+                kernel, out_float, self.runner.caches.setdefault(id(step.op), {}), interp.impl,
+                getattr(interp, "target", "x86"),
+                [(self.plan.layouts.get(o), attr.key if is_float else None, is_float)
+                 for o, attr, is_float in zip(step.outputs, op_plan.out_attrs, out_float)],
+                attrs, (self.program, step))
+        kernel, out_float, cache, impl, target, outs, attrs, float_step = fixed
         arrays = [v.f if v.f is not None else v.q for v in ins]
-        for slot, stages, attr in inputs:
-            v = ins[slot]
-            if stages:
-                v = through(v, stages)
-            arrays[slot] = v.q if v.q is not None and v.key == attr.key else as_codes(v, attr).q
-        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs, impl, None, cache,
-                        out_float, target, float_step)
+        for ip in op_plan.inputs:
+            v = ins[ip.slot]
+            if ip.stages:
+                v = through(v, ip.stages)
+            arrays[ip.slot] = as_codes(v, ip.attr).q
+        call = Int8Call(step.op, arrays, [v.fmt for v in ins], attrs, op_plan.out_attrs, impl, cache, out_float,
+                        target, float_step)
         try:
             results = kernel(call)
         except MnnliteError:
@@ -307,7 +307,7 @@ class _Execution:
             raise op_failure(f"{self.program.where}: op {step.op.name!r} ({_name(step.op_type)}, int8)", step.op,
                              exc) from exc
         out = []
-        for (o, fmt, key, is_float), a in zip(outs, results):
+        for (fmt, key, is_float), a in zip(outs, results):
             if fmt is None:
                 fmt = ins[0].fmt if ins else DataFormat.NCHW
             out.append(Value(fmt, None, a, key) if is_float else Value(fmt, a))

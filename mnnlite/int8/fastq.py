@@ -97,8 +97,8 @@ class BinaryTable:
     ``arithmetic``: optionally the float32 arithmetic the function performs (``(op, sa, za, sb, zb, inv,
     z_out, lo, hi)`` of ``kernels.eltwise.binary_int8``): equal shapes then run it instead of the 64 KiB
     gather (2x faster on large maps with AVX-512; the gather where no vector path is allowed), but only if
-    it gives the whole table, i.e. ``fn`` on every pair of
-    codes -- the result depends on the two codes alone, so the two then agree on every input."""
+    it gives the whole table, ``fn`` on every pair of codes -- the result depends on the two codes alone,
+    so the two then agree on every input."""
 
     def __init__(self, fn, arithmetic: tuple | None = None):
         a = np.repeat(_CODES, 256).reshape(256, 256)

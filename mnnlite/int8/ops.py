@@ -47,16 +47,16 @@ class Int8Call:
                  "_float_kernel", "_float_step")
 
     def __init__(self, op, inputs: list, formats: list, in_attrs: list, out_attrs: list, impl: str = "fast",
-                 float_kernel: Callable | None = None, cache: dict | None = None, out_is_float: list | None = None,
-                 target: str = "x86", float_step: tuple | None = None):
+                 cache: dict | None = None, out_is_float: list | None = None, target: str = "x86",
+                 float_step: tuple | None = None):
         self.op, self.inputs, self.formats = op, inputs, formats
         self.in_attrs = in_attrs               # QuantAttr per input (None for inputs read without one)
         self.out_attrs, self.impl = out_attrs, impl
         self.cache = {} if cache is None else cache
         self.out_is_float = [True] if out_is_float is None else out_is_float
         self.target = target                   # "arm": no x86 max-pool quirk
-        self._float_kernel = float_kernel
         self._float_step = float_step          # (program, step): the float kernel, bound when first asked
+        self._float_kernel = None
 
     @property
     def float_kernel(self) -> Callable | None:

@@ -64,7 +64,7 @@ def lut_int8(table, q):
     cdef int8_t[::1] t = _table("lut_int8", table, 256)
     src = _codes("lut_int8", q)
     out = np.empty(src.shape, np.int8)
-    cdef size_t n = src.size, i
+    cdef size_t n = src.size
     if n == 0:
         return out
     cdef const int8_t *s = <const int8_t *> cnp.PyArray_DATA(src)
@@ -159,7 +159,7 @@ def binary_int8(int op, qa, qb, float sa, float za, float sb, float zb, float in
 def hardswish_f32(x):
     """``x * clamp(x + 3, 0, 6) / 6`` of a float32 array, in a new C-contiguous array."""
     src, out = _floats("hardswish_f32", x, np.float32)
-    cdef size_t n = src.size, i
+    cdef size_t n = src.size
     if n == 0:
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)
@@ -522,7 +522,7 @@ def clamp_f32(x, float lo, float hi):
     its maximum(a, b) is ``a > b ? a : b`` and minimum ``a < b ? a : b`` (so ``b`` when they are equal:
     -0.0 against a bound 0.0 gives the bound), a NaN operand gives NaN."""
     src, out = _floats("clamp_f32", x, np.float32)
-    cdef size_t n = src.size, i
+    cdef size_t n = src.size
     if n == 0:
         return out
     cdef const float *s = <const float *> cnp.PyArray_DATA(src)

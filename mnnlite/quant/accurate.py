@@ -424,18 +424,15 @@ def run(model, cfg, dataset, qlog, impl, report, threads: int = 1, *, metric=Non
         downstream = downstream_of(graph, facts, plan, sites, workers, feeds)
     clock["statistics"] = time.perf_counter()
 
-    shared: dict = {}
+    # the range candidates' files have the same ops and tensors (one float run per input shape for their
+    # int8 plans) and the same int8 weights (a function of the conv alone): their builders share both
+    plan_facts, weights = {}, {}
 
     def builder_of(method: str) -> _Builder:
         ranges = _Ranges(stats, method, cfg.feature_clamp_value, downstream)
         b = _Builder(model, cfg, sites, facts, plan, ranges, stats, observers, target)
         b.sample, b.means, b.threads = feeds[0], means, workers.count
-        # the range candidates' files have the same ops and tensors (one float run per input shape for
-        # their int8 plans) and the same int8 weights (a function of the conv alone)
-        if shared:
-            b.plan_facts, b.weights = shared["plan_facts"], shared["weights"]
-        else:
-            shared.update(plan_facts=b.plan_facts, weights=b.weights)
+        b.plan_facts, b.weights = plan_facts, weights
         return b
 
     builder = builder_of(method)
